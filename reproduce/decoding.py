@@ -72,6 +72,9 @@ class Step:
     emitted: list[int]  # tokens this step appended to the output (after cutting at EOS)
     draft_ms: float
     target_ms: float
+    # sum_x min(target(x), draft(x)) at each drafted position: the expected acceptance probability there, whose
+    # mean is the paper's alpha (Leviathan et al. Definition 3.1)
+    overlap: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -108,6 +111,12 @@ class Trace:
         return self.wall_ms / max(len(self.tokens), 1)
 
     @property
+    def alpha(self) -> float:
+        """Mean expected acceptance over drafted positions, sum_x min(target, draft) (NaN when none)."""
+        overlaps = [o for s in self.steps for o in s.overlap]
+        return sum(overlaps) / len(overlaps) if overlaps else float("nan")
+
+    @property
     def tokens_per_target_call(self) -> float:
         return len(self.tokens) / max(self.target_calls, 1)
 
@@ -135,6 +144,7 @@ class Trace:
             "proposed": self.proposed,
             "accepted": self.accepted,
             "acceptance_rate": self.acceptance_rate,
+            "alpha": self.alpha,
             "tokens_per_target_call": self.tokens_per_target_call,
             "draft_ms": self.draft_ms,
             "target_ms": self.target_ms,
@@ -242,14 +252,17 @@ def speculative_decode(
         t1 = time.perf_counter()
         target_logits = target.forward(sequence[-1:] + draft_tokens)  # [k'+1, V]
         t2 = time.perf_counter()
-        target_probs = logits_to_probs(target_logits, params)
+        target_probs = logits_to_probs(target_logits, params)  # [k'+1, V]
+        overlap = torch.minimum(target_probs[:-1], draft_probs).sum(-1).tolist() if draft_tokens else []
         num_accepted, next_token = rule(
             torch.tensor(draft_tokens, dtype=torch.long), draft_probs, target_probs, generator
         )
-        target.rollback(len(sequence) + num_accepted)  # keep [.., last token, accepted drafts]
         new_tokens = _cut_at_eos(draft_tokens[:num_accepted] + [next_token], eos_token_id)
+        target.rollback(len(sequence) + len(new_tokens) - 1)  # keep [.., last token, accepted drafts]
         sequence.extend(new_tokens)
-        step = Step(list(draft_tokens), num_accepted, new_tokens, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+        # alpha counts positions up to the first rejection: later ones sit on a prefix the target refused
+        step = Step(list(draft_tokens), num_accepted, new_tokens, (t1 - t0) * 1e3, (t2 - t1) * 1e3,
+                    overlap[: num_accepted + 1])
         if _append_step(trace, step, eos_token_id):
             break
     trace.wall_ms = (time.perf_counter() - start) * 1e3

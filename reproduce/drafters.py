@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from reproduce.decoding import CachedLM
+from reproduce.errors import ReproduceError
 from reproduce.sampling import SamplingParams, logits_to_probs, sample
 
 
@@ -58,7 +59,7 @@ class NgramDrafter:
 
     def __init__(self, vocab_size: int, max_ngram: int = 3, min_ngram: int = 1):
         if not 1 <= min_ngram <= max_ngram:
-            raise ValueError(f"need 1 <= min_ngram <= max_ngram, got {min_ngram}, {max_ngram}")
+            raise ReproduceError(f"n-gram sizes need 1 <= min_ngram <= max_ngram, got {min_ngram} and {max_ngram}")
         self.vocab_size = vocab_size
         self.max_ngram = max_ngram
         self.min_ngram = min_ngram

@@ -80,7 +80,7 @@ def load_model(name: str, dtype: torch.dtype = torch.float32, device_map: str | 
     path = Path(name)
     if name.endswith(".gguf"):
         if not path.is_file():
-            raise ReproduceError(f"GGUF file not found: {name}")
+            raise ReproduceError(f"GGUF file not found: {name}: check the path")
         return _load_gguf(path, dtype)
     if path.is_dir():
         return _load_pretrained(name, str(path), dtype, device_map)
@@ -90,18 +90,44 @@ def load_model(name: str, dtype: torch.dtype = torch.float32, device_map: str | 
 def _load_pretrained(name: str, source: str, dtype: torch.dtype, device_map: str | None) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    def load(**kwargs):
+        tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
+        return tokenizer, AutoModelForCausalLM.from_pretrained(name, dtype=dtype, device_map=device_map, **kwargs)
+
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, device_map=device_map)
+        try:
+            tokenizer, model = load(local_files_only=True)  # a local directory or the hub cache: no network
+        except OSError:
+            if Path(name).is_dir() or not _hub_reachable():
+                raise
+            tokenizer, model = load()
     except (OSError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ReproduceError(
             f"unknown model {name!r}: not an offline alias ({', '.join(OFFLINE_ALIASES)}), "
-            f"not '{TINY_PREFIX}<arch>', not a local directory or .gguf file, and the hub could not supply it "
-            f"({reason[:160]})"
+            f"not '{TINY_PREFIX}<arch>', not a local directory or .gguf file, and not in the hub cache"
+            f"{'' if _hub_reachable() else ' (the hub is unreachable from here)'} ({reason[:160]})"
         ) from None
     model.eval()
     return LoadedModel(name, model, tokenizer, source)
+
+
+def _hub_reachable(timeout_s: float = 3.0) -> bool:
+    """A quick TCP probe of the hub, so an offline machine fails in seconds rather than after the hub
+    client's ~50 s of retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
 
 
 def _load_gguf(path: Path, dtype: torch.dtype):
@@ -153,10 +179,8 @@ def tiny_random_model(architecture: str = "llama", vocab_size: int = 16, seed: i
                         max_position_embeddings=256, window_size=32),
         "gptj": dict(n_embd=16, n_layer=1, n_head=2, rotary_dim=4, n_positions=256),
     }[architecture]
-    config = AutoConfig.for_model(
-        architecture, vocab_size=vocab_size, initializer_range=1.0, bos_token_id=0, eos_token_id=vocab_size - 1,
-        pad_token_id=vocab_size - 1, **{**sizes, **overrides},
-    )
+    settings = dict(initializer_range=1.0, bos_token_id=0, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1)
+    config = AutoConfig.for_model(architecture, vocab_size=vocab_size, **{**settings, **sizes, **overrides})
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.eval()

@@ -1,0 +1,274 @@
+"""From an experiment's raw rows to every number the report shows.
+
+`analyse(out_dir)` reads rows.jsonl and manifest.json and returns one nested dict of plain numbers (also
+written to summary.json). Nothing here times or generates anything; the report template only formats it.
+
+Pairing: methods are compared on the same unit (block, task, example, mode, seed, sample), so every speedup
+and quality difference is a paired per-prompt comparison against the ArS baseline run on that same prompt.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from reproduce import metrics, stats, tasks, theory
+from reproduce.errors import ReproduceError
+from reproduce.experiment import MANIFEST_FILE, ROWS_FILE, read_rows
+from reproduce.sandbox import evaluate_completions
+
+UNIT = ["block", "task", "example_id", "mode", "seed", "sample", "sweep_value"]
+BOOTSTRAP_SEED = 20230202  # arXiv 2302.01318: every bootstrap in the report uses this fixed seed
+# Equivalence margins for "no degradation" (TOST at alpha 0.05). The paper's own ArS-vs-SpS differences
+# are 0.001-0.002 ROUGE-2 and 1.9 points of pass@1, within these.
+MARGINS = {"rouge2": 0.02, "log_perplexity": 0.10, "pass": 0.10, "rouge2_vs_ars": 0.05}
+K_MAX_THEORY = 8
+
+
+def load_frame(out_dir: Path) -> pd.DataFrame:
+    rows = read_rows(out_dir)
+    if not rows:
+        raise ReproduceError(f"{out_dir}/{ROWS_FILE} has no rows: run the experiment first")
+    frame = pd.DataFrame(rows)
+    frame["variant"] = [_variant(m, d, k) for m, d, k in zip(frame["method"], frame["draft"], frame["k"])]
+    frame["sweep_value"] = frame["sweep_value"].astype(object).where(frame["sweep_value"].notna(), None)
+    return frame
+
+
+def _variant(method: str, draft, k) -> str:
+    """A readable method label: ArS, SpS[ngram,K=4], draft-only[name], HF generate, HF assisted[...]."""
+    if method == "ars":
+        return "ArS"
+    if method == "hf_generate":
+        return "HF generate"
+    if method == "draft_only":
+        return f"draft-only[{draft}]"
+    label = "SpS" if method == "sps" else "HF assisted"
+    return f"{label}[{draft},K={int(k)}]"
+
+
+def add_quality(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per-row quality: the scored text, ROUGE vs reference and vs the unit's ArS output, perplexity under
+    the target, exact match with ArS, HumanEval pass (run in the sandbox subprocess)."""
+    frame = frame.copy()
+    frame["scored_text"] = [tasks.postprocess_output(t, x) for t, x in zip(frame["task"], frame["text"])]
+    frame["perplexity"] = [math.exp(-np.mean(lp)) if lp else float("nan") for lp in frame["target_logprobs"]]
+    frame["log_perplexity"] = np.log(frame["perplexity"])
+    ars = frame[frame["method"] == "ars"].set_index(UNIT)
+    keys = list(zip(*(frame[c] for c in UNIT)))
+    ars_text = [ars["scored_text"].get(key) if key in ars.index else None for key in keys]
+    ars_ids = [ars["generated_ids"].get(key) if key in ars.index else None for key in keys]
+    frame["exact_match_ars"] = [ids == a if a is not None else None for ids, a in zip(frame["generated_ids"], ars_ids)]
+    text_tasks = frame["task"] != "humaneval"
+    for column in ("rouge1", "rouge2", "rougeL", "rouge2_vs_ars"):
+        frame[column] = np.nan
+    if text_tasks.any():
+        sub = frame[text_tasks]
+        scores = metrics.rouge_scores(list(sub["scored_text"]), list(sub["reference"]))
+        for name, values in scores.items():
+            frame.loc[text_tasks, name] = values
+        paired = [(i, a) for i, a in zip(sub.index, np.array(ars_text, dtype=object)[text_tasks.values]) if a is not None]
+        if paired:
+            vs_ars = metrics.rouge_scores([frame.at[i, "scored_text"] for i, _ in paired], [a for _, a in paired])
+            frame.loc[[i for i, _ in paired], "rouge2_vs_ars"] = vs_ars["rouge2"]
+    frame["passed"] = np.nan
+    code = frame["task"] == "humaneval"
+    if code.any():
+        problems = {e.example_id: e.extra for e in tasks.load_examples("humaneval", None)}
+        sub = frame[code]
+        results = evaluate_completions([problems[i] for i in sub["example_id"]], list(sub["scored_text"]))
+        frame.loc[code, "passed"] = [float(r["passed"]) for r in results]
+    return frame
+
+
+def _ci(values, rng) -> dict:
+    """Mean with a 95% percentile-bootstrap interval over prompts (NaN-free input)."""
+    values = np.asarray(values, dtype=float)
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        return {"mean": None, "ci": None, "n": 0}
+    if values.size < 2 or np.ptp(values) == 0:
+        return {"mean": float(values.mean()), "ci": (float(values.mean()),) * 2, "n": int(values.size)}
+    low, high = stats._percentile_bootstrap((values,), np.mean, rng, 5000, 0.95)
+    return {"mean": float(values.mean()), "ci": (low, high), "n": int(values.size)}
+
+
+def _pct(values, q):
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return float(np.percentile(values, q)) if values else None
+
+
+def method_table(frame: pd.DataFrame, price_per_hour: float, rng) -> list[dict]:
+    """One row per (block, task, mode, variant): speed, acceptance, quality and the paired tests vs ArS."""
+    out = []
+    for (block, task, mode, sweep_value), group in frame.groupby(["block", "task", "mode", "sweep_value"], dropna=False, sort=False):
+        ars = group[group["method"] == "ars"].set_index(UNIT)
+        for variant, rows in group.groupby("variant", sort=False):
+            first = rows.iloc[0]
+            entry = {
+                "block": block, "task": task, "mode": mode, "sweep_value": sweep_value, "variant": variant,
+                "method": first["method"], "draft": first["draft"], "k": None if pd.isna(first["k"]) else int(first["k"]),
+                "temperature": float(first["temperature"]), "top_p": float(first["top_p"]),
+                "max_new_tokens": int(first["max_new_tokens"]), "max_prompt_tokens": int(first["max_prompt_tokens"]),
+                "n": len(rows), "tokens_mean": float(rows["num_tokens"].mean()),
+                "prompt_tokens_mean": float(rows["prompt_tokens"].mean()),
+                **metrics.latency_summary(rows["ms_per_token"].tolist()),
+                "acceptance_p50": _pct(rows["acceptance_rate"], 50), "acceptance_p95": _pct(rows["acceptance_rate"], 95),
+                "acceptance_pooled": _ratio(rows["accepted"].sum(), rows["proposed"].sum()),
+                "alpha": _pct(rows["alpha"], 50) if rows["alpha"].notna().any() else None,
+                "alpha_mean": float(rows["alpha"].mean()) if rows["alpha"].notna().any() else None,
+                "tokens_per_call": _ratio(rows["num_tokens"].sum(), rows["target_calls"].sum()),
+                "loop_ms": _ratio(rows["wall_ms"].sum(), rows["target_calls"].sum()),
+                "time_128_tokens_ms": float(rows["ms_per_token"].mean() * 128),
+            }
+            if entry["k"] and entry["tokens_per_call"]:
+                entry["r"] = entry["tokens_per_call"] / (entry["k"] + 1)  # Chen et al.: tokens per loop / (K+1)
+            entry["usd_per_million_tokens"] = metrics.cost_per_million_tokens(entry["tokens_per_s_p50"], price_per_hour)
+            entry["quality"] = _quality(rows, rng)
+            if first["method"] != "ars":
+                entry["vs_ars"] = _paired_vs_ars(rows, ars, rng)
+            out.append(entry)
+    return out
+
+
+def _ratio(a, b):
+    return float(a) / float(b) if b else None
+
+
+def _quality(rows: pd.DataFrame, rng) -> dict:
+    quality = {"perplexity_median": _pct(rows["perplexity"], 50), "log_perplexity": _ci(rows["log_perplexity"], rng)}
+    if rows["rouge2"].notna().any():
+        quality.update({name: _ci(rows[name], rng) for name in ("rouge1", "rouge2", "rougeL")})
+    if rows["rouge2_vs_ars"].notna().any():
+        quality["rouge2_vs_ars"] = _ci(rows["rouge2_vs_ars"], rng)
+    if rows["passed"].notna().any():
+        per_problem = rows.groupby("example_id")["passed"].agg(["sum", "count"])
+        quality["pass_at_1"] = float(np.mean([metrics.pass_at_k(int(n), int(c), 1)
+                                              for c, n in zip(per_problem["sum"], per_problem["count"])]))
+        n_min = int(per_problem["count"].min())
+        if n_min > 1:
+            quality[f"pass_at_{n_min}"] = float(np.mean([metrics.pass_at_k(int(n), int(c), n_min)
+                                                         for c, n in zip(per_problem["sum"], per_problem["count"])]))
+        quality["pass"] = _ci(rows["passed"], rng)
+    if rows["exact_match_ars"].notna().any():
+        matches = rows["exact_match_ars"].dropna().astype(bool)
+        quality["exact_match_ars"] = float(matches.mean())
+        quality["mismatched_examples"] = sorted(rows.loc[matches.index[~matches.values], "example_id"].astype(str))
+    return quality
+
+
+def _paired_vs_ars(rows: pd.DataFrame, ars: pd.DataFrame, rng) -> dict:
+    """Speedup (bootstrap CI, Wilcoxon), TOST on quality, and the distribution test, each paired with ArS."""
+    rows = rows.set_index(UNIT)
+    common = rows.index.intersection(ars.index)
+    if len(common) < 2:
+        return {"n": len(common)}
+    mine, base = rows.loc[common], ars.loc[common]
+    result = {"n": len(common),
+              "speedup": stats.speedup_ci(base["ms_per_token"], mine["ms_per_token"], rng),
+              "wilcoxon": stats.wilcoxon_speedup(base["ms_per_token"], mine["ms_per_token"])}
+    equivalence = {}
+    for column, margin in (("rouge2", MARGINS["rouge2"]), ("log_perplexity", MARGINS["log_perplexity"]),
+                           ("passed", MARGINS["pass"])):
+        a, b = mine[column].to_numpy(float), base[column].to_numpy(float)
+        keep = ~(np.isnan(a) | np.isnan(b))
+        if keep.sum() >= 2:
+            equivalence[column] = stats.tost_equivalence(a[keep], b[keep], margin, rng=rng)
+    result["equivalence"] = equivalence
+    if mine["temperature"].iloc[0] > 0:
+        result["first_token_test"] = stats.two_sample_distribution_test(
+            [ids[0] for ids in mine["generated_ids"] if ids], [ids[0] for ids in base["generated_ids"] if ids],
+            "categorical")
+        result["logprob_test"] = stats.two_sample_distribution_test(
+            [x for lp in mine["target_logprobs"] for x in lp], [x for lp in base["target_logprobs"] for x in lp],
+            "continuous")
+    return result
+
+
+def cost_curve(frame: pd.DataFrame) -> dict[int, float]:
+    """Median ms of one target call by tokens scored, from the traces: ArS steps give t(1), SpS steps
+    with d drafted tokens give t(d+1)."""
+    by_n = defaultdict(list)
+    for method, steps in zip(frame["method"], frame["steps"]):
+        if method in ("ars", "sps"):
+            for drafted, _, _, target_ms, _ in steps:
+                by_n[drafted + 1].append(target_ms)
+    return {n: float(np.median(v)) for n, v in sorted(by_n.items()) if len(v) >= 3}
+
+
+def theory_table(frame: pd.DataFrame, table: list[dict], curve: dict[int, float]) -> list[dict]:
+    """Leviathan-model prediction from measured alpha, draft cost c and the target's cost curve, vs measured."""
+    if 1 not in curve:
+        return []
+    out = []
+    for entry in table:
+        if entry["method"] != "sps" or "vs_ars" not in entry or "speedup" not in entry["vs_ars"]:
+            continue
+        rows = frame[(frame["variant"] == entry["variant"]) & (frame["task"] == entry["task"])
+                     & (frame["mode"] == entry["mode"]) & (frame["block"] == entry["block"])
+                     & _same(frame["sweep_value"], entry["sweep_value"])]
+        drafted = sum(s[0] for steps in rows["steps"] for s in steps)
+        draft_ms = sum(s[2] for steps in rows["steps"] for s in steps)
+        c = (draft_ms / drafted) / curve[1] if drafted else 0.0
+        alpha = entry["alpha_mean"]
+        k = entry["k"]
+        if alpha is None or k + 1 not in curve:
+            continue
+        alpha = min(max(alpha, 0.0), 1.0)
+        predicted = theory.predicted_speedup(alpha, k, c, curve)
+        measured = entry["vs_ars"]["speedup"]["ratio_of_means"]
+        best_k = None
+        covered = [n - 1 for n in curve if n > 1 and all(m in curve for m in range(1, n + 1))]
+        if covered:
+            best_k, best = theory.optimal_k(alpha, c, curve, k_max=min(max(covered), K_MAX_THEORY))
+        out.append({"block": entry["block"], "task": entry["task"], "mode": entry["mode"], "variant": entry["variant"],
+                    "draft": entry["draft"], "k": k, "sweep_value": entry["sweep_value"], "alpha": alpha,
+                    "acceptance": entry["acceptance_pooled"], "c": c, "t_ratio": curve[k + 1] / curve[1],
+                    "predicted_speedup": predicted, "measured_speedup": measured,
+                    "efficiency": measured / predicted if predicted else None, "optimal_k_predicted": best_k})
+    return out
+
+
+def _same(series: pd.Series, value) -> pd.Series:
+    return series.isna() if value is None else series == value
+
+
+def analyse(out_dir: Path, write: bool = True) -> dict:
+    out_dir = Path(out_dir)
+    manifest = json.loads((out_dir / MANIFEST_FILE).read_text())
+    frame = add_quality(load_frame(out_dir))
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    price = manifest["config"]["price_per_hour_usd"]
+    table = method_table(frame, price, rng)
+    curve = cost_curve(frame)
+    summary = {
+        "manifest": manifest,
+        "rows": len(frame),
+        "methods": table,
+        "cost_curve_ms": {str(n): ms for n, ms in curve.items()},
+        "theory": theory_table(frame, table, curve),
+        "margins": MARGINS,
+        "bootstrap_seed": BOOTSTRAP_SEED,
+    }
+    if write:
+        (out_dir / "summary.json").write_text(json.dumps(_plain(summary), indent=1, default=str))
+    return summary
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return None if not math.isfinite(float(value)) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value

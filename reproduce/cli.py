@@ -1,0 +1,251 @@
+"""Command line: `python -m reproduce generate` runs ArS and SpS on one prompt and compares them.
+
+Bad input is reported as one line `error: <message>` on stderr with exit code 2, never a traceback. Everything
+that can be checked without a model is checked before any model loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+import torch
+
+from reproduce.errors import ReproduceError
+
+DEFAULT_TARGET = "smollm2-135m-instruct"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises ReproduceError instead of printing usage and exiting, so errors stay one line."""
+
+    def error(self, message):
+        raise ReproduceError(f"{message} (see `python -m {self.prog} --help`)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="reproduce", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    gen = commands.add_parser(
+        "generate",
+        help="decode one prompt with autoregressive (ArS) and speculative (SpS) sampling and compare them",
+        description="Decode one prompt with ArS and SpS; print the SpS text, acceptance and speedup.",
+    )
+    gen.add_argument("--target", default=DEFAULT_TARGET,
+                     help=f"target model: offline alias, tiny-random-<arch>, .gguf file, directory or hub id "
+                          f"(default {DEFAULT_TARGET})")
+    gen.add_argument("--draft", default="ngram",
+                     help="draft: a model name as for --target, 'ngram' (prompt lookup), or 'target' "
+                          "(the target drafts for itself: acceptance 1.0 by construction) (default ngram)")
+    gen.add_argument("--k", type=int, default=4, help="tokens drafted per target call (default 4)")
+    gen.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
+    gen.add_argument("--top-p", type=float, default=0.9, help="nucleus mass in (0, 1], 1 = off (default 0.9)")
+    gen.add_argument("--top-k", type=int, default=0, help="0 = off (default 0)")
+    gen.add_argument("--max-new-tokens", type=int, default=64, help="(default 64)")
+    prompt = gen.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--prompt", help="prompt text (needs a model with a tokenizer)")
+    prompt.add_argument("--prompt-ids", help="prompt as token ids, e.g. '1 2 3' (for models without a tokenizer)")
+    gen.add_argument("--chat", action=argparse.BooleanOptionalAction, default=None,
+                     help="wrap --prompt in the tokenizer's chat template (default: on when it has one)")
+    gen.add_argument("--seed", type=int, default=0, help="seed of the ArS and SpS random generators (default 0)")
+    gen.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    gen.add_argument("--ngram-size", type=int, default=3, help="longest n-gram the ngram draft matches (default 3)")
+    gen.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    gen.set_defaults(run=generate)
+
+    run = commands.add_parser(
+        "run", help="run (or resume) an experiment config and analyse its rows",
+        description="Run an experiment from experiments/<profile>.yaml; rerunning resumes where it stopped.",
+    )
+    which = run.add_mutually_exclusive_group()
+    which.add_argument("--profile", default="default", help="experiments/<profile>.yaml (default: default)")
+    which.add_argument("--config", help="path of an experiment YAML file")
+    run.add_argument("--out", help="results directory (default: results/<experiment name>)")
+    run.set_defaults(run=run_command)
+
+    analyse = commands.add_parser("analyse", help="recompute summary.json from a results directory's rows")
+    analyse.add_argument("out", help="results directory, e.g. results/default")
+    analyse.set_defaults(run=analyse_command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.run(args)
+    except ReproduceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else 0
+
+
+# ---- generate ------------------------------------------------------------------------------------------------
+
+
+def _validate(args):
+    """Checks that need no model. Returns the SamplingParams (which validate temperature, top-p, top-k)."""
+    from reproduce.sampling import SamplingParams
+
+    if args.k < 1:
+        raise ReproduceError(f"--k (tokens drafted per target call) must be >= 1, got {args.k}")
+    if args.max_new_tokens < 1:
+        raise ReproduceError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    if args.threads < 1:
+        raise ReproduceError(f"--threads must be >= 1, got {args.threads}")
+    if args.ngram_size < 1:
+        raise ReproduceError(f"--ngram-size must be >= 1, got {args.ngram_size}")
+    if args.prompt is not None and not args.prompt.strip():
+        raise ReproduceError("the prompt is empty: give a non-empty --prompt")
+    if args.prompt_ids is not None and not _parse_ids(args.prompt_ids):
+        raise ReproduceError("the prompt is empty: give at least one token id in --prompt-ids, e.g. '1 2 3'")
+    return SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+
+
+def _parse_ids(text: str) -> list[int]:
+    try:
+        return [int(tok) for tok in text.replace(",", " ").split()]
+    except ValueError:
+        raise ReproduceError(f"--prompt-ids must be integers separated by spaces, e.g. '1 2 3', got {text!r}") from None
+
+
+def _prompt_ids(args, target) -> list[int]:
+    if args.prompt_ids is not None:
+        return _parse_ids(args.prompt_ids)
+    tokenizer = target.tokenizer
+    if tokenizer is None:
+        raise ReproduceError(f"model {target.name!r} has no tokenizer: give the prompt as token ids with --prompt-ids")
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if args.chat and not has_template:
+        raise ReproduceError(f"model {target.name!r} has no chat template: drop --chat")
+    use_chat = has_template if args.chat is None else args.chat
+    if use_chat:
+        messages = [{"role": "user", "content": args.prompt}]
+        return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=False))
+    return tokenizer(args.prompt).input_ids
+
+
+def _load(args):
+    """(target LoadedModel, drafter, vocabulary size)."""
+    from reproduce.drafters import ModelDrafter, NgramDrafter
+    from reproduce.models import load_model, shared_vocab_size
+
+    target = load_model(args.target)
+    if args.draft == "ngram":
+        vocab = target.vocab_size
+        return target, NgramDrafter(vocab, max_ngram=args.ngram_size), vocab
+    if args.draft == "target":
+        vocab = target.vocab_size
+        return target, ModelDrafter(target.model, vocab, name=target.name), vocab  # same weights, own KV cache
+    draft = load_model(args.draft)
+    vocab = shared_vocab_size(target, draft)
+    return target, ModelDrafter(draft.model, vocab, name=draft.name), vocab
+
+
+def generate(args) -> int:
+    from transformers.utils import logging as hf_logging
+
+    from reproduce.decoding import CachedLM, autoregressive_decode, speculative_decode
+
+    params = _validate(args)
+    hf_logging.disable_progress_bar()  # "Loading weights" bars would clutter the comparison
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        target, drafter, vocab = _load(args)
+        prompt_ids = _prompt_ids(args, target)
+        target_lm = CachedLM(target.model, vocab)
+        eos = target.eos_token_id
+
+        def run_ars(max_new_tokens):
+            generator = torch.Generator().manual_seed(args.seed)
+            return autoregressive_decode(target_lm, prompt_ids, max_new_tokens, params, generator, eos)
+
+        def run_sps(max_new_tokens):
+            generator = torch.Generator().manual_seed(args.seed)
+            return speculative_decode(target_lm, drafter, prompt_ids, args.k, max_new_tokens, params, generator, eos)
+
+        # Warm-up: the first forward of a model pays one-off costs (allocation, lazy init) neither method should.
+        run_ars(2)
+        run_sps(2)
+        ars = run_ars(args.max_new_tokens)
+        sps = run_sps(args.max_new_tokens)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+    text = None
+    if target.tokenizer is not None:
+        text = target.tokenizer.decode(sps.tokens, skip_special_tokens=True)
+    speedup = ars.ms_per_token / sps.ms_per_token
+    if args.json:
+        record = {
+            "prompt": args.prompt,
+            "prompt_ids": prompt_ids,
+            "sps_tokens": sps.tokens,
+            "ars_tokens": ars.tokens,
+            "text": text,
+            "accepted_per_step": [step.num_accepted for step in sps.steps],
+            "proposed_per_step": [len(step.proposed) for step in sps.steps],
+            "acceptance_rate": _finite_or_none(sps.acceptance_rate),
+            "alpha": _finite_or_none(sps.alpha),
+            "tokens_per_target_call": sps.tokens_per_target_call,
+            "sps_ms_per_token": sps.ms_per_token,
+            "ars_ms_per_token": ars.ms_per_token,
+            "speedup": speedup,
+            "settings": {
+                "target": args.target, "draft": args.draft, "k": args.k, "temperature": args.temperature,
+                "top_p": args.top_p, "top_k": args.top_k, "seed": args.seed, "max_new_tokens": args.max_new_tokens,
+            },
+        }
+        print(json.dumps(record))
+        return 0
+
+    print(text if text is not None else "tokens: " + " ".join(map(str, sps.tokens)))
+    print()
+    shaping = "greedy" if params.greedy else f"temperature {args.temperature}, top-p {args.top_p}, top-k {args.top_k}"
+    print(f"target {args.target}, draft {args.draft}, K={args.k}, {shaping}, seed {args.seed}")
+    print(f"SpS: {len(sps.tokens)} tokens in {sps.target_calls} target calls "
+          f"({sps.tokens_per_target_call:.2f} tokens per call), {sps.ms_per_token:.1f} ms/token")
+    print(f"     acceptance {sps.acceptance_rate:.3f} ({sps.accepted}/{sps.proposed} drafted tokens), "
+          f"expected acceptance alpha {sps.alpha:.3f}")
+    print(f"ArS: {len(ars.tokens)} tokens in {ars.target_calls} target calls, {ars.ms_per_token:.1f} ms/token")
+    print(f"speedup: {speedup:.2f}x (ArS ms/token / SpS ms/token)")
+    if params.greedy:
+        # At temperature 0 the rule is exact and deterministic: SpS must emit ArS's tokens.
+        print(f"SpS tokens identical to ArS: {'yes' if sps.tokens == ars.tokens else 'NO'}")
+    return 0
+
+
+def _finite_or_none(value: float) -> float | None:
+    """JSON has no NaN: acceptance is undefined when the draft proposed nothing (an n-gram draft with no match)."""
+    return value if math.isfinite(value) else None
+
+
+# ---- run / analyse -------------------------------------------------------------------------------------------
+
+
+def run_command(args) -> int:
+    from pathlib import Path
+
+    from reproduce.analysis import analyse
+    from reproduce.config import load_config
+    from reproduce.experiment import run_experiment
+
+    config = load_config(args.config or args.profile)
+    out_dir = Path(args.out or Path("results") / config.name)
+    run_experiment(config, out_dir)
+    analyse(out_dir)
+    print(f"rows and summary in {out_dir}")
+    return 0
+
+
+def analyse_command(args) -> int:
+    from reproduce.analysis import analyse
+
+    summary = analyse(args.out)
+    print(f"{summary['rows']} rows analysed -> {args.out}/summary.json")
+    return 0
+

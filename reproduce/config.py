@@ -1,0 +1,200 @@
+"""Experiment configuration: small YAML files resolved into frozen dataclasses.
+
+A file states only what differs from what it includes (`include: defaults.yaml`, lm-eval-harness style):
+mappings merge key by key, everything else replaces. Unknown keys fail with a did-you-mean error (nanoGPT's
+lesson: a typo must never be silently ignored). The resolved config is saved beside the results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from reproduce.errors import ReproduceError
+
+EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+KNOWN_TASKS = ("xsum", "humaneval", "pubmedqa")
+KNOWN_METHODS = ("ars", "sps", "draft_only", "hf_generate", "hf_assisted")
+SWEEPABLE = ("k", "max_new_tokens", "max_prompt_tokens", "temperature")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    dtype: str = "float32"
+    device_map: str | None = None  # "auto" shards a target larger than one device (accelerate)
+    architecture: str | None = None  # model_type, so tests can stand in a tiny random model of the same kind
+
+
+@dataclass(frozen=True)
+class DraftSpec:
+    """A drafter: `ngram` (prompt lookup), `target` (the target drafting for itself), or a model to load."""
+
+    name: str
+    ngram_size: int = 3
+    dtype: str = "float32"
+    architecture: str | None = None
+
+    @property
+    def is_model(self) -> bool:
+        return self.name not in ("ngram", "target")
+
+
+@dataclass(frozen=True)
+class ModeSpec:
+    """A sampling mode. temperature 0 is greedy; num_samples > 1 draws several outputs per prompt (pass@k)."""
+
+    temperature: float
+    top_p: float = 1.0
+    top_k: int = 0
+    num_samples: int = 1
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    rows: tuple[int, int]  # [start, stop) of the task's evaluation rows
+    modes: tuple[str, ...]
+    max_new_tokens: int = 64
+    max_prompt_tokens: int = 400  # documents are truncated to this budget, identically for every method
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """Vary one setting over `values` on a few prompts; ArS and SpS with `draft` run at every value."""
+
+    task: str
+    mode: str
+    draft: str
+    vary: str
+    values: tuple
+    rows: tuple[int, int] = (0, 4)
+    k: int = 4
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str
+    target: ModelSpec
+    drafts: tuple[DraftSpec, ...]
+    tasks: dict[str, TaskSpec]
+    modes: dict[str, ModeSpec]
+    k_values: tuple[int, ...] = (4,)
+    seeds: tuple[int, ...] = (0,)
+    methods: tuple[str, ...] = KNOWN_METHODS
+    sweeps: dict[str, SweepSpec] = field(default_factory=dict)
+    data_source: str = "offline"  # or "hub"
+    threads: int = 2
+    warmup_tokens: int = 8
+    price_per_hour_usd: float = 0.10  # for the $ per 1M tokens estimate
+    description: str = ""
+
+    def draft(self, name: str) -> DraftSpec:
+        return next(d for d in self.drafts if d.name == name)
+
+
+def load_config(name_or_path: str | Path) -> ExperimentConfig:
+    """Load `experiments/<name>.yaml` or a path, following includes, and validate it."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = EXPERIMENTS_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+        raise ReproduceError(f"no experiment config {str(name_or_path)!r}: choose one of {', '.join(known)} or give a .yaml path")
+    data = _read_with_includes(path, seen=())
+    return _resolve(data, source=path.name)
+
+
+def _read_with_includes(path: Path, seen: tuple) -> dict:
+    if path in seen:
+        raise ReproduceError(f"include cycle: {' -> '.join(p.name for p in (*seen, path))}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ReproduceError(f"{path.name}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ReproduceError(f"{path.name}: the top level must be a mapping of settings")
+    includes = data.pop("include", [])
+    merged: dict = {}
+    for include in [includes] if isinstance(includes, str) else includes:
+        merged = _merge(merged, _read_with_includes(path.parent / include, (*seen, path)))
+    return _merge(merged, data)
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _build(cls, data, where: str):
+    """Construct dataclass `cls` from a mapping, rejecting unknown keys with a suggestion."""
+    if not isinstance(data, dict):
+        raise ReproduceError(f"{where}: expected a mapping of {cls.__name__} settings, got {data!r}")
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(names)}"
+            raise ReproduceError(f"{where}: unknown key {key!r}; {hint}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        kwargs[key] = tuple(value) if typing.get_origin(hints[key]) is tuple and isinstance(value, list) else value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ReproduceError(f"{where}: {exc}") from None
+
+
+def _resolve(data: dict, source: str) -> ExperimentConfig:
+    data = dict(data)
+    if "target" in data:
+        data["target"] = _build(ModelSpec, data["target"], f"{source}: target")
+    data["drafts"] = tuple(_build(DraftSpec, d, f"{source}: drafts[{i}]") for i, d in enumerate(data.get("drafts") or []))
+    data["modes"] = {n: _build(ModeSpec, m, f"{source}: modes.{n}") for n, m in (data.get("modes") or {}).items()}
+    data["tasks"] = {n: _build(TaskSpec, t, f"{source}: tasks.{n}") for n, t in (data.get("tasks") or {}).items()}
+    data["sweeps"] = {n: _build(SweepSpec, s, f"{source}: sweeps.{n}") for n, s in (data.get("sweeps") or {}).items()}
+    config = _build(ExperimentConfig, data, source)
+    _validate(config, source)
+    return config
+
+
+def _validate(config: ExperimentConfig, source: str) -> None:
+    def fail(message: str):
+        raise ReproduceError(f"{source}: {message}")
+
+    draft_names = [d.name for d in config.drafts]
+    if len(set(draft_names)) != len(draft_names):
+        fail(f"draft names repeat: {draft_names}")
+    for name, task in config.tasks.items():
+        if name not in KNOWN_TASKS:
+            fail(f"unknown task {name!r}; choose from {', '.join(KNOWN_TASKS)}")
+        if not (len(task.rows) == 2 and 0 <= task.rows[0] < task.rows[1]):
+            fail(f"tasks.{name}.rows must be [start, stop) with 0 <= start < stop, got {list(task.rows)}")
+        for mode in task.modes:
+            if mode not in config.modes:
+                fail(f"tasks.{name} uses mode {mode!r}, which is not defined under modes")
+        if task.max_new_tokens < 1 or task.max_prompt_tokens < 1:
+            fail(f"tasks.{name}: max_new_tokens and max_prompt_tokens must be >= 1")
+    for name, mode in config.modes.items():
+        if mode.temperature < 0 or not 0 < mode.top_p <= 1 or mode.top_k < 0 or mode.num_samples < 1:
+            fail(f"modes.{name}: need temperature >= 0, 0 < top_p <= 1, top_k >= 0, num_samples >= 1")
+    if not config.k_values or any(not isinstance(k, int) or k < 1 for k in config.k_values):
+        fail(f"k_values must be integers >= 1, got {list(config.k_values)}")
+    for method in config.methods:
+        if method not in KNOWN_METHODS:
+            close = difflib.get_close_matches(method, KNOWN_METHODS, n=1)
+            fail(f"unknown method {method!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+    for name, sweep in config.sweeps.items():
+        if sweep.vary not in SWEEPABLE:
+            fail(f"sweeps.{name}.vary must be one of {', '.join(SWEEPABLE)}, got {sweep.vary!r}")
+        if sweep.task not in config.tasks or sweep.mode not in config.modes or sweep.draft not in draft_names:
+            fail(f"sweeps.{name} names a task, mode or draft not defined above ({sweep.task}, {sweep.mode}, {sweep.draft})")
+    if config.data_source not in ("offline", "hub"):
+        fail(f"data_source must be 'offline' or 'hub', got {config.data_source!r}")

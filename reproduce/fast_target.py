@@ -1,0 +1,220 @@
+"""A small, fast Llama forward with a static KV cache, for scoring the target's tokens on a CPU.
+
+Same interface as `reproduce.decoding.CachedLM` (reset / forward / rollback / next_logits, cache_tokens,
+vocab_size), so the engine can use it for the target and for the ArS baseline alike. Written in the spirit of
+gpt-fast: the Hugging Face model's weights are copied into plain tensors, Q/K/V and gate/up projections are fused
+(4 GEMMs per layer instead of 7), and the KV cache is preallocated and indexed by position, so a rollback just
+rewinds an index and no call concatenates tensors.
+
+Linear modes (the choice defines the target's numerics; the ArS baseline must use the same object):
+- "fp32": the model's own fp32 weights and fp32 GEMMs; logits match Hugging Face's to float noise.
+- "bf16": weights rounded to bf16 once; every GEMM is a bf16 GEMM (inputs rounded to bf16, fp32 accumulation,
+  output rounded to bf16). Norms, RoPE, attention, the KV cache and the residual stream stay fp32.
+- "dual": the same numerics as "bf16", computed two ways: the bf16 kernel for row counts in `bf16_rows` (the
+  multi-row verification calls, where bf16 GEMMs cost nearly the same for 2..9 rows), and otherwise (a single
+  row, where the fp32 GEMV is the fastest kernel) an fp32 GEMM over the same bf16-rounded weights, with the
+  inputs and the output rounded to bf16 explicitly. Products of bf16 values are exact in fp32, so the two paths
+  differ only by accumulation order, i.e. an occasional one-ulp flip in a GEMM output: the same kind of float
+  noise as batched vs single-row fp32 logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from reproduce.errors import ReproduceError
+
+LINEAR_MODES = ("fp32", "bf16", "dual")
+ROW_ATTENTION_MAX = 16  # "bf16" mode: calls of 2..16 tokens attend row by row (batch-invariant verification)
+# On this CPU (AVX512-BF16, oneDNN) a bf16 GEMM's row results do not depend on the number of rows for inner
+# dimensions up to at least 1024, but do (1-ulp flips) for 1536: so "bf16" GEMMs over more inputs are cut in chunks
+MAX_BF16_INPUTS = 768
+
+
+@dataclass
+class LayerWeights:
+    """One decoder layer's GEMM weights in one dtype: [out_features, in_features], as F.linear wants them."""
+
+    qkv: torch.Tensor  # q_proj, k_proj, v_proj stacked
+    out: torch.Tensor  # o_proj
+    gate_up: torch.Tensor  # gate_proj, up_proj stacked
+    down: tuple[torch.Tensor, ...]  # down_proj, cut along its inputs into chunks of <= MAX_BF16_INPUTS columns
+
+    def to(self, dtype: torch.dtype) -> "LayerWeights":
+        return LayerWeights(self.qkv.to(dtype), self.out.to(dtype), self.gate_up.to(dtype),
+                            tuple(chunk.to(dtype) for chunk in self.down))
+
+
+def down_chunks(weight: torch.Tensor, chunk_inputs: int | None) -> tuple[torch.Tensor, ...]:
+    """`weight` cut along its inputs into contiguous chunks of at most `chunk_inputs` columns (None: one chunk)."""
+    count = 1 if chunk_inputs is None else -(-weight.shape[1] // chunk_inputs)
+    return tuple(chunk.contiguous() for chunk in weight.tensor_split(count, dim=1))
+
+
+def fp32_gemm(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return F.linear(x, weight)
+
+
+def bf16_gemm(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """A bf16 GEMM (bf16 weight): inputs rounded to bf16, fp32 accumulation inside the kernel, bf16 output."""
+    return F.linear(x.to(torch.bfloat16), weight).float()
+
+
+def bf16_gemm_in_fp32(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """What bf16_gemm computes, with an fp32 kernel over bf16-rounded weights (faster for a single row)."""
+    return F.linear(x.to(torch.bfloat16).float(), weight).to(torch.bfloat16).float()
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+
+
+def rope_tables(head_dim: int, theta: float, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin [length, head_dim] of Llama's default rotary embedding (as Hugging Face computes them)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim))
+    freqs = torch.arange(length, dtype=torch.float)[:, None] * inv_freq[None, :]
+    angles = torch.cat((freqs, freqs), dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Apply RoPE to x [heads, n, head_dim] with cos/sin [n, head_dim] (Hugging Face's rotate_half convention)."""
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+
+
+class FastLlamaLM:
+    """A Llama model's weights, a static KV cache, and the token ids that cache holds."""
+
+    def __init__(self, config, embedding, layers_fp32, layers_bf16, norms, final_norm, head_fp32, head_bf16,
+                 vocab_size: int, max_len: int, linear_mode: str, bf16_rows: range):
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.num_heads
+        self.eps = config.rms_norm_eps
+        self.rope_theta = config.rope_parameters["rope_theta"]
+        self.embedding = embedding  # [vocab, hidden] fp32
+        self.layers_fp32, self.layers_bf16 = layers_fp32, layers_bf16
+        self.norms = norms  # per layer: (input norm weight, post-attention norm weight), fp32
+        self.final_norm = final_norm
+        self.head_fp32, self.head_bf16 = head_fp32, head_bf16  # cut to vocab_size rows
+        self.vocab_size = vocab_size
+        self.linear_mode = linear_mode
+        self.bf16_rows = bf16_rows
+        self.row_attention_max = ROW_ATTENTION_MAX
+        self.split = [self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim,
+                      self.num_kv_heads * self.head_dim]
+        self._allocate(max_len)
+        self.cache_tokens: list[int] = []
+
+    @classmethod
+    def from_hf(cls, model, vocab_size: int | None = None, max_len: int = 2048, linear_mode: str = "fp32",
+                bf16_rows: range = range(2, 65)) -> "FastLlamaLM":
+        """Copy a Hugging Face LlamaForCausalLM's weights. `bf16_rows`: row counts the "dual" mode runs in bf16."""
+        config = model.config
+        if config.model_type != "llama":
+            raise ReproduceError(f"FastLlamaLM supports Llama models only, got {config.model_type!r}: use CachedLM")
+        if config.attention_bias or config.mlp_bias or config.hidden_act != "silu":
+            raise ReproduceError("FastLlamaLM supports Llama without biases and with SiLU MLPs: use CachedLM")
+        if config.rope_parameters.get("rope_type", "default") != "default":
+            raise ReproduceError(f"FastLlamaLM supports default RoPE only, got {config.rope_parameters}: use CachedLM")
+        if linear_mode not in LINEAR_MODES:
+            raise ReproduceError(f"unknown linear_mode {linear_mode!r}: choose one of {', '.join(LINEAR_MODES)}")
+        vocab_size = vocab_size or config.vocab_size
+        # "bf16"/"dual": the rounding to bf16 happens once here and defines the target's weights in every path
+        rounded = (lambda w: w.detach().float()) if linear_mode == "fp32" else (
+            lambda w: w.detach().to(torch.bfloat16).float())
+        layers, norms = [], []
+        for layer in model.model.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            layers.append(LayerWeights(
+                qkv=rounded(torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])).contiguous(),
+                out=rounded(attn.o_proj.weight).contiguous(),
+                gate_up=rounded(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])).contiguous(),
+                down=down_chunks(rounded(mlp.down_proj.weight), None if linear_mode == "fp32" else MAX_BF16_INPUTS),
+            ))
+            norms.append((layer.input_layernorm.weight.detach().float(),
+                          layer.post_attention_layernorm.weight.detach().float()))
+        embedding = rounded(model.model.embed_tokens.weight).contiguous()
+        head = rounded(model.lm_head.weight[:vocab_size]).contiguous()
+        layers_bf16 = [weights.to(torch.bfloat16) for weights in layers] if linear_mode != "fp32" else None
+        head_bf16 = head.to(torch.bfloat16) if linear_mode != "fp32" else None
+        if linear_mode == "bf16":  # no fp32 copies needed
+            layers, head = None, None
+        return cls(config, embedding, layers, layers_bf16, norms, model.model.norm.weight.detach().float(), head,
+                   head_bf16, vocab_size, max_len, linear_mode, bf16_rows)
+
+    def _allocate(self, max_len: int) -> None:
+        """(Re)allocate the KV cache and RoPE tables for `max_len` positions, keeping what the cache holds."""
+        shape = (len(self.norms), self.num_kv_heads, max_len, self.head_dim)
+        keys, values = torch.zeros(shape), torch.zeros(shape)
+        if hasattr(self, "keys"):
+            keys[:, :, : self.keys.shape[2]] = self.keys
+            values[:, :, : self.values.shape[2]] = self.values
+        self.keys, self.values = keys, values
+        self.cos, self.sin = rope_tables(self.head_dim, self.rope_theta, max_len)
+        self.max_len = max_len
+
+    def reset(self) -> None:
+        self.cache_tokens = []  # stale cache entries are never read: attention only looks at positions < length
+
+    def rollback(self, length: int) -> None:
+        """Keep the first `length` cached tokens: rewinding the position is all it takes."""
+        del self.cache_tokens[length:]
+
+    def _kernel(self, rows: int):
+        """(layer weights, head weight, gemm function) for a call scoring `rows` tokens."""
+        if self.linear_mode == "fp32":
+            return self.layers_fp32, self.head_fp32, fp32_gemm
+        if self.linear_mode == "bf16" or rows in self.bf16_rows:
+            return self.layers_bf16, self.head_bf16, bf16_gemm
+        return self.layers_fp32, self.head_fp32, bf16_gemm_in_fp32
+
+    @torch.inference_mode()
+    def forward(self, token_ids: list[int], last_only: bool = False) -> torch.Tensor:
+        """Append `token_ids` to the cache; return float32 logits [n, vocab_size] (or [1, vocab_size])."""
+        n, start = len(token_ids), len(self.cache_tokens)
+        end = start + n
+        if end > self.max_len:
+            self._allocate(max(end, 2 * self.max_len))
+        layers, head, gemm = self._kernel(n)
+        cos, sin = self.cos[start:end], self.sin[start:end]
+        # new token i (position start + i) sees cached positions <= start + i; one new token sees everything
+        mask = None if n == 1 else torch.ones(n, end, dtype=torch.bool).tril(diagonal=start)
+        row_by_row = self.linear_mode == "bf16" and 1 < n <= self.row_attention_max
+        x = self.embedding[torch.tensor(token_ids)]  # [n, hidden]
+        for index, (weights, (attn_norm, mlp_norm)) in enumerate(zip(layers, self.norms)):
+            q, k, v = gemm(rms_norm(x, attn_norm, self.eps), weights.qkv).split(self.split, dim=-1)
+            q = rotate(q.view(n, self.num_heads, self.head_dim).transpose(0, 1), cos, sin)
+            self.keys[index, :, start:end] = rotate(k.view(n, self.num_kv_heads, self.head_dim).transpose(0, 1),
+                                                    cos, sin)
+            self.values[index, :, start:end] = v.view(n, self.num_kv_heads, self.head_dim).transpose(0, 1)
+            if row_by_row:  # row i makes exactly the call a single-token forward at position start + i makes
+                attn = torch.cat([F.scaled_dot_product_attention(
+                    q[None, :, i : i + 1], self.keys[index, None, :, : start + i + 1],
+                    self.values[index, None, :, : start + i + 1], enable_gqa=True,
+                )[0] for i in range(n)], dim=1)  # [heads, n, head_dim]
+            else:
+                attn = F.scaled_dot_product_attention(
+                    q[None], self.keys[index, None, :, :end], self.values[index, None, :, :end], attn_mask=mask,
+                    enable_gqa=True,
+                )[0]  # [heads, n, head_dim]
+            x = x + gemm(attn.transpose(0, 1).reshape(n, -1), weights.out)
+            gate, up = gemm(rms_norm(x, mlp_norm, self.eps), weights.gate_up).chunk(2, dim=-1)
+            hidden = (F.silu(gate) * up).tensor_split(len(weights.down), dim=-1)
+            x = x + sum(gemm(part, chunk) for part, chunk in zip(hidden, weights.down))
+        x = rms_norm(x[-1:] if last_only else x, self.final_norm, self.eps)
+        self.cache_tokens.extend(token_ids)
+        return gemm(x, head)
+
+    def next_logits(self, sequence: list[int]) -> torch.Tensor:
+        """Logits [vocab_size] for the token after `sequence`, reusing the cached common prefix."""
+        keep = 0
+        limit = min(len(self.cache_tokens), len(sequence) - 1)  # feed at least one token to get logits
+        while keep < limit and self.cache_tokens[keep] == sequence[keep]:
+            keep += 1
+        self.rollback(keep)
+        return self.forward(sequence[keep:], last_only=True)[-1]

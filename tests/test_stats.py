@@ -1,0 +1,192 @@
+"""Tests of the statistics (reproduce/stats.py) and of the speedup theory (reproduce/theory.py).
+
+Method: tiny cases computed by hand (an exact Wilcoxon p from counting sign patterns, a t-test p from the
+closed form of Student's t with 2 degrees of freedom, a Yates chi-square, Leviathan's formulas), and
+synthetic data with fixed seeds whose truth we set: intervals must contain the true value and exclude 1
+when there is a real effect, and the negative controls (no effect, a difference far outside the margin,
+one distribution against another) must come out the other way.
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+from reproduce.errors import ReproduceError
+from reproduce.stats import speedup_ci, tost_equivalence, two_sample_distribution_test, wilcoxon_speedup
+from reproduce.theory import leviathan_expected_tokens, optimal_k, predicted_speedup
+
+# --- speedup ------------------------------------------------------------------------------------------------
+
+
+def _latencies(true_speedup: float, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-prompt SpS ms/token (lognormal over prompts) and ArS = SpS x speedup x lognormal noise."""
+    rng = np.random.default_rng(seed)
+    sps = rng.lognormal(mean=3.0, sigma=0.3, size=n)
+    return sps * true_speedup * rng.lognormal(0.0, 0.2, size=n), sps
+
+
+def test_speedup_point_is_the_geometric_mean_of_per_prompt_ratios():
+    result = speedup_ci([2.0, 8.0], [1.0, 2.0], np.random.default_rng(0), n_boot=1000)
+    assert result["point"] == pytest.approx(math.sqrt(2 * 4))  # ratios 2 and 4
+    assert result["ratio_of_means"] == pytest.approx(10 / 3)
+    assert result["ci"] == pytest.approx((2.0, 4.0))  # two prompts: resamples can only mix ratios 2 and 4
+
+
+def test_speedup_ci_contains_the_true_speedup_and_excludes_one():
+    ars, sps = _latencies(1.5, n=50, seed=0)
+    result = speedup_ci(ars, sps, np.random.default_rng(1), n_boot=2000)
+    low, high = result["ci"]
+    assert low < 1.5 < high and low > 1.0
+    assert result["ratio_of_means_ci"][0] > 1.0
+
+
+def test_speedup_ci_includes_one_when_there_is_no_speedup():  # negative control
+    ars, sps = _latencies(1.0, n=50, seed=0)
+    low, high = speedup_ci(ars, sps, np.random.default_rng(1), n_boot=2000)["ci"]
+    assert low < 1.0 < high
+
+
+def test_speedup_ci_depends_only_on_the_random_state_passed_in():
+    ars, sps = _latencies(1.2, n=20, seed=4)
+    first = speedup_ci(ars, sps, np.random.default_rng(7), n_boot=500)
+    assert speedup_ci(ars, sps, np.random.default_rng(7), n_boot=500) == first
+    assert speedup_ci(ars, sps, np.random.default_rng(8), n_boot=500)["ci"] != first["ci"]
+
+
+def test_speedup_rejects_unpaired_or_non_positive_latencies():
+    with pytest.raises(ReproduceError, match="paired"):
+        speedup_ci([1.0, 2.0, 3.0], [1.0, 2.0], np.random.default_rng(0))
+    with pytest.raises(ReproduceError, match="positive"):
+        wilcoxon_speedup([1.0, 0.0], [1.0, 1.0])
+
+
+def test_wilcoxon_exact_p_value_by_hand():
+    # log-ratios 1, 2, 3, 4, -0.5: |.| ranks 2, 3, 4, 5, 1, so W+ = 14. Of the 2^5 equally likely sign
+    # patterns under H0, W+ >= 14 only for {all +} (15) and {all + but rank 1} (14): p = 2/32.
+    ars = np.exp([1.0, 2.0, 3.0, 4.0, -0.5])
+    result = wilcoxon_speedup(ars, np.ones(5))
+    assert result["statistic"] == 14.0
+    assert result["p_value"] == pytest.approx(2 / 32)
+    assert wilcoxon_speedup(np.exp([1.0, 2.0, 3.0, 4.0, 0.5]), np.ones(5))["p_value"] == pytest.approx(1 / 32)
+    assert wilcoxon_speedup(np.ones(5), np.exp([1.0, 2.0, 3.0, 4.0, 0.5]))["p_value"] == pytest.approx(1.0)
+
+
+# --- equivalence ---------------------------------------------------------------------------------------------
+
+
+def test_tost_p_value_by_hand():
+    # d = (0.1, -0.1, 0): mean 0, sd 0.1, se 0.1/sqrt(3), df 2. Student t with 2 df: P(T > t) =
+    # (1 - t / sqrt(t^2 + 2)) / 2. Margin 0.2: t = 2 sqrt(3), p = (1 - sqrt(12/14)) / 2 = 0.0371 -> equivalent.
+    result = tost_equivalence([0.1, -0.1, 0.0], [0.0, 0.0, 0.0], margin=0.2)
+    assert result["p_value"] == pytest.approx((1 - math.sqrt(12 / 14)) / 2)
+    assert result["equivalent"] and result["diff"] == pytest.approx(0.0)
+    # Margin 0.1: t = sqrt(3), p = (1 - sqrt(3/5)) / 2 = 0.113 -> not shown equivalent with 3 pairs.
+    narrow = tost_equivalence([0.1, -0.1, 0.0], [0.0, 0.0, 0.0], margin=0.1)
+    assert narrow["p_value"] == pytest.approx((1 - math.sqrt(3 / 5)) / 2)
+    assert not narrow["equivalent"]
+
+
+def test_tost_equivalent_case_and_its_negative_control():
+    rng = np.random.default_rng(0)
+    baseline = rng.uniform(0.2, 0.4, size=100)  # e.g. per-prompt ROUGE-2
+    same = baseline + rng.normal(0.0, 0.02, size=100)
+    shifted = baseline + 0.05 + rng.normal(0.0, 0.02, size=100)
+    for paired in (True, False):
+        result = tost_equivalence(same, baseline, margin=0.02, paired=paired, rng=np.random.default_rng(1),
+                                  n_boot=2000)
+        assert result["equivalent"], paired
+        assert -0.02 < result["ci"][0] < result["ci"][1] < 0.02  # TOST <=> the 90% interval inside the margin
+        low, high = result["bootstrap_ci_95"]
+        assert low < 0.0 < high
+        control = tost_equivalence(shifted, baseline, margin=0.02, paired=paired)
+        assert not control["equivalent"] and control["p_value"] > 0.5
+        assert control["diff"] == pytest.approx(0.05, abs=0.01)
+
+
+def test_tost_identical_outputs_are_exactly_equivalent():
+    result = tost_equivalence([0.3, 0.5, 0.1], [0.3, 0.5, 0.1], margin=0.01, rng=np.random.default_rng(0))
+    assert result["equivalent"] and result["p_value"] == 0.0 and result["ci"] == (0.0, 0.0)
+    offset = tost_equivalence([0.4, 0.6, 0.2], [0.3, 0.5, 0.1], margin=0.01)
+    assert not offset["equivalent"] and offset["p_value"] == 1.0
+    with pytest.raises(ReproduceError, match="margin"):
+        tost_equivalence([1.0, 2.0], [1.0, 2.0], margin=0.0)
+
+
+# --- same distribution? --------------------------------------------------------------------------------------
+
+
+def test_chi_square_by_hand_with_yates_correction():
+    # [[30, 10], [10, 30]]: every expected count is 20; Yates: 4 x (|30 - 20| - 0.5)^2 / 20 = 18.05
+    result = two_sample_distribution_test(["x"] * 30 + ["y"] * 10, ["x"] * 10 + ["y"] * 30, "categorical")
+    assert result["statistic"] == pytest.approx(18.05)
+    assert result["dof"] == 1 and result["p_value"] < 1e-4
+
+
+def test_rare_categories_are_pooled():
+    # c..g (in a) and h..l (in b) each appear once, expected count 0.5 < 5: they pool into one column of 10,
+    # whose expected count in each sample is 10 x 85/170 = 5
+    a = ["a"] * 40 + ["b"] * 40 + list("cdefg")
+    b = ["a"] * 40 + ["b"] * 40 + list("hijkl")
+    result = two_sample_distribution_test(a, b, "categorical")
+    assert result["categories"] == ["a", "b", "(pooled)"]
+    assert result["dof"] == 2 and result["statistic"] == pytest.approx(0.0)
+    # One singleton on each side: the pool of 2 is still too small and joins the smallest category.
+    small = two_sample_distribution_test(["a"] * 40 + ["b"] * 30 + ["c"], ["a"] * 40 + ["b"] * 30 + ["d"],
+                                         "categorical")
+    assert small["categories"] == ["a", "'b'+(pooled)"] and small["dof"] == 1
+
+
+def test_categorical_same_distribution_passes_and_different_fails():
+    rng = np.random.default_rng(0)
+    tokens = np.arange(8)
+    first = rng.choice(tokens, size=400, p=[0.3, 0.2, 0.15, 0.1, 0.1, 0.1, 0.04, 0.01])
+    second = rng.choice(tokens, size=400, p=[0.3, 0.2, 0.15, 0.1, 0.1, 0.1, 0.04, 0.01])
+    other = rng.choice(tokens, size=400, p=[0.15, 0.2, 0.15, 0.1, 0.1, 0.1, 0.19, 0.01])
+    assert two_sample_distribution_test(first.tolist(), second.tolist(), "categorical")["p_value"] > 0.05
+    assert two_sample_distribution_test(first.tolist(), other.tolist(), "categorical")["p_value"] < 1e-4
+
+
+def test_continuous_same_distribution_passes_and_shifted_fails():
+    rng = np.random.default_rng(0)
+    first, second = rng.normal(-2.0, 1.0, size=300), rng.normal(-2.0, 1.0, size=300)
+    shifted = rng.normal(-1.6, 1.0, size=300)
+    same = two_sample_distribution_test(first, second, "continuous")
+    assert same["test"] == "ks_2samp" and same["p_value"] > 0.05
+    assert two_sample_distribution_test(first, shifted, "continuous")["p_value"] < 1e-4
+    with pytest.raises(ReproduceError, match="categorical"):
+        two_sample_distribution_test(first, second, "ordinal")
+
+
+# --- theory (Leviathan et al. 2023) --------------------------------------------------------------------------
+
+
+def test_expected_tokens_per_call_hand_values():
+    assert leviathan_expected_tokens(0.5, 2) == pytest.approx(1.75)  # 1 + 0.5 + 0.25
+    assert leviathan_expected_tokens(1.0, 3) == 4.0
+    assert leviathan_expected_tokens(0.0, 5) == 1.0
+    assert leviathan_expected_tokens(0.8, 0) == 1.0
+    with pytest.raises(ReproduceError, match="alpha"):
+        leviathan_expected_tokens(1.2, 2)
+
+
+def test_predicted_speedup_is_theorem_3_8_when_verification_is_flat():
+    assert predicted_speedup(0.5, 2, 0.0) == pytest.approx(1.75)
+    assert predicted_speedup(0.5, 2, 0.1) == pytest.approx(1.75 / 1.2)
+    assert predicted_speedup(0.7, 0, 0.3) == 1.0  # k = 0 is plain decoding
+    # A rising verification cost t(3)/t(1) = 1.5 enters the denominator: 1.75 / (0.2 + 1.5)
+    assert predicted_speedup(0.5, 2, 0.1, {1: 10.0, 3: 15.0}) == pytest.approx(1.75 / 1.7)
+    assert predicted_speedup(0.5, 2, 0.1, lambda n: 1 + 0.25 * (n - 1)) == pytest.approx(1.75 / 1.7)
+    with pytest.raises(ReproduceError, match="n=3"):
+        predicted_speedup(0.5, 2, 0.1, {1: 10.0, 2: 12.0})
+
+
+def test_optimal_k_hand_values():
+    # alpha 0.8, c 0.1: S(5) = 3.6893/1.5 = 2.4595, S(6) = 3.9514/1.6 = 2.4696, S(7) = 4.1611/1.7 = 2.4477
+    k, speedup = optimal_k(0.8, 0.1)
+    assert k == 6 and speedup == pytest.approx((1 - 0.8**7) / 0.2 / 1.6)
+    assert optimal_k(0.5, 0.5) == (0, 1.0)  # S(1) = 1.5/1.5 ties with k = 0; S(2) = 0.875: do not speculate
+    # The measured CPU verification curve (shared notes): S(1) = 1.5/1.18, S(2) = 1.75/1.37, S(3) = 1.875/1.70
+    cpu_curve = {1: 59.6, 2: 70.4, 3: 81.4, 4: 101.5, 5: 103.4}
+    assert optimal_k(0.5, 0.0, cpu_curve, k_max=4)[0] == 2
+    assert optimal_k(0.5, 0.0, k_max=4)[0] == 4  # a flat curve would always draft more
