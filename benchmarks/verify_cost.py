@@ -29,21 +29,28 @@ from reproduce.models import load_model
 
 
 def variants(model, vocab_size: int) -> dict:
+    masked = FastLlamaLM.from_hf(model, vocab_size, linear_mode="bf16")
+    masked.row_attention_max = 0  # one masked attention call per layer: cheaper, no longer batch-invariant
     return {
         "hf-fp32": CachedLM(model, vocab_size),
         "fast-fp32": FastLlamaLM.from_hf(model, vocab_size, linear_mode="fp32"),
         "fast-dual": FastLlamaLM.from_hf(model, vocab_size, linear_mode="dual"),
         "fast-bf16": FastLlamaLM.from_hf(model, vocab_size, linear_mode="bf16"),
+        "bf16-masked": masked,
     }
 
 
 @torch.inference_mode()
-def cost_curves(lms: dict, context_ids: list[int], max_n: int, repeats: int) -> dict[str, dict[int, float]]:
-    """Median ms per (variant, n), round-robin over repeats, n and variants."""
-    for lm in lms.values():
-        lm.reset()
-        lm.forward(context_ids, last_only=True)
+def cost_curves(lms: dict, context_ids: list[int], max_n: int, repeats: int):
+    """Median ms per (variant, n), round-robin over repeats, n and variants; and median ms of the prefill."""
     context = len(context_ids)
+    prefill = {name: [] for name in lms}
+    for repeat in range(3):
+        for name, lm in lms.items():
+            lm.reset()
+            start = time.perf_counter()
+            lm.forward(context_ids, last_only=True)
+            prefill[name].append((time.perf_counter() - start) * 1e3)
     new_ids = list(range(1000, 1000 + max_n))
     samples = {name: {n: [] for n in range(1, max_n + 1)} for name in lms}
     for repeat in range(repeats + 2):
@@ -55,7 +62,8 @@ def cost_curves(lms: dict, context_ids: list[int], max_n: int, repeats: int) -> 
                 lm.rollback(context)
                 if repeat >= 2:  # the first rounds warm up allocator and kernels
                     samples[name][n].append(elapsed)
-    return {name: {n: statistics.median(t) for n, t in curve.items()} for name, curve in samples.items()}
+    curves = {name: {n: statistics.median(t) for n, t in curve.items()} for name, curve in samples.items()}
+    return curves, {name: statistics.median(times) for name, times in prefill.items()}
 
 
 def compare(reference: torch.Tensor, other: torch.Tensor) -> tuple[float, float, float]:
@@ -104,7 +112,7 @@ def main() -> None:
           f"cpu {torch.backends.cpu.get_cpu_capability()}, load average before {os.getloadavg()[0]:.2f}")
 
     context_ids = (prompts[0] * 4)[: args.context]
-    curves = cost_curves(lms, context_ids, args.max_n, args.repeats)
+    curves, prefill = cost_curves(lms, context_ids, args.max_n, args.repeats)
     print(f"\n## t(n): ms of one call scoring n new tokens on a {len(context_ids)}-token cache "
           f"(median of {args.repeats}, interleaved), load average after {os.getloadavg()[0]:.2f}")
     header = f"{'variant':<12} {'':<14}" + "".join(f"{n:>7}" for n in range(1, args.max_n + 1))
@@ -114,6 +122,8 @@ def main() -> None:
         print(f"{name:<12} {'ms':<14}" + "".join(f"{ms:>7.1f}" for ms in curve.values()))
         print(f"{'':<12} {'t(n)/t(1)':<14}" + "".join(f"{ms / curve[1]:>7.2f}" for ms in curve.values()))
         print(f"{'':<12} {'t(n)/hf t(1)':<14}" + "".join(f"{ms / baseline:>7.2f}" for ms in curve.values()))
+    print(f"\nprefill of the {len(context_ids)}-token context, ms (median of 3): "
+          + ", ".join(f"{name} {ms:.0f}" for name, ms in prefill.items()))
 
     if args.numerics_prompts:
         print(f"\n## Numerics: last 5 tokens of {args.numerics_prompts} XSum prompts scored in one call, vs references")

@@ -180,6 +180,7 @@ def _validate(config: ExperimentConfig, source: str) -> None:
         for mode in task.modes:
             if mode not in config.modes:
                 fail(f"tasks.{name} uses mode {mode!r}, which is not defined under modes")
+        _check_eval_rows(name, task.rows, f"{source}: tasks.{name}")
         if task.max_new_tokens < 1 or task.max_prompt_tokens < 1:
             fail(f"tasks.{name}: max_new_tokens and max_prompt_tokens must be >= 1")
     for name, mode in config.modes.items():
@@ -194,7 +195,21 @@ def _validate(config: ExperimentConfig, source: str) -> None:
     for name, sweep in config.sweeps.items():
         if sweep.vary not in SWEEPABLE:
             fail(f"sweeps.{name}.vary must be one of {', '.join(SWEEPABLE)}, got {sweep.vary!r}")
+        _check_eval_rows(sweep.task, sweep.rows, f"{source}: sweeps.{name}")
         if sweep.task not in config.tasks or sweep.mode not in config.modes or sweep.draft not in draft_names:
             fail(f"sweeps.{name} names a task, mode or draft not defined above ({sweep.task}, {sweep.mode}, {sweep.draft})")
     if config.data_source not in ("offline", "hub"):
         fail(f"data_source must be 'offline' or 'hub', got {config.data_source!r}")
+
+
+def _check_eval_rows(task: str, rows: tuple[int, int], where: str) -> None:
+    """Experiments evaluate only on the task's evaluation rows: the others may train distilled drafts."""
+    from reproduce.tasks import TASKS
+
+    if task in TASKS:
+        eval_rows = TASKS[task].eval_rows
+        if not (eval_rows.start <= rows[0] and rows[1] <= eval_rows.stop):
+            raise ReproduceError(
+                f"{where}: rows {list(rows)} leave the evaluation rows [{eval_rows.start}, {eval_rows.stop}) "
+                f"of {task}; the rest are reserved for training drafts"
+            )

@@ -1,0 +1,151 @@
+"""FastLlamaLM (reproduce/fast_target.py) against the Hugging Face model it copies, and its batch invariance.
+
+Method
+------
+1. Equivalence, fp32 mode. The same call sequences (prefill, multi-token calls, single-token calls, rollbacks,
+   growth of the static cache past `max_len`) go to `CachedLM` over the Hugging Face model and to FastLlamaLM;
+   the logits must agree to 1e-4 relative to their scale (tiny random Llama and the offline SmolLM2).
+2. Cache semantics. Rollback then re-forward must equal, bitwise, a fresh object fed the kept prefix and the same
+   tokens: stale entries past the cache position must never be read.
+3. Decoding. Greedy `autoregressive_decode` with FastLlamaLM (fp32) emits CachedLM's tokens; with the "bf16" mode,
+   greedy and sampled `speculative_decode` reproduce `autoregressive_decode` over the same object token for token.
+4. Batch invariance of the "bf16" mode on SmolLM2 (the property the mode is recommended for): a call scoring n
+   tokens returns bitwise the logits of n single-token calls, n = 2..9. The "bf16" target stays close to fp32
+   (argmax agreement and total variation on real text). This depends on the CPU's bf16 GEMM kernel: a failure
+   here means the machine's kernel is not batch-invariant and "bf16" is no longer exactly lossless against ArS.
+5. Bad input: non-Llama models and unknown modes raise ReproduceError.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from reproduce.decoding import CachedLM, autoregressive_decode, speculative_decode
+from reproduce.drafters import ModelDrafter, NgramDrafter
+from reproduce.errors import ReproduceError
+from reproduce.fast_target import FastLlamaLM
+from reproduce.models import tiny_random_model
+from reproduce.sampling import SamplingParams
+
+# (tokens to forward, or ("rollback", length)): prefill, verification-sized calls, single tokens, rollbacks
+CALLS = [[1, 5, 9, 2, 7, 3, 30, 11], [4, 6, 8], ("rollback", 9), [12, 13], [14], ("rollback", 8), [15, 16, 17, 18],
+         [19], [20], ("rollback", 3), [21, 22, 23, 24, 25, 26, 27, 28, 29, 31]]
+
+
+def run_calls(lm, calls) -> list[torch.Tensor]:
+    lm.reset()
+    outputs = []
+    with torch.inference_mode():
+        for call in calls:
+            if isinstance(call, tuple):
+                lm.rollback(call[1])
+            else:
+                outputs.append(lm.forward(list(call)))
+    return outputs
+
+
+def assert_close(expected: list[torch.Tensor], actual: list[torch.Tensor], rtol: float = 1e-4) -> None:
+    assert len(expected) == len(actual)
+    for want, got in zip(expected, actual):
+        assert got.shape == want.shape and got.dtype == torch.float32
+        scale = want.abs().max().item()
+        assert (got - want).abs().max().item() <= rtol * scale, (got - want).abs().max().item()
+
+
+@pytest.fixture(scope="module")
+def tiny_llama():
+    return tiny_random_model("llama", vocab_size=32, num_hidden_layers=2, seed=3).model
+
+
+def test_fp32_matches_hugging_face_on_tiny_llama(tiny_llama, single_thread):
+    reference = CachedLM(tiny_llama)
+    expected = run_calls(reference, CALLS)
+    # max_len=8 forces the static cache to grow twice during the sequence
+    for max_len in (2048, 8):
+        fast = FastLlamaLM.from_hf(tiny_llama, max_len=max_len, linear_mode="fp32")
+        assert_close(expected, run_calls(fast, CALLS))
+        assert fast.cache_tokens == reference.cache_tokens == [1, 5, 9, 21, 22, 23, 24, 25, 26, 27, 28, 29, 31]
+
+
+def test_last_only_and_next_logits_match_cached_lm(tiny_llama, single_thread):
+    reference, fast = CachedLM(tiny_llama, vocab_size=30), FastLlamaLM.from_hf(tiny_llama, vocab_size=30)
+    for lm in (reference, fast):
+        lm.reset()
+    with torch.inference_mode():
+        want, got = reference.forward([1, 2, 3], last_only=True), fast.forward([1, 2, 3], last_only=True)
+        assert got.shape == (1, 30) and fast.vocab_size == 30
+        assert_close([want], [got])
+        for sequence in ([1, 2, 3, 4], [1, 2, 9, 9, 9], [7]):
+            assert_close([reference.next_logits(sequence)], [fast.next_logits(sequence)])
+            assert fast.cache_tokens == reference.cache_tokens
+
+
+@pytest.mark.parametrize("mode", ["fp32", "bf16", "dual"])
+def test_rollback_then_forward_equals_a_fresh_forward(tiny_llama, mode, single_thread):
+    used = FastLlamaLM.from_hf(tiny_llama, linear_mode=mode)
+    after_rollback = run_calls(used, [[1, 2, 3], [4, 5, 6, 7, 8, 9], [10], ("rollback", 3), [11, 12, 13], [14]])
+    fresh = run_calls(FastLlamaLM.from_hf(tiny_llama, linear_mode=mode), [[1, 2, 3], [11, 12, 13], [14]])
+    for want, got in zip(fresh[1:], after_rollback[3:]):
+        assert torch.equal(want, got)
+
+
+def test_greedy_autoregressive_decode_matches_cached_lm(tiny_llama, single_thread):
+    params = SamplingParams(temperature=0.0)
+    for prompt in ([1, 2, 3], [7], [4, 4, 4, 4, 4, 9]):
+        expected = autoregressive_decode(CachedLM(tiny_llama), prompt, 20, params, torch.Generator().manual_seed(0))
+        fast = FastLlamaLM.from_hf(tiny_llama, linear_mode="fp32")
+        actual = autoregressive_decode(fast, prompt, 20, params, torch.Generator().manual_seed(0))
+        assert actual.tokens == expected.tokens
+
+
+def test_bf16_speculative_decode_reproduces_its_autoregressive_decode(tiny_llama, single_thread):
+    """Greedy SpS emits greedy ArS's tokens over the same "bf16" target, for two drafters and several K; and the
+    verification-sized calls return bitwise the single-token logits ArS sees (the batch invariance)."""
+    target = FastLlamaLM.from_hf(tiny_llama, linear_mode="bf16")
+    params = SamplingParams(temperature=0.0)
+    prompt = [3, 1, 4, 1, 5]
+    baseline = autoregressive_decode(target, prompt, 24, params, torch.Generator().manual_seed(1))
+    for drafter in (NgramDrafter(32), ModelDrafter(tiny_random_model("llama", vocab_size=32, seed=4).model, 32)):
+        for k in (1, 2, 4):
+            trace = speculative_decode(target, drafter, prompt, k, 24, params, torch.Generator().manual_seed(1))
+            assert trace.tokens == baseline.tokens
+    sequence = prompt + baseline.tokens
+    single = run_calls(target, [sequence[:5]] + [[token] for token in sequence[5:14]])
+    for n in range(2, 10):
+        assert torch.equal(torch.cat(single[1 : n + 1]), run_calls(target, [sequence[:5], sequence[5 : 5 + n]])[1])
+
+
+def test_rejects_other_architectures_and_modes(tiny_llama):
+    with pytest.raises(ReproduceError, match="Llama"):
+        FastLlamaLM.from_hf(tiny_random_model("gpt2", vocab_size=32).model)
+    with pytest.raises(ReproduceError, match="linear_mode"):
+        FastLlamaLM.from_hf(tiny_llama, linear_mode="int8")
+
+
+@pytest.fixture(scope="module")
+def smollm2_context(smollm2):
+    text = ("The committee said on Tuesday that the new bridge would open next spring, two years later than "
+            "planned, because of rising costs and a shortage of steel.")
+    return smollm2.tokenizer.encode(text)
+
+
+def test_fp32_matches_hugging_face_on_smollm2(smollm2, smollm2_context):
+    ids = smollm2_context
+    calls = [ids[:20], ids[20:25], ("rollback", 22), ids[22:23], ids[23:26]]
+    expected = run_calls(CachedLM(smollm2.model, smollm2.vocab_size), calls)
+    assert_close(expected, run_calls(FastLlamaLM.from_hf(smollm2.model, smollm2.vocab_size), calls))
+
+
+def test_bf16_is_batch_invariant_and_close_to_fp32_on_smollm2(smollm2, smollm2_context):
+    ids = smollm2_context
+    context, scored = ids[:-10], ids[-10:-1]
+    bf16 = FastLlamaLM.from_hf(smollm2.model, smollm2.vocab_size, linear_mode="bf16")
+    single = torch.cat(run_calls(bf16, [context] + [[token] for token in scored])[1:])
+    for n in range(2, len(scored) + 1):
+        batched = run_calls(bf16, [context, scored[:n]])[1]
+        assert torch.equal(batched, single[:n]), f"{n}-token call differs from single-token calls"
+    fp32 = torch.cat(run_calls(CachedLM(smollm2.model, smollm2.vocab_size), [context, scored])[1:])
+    total_variation = 0.5 * (fp32.softmax(-1) - single.softmax(-1)).abs().sum(-1)
+    assert total_variation.max().item() < 0.05
+    assert (fp32.argmax(-1) == single.argmax(-1)).float().mean().item() >= 0.8
