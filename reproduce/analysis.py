@@ -86,18 +86,6 @@ def add_quality(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _ci(values, rng) -> dict:
-    """Mean with a 95% percentile-bootstrap interval over prompts (NaN-free input)."""
-    values = np.asarray(values, dtype=float)
-    values = values[~np.isnan(values)]
-    if values.size == 0:
-        return {"mean": None, "ci": None, "n": 0}
-    if values.size < 2 or np.ptp(values) == 0:
-        return {"mean": float(values.mean()), "ci": (float(values.mean()),) * 2, "n": int(values.size)}
-    low, high = stats._percentile_bootstrap((values,), np.mean, rng, 5000, 0.95)
-    return {"mean": float(values.mean()), "ci": (low, high), "n": int(values.size)}
-
-
 def _pct(values, q):
     values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     return float(np.percentile(values, q)) if values else None
@@ -107,6 +95,7 @@ def method_table(frame: pd.DataFrame, price_per_hour: float, rng) -> list[dict]:
     """One row per (block, task, mode, variant): speed, acceptance, quality and the paired tests vs ArS."""
     out = []
     for (block, task, mode, sweep_value), group in frame.groupby(["block", "task", "mode", "sweep_value"], dropna=False, sort=False):
+        sweep_value = None if pd.isna(sweep_value) else sweep_value
         ars = group[group["method"] == "ars"].set_index(UNIT)
         for variant, rows in group.groupby("variant", sort=False):
             first = rows.iloc[0]
@@ -126,6 +115,9 @@ def method_table(frame: pd.DataFrame, price_per_hour: float, rng) -> list[dict]:
                 "loop_ms": _ratio(rows["wall_ms"].sum(), rows["target_calls"].sum()),
                 "time_128_tokens_ms": float(rows["ms_per_token"].mean() * 128),
             }
+            drafted = sum(step[0] for steps in rows["steps"] for step in steps)
+            if drafted:
+                entry["draft_ms_per_drafted_token"] = sum(step[2] for steps in rows["steps"] for step in steps) / drafted
             if entry["k"] and entry["tokens_per_call"]:
                 entry["r"] = entry["tokens_per_call"] / (entry["k"] + 1)  # Chen et al.: tokens per loop / (K+1)
             entry["usd_per_million_tokens"] = metrics.cost_per_million_tokens(entry["tokens_per_s_p50"], price_per_hour)
@@ -141,11 +133,11 @@ def _ratio(a, b):
 
 
 def _quality(rows: pd.DataFrame, rng) -> dict:
-    quality = {"perplexity_median": _pct(rows["perplexity"], 50), "log_perplexity": _ci(rows["log_perplexity"], rng)}
+    quality = {"perplexity_median": _pct(rows["perplexity"], 50), "log_perplexity": stats.mean_ci(rows["log_perplexity"], rng)}
     if rows["rouge2"].notna().any():
-        quality.update({name: _ci(rows[name], rng) for name in ("rouge1", "rouge2", "rougeL")})
+        quality.update({name: stats.mean_ci(rows[name], rng) for name in ("rouge1", "rouge2", "rougeL")})
     if rows["rouge2_vs_ars"].notna().any():
-        quality["rouge2_vs_ars"] = _ci(rows["rouge2_vs_ars"], rng)
+        quality["rouge2_vs_ars"] = stats.mean_ci(rows["rouge2_vs_ars"], rng)
     if rows["passed"].notna().any():
         per_problem = rows.groupby("example_id")["passed"].agg(["sum", "count"])
         quality["pass_at_1"] = float(np.mean([metrics.pass_at_k(int(n), int(c), 1)
@@ -154,7 +146,7 @@ def _quality(rows: pd.DataFrame, rng) -> dict:
         if n_min > 1:
             quality[f"pass_at_{n_min}"] = float(np.mean([metrics.pass_at_k(int(n), int(c), n_min)
                                                          for c, n in zip(per_problem["sum"], per_problem["count"])]))
-        quality["pass"] = _ci(rows["passed"], rng)
+        quality["pass"] = stats.mean_ci(rows["passed"], rng)
     if rows["exact_match_ars"].notna().any():
         matches = rows["exact_match_ars"].dropna().astype(bool)
         quality["exact_match_ars"] = float(matches.mean())
@@ -201,7 +193,7 @@ def cost_curve(frame: pd.DataFrame) -> dict[int, float]:
     return {n: float(np.median(v)) for n, v in sorted(by_n.items()) if len(v) >= 3}
 
 
-def theory_table(frame: pd.DataFrame, table: list[dict], curve: dict[int, float]) -> list[dict]:
+def theory_table(table: list[dict], curve: dict[int, float]) -> list[dict]:
     """Leviathan-model prediction from measured alpha, draft cost c and the target's cost curve, vs measured."""
     if 1 not in curve:
         return []
@@ -209,12 +201,7 @@ def theory_table(frame: pd.DataFrame, table: list[dict], curve: dict[int, float]
     for entry in table:
         if entry["method"] != "sps" or "vs_ars" not in entry or "speedup" not in entry["vs_ars"]:
             continue
-        rows = frame[(frame["variant"] == entry["variant"]) & (frame["task"] == entry["task"])
-                     & (frame["mode"] == entry["mode"]) & (frame["block"] == entry["block"])
-                     & _same(frame["sweep_value"], entry["sweep_value"])]
-        drafted = sum(s[0] for steps in rows["steps"] for s in steps)
-        draft_ms = sum(s[2] for steps in rows["steps"] for s in steps)
-        c = (draft_ms / drafted) / curve[1] if drafted else 0.0
+        c = entry.get("draft_ms_per_drafted_token", 0.0) / curve[1]
         alpha = entry["alpha_mean"]
         k = entry["k"]
         if alpha is None or k + 1 not in curve:
@@ -234,10 +221,6 @@ def theory_table(frame: pd.DataFrame, table: list[dict], curve: dict[int, float]
     return out
 
 
-def _same(series: pd.Series, value) -> pd.Series:
-    return series.isna() if value is None else series == value
-
-
 def analyse(out_dir: Path, write: bool = True) -> dict:
     out_dir = Path(out_dir)
     manifest = json.loads((out_dir / MANIFEST_FILE).read_text())
@@ -251,7 +234,7 @@ def analyse(out_dir: Path, write: bool = True) -> dict:
         "rows": len(frame),
         "methods": table,
         "cost_curve_ms": {str(n): ms for n, ms in curve.items()},
-        "theory": theory_table(frame, table, curve),
+        "theory": theory_table(table, curve),
         "margins": MARGINS,
         "bootstrap_seed": BOOTSTRAP_SEED,
     }

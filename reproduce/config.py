@@ -39,6 +39,7 @@ class DraftSpec:
     ngram_size: int = 3
     dtype: str = "float32"
     architecture: str | None = None
+    k_values: tuple[int, ...] | None = None  # overrides the experiment's k_values for this draft
 
     @property
     def is_model(self) -> bool:
@@ -145,11 +146,16 @@ def _build(cls, data, where: str):
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in data.items():
-        kwargs[key] = tuple(value) if typing.get_origin(hints[key]) is tuple and isinstance(value, list) else value
+        kwargs[key] = tuple(value) if _is_tuple_type(hints[key]) and isinstance(value, list) else value
     try:
         return cls(**kwargs)
     except TypeError as exc:
         raise ReproduceError(f"{where}: {exc}") from None
+
+
+def _is_tuple_type(hint) -> bool:
+    """tuple[...] or tuple[...] | None: YAML lists become tuples so configs stay hashable and frozen."""
+    return typing.get_origin(hint) is tuple or any(typing.get_origin(arg) is tuple for arg in typing.get_args(hint))
 
 
 def _resolve(data: dict, source: str) -> ExperimentConfig:
@@ -186,8 +192,11 @@ def _validate(config: ExperimentConfig, source: str) -> None:
     for name, mode in config.modes.items():
         if mode.temperature < 0 or not 0 < mode.top_p <= 1 or mode.top_k < 0 or mode.num_samples < 1:
             fail(f"modes.{name}: need temperature >= 0, 0 < top_p <= 1, top_k >= 0, num_samples >= 1")
-    if not config.k_values or any(not isinstance(k, int) or k < 1 for k in config.k_values):
-        fail(f"k_values must be integers >= 1, got {list(config.k_values)}")
+    for where, k_values in [("k_values", config.k_values)] + [
+        (f"drafts.{d.name}.k_values", d.k_values) for d in config.drafts if d.k_values is not None
+    ]:
+        if not k_values or any(not isinstance(k, int) or k < 1 for k in k_values):
+            fail(f"{where} must be integers >= 1, got {list(k_values)}")
     for method in config.methods:
         if method not in KNOWN_METHODS:
             close = difflib.get_close_matches(method, KNOWN_METHODS, n=1)

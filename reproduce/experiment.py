@@ -30,6 +30,7 @@ from reproduce.config import ExperimentConfig, ModeSpec
 from reproduce.decoding import CachedLM, Trace, autoregressive_decode, speculative_decode
 from reproduce.drafters import ModelDrafter, NgramDrafter
 from reproduce.errors import ReproduceError
+from reproduce.metrics import token_logprobs
 from reproduce.models import load_model, shared_vocab_size
 from reproduce.sampling import SamplingParams
 
@@ -72,17 +73,15 @@ def _params(mode: ModeSpec, temperature: float | None = None) -> SamplingParams:
                           top_p=mode.top_p, top_k=mode.top_k)
 
 
-def main_methods(config: ExperimentConfig, k_values=None, drafts=None) -> tuple[Method, ...]:
+def main_methods(config: ExperimentConfig) -> tuple[Method, ...]:
     """ArS, then SpS per (draft, K), draft-only per model draft, and the Hugging Face peers, as configured."""
-    k_values = k_values or config.k_values
-    drafts = drafts or config.drafts
     methods = []
     if "ars" in config.methods:
         methods.append(Method("ars"))
     if "hf_generate" in config.methods:
         methods.append(Method("hf_generate"))
-    for draft in drafts:
-        for k in k_values:
+    for draft in config.drafts:
+        for k in draft.k_values or config.k_values:
             if "sps" in config.methods:
                 methods.append(Method("sps", draft.name, k))
             # HF assisted generation has no "target drafts for itself" mode; n-gram maps to prompt lookup
@@ -184,24 +183,15 @@ def run_method(pool: ModelPool, unit: Unit, method: Method, prompt_ids: list[int
         "generated_ids": trace.tokens,
         "text": pool.target.tokenizer.decode(trace.tokens, skip_special_tokens=True),
         "reference": unit.example.reference,
-        "target_logprobs": target_logprobs(pool.target.model, prompt_ids, trace.tokens, pool.vocab_size),
+        # under the unshaped target, for perplexity and the SpS-vs-ArS distribution test
+        "target_logprobs": [round(x, 5) for x in token_logprobs(pool.target.model, prompt_ids, trace.tokens,
+                                                                 pool.vocab_size)] if trace.tokens else [],
     }
 
 
 def _unit_seed(unit: Unit) -> int:
     """One seed per unit, shared by its methods, stable across runs and machines."""
     return zlib.crc32(f"{unit.seed}|{unit.task}|{unit.example.example_id}|{unit.sample}".encode())
-
-
-@torch.inference_mode()
-def target_logprobs(model, prompt_ids: list[int], generated: list[int], vocab_size: int) -> list[float]:
-    """log target(token | prefix) of each generated token under the unshaped target (for perplexity)."""
-    if not generated:
-        return []
-    ids = torch.tensor([prompt_ids + generated])
-    logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1, :vocab_size].float()  # [n, V]
-    logprobs = torch.log_softmax(logits, dim=-1).gather(-1, torch.tensor(generated)[:, None])[:, 0]
-    return [round(x, 5) for x in logprobs.tolist()]
 
 
 @torch.inference_mode()

@@ -62,6 +62,19 @@ def speedup_ci(ars_ms: Sequence[float], sps_ms: Sequence[float], rng: np.random.
     }
 
 
+def mean_ci(values: Sequence[float], rng: np.random.Generator, n_boot: int = 5000, level: float = 0.95) -> dict:
+    """Mean over prompts with a percentile-bootstrap interval; NaNs (metric not defined for a row) dropped.
+    A constant sample has a degenerate interval at its value; an empty one gives mean None."""
+    values = np.asarray(values, dtype=float)
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        return {"mean": None, "ci": None, "n": 0}
+    mean = float(values.mean())
+    if values.size < 2 or _is_constant(values):
+        return {"mean": mean, "ci": (mean, mean), "n": int(values.size)}
+    return {"mean": mean, "ci": _percentile_bootstrap((values,), np.mean, rng, n_boot, level), "n": int(values.size)}
+
+
 def wilcoxon_speedup(ars_ms: Sequence[float], sps_ms: Sequence[float]) -> dict:
     """Wilcoxon signed-rank test on the paired log-ratios log(ars_i / sps_i), one-sided.
     H0: the log-ratios are symmetric about 0 (no speedup); H1: shifted above 0 (SpS faster).

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -22,3 +25,26 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+# ---- --stats-json: each test's outcome and the statistics it recorded (record_property), for the report -------
+
+_RECORDED: list[dict] = []
+
+
+def pytest_addoption(parser):
+    parser.addoption("--stats-json", default=None, metavar="PATH",
+                     help="write every test's outcome and recorded statistics (p-values, counts) to PATH as JSON")
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" or report.outcome != "passed":
+        _RECORDED.append({"test": report.nodeid, "phase": report.when, "outcome": report.outcome,
+                          "seconds": round(report.duration, 2), **dict(report.user_properties)})
+
+
+def pytest_sessionfinish(session):
+    path = session.config.getoption("--stats-json")
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(_RECORDED, indent=1))

@@ -260,18 +260,23 @@ def one_step_counts(k: int, rule=verify) -> np.ndarray:
 
 
 @pytest.mark.parametrize("k", [1, 3])
-def test_verify_monte_carlo_matches_target(k):
+def test_verify_monte_carlo_matches_target(k, record_property):
     target_rows, _ = _one_step_rows(k)
     counts, probs = one_step_counts(k), product_distribution(target_rows)
     assert_never_impossible(counts, probs)
-    assert g_test_pvalue(counts, probs) > ALPHA
+    p_value = g_test_pvalue(counts, probs)
+    record_property("g_test_p", p_value)
+    record_property("draws", int(counts.sum()))
+    assert p_value > ALPHA
 
 
 @pytest.mark.parametrize("rule", WRONG_RULES, ids=lambda rule: rule.__name__)
 @pytest.mark.parametrize("k", [1, 3])
-def test_verify_monte_carlo_rejects_wrong_rule(k, rule):
+def test_verify_monte_carlo_rejects_wrong_rule(k, rule, record_property):
     target_rows, _ = _one_step_rows(k)
-    assert g_test_pvalue(one_step_counts(k, rule), product_distribution(target_rows)) < POWER_P
+    p_value = g_test_pvalue(one_step_counts(k, rule), product_distribution(target_rows))
+    record_property("g_test_p", p_value)
+    assert p_value < POWER_P
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -351,31 +356,43 @@ def test_tiny_draft_differs_a_lot_from_target(setting):
 
 
 @pytest.mark.parametrize("k, setting", SEQUENCE_CASES)
-def test_speculative_sequences_follow_exact_target(k, setting):
+def test_speculative_sequences_follow_exact_target(k, setting, record_property):
     drawn, probs = speculative_sequences(k, setting), exact_target_probs(setting)
     assert 0.2 < drawn.accepted / drawn.proposed < 0.9, "both accept and reject paths must be exercised"
     assert_never_impossible(drawn.counts, probs)
-    assert g_test_pvalue(drawn.counts, probs) > ALPHA
+    p_value = g_test_pvalue(drawn.counts, probs)
+    record_property("g_test_p", p_value)
+    record_property("sequences", int(drawn.counts.sum()))
+    record_property("acceptance", drawn.accepted / drawn.proposed)
+    assert p_value > ALPHA
 
 
-def test_autoregressive_sequences_follow_exact_target():
+def test_autoregressive_sequences_follow_exact_target(record_property):
     """The reference the two-sample test compares against must itself be right."""
     setting = POWER_CASE[1]
-    assert g_test_pvalue(autoregressive_sequences(setting).counts, exact_target_probs(setting)) > ALPHA
+    p_value = g_test_pvalue(autoregressive_sequences(setting).counts, exact_target_probs(setting))
+    record_property("g_test_p", p_value)
+    assert p_value > ALPHA
 
 
-def test_speculative_and_autoregressive_samples_agree():
+def test_speculative_and_autoregressive_samples_agree(record_property):
     k, setting = POWER_CASE
-    assert two_sample_pvalue(speculative_sequences(k, setting).counts, autoregressive_sequences(setting).counts) > ALPHA
+    p_value = two_sample_pvalue(speculative_sequences(k, setting).counts, autoregressive_sequences(setting).counts)
+    record_property("two_sample_p", p_value)
+    assert p_value > ALPHA
 
 
 @pytest.mark.parametrize("rule", WRONG_RULES, ids=lambda rule: rule.__name__)
-def test_sequence_tests_reject_wrong_rule(rule):
+def test_sequence_tests_reject_wrong_rule(rule, record_property):
     """Power: the same tests, at the same sample sizes, fail a wrong rule by a wide margin."""
     k, setting = POWER_CASE
     wrong = speculative_sequences(k, setting, rule)
-    assert g_test_pvalue(wrong.counts, exact_target_probs(setting)) < POWER_P
-    assert two_sample_pvalue(wrong.counts, autoregressive_sequences(setting).counts) < POWER_P
+    g_p = g_test_pvalue(wrong.counts, exact_target_probs(setting))
+    two_sample_p = two_sample_pvalue(wrong.counts, autoregressive_sequences(setting).counts)
+    record_property("g_test_p", g_p)
+    record_property("two_sample_p", two_sample_p)
+    assert g_p < POWER_P
+    assert two_sample_p < POWER_P
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -440,7 +457,7 @@ def report_flips(flips: list[str], cases: int) -> None:
 
 
 @pytest.mark.parametrize("drafter_name", ["model", "ngram"])
-def test_greedy_speculative_equals_greedy_autoregressive_tiny(drafter_name):
+def test_greedy_speculative_equals_greedy_autoregressive_tiny(drafter_name, record_property):
     model = tiny_model(TARGET_SEED)
     drafter = ModelDrafter(tiny_model(DRAFT_SEED), VOCAB) if drafter_name == "model" else NgramDrafter(VOCAB)
     target, generator = CachedLM(model, VOCAB), torch.Generator().manual_seed(0)
@@ -453,6 +470,8 @@ def test_greedy_speculative_equals_greedy_autoregressive_tiny(drafter_name):
             cases += 1
             if (flip := greedy_divergence(model, VOCAB, prompt, sps.tokens, ars)) is not None:
                 flips.append(flip)
+    record_property("greedy_runs", cases)
+    record_property("near_tie_flips", len(flips))
     report_flips(flips, cases)
 
 
@@ -471,7 +490,7 @@ def xsum_prompts(tokenizer, count: int = 3) -> list[list[int]]:
 
 
 @pytest.mark.slow
-def test_greedy_speculative_equals_greedy_autoregressive_smollm2(smollm2):
+def test_greedy_speculative_equals_greedy_autoregressive_smollm2(smollm2, record_property):
     """The offline SmolLM2-135M target on real prompts. The only same-vocabulary model available offline is
     SmolLM2 itself, so the drafts are the target-as-draft (which must also be accepted every time) and n-gram."""
     model, vocab, eos = smollm2.model, smollm2.vocab_size, smollm2.eos_token_id
@@ -490,6 +509,8 @@ def test_greedy_speculative_equals_greedy_autoregressive_smollm2(smollm2):
                     margin = top2_logit_margin(model, prompt + sps.tokens[:position], vocab)
                     assert margin < NEAR_TIE, f"self-draft rejected at new token {position}, top-2 margin {margin:.3g}"
                     flips.append(f"self-draft rejection at new token {position}, top-2 margin {margin:.2g}")
+    record_property("greedy_runs", cases)
+    record_property("near_tie_flips", len(flips))
     report_flips(flips, cases)
 
 

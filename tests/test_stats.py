@@ -190,3 +190,13 @@ def test_optimal_k_hand_values():
     cpu_curve = {1: 59.6, 2: 70.4, 3: 81.4, 4: 101.5, 5: 103.4}
     assert optimal_k(0.5, 0.0, cpu_curve, k_max=4)[0] == 2
     assert optimal_k(0.5, 0.0, k_max=4)[0] == 4  # a flat curve would always draft more
+
+
+def test_mean_ci_drops_nan_and_covers_the_mean():
+    from reproduce.stats import mean_ci
+
+    result = mean_ci([1.0, 2.0, 3.0, float("nan")], np.random.default_rng(0))
+    assert result["mean"] == 2.0 and result["n"] == 3
+    assert 1.0 <= result["ci"][0] < 2.0 < result["ci"][1] <= 3.0
+    assert mean_ci([0.5, 0.5], np.random.default_rng(0))["ci"] == (0.5, 0.5)
+    assert mean_ci([float("nan")], np.random.default_rng(0)) == {"mean": None, "ci": None, "n": 0}
