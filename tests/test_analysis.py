@@ -1,0 +1,104 @@
+"""The analysis of raw rows, on a hand-made results directory whose answers are computed by hand.
+
+Method: four XSum prompts where SpS is exactly 2x, 3x, 2x and 2x faster than ArS; known trace steps (so the
+verification-cost curve, draft cost and alpha are known); known texts (so exact match and ROUGE against ArS
+are known). Every number the analysis derives is checked against its hand value.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from reproduce.analysis import analyse, cost_curve, load_frame
+
+ARS_MS = [100.0, 120.0, 90.0, 110.0]
+SPS_MS = [50.0, 40.0, 45.0, 55.0]  # per-prompt speedups 2, 3, 2, 2
+
+
+def _row(example: int, method: str, ms: float, text: str, steps: list, **extra) -> dict:
+    tokens = [5, 6, 7, 8]
+    proposed = sum(s[0] for s in steps)
+    accepted = sum(s[1] for s in steps)
+    return {
+        "block": "main", "task": "xsum", "example_id": f"x{example}", "mode": "greedy", "seed": 0, "sample": 0,
+        "sweep_value": None, "method": method, "draft": extra.get("draft"), "k": extra.get("k"),
+        "temperature": 0.0, "top_p": 1.0, "top_k": 0, "max_new_tokens": 4, "max_prompt_tokens": 100,
+        "prompt_tokens": 10, "num_tokens": len(tokens), "stop_reason": "max_new_tokens",
+        "wall_ms": ms * len(tokens), "ms_per_token": ms, "target_calls": len(steps), "proposed": proposed,
+        "accepted": accepted, "acceptance_rate": accepted / proposed if proposed else None,
+        "alpha": extra.get("alpha"), "steps": steps, "generated_ids": tokens if text == "same" else [5, 6, 9, 9],
+        "text": "the cat sat on the mat" if text == "same" else "a dog ran", "reference": "the cat sat on the mat",
+        "target_logprobs": [-1.0, -1.0, -1.0, -1.0],
+    }
+
+
+@pytest.fixture
+def results(tmp_path):
+    rows = []
+    for i, (ars_ms, sps_ms) in enumerate(zip(ARS_MS, SPS_MS)):
+        rows.append(_row(i, "ars", ars_ms, "same", [[0, 0, 0.0, 60.0, None]] * 4))
+        # two loops: 2 drafted, 1 accepted (emits 2) each; draft 1 ms per drafted token; t(3) = 80 ms
+        text = "same" if i < 3 else "different"
+        rows.append(_row(i, "sps", sps_ms, text, [[2, 1, 2.0, 80.0, 0.5]] * 2, draft="ngram", k=2, alpha=0.5))
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "manifest.json").write_text(json.dumps({"config": {"price_per_hour_usd": 0.36}, "sessions": []}))
+    return tmp_path
+
+
+def _entry(summary, variant):
+    return next(m for m in summary["methods"] if m["variant"] == variant)
+
+
+def test_speedup_is_the_geometric_mean_of_paired_ratios(results):
+    summary = analyse(results, write=False)
+    speedup = _entry(summary, "SpS[ngram,K=2]")["vs_ars"]["speedup"]
+    assert speedup["point"] == pytest.approx(24 ** 0.25)  # (2 * 3 * 2 * 2) ** (1/4)
+    assert speedup["ratio_of_means"] == pytest.approx(sum(ARS_MS) / sum(SPS_MS))
+    low, high = speedup["ci"]
+    assert 2.0 <= low <= speedup["point"] <= high <= 3.0
+
+
+def test_latency_acceptance_and_cost(results):
+    summary = analyse(results, write=False)
+    sps = _entry(summary, "SpS[ngram,K=2]")
+    assert sps["ms_per_token_p50"] == pytest.approx(47.5)  # median of 40, 45, 50, 55
+    assert sps["acceptance_pooled"] == pytest.approx(0.5)
+    assert sps["tokens_per_call"] == pytest.approx(2.0)  # 4 tokens in 2 calls
+    assert sps["r"] == pytest.approx(2.0 / 3)  # Chen et al.: tokens per loop / (K + 1)
+    # $0.36/h at the median throughput, the median of 1000/ms over prompts: (1000/45 + 1000/50) / 2 tokens/s
+    median_throughput = (1000 / 45 + 1000 / 50) / 2
+    assert sps["tokens_per_s_p50"] == pytest.approx(median_throughput)
+    assert sps["usd_per_million_tokens"] == pytest.approx(0.36 / (median_throughput * 3600) * 1e6)
+
+
+def test_quality_exact_match_and_rouge_against_ars(results):
+    summary = analyse(results, write=False)
+    quality = _entry(summary, "SpS[ngram,K=2]")["quality"]
+    assert quality["exact_match_ars"] == pytest.approx(0.75)
+    assert quality["mismatched_examples"] == ["x3"]
+    assert quality["rouge2_vs_ars"]["mean"] == pytest.approx(0.75)  # identical three times, no bigram shared once
+    assert quality["perplexity_median"] == pytest.approx(math.e)
+    ars_quality = _entry(summary, "ArS")["quality"]
+    assert ars_quality["rouge2"]["mean"] == pytest.approx(1.0)
+
+
+def test_cost_curve_and_theory(results):
+    curve = cost_curve(load_frame(results))
+    assert curve == {1: 60.0, 3: 80.0}
+    summary = analyse(results, write=False)
+    (theory,) = summary["theory"]
+    assert theory["c"] == pytest.approx(1.0 / 60.0)
+    assert theory["t_ratio"] == pytest.approx(80.0 / 60.0)
+    expected = (1 + 0.5 + 0.25) / (2 * (1.0 / 60.0) + 80.0 / 60.0)  # Leviathan: E[tokens] / loop cost
+    assert theory["predicted_speedup"] == pytest.approx(expected)
+    assert theory["efficiency"] == pytest.approx(theory["measured_speedup"] / expected)
+
+
+def test_summary_is_written_as_strict_json(results):
+    analyse(results)
+    text = (results / "summary.json").read_text()
+    assert "NaN" not in text
+    json.loads(text)
