@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0, help="seed of the ArS and SpS random generators (default 0)")
     gen.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     gen.add_argument("--ngram-size", type=int, default=3, help="longest n-gram the ngram draft matches (default 3)")
+    gen.add_argument("--runtime", default="auto", choices=("auto", "hf", "fast-fp32", "fast-bf16"),
+                     help="how models run: hf (transformers forward), fast-fp32 / fast-bf16 (reproduce.fast_target, "
+                          "Llama only; bf16 rounds the weights, so it is a slightly different target), auto "
+                          "(fast-bf16 on CPUs with native bf16, fast-fp32 on others, hf for non-Llama) (default auto)")
     gen.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     gen.set_defaults(run=generate)
 
@@ -131,24 +135,26 @@ def _prompt_ids(args, target) -> list[int]:
 def _load(args):
     """(target LoadedModel, drafter, vocabulary size)."""
     from reproduce.drafters import ModelDrafter, NgramDrafter
+    from reproduce.fast_target import build_lm
     from reproduce.models import load_model, shared_vocab_size
 
     target = load_model(args.target)
     if args.draft == "ngram":
         vocab = target.vocab_size
         return target, NgramDrafter(vocab, max_ngram=args.ngram_size), vocab
-    if args.draft == "target":
+    if args.draft == "target":  # the target's weights and runtime, its own KV cache
         vocab = target.vocab_size
-        return target, ModelDrafter(target.model, vocab, name=target.name), vocab  # same weights, own KV cache
+        return target, ModelDrafter(build_lm(target.model, vocab, args.runtime), name=target.name), vocab
     draft = load_model(args.draft)
     vocab = shared_vocab_size(target, draft)
-    return target, ModelDrafter(draft.model, vocab, name=draft.name), vocab
+    return target, ModelDrafter(build_lm(draft.model, vocab, args.runtime), name=draft.name), vocab
 
 
 def generate(args) -> int:
     from transformers.utils import logging as hf_logging
 
-    from reproduce.decoding import CachedLM, autoregressive_decode, speculative_decode
+    from reproduce.decoding import autoregressive_decode, speculative_decode
+    from reproduce.fast_target import build_lm, resolve_runtime
 
     params = _validate(args)
     hf_logging.disable_progress_bar()  # "Loading weights" bars would clutter the comparison
@@ -157,7 +163,8 @@ def generate(args) -> int:
     try:
         target, drafter, vocab = _load(args)
         prompt_ids = _prompt_ids(args, target)
-        target_lm = CachedLM(target.model, vocab)
+        runtime = resolve_runtime(args.runtime, target.model)
+        target_lm = build_lm(target.model, vocab, runtime)
         eos = target.eos_token_id
 
         def run_ars(max_new_tokens):
@@ -198,6 +205,7 @@ def generate(args) -> int:
             "settings": {
                 "target": args.target, "draft": args.draft, "k": args.k, "temperature": args.temperature,
                 "top_p": args.top_p, "top_k": args.top_k, "seed": args.seed, "max_new_tokens": args.max_new_tokens,
+                "runtime": runtime,
             },
         }
         print(json.dumps(record))
@@ -206,7 +214,7 @@ def generate(args) -> int:
     print(text if text is not None else "tokens: " + " ".join(map(str, sps.tokens)))
     print()
     shaping = "greedy" if params.greedy else f"temperature {args.temperature}, top-p {args.top_p}, top-k {args.top_k}"
-    print(f"target {args.target}, draft {args.draft}, K={args.k}, {shaping}, seed {args.seed}")
+    print(f"target {args.target} ({runtime}), draft {args.draft}, K={args.k}, {shaping}, seed {args.seed}")
     print(f"SpS: {len(sps.tokens)} tokens in {sps.target_calls} target calls "
           f"({sps.tokens_per_target_call:.2f} tokens per call), {sps.ms_per_token:.1f} ms/token")
     print(f"     acceptance {sps.acceptance_rate:.3f} ({sps.accepted}/{sps.proposed} drafted tokens), "

@@ -29,6 +29,7 @@ class ModelSpec:
     dtype: str = "float32"
     device_map: str | None = None  # "auto" shards a target larger than one device (accelerate)
     architecture: str | None = None  # model_type, so tests can stand in a tiny random model of the same kind
+    runtime: str = "auto"  # hf | fast-fp32 | fast-bf16 | auto (reproduce.fast_target.resolve_runtime)
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class DraftSpec:
     dtype: str = "float32"
     architecture: str | None = None
     k_values: tuple[int, ...] | None = None  # overrides the experiment's k_values for this draft
+    runtime: str = "auto"  # as for the target; the `target` draft always uses the target's runtime
 
     @property
     def is_model(self) -> bool:
@@ -207,6 +209,11 @@ def _validate(config: ExperimentConfig, source: str) -> None:
         _check_eval_rows(sweep.task, sweep.rows, f"{source}: sweeps.{name}")
         if sweep.task not in config.tasks or sweep.mode not in config.modes or sweep.draft not in draft_names:
             fail(f"sweeps.{name} names a task, mode or draft not defined above ({sweep.task}, {sweep.mode}, {sweep.draft})")
+    from reproduce.fast_target import RUNTIMES
+
+    for where, runtime in [("target", config.target.runtime)] + [(f"drafts.{d.name}", d.runtime) for d in config.drafts]:
+        if runtime not in RUNTIMES:
+            fail(f"{where}.runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     if config.data_source not in ("offline", "hub"):
         fail(f"data_source must be 'offline' or 'hub', got {config.data_source!r}")
 

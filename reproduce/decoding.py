@@ -17,7 +17,30 @@ from reproduce.errors import ReproduceError
 from reproduce.sampling import SamplingParams, logits_to_probs, sample, verify
 
 
-class CachedLM:
+class CacheSync:
+    """What every cached LM shares (CachedLM here, FastLlamaLM in fast_target.py): given `cache_tokens`,
+    `rollback(length)` and `forward(token_ids, last_only)`, get the next-token logits after any sequence."""
+
+    cache_tokens: list[int]
+
+    def next_logits(self, sequence: list[int]) -> torch.Tensor:
+        """Logits [vocab_size] for the token after `sequence`, reusing the cached common prefix."""
+        keep = 0
+        limit = min(len(self.cache_tokens), len(sequence) - 1)  # feed at least one token to get logits
+        while keep < limit and self.cache_tokens[keep] == sequence[keep]:
+            keep += 1
+        self.rollback(keep)
+        pending = sequence[keep:]
+        if len(pending) > 2:
+            # A prefill: split it as the target's loops do (all but the last token, then the last one), so a
+            # model drafting for itself builds bitwise the target's cache even where a long multi-row call
+            # rounds differently from short ones (FastLlamaLM in bf16).
+            self.forward(pending[:-1], last_only=True)
+            pending = pending[-1:]
+        return self.forward(pending, last_only=True)[-1]
+
+
+class CachedLM(CacheSync):
     """A Hugging Face causal LM, its KV cache, and the token ids that cache holds.
 
     `vocab_size` cuts the logits to the vocabulary shared with the other model (e.g. gpt2's 50257 rows of
@@ -52,15 +75,6 @@ class CachedLM:
         if surplus > 0:
             self.cache.crop(-surplus)  # transformers 5.x: a negative count of tokens to drop
             del self.cache_tokens[length:]
-
-    def next_logits(self, sequence: list[int]) -> torch.Tensor:
-        """Logits [vocab_size] for the token after `sequence`, reusing the cached common prefix."""
-        keep = 0
-        limit = min(len(self.cache_tokens), len(sequence) - 1)  # feed at least one token to get logits
-        while keep < limit and self.cache_tokens[keep] == sequence[keep]:
-            keep += 1
-        self.rollback(keep)
-        return self.forward(sequence[keep:], last_only=True)[-1]
 
 
 @dataclass

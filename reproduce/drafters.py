@@ -24,8 +24,10 @@ class ModelDrafter:
     target accepted are never recomputed and rejected ones are dropped.
     """
 
-    def __init__(self, model, vocab_size: int, name: str = "model"):
-        self.lm = CachedLM(model, vocab_size)
+    def __init__(self, model, vocab_size: int | None = None, name: str = "model"):
+        """`model`: a Hugging Face model (wrapped in a CachedLM cut to `vocab_size`), or a ready cached LM
+        such as reproduce.fast_target.build_lm's."""
+        self.lm = CachedLM(model, vocab_size) if isinstance(model, torch.nn.Module) else model
         self.name = name
 
     def reset(self) -> None:

