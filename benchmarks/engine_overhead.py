@@ -9,7 +9,7 @@ Prints two measured tables:
 Timings drift 20-35% within an hour on shared machines, so each table interleaves what it compares and the
 ratios are what to quote.
 
-    python benchmarks/engine_overhead.py [--prompts 4] [--new-tokens 64] [--repeats 15] [--threads 2]
+    python -m benchmarks.engine_overhead [--runtime auto|hf|fast-fp32|fast-bf16] [--prompts 4] [--new-tokens 64]
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ import time
 
 import torch
 
-from reproduce.decoding import CachedLM, speculative_decode
+from reproduce.decoding import speculative_decode
 from reproduce.drafters import ModelDrafter, NgramDrafter
+from reproduce.fast_target import build_lm, resolve_runtime
 from reproduce.models import find_package_file, load_model
 from reproduce.sampling import SamplingParams
 
@@ -39,11 +40,11 @@ def xsum_prompt_ids(tokenizer, rows: range, max_document_tokens: int) -> list[li
     return prompts
 
 
-def overhead_table(target, prompts, new_tokens: int, k: int) -> list[dict]:
-    target_lm = CachedLM(target.model, target.vocab_size)
+def overhead_table(target, prompts, new_tokens: int, k: int, runtime: str) -> list[dict]:
+    target_lm = build_lm(target.model, target.vocab_size, runtime)
     drafters = {
         "ngram": NgramDrafter(target.vocab_size),
-        "target-as-draft": ModelDrafter(target.model, target.vocab_size),
+        "target-as-draft": ModelDrafter(build_lm(target.model, target.vocab_size, runtime)),
     }
     rows = []
     for temperature in (0.0, 1.0):
@@ -70,9 +71,9 @@ def overhead_table(target, prompts, new_tokens: int, k: int) -> list[dict]:
 
 
 @torch.inference_mode()
-def verification_cost_curve(target, context_ids: list[int], max_n: int, repeats: int) -> dict[int, float]:
+def verification_cost_curve(target, context_ids: list[int], max_n: int, repeats: int, runtime: str) -> dict[int, float]:
     """Median ms of one target call scoring n new tokens after `context_ids`, n interleaved round-robin."""
-    lm = CachedLM(target.model, target.vocab_size)
+    lm = build_lm(target.model, target.vocab_size, runtime)
     lm.reset()
     lm.forward(context_ids, last_only=True)
     context = len(context_ids)
@@ -98,23 +99,25 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--context", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runtime", default="auto", help="auto | hf | fast-fp32 | fast-bf16 (reproduce.fast_target)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     target = load_model(args.target)
     prompts = xsum_prompt_ids(target.tokenizer, range(args.prompts), max_document_tokens=400)
-    print(f"target {target.name} ({target.num_parameters / 1e6:.0f}M params, {target.model.dtype}), "
+    runtime = resolve_runtime(args.runtime, target.model)
+    print(f"target {target.name} ({target.num_parameters / 1e6:.0f}M params, runtime {runtime}), "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")
 
-    overhead_table(target, prompts[:1], 8, args.k)  # warm-up
+    overhead_table(target, prompts[:1], 8, args.k, runtime)  # warm-up
     print(f"\n## Engine overhead: share of SpS wall time outside draft and target calls "
           f"({args.prompts} XSum prompts, {args.new_tokens} new tokens, K={args.k})")
     print(f"{'drafter':<16} {'T':>4} {'tokens':>7} {'wall s':>8} {'ms/call':>8} {'share':>7}")
-    for row in overhead_table(target, prompts, args.new_tokens, args.k):
+    for row in overhead_table(target, prompts, args.new_tokens, args.k, runtime):
         print(f"{row['drafter']:<16} {row['temperature']:>4} {row['tokens']:>7} {row['wall_ms'] / 1e3:>8.2f} "
               f"{row['overhead_ms_per_call']:>8.2f} {row['overhead_share']:>7.1%}")
 
     context_ids = (prompts[0] * 4)[: args.context]
-    curve = verification_cost_curve(target, context_ids, max_n=9, repeats=args.repeats)
+    curve = verification_cost_curve(target, context_ids, max_n=9, repeats=args.repeats, runtime=runtime)
     print(f"\n## Verification cost curve: one target call scoring n new tokens on a {len(context_ids)}-token cache "
           f"(median of {args.repeats})")
     print(f"{'n':<10}" + "".join(f"{n:>7}" for n in curve))

@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     analyse = commands.add_parser("analyse", help="recompute summary.json from a results directory's rows")
     analyse.add_argument("out", help="results directory, e.g. results/default")
     analyse.set_defaults(run=analyse_command)
+
+    from reproduce import report
+
+    render = commands.add_parser("report", help="render the paper-style report (markdown + figures) from a results directory")
+    report.add_arguments(render)
+    render.set_defaults(run=report.report_command)
     return parser
 
 

@@ -77,6 +77,7 @@ class SweepSpec:
     values: tuple
     rows: tuple[int, int] = (0, 4)
     k: int = 4
+    max_new_tokens: int | None = None  # default: the task's
 
 
 @dataclass(frozen=True)

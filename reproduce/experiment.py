@@ -117,7 +117,7 @@ def plan_units(config: ExperimentConfig) -> list[Unit]:
                 units.append(Unit(
                     sweep_name, sweep.task, example, sweep.mode,
                     _params(mode, temperature=value if sweep.vary == "temperature" else None),
-                    value if sweep.vary == "max_new_tokens" else task.max_new_tokens,
+                    value if sweep.vary == "max_new_tokens" else sweep.max_new_tokens or task.max_new_tokens,
                     value if sweep.vary == "max_prompt_tokens" else task.max_prompt_tokens,
                     config.seeds[0], 0, methods, sweep_value=value,
                 ))
@@ -325,6 +325,7 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, progress: bool = Tru
     todo = sum(unit.row_key(m) not in done for unit in units for m in unit.methods)
     pool = ModelPool(config)
     manifest["models"] = pool.describe()
+    manifest["prompt_formats"] = {task: tasks.prompt_format(task, pool.target.tokenizer) for task in config.tasks}
     _write_json(manifest_path, manifest)
     tqdm.write(f"{config.name}: {todo} rows to run, {len(done)} already done -> {rows_path}")
     if todo:

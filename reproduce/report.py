@@ -817,7 +817,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default="reports/results.md", help="markdown to write (default reports/results.md)")
     parser.add_argument("--figures", default=None, help="figure directory (default: figures/ beside --out)")
     parser.add_argument("--losslessness", default=None,
-                        help="JSON list of the losslessness tests' {test, statistic, p_value, passed}")
+                        help="JSON written by `pytest tests/test_losslessness.py --stats-json PATH`")
 
 
 def report_command(args) -> int:

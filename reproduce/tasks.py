@@ -194,6 +194,14 @@ def _format(template: str, example: Example, document: str) -> str:
     return template.format(**{**example.extra, "document": document})
 
 
+def prompt_format(task: str, tokenizer, use_chat_template: bool | None = None) -> str:
+    """"chat" or "raw": the format build_prompt_ids uses for `task` with this tokenizer. None: chat when the
+    tokenizer has a chat template and the task has a chat format (HumanEval never does)."""
+    if use_chat_template is None:
+        use_chat_template = bool(getattr(tokenizer, "chat_template", None))
+    return "chat" if use_chat_template and get_task(task).chat_user_template is not None else "raw"
+
+
 def build_prompt_ids(
     example: Example, tokenizer, max_prompt_tokens: int, use_chat_template: bool | None = None
 ) -> list[int]:
@@ -209,9 +217,7 @@ def build_prompt_ids(
     spec = get_task(example.task)
     if tokenizer is None:
         raise ReproduceError("task prompts need a tokenizer: use a real model, not a tiny random one")
-    if use_chat_template is None:
-        use_chat_template = bool(getattr(tokenizer, "chat_template", None))
-    chat = use_chat_template and spec.chat_user_template is not None
+    chat = prompt_format(example.task, tokenizer, use_chat_template) == "chat"
     if chat and not getattr(tokenizer, "chat_template", None):
         raise ReproduceError("this tokenizer has no chat template: turn the chat template off for a base model")
 

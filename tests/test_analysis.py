@@ -27,7 +27,7 @@ def _row(example: int, method: str, ms: float, text: str, steps: list, **extra) 
         "sweep_value": None, "method": method, "draft": extra.get("draft"), "k": extra.get("k"),
         "temperature": 0.0, "top_p": 1.0, "top_k": 0, "max_new_tokens": 4, "max_prompt_tokens": 100,
         "prompt_tokens": 10, "num_tokens": len(tokens), "stop_reason": "max_new_tokens",
-        "wall_ms": ms * len(tokens), "ms_per_token": ms, "target_calls": len(steps), "proposed": proposed,
+        "wall_ms": ms * len(tokens), "prefill_ms": 0.0, "ms_per_token": ms, "target_calls": len(steps), "proposed": proposed,
         "accepted": accepted, "acceptance_rate": accepted / proposed if proposed else None,
         "alpha": extra.get("alpha"), "steps": steps, "generated_ids": tokens if text == "same" else [5, 6, 9, 9],
         "text": "the cat sat on the mat" if text == "same" else "a dog ran", "reference": "the cat sat on the mat",
