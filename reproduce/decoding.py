@@ -9,7 +9,7 @@ accepted is ever recomputed.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 
@@ -166,9 +166,6 @@ class Trace:
             "overhead_share": self.overhead_share,
             "accepted_per_step": [s.num_accepted for s in self.steps],
         }
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "summary": self.summary()}
 
 
 def _check_inputs(prompt_ids: list[int], max_new_tokens: int, vocab_size: int) -> None:

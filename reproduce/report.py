@@ -429,6 +429,8 @@ def losslessness_view(groups: list[dict], results: list[dict] | None) -> dict:
         "failed": [r for r in results if r["outcome"] == "failed"] if results else [],
         "passed": [r for r in results if r["outcome"] == "passed"] if results else [],
         "skipped": [r for r in results if r["outcome"] == "skipped"] if results else [],
+        # the table lists what carries a number or went wrong; the rest are counted
+        "listed": [r for r in results if r["statistics"] or r["outcome"] != "passed"] if results else [],
         "greedy": greedy,
         "greedy_min_exact": min((v["quality"]["exact_match_ars"] for v in greedy), default=None),
         "sampled": sampled,
@@ -596,15 +598,25 @@ def draw_scatter(groups: list[dict], colors: dict, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def _with_interval(cis: list[dict], scale: float = 1.0) -> tuple[list[float], list[list[float]]]:
+    """Means and asymmetric error bars (95% bootstrap CIs over prompts) for matplotlib's errorbar."""
+    means = [ci["mean"] * scale for ci in cis]
+    low = [(ci["mean"] - ci["ci"][0]) * scale for ci in cis]
+    high = [(ci["ci"][1] - ci["mean"]) * scale for ci in cis]
+    return means, [low, high]
+
+
 def draw_figure1(view: dict, path: Path) -> Path:
     plt = _pyplot()
     points = view["points"]
     ks = [p["value"] for p in points]
     fig, (left, middle, right) = plt.subplots(1, 3, figsize=(12, 3.6))
-    left.plot(ks, [p["sps"]["time_128_tokens_ms"] / 1000 for p in points], "o-", color="tab:blue", label="SpS")
+    means, errors = _with_interval([p["sps"]["time_128_tokens_ms_ci"] for p in points], 1 / 1000)
+    left.errorbar(ks, means, yerr=errors, fmt="o-", color="tab:blue", capsize=3, label="SpS")
     ars = [p for p in points if p["ars"]]
-    left.plot([p["value"] for p in ars], [p["ars"]["time_128_tokens_ms"] / 1000 for p in ars], "s--", color=ARS_COLOR,
-              label="ArS (same prompts)")
+    means, errors = _with_interval([p["ars"]["time_128_tokens_ms_ci"] for p in ars], 1 / 1000)
+    left.errorbar([p["value"] for p in ars], means, yerr=errors, fmt="s--", color=ARS_COLOR, capsize=3,
+                  label="ArS (same prompts)")
     left.set_ylabel("mean time for 128 tokens (s)")
     left.set_ylim(bottom=0)
     middle.plot(ks, [p["sps"].get("r") for p in points], "o-", color="tab:blue",
@@ -613,7 +625,8 @@ def draw_figure1(view: dict, path: Path) -> Path:
                 label="accepted / drafted tokens")
     middle.set_ylabel("acceptance")
     middle.set_ylim(0, 1.05)
-    right.plot(ks, [p["sps"]["loop_ms"] for p in points], "o-", color="tab:blue", label="SpS loop (draft K + verify)")
+    means, errors = _with_interval([p["sps"]["loop_ms_ci"] for p in points])
+    right.errorbar(ks, means, yerr=errors, fmt="o-", color="tab:blue", capsize=3, label="SpS loop (draft K + verify)")
     right.set_ylabel("mean time per loop (ms)")
     right.set_ylim(bottom=0)
     for ax in (left, middle, right):
@@ -622,7 +635,7 @@ def draw_figure1(view: dict, path: Path) -> Path:
         ax.legend(loc="best", framealpha=0.9)
     sweep = view["sweep"]
     fig.suptitle(f"Figure 1 reproduced, sweep {sweep['name']}: {sweep['title']} "
-                 "(no error bars: the analysis gives no interval for these)",
+                 "(error bars: 95% bootstrap CIs of the mean over prompts)",
                  fontsize=10, x=0.01, ha="left")
     fig.tight_layout()
     return _save(fig, path)

@@ -395,6 +395,38 @@ def test_sequence_tests_reject_wrong_rule(rule, record_property):
     assert two_sample_p < POWER_P
 
 
+@torch.inference_mode()
+def exact_sequence_probs_through(lm, prompt: list[int], params: SamplingParams, length: int = LENGTH) -> np.ndarray:
+    """The same enumeration, each prefix scored through a cached LM as the decoders call it: for a runtime whose
+    numerics differ from the Hugging Face forward (FastLlamaLM in bf16), the target *is* that runtime."""
+    probs = np.ones(1)
+    prefixes: list[list[int]] = [[]]
+    for _ in range(length):
+        rows = np.stack([logits_to_probs(lm.next_logits(prompt + prefix), params).double().numpy() for prefix in prefixes])
+        probs = (probs[:, None] * rows).reshape(-1)
+        prefixes = [prefix + [token] for prefix in prefixes for token in range(VOCAB)]
+    return probs
+
+
+@pytest.mark.parametrize("runtime", ["fast-bf16", "fast-fp32"])
+def test_fast_runtime_target_sequences_follow_its_exact_distribution(runtime, record_property):
+    """The fast runtime (static cache, rollback by rewinding an index, bf16 GEMMs) as target and draft runtime."""
+    from reproduce.fast_target import build_lm
+
+    k, setting = POWER_CASE
+    params = SETTINGS[setting]
+    target = build_lm(tiny_model(TARGET_SEED), VOCAB, runtime)
+    drafter = ModelDrafter(build_lm(tiny_model(DRAFT_SEED), VOCAB, runtime))
+    probs = exact_sequence_probs_through(build_lm(tiny_model(TARGET_SEED), VOCAB, runtime), PROMPT, params)
+    generator = torch.Generator().manual_seed(SEQUENCE_SEED)
+    drawn = count_sequences(lambda: speculative_decode(target, drafter, PROMPT, k, LENGTH, params, generator))
+    assert 0.2 < drawn.accepted / drawn.proposed < 0.9
+    assert_never_impossible(drawn.counts, probs)
+    p_value = g_test_pvalue(drawn.counts, probs)
+    record_property("g_test_p", p_value)
+    assert p_value > ALPHA
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # 4. Draft == target, and greedy SpS == greedy ArS
 
