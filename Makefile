@@ -30,11 +30,15 @@ test: install
 #   results/$(PROFILE)/rows.jsonl      raw rows, one per (unit, method); rerunning resumes
 #   results/$(PROFILE)/losslessness.json  statistics of tests/test_losslessness.py from this machine
 #   $(REPORT_DIR)/results.md + figures/  Table 1, Figure 1, drafts, sweeps, peers, losslessness, cost
+#   $(REPORT_DIR)/raw/$(PROFILE)/      a copy of the raw results the report was built from (committed for default)
 reproduce: install
 	$(PY) -m reproduce run --profile $(PROFILE) --out results/$(PROFILE)
 	$(PY) -m pytest -q tests/test_losslessness.py --stats-json results/$(PROFILE)/losslessness.json
 	$(PY) -m reproduce report results/$(PROFILE) --out $(REPORT_DIR)/results.md \
 		--losslessness results/$(PROFILE)/losslessness.json
+	mkdir -p $(REPORT_DIR)/raw/$(PROFILE)
+	cp results/$(PROFILE)/rows.jsonl results/$(PROFILE)/manifest.json results/$(PROFILE)/summary.json \
+		results/$(PROFILE)/losslessness.json $(REPORT_DIR)/raw/$(PROFILE)/
 
 # bench: engine overhead micro-benchmark (time outside the model forward calls).
 bench: install
