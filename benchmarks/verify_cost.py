@@ -18,11 +18,10 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 
 import torch
 
-from benchmarks.engine_overhead import xsum_prompt_ids
+from benchmarks.engine_overhead import cost_curves, xsum_prompt_ids
 from reproduce.decoding import CachedLM
 from reproduce.fast_target import FastLlamaLM
 from reproduce.models import load_model
@@ -41,31 +40,6 @@ def variants(model, vocab_size: int) -> dict:
 
 
 @torch.inference_mode()
-def cost_curves(lms: dict, context_ids: list[int], max_n: int, repeats: int):
-    """Median ms per (variant, n), round-robin over repeats, n and variants; and median ms of the prefill."""
-    context = len(context_ids)
-    prefill = {name: [] for name in lms}
-    for repeat in range(3):
-        for name, lm in lms.items():
-            lm.reset()
-            start = time.perf_counter()
-            lm.forward(context_ids, last_only=True)
-            prefill[name].append((time.perf_counter() - start) * 1e3)
-    new_ids = list(range(1000, 1000 + max_n))
-    samples = {name: {n: [] for n in range(1, max_n + 1)} for name in lms}
-    for repeat in range(repeats + 2):
-        for n in range(1, max_n + 1):
-            for name, lm in lms.items():
-                start = time.perf_counter()
-                lm.forward(new_ids[:n])
-                elapsed = (time.perf_counter() - start) * 1e3
-                lm.rollback(context)
-                if repeat >= 2:  # the first rounds warm up allocator and kernels
-                    samples[name][n].append(elapsed)
-    curves = {name: {n: statistics.median(t) for n, t in curve.items()} for name, curve in samples.items()}
-    return curves, {name: statistics.median(times) for name, times in prefill.items()}
-
-
 def compare(reference: torch.Tensor, other: torch.Tensor) -> tuple[float, float, float]:
     """max |logit diff|, argmax agreement, mean total variation of the T=1 distributions."""
     total_variation = 0.5 * (reference.softmax(-1) - other.softmax(-1)).abs().sum(-1)
@@ -107,7 +81,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     target = load_model(args.target)
     lms = variants(target.model, target.vocab_size)
-    prompts = xsum_prompt_ids(target.tokenizer, range(max(args.numerics_prompts, 1)), max_document_tokens=400)
+    prompts = xsum_prompt_ids(target.tokenizer, range(max(args.numerics_prompts, 1)), max_prompt_tokens=450)
     print(f"target {target.name}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"cpu {torch.backends.cpu.get_cpu_capability()}, load average before {os.getloadavg()[0]:.2f}")
 

@@ -61,8 +61,7 @@ class Unit:
     sweep_value: float | int | None = None
 
     def row_key(self, method: Method) -> str:
-        identity = dict(self.identity(), method=method.kind, draft=method.draft, k=method.k)
-        return json.dumps(identity, sort_keys=True)
+        return row_key(dict(self.identity(), method=method.kind, draft=method.draft, k=method.k))
 
     def identity(self) -> dict:
         return dict(block=self.block, task=self.task, example_id=self.example.example_id, mode=self.mode,
