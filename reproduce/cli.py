@@ -140,20 +140,12 @@ def _prompt_ids(args, target) -> list[int]:
 
 def _load(args):
     """(target LoadedModel, drafter, vocabulary size)."""
-    from reproduce.drafters import ModelDrafter, NgramDrafter
-    from reproduce.fast_target import build_lm
-    from reproduce.models import load_model, shared_vocab_size
+    from reproduce.drafters import build_drafter
+    from reproduce.models import load_model
 
     target = load_model(args.target)
-    if args.draft == "ngram":
-        vocab = target.vocab_size
-        return target, NgramDrafter(vocab, max_ngram=args.ngram_size), vocab
-    if args.draft == "target":  # the target's weights and runtime, its own KV cache
-        vocab = target.vocab_size
-        return target, ModelDrafter(build_lm(target.model, vocab, args.runtime), name=target.name), vocab
-    draft = load_model(args.draft)
-    vocab = shared_vocab_size(target, draft)
-    return target, ModelDrafter(build_lm(draft.model, vocab, args.runtime), name=draft.name), vocab
+    draft = build_drafter(args.draft, target, args.runtime, args.runtime, args.ngram_size)
+    return target, draft.drafter, target.vocab_size
 
 
 def generate(args) -> int:

@@ -1,5 +1,9 @@
 """Drafters: whatever proposes K tokens and the distributions they were drawn from.
 
+Drafts by name (`build_drafter`): "ngram" (prompt lookup), "target" (the target drafting for itself),
+"distilled" (the draft `python -m reproduce distill` built for this target), "ngram+<draft>" (prompt lookup where
+the sequence repeats itself, <draft> elsewhere), or any model name `load_model` takes.
+
 The interface is two methods (in the spirit of transformers' candidate generators):
   reset()                                    a new sequence starts
   propose(sequence, k, params, generator)    -> (tokens: list[int] of length <= k, probs: Tensor [len(tokens), V])
@@ -9,6 +13,9 @@ target: that is all the rule needs to stay lossless, whatever the drafter is.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -82,3 +89,82 @@ class NgramDrafter:
         tokens = self.lookup(sequence, k) if k else []
         probs = torch.nn.functional.one_hot(torch.tensor(tokens, dtype=torch.long), self.vocab_size).float()
         return tokens, probs.reshape(len(tokens), self.vocab_size)  # [k'], [k', V]
+
+
+class HybridDrafter:
+    """Prompt lookup where the sequence repeats an earlier n-gram (free and often right when copying from the
+    prompt), a model drafter elsewhere. Which one proposes depends on the sequence only, so each proposal is
+    still drawn from the distribution it reports: lossless like either drafter alone."""
+
+    def __init__(self, lookup: NgramDrafter, model: ModelDrafter):
+        self.lookup, self.model = lookup, model
+        self.name = f"ngram+{model.name}"
+
+    def reset(self) -> None:
+        self.lookup.reset()
+        self.model.reset()
+
+    def propose(self, sequence: list[int], k: int, params: SamplingParams, generator: torch.Generator):
+        tokens, probs = self.lookup.propose(sequence, k, params, generator)
+        if tokens:
+            return tokens, probs
+        return self.model.propose(sequence, k, params, generator)
+
+
+class PromptVocabularyDrafter(ModelDrafter):
+    """A model drafter over a restricted-vocabulary LM (reproduce.distill.RestrictedFastLM) whose head also gets
+    the rows of the prompt's own tokens for each new sequence: copied names and numbers become proposable."""
+
+    def reset(self) -> None:
+        super().reset()
+        self.needs_prompt = True
+
+    def propose(self, sequence: list[int], k: int, params: SamplingParams, generator: torch.Generator):
+        if self.needs_prompt:
+            self.lm.set_extra_tokens(sequence)
+            self.needs_prompt = False
+        return super().propose(sequence, k, params, generator)
+
+
+@dataclass
+class Draft:
+    """A draft as an experiment needs it: the drafter, the loaded model behind it (for Hugging Face assisted
+    generation; None for ngram), and a factory of fresh cached LMs for draft-only decoding (None: not a model)."""
+
+    name: str
+    drafter: object
+    model: object | None = None  # reproduce.models.LoadedModel
+    runtime: str | None = None
+    new_lm: Callable[[], object] | None = None
+
+
+def build_drafter(name: str, target, target_runtime: str = "auto", draft_runtime: str = "auto",
+                  ngram_size: int = 3, dtype: torch.dtype = torch.float32) -> Draft:
+    """The draft called `name` for `target` (a LoadedModel). The "target" draft runs in `target_runtime` (the
+    runtime is part of the target's definition); model drafts in `draft_runtime`."""
+    from reproduce.fast_target import build_lm, resolve_runtime
+    from reproduce.models import load_model, shared_vocab_size
+
+    vocab = target.vocab_size
+    if name == "ngram":
+        return Draft(name, NgramDrafter(vocab, max_ngram=ngram_size))
+    if name.startswith("ngram+"):
+        inner = build_drafter(name.removeprefix("ngram+"), target, target_runtime, draft_runtime, ngram_size, dtype)
+        if not isinstance(inner.drafter, ModelDrafter):
+            raise ReproduceError(f"draft {name!r}: after 'ngram+' name a model draft, e.g. ngram+distilled")
+        return Draft(name, HybridDrafter(NgramDrafter(vocab, max_ngram=ngram_size), inner.drafter), inner.model,
+                     inner.runtime, inner.new_lm)
+    if name == "target":  # the target's weights and runtime, its own KV cache
+        runtime = resolve_runtime(target_runtime, target.model)
+        return Draft(name, ModelDrafter(build_lm(target.model, vocab, runtime), name="target"), target, runtime,
+                     lambda: build_lm(target.model, vocab, runtime))
+    if name == "distilled":
+        from reproduce.distill import distilled_draft_dir, load_distilled
+
+        model, runtime, new_lm = load_distilled(distilled_draft_dir(target.name), vocab, draft_runtime)
+        return Draft(name, PromptVocabularyDrafter(new_lm(), name="distilled"), model, runtime, new_lm)
+    draft = load_model(name, dtype)
+    shared_vocab_size(target, draft)
+    runtime = resolve_runtime(draft_runtime, draft.model)
+    return Draft(name, ModelDrafter(build_lm(draft.model, vocab, runtime), name=name), draft, runtime,
+                 lambda: build_lm(draft.model, vocab, runtime))

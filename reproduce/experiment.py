@@ -28,11 +28,11 @@ from tqdm.auto import tqdm
 from reproduce import tasks
 from reproduce.config import ExperimentConfig, ModeSpec
 from reproduce.decoding import Trace, autoregressive_decode, speculative_decode
-from reproduce.drafters import ModelDrafter, NgramDrafter
+from reproduce.drafters import build_drafter
 from reproduce.errors import ReproduceError
 from reproduce.fast_target import build_lm, cpu_has_native_bf16, resolve_runtime
 from reproduce.metrics import token_logprobs
-from reproduce.models import load_model, shared_vocab_size
+from reproduce.models import load_model
 from reproduce.sampling import SamplingParams
 
 ROWS_FILE = "rows.jsonl"
@@ -138,20 +138,14 @@ class ModelPool:
         self.drafters = {}
         self.draft_lms = {}
         for spec in config.drafts:
-            if spec.name == "ngram":
-                self.drafters[spec.name] = NgramDrafter(self.vocab_size, max_ngram=spec.ngram_size)
-            elif spec.name == "target":
-                lm = build_lm(self.target.model, self.vocab_size, self.runtimes["target"])
-                self.drafters[spec.name] = ModelDrafter(lm, name="target")
-            else:
-                draft = load_model(spec.name, _dtype(spec.dtype))
-                shared_vocab_size(self.target, draft)
-                self.draft_models[spec.name] = draft
-                self.runtimes[spec.name] = resolve_runtime(spec.runtime, draft.model)
-                self.drafters[spec.name] = ModelDrafter(build_lm(draft.model, self.vocab_size, self.runtimes[spec.name]),
-                                                        name=spec.name)
+            draft = build_drafter(spec.name, self.target, self.runtimes["target"], spec.runtime, spec.ngram_size,
+                                  _dtype(spec.dtype))
+            self.drafters[spec.name] = draft.drafter
+            if spec.is_model:
+                self.draft_models[spec.name] = draft.model
+                self.runtimes[spec.name] = draft.runtime
                 # draft-only decoding gets its own cache so it never disturbs the drafter's
-                self.draft_lms[spec.name] = build_lm(draft.model, self.vocab_size, self.runtimes[spec.name])
+                self.draft_lms[spec.name] = draft.new_lm()
 
     def describe(self) -> dict:
         models = {"target": self.target, **self.draft_models}
