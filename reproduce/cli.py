@@ -74,6 +74,23 @@ def build_parser() -> argparse.ArgumentParser:
     analyse.add_argument("out", help="results directory, e.g. results/default")
     analyse.set_defaults(run=analyse_command)
 
+    dist = commands.add_parser(
+        "distill", help="build the distilled draft for a Llama target (cached outside the repository)",
+        description="Distil a small draft from the target (teacher data from training rows only; see "
+                    "reproduce/distill.py). Does nothing when the draft is already built, unless --force.",
+    )
+    dist.add_argument("--target", default=DEFAULT_TARGET, help=f"Llama target (default {DEFAULT_TARGET})")
+    dist.add_argument("--out", help="output directory (default: $REPRODUCE_CACHE/drafts/<target>-distilled)")
+    dist.add_argument("--force", action="store_true", help="rebuild even when a draft is already there")
+    from reproduce.distill import Recipe
+
+    for name, default in vars(Recipe()).items():
+        if name in ("target",) or isinstance(default, tuple):
+            continue
+        dist.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default,
+                          help=f"recipe setting (default {default})")
+    dist.set_defaults(run=distill_command)
+
     from reproduce import report
 
     render = commands.add_parser("report", help="render the paper-style report (markdown + figures) from a results directory")
@@ -91,6 +108,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0
+
+
+def distill_command(args) -> int:
+    from dataclasses import fields
+
+    from reproduce.distill import Recipe, distill
+
+    recipe = Recipe(**{f.name: getattr(args, f.name) for f in fields(Recipe) if hasattr(args, f.name)})
+    for name in ("xsum_rows", "pubmedqa_rows", "code_prompts", "steps", "batch_size", "workers", "vocab_size",
+                 "max_new_tokens", "teacher_top_k", "eval_every"):
+        if getattr(recipe, name) < (0 if name.endswith(("rows", "prompts")) else 1):
+            raise ReproduceError(f"--{name.replace('_', '-')} must be positive, got {getattr(recipe, name)}")
+    distill(recipe, args.out, args.force)
+    return 0
 
 
 # ---- generate ------------------------------------------------------------------------------------------------

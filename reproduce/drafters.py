@@ -120,7 +120,7 @@ class PromptVocabularyDrafter(ModelDrafter):
         self.needs_prompt = True
 
     def propose(self, sequence: list[int], k: int, params: SamplingParams, generator: torch.Generator):
-        if self.needs_prompt:
+        if self.needs_prompt and hasattr(self.lm, "set_extra_tokens"):  # not in runtime hf (full head)
             self.lm.set_extra_tokens(sequence)
             self.needs_prompt = False
         return super().propose(sequence, k, params, generator)
