@@ -7,7 +7,7 @@ PROFILE ?= default
 # The default profile's report is the committed reports/results.md; other profiles render beside it.
 REPORT_DIR := $(if $(filter default,$(PROFILE)),reports,reports/$(PROFILE))
 
-.PHONY: install test reproduce bench clean
+.PHONY: install test draft reproduce bench clean
 
 # install: create .venv and install the package with its test extra (re-runs only when pyproject.toml changes).
 install: $(STAMP)
@@ -26,12 +26,17 @@ $(STAMP): pyproject.toml
 test: install
 	$(PY) -m pytest -q
 
+# draft: distil the default target's draft (~25 min on 2 cores; cached in $$REPRODUCE_CACHE/drafts, default
+# ~/.cache/reproduce; does nothing when it is already built). Recipe and log: reproduce/distill.py, distill.json.
+draft: install
+	$(PY) -m reproduce distill
+
 # reproduce: the main job, for PROFILE (default: experiments/default.yaml, the offline CPU reproduction).
 #   results/$(PROFILE)/rows.jsonl      raw rows, one per (unit, method); rerunning resumes
 #   results/$(PROFILE)/losslessness.json  statistics of tests/test_losslessness.py from this machine
 #   $(REPORT_DIR)/results.md + figures/  Table 1, Figure 1, drafts, sweeps, peers, losslessness, cost
 #   $(REPORT_DIR)/raw/$(PROFILE)/      a copy of the raw results the report was built from (committed for default)
-reproduce: install
+reproduce: install draft
 	$(PY) -m reproduce run --profile $(PROFILE) --out results/$(PROFILE)
 	$(PY) -m pytest -q tests/test_losslessness.py --stats-json results/$(PROFILE)/losslessness.json
 	$(PY) -m reproduce report results/$(PROFILE) --out $(REPORT_DIR)/results.md \
@@ -40,8 +45,8 @@ reproduce: install
 	cp results/$(PROFILE)/rows.jsonl results/$(PROFILE)/manifest.json results/$(PROFILE)/summary.json \
 		results/$(PROFILE)/losslessness.json $(REPORT_DIR)/raw/$(PROFILE)/
 
-# bench: engine overhead micro-benchmark (time outside the model forward calls).
-bench: install
+# bench: engine overhead, verification cost curve, and the drafts-as-points benchmark (~25 min, needs the draft).
+bench: install draft
 	$(PY) -m benchmarks.engine_overhead
 	$(PY) -m benchmarks.verify_cost
 

@@ -87,8 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name, default in vars(Recipe()).items():
         if name in ("target",) or isinstance(default, tuple):
             continue
-        dist.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default,
-                          help=f"recipe setting (default {default})")
+        flag, help_text = f"--{name.replace('_', '-')}", f"recipe setting (default {default})"
+        if isinstance(default, bool):
+            dist.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        else:
+            dist.add_argument(flag, type=type(default), default=default, help=help_text)
     dist.set_defaults(run=distill_command)
 
     from reproduce import report

@@ -14,7 +14,7 @@ Recipe (what was tried and measured is in notes/draft-experiments.md):
    initialised from the kept rows of the target's tied embedding.
 4. Loss: cross-entropy against the target's top-k distribution renormalised over the kept vocabulary (sparse
    KL(target || draft) up to a constant), continuation positions weighted up; AdamW with cosine decay, batches of
-   right-padded sequences, a fixed number of steps (seeded: a rerun builds the same draft up to thread-level
+   right-padded sequences under bf16 autocast, a fixed number of steps (seeded: a rerun builds the same draft up to thread-level
    floating-point order).
 The draft is saved as a full-vocabulary Llama (save_pretrained: Hugging Face assisted generation can use it) plus
 `kept_tokens.pt` and `distill.json` (recipe, split, held-out log).
@@ -41,7 +41,8 @@ from tqdm.auto import tqdm
 
 from reproduce.errors import ReproduceError
 from reproduce.fast_target import FastLlamaLM, build_lm, resolve_runtime
-from reproduce.models import cache_dir, load_model
+from reproduce import models
+from reproduce.models import LoadedModel, cache_dir
 from reproduce.tasks import build_prompt_ids, get_task, load_examples
 
 FORMAT_VERSION = 2  # bump when the recipe or file layout changes: a cached draft of another version is rebuilt
@@ -54,9 +55,9 @@ class Recipe:
     target: str = "smollm2-135m-instruct"
     runtime: str = "auto"  # the target's runtime for teacher data (its numerics are what acceptance is measured on)
     seed: int = 0
-    xsum_rows: int = 320  # training prompts drawn from each source
+    xsum_rows: int = 480  # training prompts drawn from each source
     pubmedqa_rows: int = 64
-    code_prompts: int = 96
+    code_prompts: int = 128
     heldout_xsum_rows: tuple[int, int] = (980, 1000)  # XSum training-split rows never trained on: the held-out log
     max_prompt_tokens: int = 400
     max_new_tokens: int = 64
@@ -67,6 +68,7 @@ class Recipe:
     steps: int = 900
     batch_size: int = 8
     lr: float = 1e-3
+    bf16_autocast: bool = True
     eval_every: int = 100
     workers: int = 2
 
@@ -162,7 +164,7 @@ _WORKER = {}
 
 def _init_worker(target: str, runtime: str) -> None:
     torch.set_num_threads(1)  # one process per core beats one process on two threads for batch-1 decoding
-    loaded = load_model(target)
+    loaded = models.load_model(target)
     _WORKER.update(lm=build_lm(loaded.model, loaded.vocab_size, runtime), eos=loaded.eos_token_id)
 
 
@@ -307,7 +309,9 @@ def train(draft, sequences: list[TeacherSequence], heldout: list[TeacherSequence
         del order[: recipe.batch_size]
         inputs, ids, probs, weights = make_batch(batch, kept_index, recipe.continuation_weight)
         draft.train()
-        logprobs = draft_logprobs(draft, head, inputs)
+        # bf16 autocast (fp32 master weights): 2-2.5x faster steps on this AVX512-BF16 CPU than fp32
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.bf16_autocast):
+            logprobs = draft_logprobs(draft, head, inputs).float()
         loss = -((probs * logprobs.gather(-1, ids)).sum(-1) * weights).sum() / weights.sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -341,7 +345,7 @@ def distill(recipe: Recipe, out: Path | None = None, force: bool = False) -> Pat
         print(f"distilled draft already built: {out} (--force rebuilds it)")
         return out
     begin = time.perf_counter()
-    target = load_model(recipe.target)
+    target = models.load_model(recipe.target)
     runtime = resolve_runtime(recipe.runtime, target.model)
     build_draft(target.model, recipe.layers)  # fail fast on a non-Llama target, before minutes of data
     train_prompts, heldout_prompts = training_prompts(recipe, target.tokenizer)
@@ -354,17 +358,9 @@ def distill(recipe: Recipe, out: Path | None = None, force: bool = False) -> Pat
     draft = build_draft(target.model, recipe.layers)
     torch.set_num_threads(recipe.workers)
     head, log = train(draft, sequences, heldout, kept, target.vocab_size, recipe)
-    with torch.no_grad():
-        draft.lm_head.weight[kept] = head  # a full-vocabulary Llama; only the kept rows were trained
-    out.mkdir(parents=True, exist_ok=True)
-    draft.save_pretrained(out)
-    if target.tokenizer is not None:
-        target.tokenizer.save_pretrained(out)
-    torch.save(kept, out / "kept_tokens.pt")
     supervised = sum(len(s.ids) - 1 for s in sequences)
     on_policy = sum(len(s.ids) - 1 - s.continuation_start for s in sequences)
     record = {
-        "format_version": FORMAT_VERSION,
         "recipe": asdict(recipe),
         "target_runtime": runtime,
         "split": {"train_sources": [s.source for s in sequences], "heldout_sources": [s.source for s in heldout],
@@ -374,10 +370,23 @@ def distill(recipe: Recipe, out: Path | None = None, force: bool = False) -> Pat
         "total_minutes": round((time.perf_counter() - begin) / 60, 2),
         "log": log,
     }
-    (out / "distill.json").write_text(json.dumps(record, indent=1))
+    save_distilled(out, draft, head, kept, target.tokenizer, record)
     print(f"distilled draft saved to {out}: {record['total_minutes']} min, held-out top-1 "
           f"{log[-1]['heldout_top1']:.3f}, KL {log[-1]['heldout_kl']:.3f}")
     return out
+
+
+def save_distilled(out: Path, draft, head: torch.Tensor, kept: torch.Tensor, tokenizer, record: dict) -> None:
+    """A full-vocabulary Llama (only the kept rows of its head were trained) + kept_tokens.pt + distill.json."""
+    with torch.no_grad():
+        draft.lm_head.weight[kept] = head
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    draft.save_pretrained(out)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
+    torch.save(kept, out / "kept_tokens.pt")
+    (out / "distill.json").write_text(json.dumps({"format_version": FORMAT_VERSION, **record}, indent=1))
 
 
 # ---- loading for the engine ----------------------------------------------------------------------------------
@@ -419,8 +428,11 @@ def load_distilled(path: Path, vocab_size: int, runtime: str = "auto"):
     if not is_built(path):
         raise ReproduceError(f"no distilled draft at {path}: build it with `make draft` "
                              "(python -m reproduce distill; ~25 min on 2 CPU cores)")
-    loaded = load_model(str(path))
-    loaded.name = "distilled"
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path) if (path / "tokenizer_config.json").exists() else None
+    loaded = LoadedModel("distilled", model, tokenizer, str(path))
     runtime = resolve_runtime(runtime, loaded.model)
     if runtime == "hf":  # e.g. on a GPU: the full-vocabulary model (kept rows trained, the rest the target's)
         return loaded, runtime, lambda: build_lm(loaded.model, vocab_size, runtime)

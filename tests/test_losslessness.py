@@ -431,6 +431,74 @@ def test_fast_runtime_target_sequences_follow_its_exact_distribution(runtime, re
     assert p_value > ALPHA
 
 
+DISTILLED_KEPT = 6  # the distilled draft's head keeps 6 of the 10 tokens: 0 probability on the rest
+
+
+@functools.cache
+def distilled_tiny_draft_dir() -> str:
+    """A draft made by the distillation code path (reproduce.distill: teacher data from the target, restricted
+    vocabulary, training, saving), here from the draft-seed model trained briefly towards the tiny target, so it
+    still differs from the target. Saved to a temporary directory and loaded back as the engine loads it."""
+    import tempfile
+
+    from reproduce.distill import Recipe, build_draft, choose_vocabulary, save_distilled, teacher_sequence, train
+    from reproduce.fast_target import build_lm
+
+    target_lm = build_lm(tiny_model(TARGET_SEED), VOCAB, "fast-fp32")
+    rng = np.random.default_rng(0)
+    sequences = [teacher_sequence(target_lm, f"tiny:{i}", rng.integers(0, VOCAB, 6).tolist(), 8, 4, None)
+                 for i in range(12)]
+    kept = choose_vocabulary(sequences, DISTILLED_KEPT, [], VOCAB)
+    torch.manual_seed(0)
+    draft = build_draft(tiny_model(DRAFT_SEED), (0,))
+    recipe = Recipe(steps=10, batch_size=4, lr=3e-3, eval_every=10, bf16_autocast=False)
+    head, log = train(draft, sequences[2:], sequences[:2], kept, VOCAB, recipe)
+    path = tempfile.mkdtemp(prefix="distilled-tiny-")
+    save_distilled(path, draft, head, kept, None, {"recipe": {}, "log": log})
+    return path
+
+
+def distilled_tiny_drafter(hybrid: bool = False):
+    from reproduce.distill import load_distilled
+    from reproduce.drafters import HybridDrafter, PromptVocabularyDrafter
+
+    _, _, new_lm = load_distilled(distilled_tiny_draft_dir(), VOCAB, "fast-fp32")
+    drafter = PromptVocabularyDrafter(new_lm(), name="distilled")
+    return HybridDrafter(NgramDrafter(VOCAB, max_ngram=2), drafter) if hybrid else drafter
+
+
+def test_distilled_tiny_draft_has_a_restricted_head():
+    """The case below is only a test of the restricted head if the head really drops tokens (and the prompt's
+    tokens come back through the per-prompt extension)."""
+    drafter = distilled_tiny_drafter()
+    drafter.reset()
+    kept = drafter.lm.base_kept.tolist()
+    assert len(kept) == DISTILLED_KEPT
+    outside = [t for t in range(VOCAB) if t not in kept]
+    tokens, probs = drafter.propose([outside[0]], 2, SETTINGS["T=1"], torch.Generator().manual_seed(0))
+    assert probs[:, outside[1:]].sum() == 0  # never proposable
+    assert probs[:, outside[0]].min() > 0  # the prompt's token is
+    assert exact_target_probs("T=1")[:].size == VOCAB**LENGTH
+
+
+@pytest.mark.parametrize("hybrid", [False, True], ids=["distilled", "ngram+distilled"])
+def test_distilled_draft_sequences_follow_exact_target(hybrid, record_property):
+    """The distilled draft as the engine loads it (restricted head, per-prompt extension, fast runtime), alone
+    and behind prompt lookup, drafting for the Hugging Face target: the G-test against the exact target."""
+    k, setting = POWER_CASE
+    drafter = distilled_tiny_drafter(hybrid)
+    target = CachedLM(tiny_model(TARGET_SEED), VOCAB)
+    generator = torch.Generator().manual_seed(SEQUENCE_SEED)
+    drawn = count_sequences(lambda: speculative_decode(target, drafter, PROMPT, k, LENGTH, SETTINGS[setting], generator))
+    probs = exact_target_probs(setting)
+    assert 0.2 < drawn.accepted / drawn.proposed < 0.9, drawn.accepted / drawn.proposed
+    assert_never_impossible(drawn.counts, probs)
+    p_value = g_test_pvalue(drawn.counts, probs)
+    record_property("g_test_p", p_value)
+    record_property("acceptance", drawn.accepted / drawn.proposed)
+    assert p_value > ALPHA
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # 4. Draft == target, and greedy SpS == greedy ArS
 

@@ -245,3 +245,36 @@ def test_cli_chat_without_chat_template(capsys, monkeypatch):
     monkeypatch.setattr(reproduce.models, "load_model", lambda name, *args, **kwargs: gpt2_style)
     line = run_cli(capsys, ["generate", "--target", "gpt2-style", "--chat", "--prompt", "The road"])
     assert "no chat template" in line and "drop --chat" in line
+
+
+# ---- the distilled draft -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv, fix", [
+    (["distill", "--steps", "0"], "--steps must be positive"),
+    (["distill", "--batch-size", "-1"], "--batch-size must be positive"),
+])
+def test_cli_distill_rejects_bad_recipe_before_loading(capsys, no_model_loading, tmp_path, argv, fix):
+    assert fix in run_cli(capsys, argv + ["--out", str(tmp_path / "draft")])
+
+
+def test_cli_distill_needs_a_llama_target(capsys, tmp_path):
+    line = run_cli(capsys, ["distill", "--target", "tiny-random-gpt2", "--out", str(tmp_path / "draft")])
+    assert "Llama target" in line
+
+
+def test_missing_distilled_draft_names_make_draft(monkeypatch, tmp_path, tiny_target):
+    from reproduce.drafters import build_drafter
+
+    monkeypatch.setenv("REPRODUCE_CACHE", str(tmp_path))
+    with pytest.raises(ReproduceError) as error:
+        build_drafter("distilled", tiny_target)
+    assert_one_line(error, "make draft", "python -m reproduce distill")
+
+
+def test_hybrid_draft_needs_a_model_draft(tiny_target):
+    from reproduce.drafters import build_drafter
+
+    with pytest.raises(ReproduceError) as error:
+        build_drafter("ngram+ngram", tiny_target)
+    assert_one_line(error, "ngram+distilled")
