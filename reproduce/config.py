@@ -19,7 +19,10 @@ from reproduce.errors import ReproduceError
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 KNOWN_TASKS = ("xsum", "humaneval", "pubmedqa")
-KNOWN_METHODS = ("ars", "sps", "draft_only", "hf_generate", "hf_assisted")
+# ars_hf / sps_hf: our loops over the target's Hugging Face forward (the fp32 model HF generate() runs), the
+# like-for-like engine comparisons with hf_generate / hf_assisted; they run only when a config lists them.
+KNOWN_METHODS = ("ars", "sps", "draft_only", "hf_generate", "hf_assisted", "ars_hf", "sps_hf")
+DEFAULT_METHODS = ("ars", "sps", "draft_only", "hf_generate", "hf_assisted")
 SWEEPABLE = ("k", "max_new_tokens", "max_prompt_tokens", "temperature")
 
 
@@ -88,8 +91,11 @@ class ExperimentConfig:
     tasks: dict[str, TaskSpec]
     modes: dict[str, ModeSpec]
     k_values: tuple[int, ...] = (4,)
+    # the K values at which the Hugging Face peers (hf_assisted, sps_hf) run; None = every K of each draft.
+    # The peers are slow, so timing them at every K would multiply a K sweep's run time.
+    peer_k_values: tuple[int, ...] | None = None
     seeds: tuple[int, ...] = (0,)
-    methods: tuple[str, ...] = KNOWN_METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS
     sweeps: dict[str, SweepSpec] = field(default_factory=dict)
     data_source: str = "offline"  # or "hub"
     threads: int = 2
@@ -200,6 +206,13 @@ def _validate(config: ExperimentConfig, source: str) -> None:
     ]:
         if not k_values or any(not isinstance(k, int) or k < 1 for k in k_values):
             fail(f"{where} must be integers >= 1, got {list(k_values)}")
+    if config.peer_k_values is not None:
+        if not config.peer_k_values or any(not isinstance(k, int) or k < 1 for k in config.peer_k_values):
+            fail(f"peer_k_values must be integers >= 1 (or null for every K), got {list(config.peer_k_values)}")
+        draft_ks = {k for d in config.drafts for k in (d.k_values or config.k_values)}
+        unused = [k for k in config.peer_k_values if k not in draft_ks]
+        if unused:
+            fail(f"peer_k_values {unused} are not among the drafts' K values {sorted(draft_ks)}, so no peer would run there")
     for method in config.methods:
         if method not in KNOWN_METHODS:
             close = difflib.get_close_matches(method, KNOWN_METHODS, n=1)

@@ -27,8 +27,8 @@ from tqdm.auto import tqdm
 
 from reproduce import tasks
 from reproduce.config import ExperimentConfig, ModeSpec
-from reproduce.decoding import Trace, autoregressive_decode, speculative_decode
-from reproduce.drafters import build_drafter
+from reproduce.decoding import CachedLM, Trace, autoregressive_decode, speculative_decode
+from reproduce.drafters import ModelDrafter, build_drafter
 from reproduce.errors import ReproduceError
 from reproduce.fast_target import build_lm, cpu_has_native_bf16, resolve_runtime
 from reproduce.metrics import token_logprobs
@@ -41,7 +41,7 @@ MANIFEST_FILE = "manifest.json"
 
 @dataclass(frozen=True)
 class Method:
-    kind: str  # ars | sps | draft_only | hf_generate | hf_assisted
+    kind: str  # ars | sps | draft_only | hf_generate | hf_assisted | ars_hf | sps_hf (config.KNOWN_METHODS)
     draft: str | None = None
     k: int | None = None
 
@@ -74,22 +74,30 @@ def _params(mode: ModeSpec, temperature: float | None = None) -> SamplingParams:
 
 
 def main_methods(config: ExperimentConfig) -> tuple[Method, ...]:
-    """ArS, then SpS per (draft, K), draft-only per model draft, and the Hugging Face peers, as configured."""
+    """ArS, then SpS per (draft, K), draft-only per model draft, and the Hugging Face peers (with our loops on
+    the HF forward beside them, when listed) at the peer K values, as configured."""
     methods = []
-    if "ars" in config.methods:
-        methods.append(Method("ars"))
-    if "hf_generate" in config.methods:
-        methods.append(Method("hf_generate"))
+    for kind in ("ars", "ars_hf", "hf_generate"):
+        if kind in config.methods:
+            methods.append(Method(kind))
     for draft in config.drafts:
         for k in draft.k_values or config.k_values:
             if "sps" in config.methods:
                 methods.append(Method("sps", draft.name, k))
-            # HF assisted generation has no "target drafts for itself" mode; n-gram maps to prompt lookup
-            if "hf_assisted" in config.methods and draft.name != "target":
-                methods.append(Method("hf_assisted", draft.name, k))
+            if has_hf_peer(draft.name) and (config.peer_k_values is None or k in config.peer_k_values):
+                for kind in ("hf_assisted", "sps_hf"):
+                    if kind in config.methods:
+                        methods.append(Method(kind, draft.name, k))
         if "draft_only" in config.methods and draft.is_model:
             methods.append(Method("draft_only", draft.name))
     return tuple(methods)
+
+
+def has_hf_peer(draft: str) -> bool:
+    """Whether HF assisted generation can run this draft: n-gram maps to prompt lookup and a model to
+    assistant_model, but it has no "target drafts for itself" mode and no hybrid of prompt lookup and a model
+    (it would silently run the model alone under the hybrid's name)."""
+    return draft != "target" and not draft.startswith("ngram+")
 
 
 def plan_units(config: ExperimentConfig) -> list[Unit]:
@@ -146,6 +154,21 @@ class ModelPool:
                 self.runtimes[spec.name] = draft.runtime
                 # draft-only decoding gets its own cache so it never disturbs the drafter's
                 self.draft_lms[spec.name] = draft.new_lm()
+        # ars_hf / sps_hf: our loops over exactly what HF generate() runs (the models' own forward, as loaded)
+        self.target_hf_lm = None
+        if {"ars_hf", "sps_hf"} & set(config.methods):
+            self.target_hf_lm = CachedLM(self.target.model, self.vocab_size)
+        self.hf_drafters = {}
+        if "sps_hf" in config.methods:
+            self.hf_drafters = {spec.name: self._hf_forward_drafter(spec) for spec in config.drafts
+                                if has_hf_peer(spec.name)}
+
+    def _hf_forward_drafter(self, spec):
+        """The draft as HF assisted generation runs it: prompt lookup, or the very draft model handed to
+        generate(assistant_model=...) through its HF forward (for the distilled draft: the full-vocabulary head)."""
+        if not spec.is_model:  # prompt lookup: no model, no runtime
+            return self.drafters[spec.name]
+        return ModelDrafter(CachedLM(self.draft_models[spec.name].model, self.vocab_size), name=spec.name)
 
     def describe(self) -> dict:
         models = {"target": self.target, **self.draft_models}
@@ -165,6 +188,11 @@ def run_method(pool: ModelPool, unit: Unit, method: Method, prompt_ids: list[int
         trace = autoregressive_decode(pool.target_lm, prompt_ids, unit.max_new_tokens, unit.params, generator, eos)
     elif method.kind == "sps":
         trace = speculative_decode(pool.target_lm, pool.drafters[method.draft], prompt_ids, method.k,
+                                   unit.max_new_tokens, unit.params, generator, eos)
+    elif method.kind == "ars_hf":
+        trace = autoregressive_decode(pool.target_hf_lm, prompt_ids, unit.max_new_tokens, unit.params, generator, eos)
+    elif method.kind == "sps_hf":
+        trace = speculative_decode(pool.target_hf_lm, pool.hf_drafters[method.draft], prompt_ids, method.k,
                                    unit.max_new_tokens, unit.params, generator, eos)
     elif method.kind == "draft_only":
         trace = autoregressive_decode(pool.draft_lms[method.draft], prompt_ids, unit.max_new_tokens, unit.params,
@@ -307,7 +335,7 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, progress: bool = Tru
     manifest_path = out_dir / MANIFEST_FILE
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"sessions": []}
     resolved = json.loads(json.dumps(_jsonable(dataclasses.asdict(config))))  # as it reads back from disk
-    if manifest.get("config") not in (None, resolved):
+    if manifest.get("config") is not None and not _same_config(manifest["config"], resolved):
         raise ReproduceError(f"{out_dir} holds results of a different config: use another output directory or delete it")
     session = {"start": _now(), "end": None, **environment()}
     manifest.update(config=resolved, config_name=config.name)
@@ -345,6 +373,15 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, progress: bool = Tru
     return out_dir
 
 
+def _same_config(saved: dict, resolved: dict) -> bool:
+    """Equal, where a setting added to ExperimentConfig after `saved` was written counts as equal while it
+    keeps its default (e.g. peer_k_values: null), so older results directories still resume."""
+    defaults = {f.name: json.loads(json.dumps(_jsonable(f.default))) for f in dataclasses.fields(ExperimentConfig)
+                if f.default is not dataclasses.MISSING}  # as they read back from disk
+    added = {key for key in resolved if key not in saved and key in defaults and resolved[key] == defaults[key]}
+    return saved == {key: value for key, value in resolved.items() if key not in added}
+
+
 def _rotate(methods: tuple[Method, ...], index: int) -> list[Method]:
     """Rotate the method order by unit so no method always runs first (or right after another)."""
     shift = index % len(methods)
@@ -362,9 +399,19 @@ def _warm_up(pool: ModelPool, unit: Unit) -> None:
         speculative_decode(pool.target_lm, drafter, prompt_ids, 2, n, params, generator)
     for lm in pool.draft_lms.values():
         autoregressive_decode(lm, prompt_ids, n, params, generator)
+    if pool.target_hf_lm is not None:
+        autoregressive_decode(pool.target_hf_lm, prompt_ids, n, params, generator)
+    for drafter in pool.hf_drafters.values():
+        speculative_decode(pool.target_hf_lm, drafter, prompt_ids, 2, n, params, generator)
     if {"hf_generate", "hf_assisted"} & set(pool.config.methods):
         pool.target.model.generate(torch.tensor([prompt_ids]), max_new_tokens=n, do_sample=False,
                                    pad_token_id=pool.target.eos_token_id)
+    if "hf_assisted" in pool.config.methods:  # the assistant model's first calls too
+        for name, model in pool.draft_models.items():
+            if has_hf_peer(name):
+                pool.target.model.generate(torch.tensor([prompt_ids]), max_new_tokens=n, do_sample=False,
+                                           pad_token_id=pool.target.eos_token_id, assistant_model=model.model,
+                                           num_assistant_tokens=2, num_assistant_tokens_schedule="constant")
 
 
 def _now() -> str:

@@ -41,7 +41,7 @@ TASK_METRICS = {
     "pubmedqa": {"name": "ROUGE-2 vs ArS output", "quality_key": "rouge2_vs_ars", "tost_key": "log_perplexity",
                  "tost_name": "log-perplexity", "digits": 3, "percent": False},
 }
-METHOD_ORDER = {"ars": 0, "hf_generate": 1, "sps": 2, "hf_assisted": 3, "draft_only": 4}
+METHOD_ORDER = {"ars": 0, "ars_hf": 1, "hf_generate": 2, "sps": 3, "sps_hf": 4, "hf_assisted": 5, "draft_only": 6}
 SWEEP_NAMES = {"k": "K", "max_new_tokens": "max new tokens", "max_prompt_tokens": "prompt budget",
                "temperature": "temperature"}
 SWEEP_AXES = {
@@ -440,7 +440,8 @@ def losslessness_view(groups: list[dict], results: list[dict] | None) -> dict:
 # ---- figures --------------------------------------------------------------------------------------------------
 
 ARS_COLOR, HF_GENERATE_COLOR = "0.45", "0.75"
-HATCHES = {"sps": None, "hf_assisted": "///", "draft_only": "xx", "ars": None, "hf_generate": "..."}
+HATCHES = {"sps": None, "hf_assisted": "///", "draft_only": "xx", "ars": None, "hf_generate": "...",
+           "ars_hf": "\\\\", "sps_hf": "\\\\"}
 
 
 def _pyplot():
@@ -461,7 +462,7 @@ def _draft_colors(config: dict) -> dict:
 
 def _style(view: dict, colors: dict) -> dict:
     """One colour per draft (SpS, HF assisted and draft-only of a draft share it; the hatch tells them apart)."""
-    color = {"ars": ARS_COLOR, "hf_generate": HF_GENERATE_COLOR}.get(view["method"]) or colors[view["draft"]]
+    color = {"ars": ARS_COLOR, "ars_hf": ARS_COLOR, "hf_generate": HF_GENERATE_COLOR}.get(view["method"]) or colors[view["draft"]]
     return {"color": color, "hatch": HATCHES[view["method"]], "edgecolor": "black", "linewidth": 0.4}
 
 
@@ -530,7 +531,8 @@ def _p50_p95_legend():
 def _method_legend(methods=("sps", "hf_assisted", "draft_only", "hf_generate")):
     from matplotlib.patches import Patch
 
-    labels = {"sps": "SpS (ours)", "hf_assisted": "HF assisted", "draft_only": "draft only", "hf_generate": "HF generate"}
+    labels = {"sps": "SpS (ours)", "hf_assisted": "HF assisted", "draft_only": "draft only", "hf_generate": "HF generate",
+              "ars_hf": "ArS (ours, HF forward)", "sps_hf": "SpS (ours, HF forward)"}
     return [Patch(facecolor="white", edgecolor="black", hatch=HATCHES[m], label=labels[m]) for m in methods]
 
 
@@ -696,18 +698,21 @@ def draw_cost_curve(curve: list[dict], path: Path) -> Path:
 def draw_figures(context: dict, figures_dir: Path) -> dict[str, Path]:
     """Every figure the template shows, by name."""
     groups, colors = context["groups"], _draft_colors(context["config"])
+    # our loops on the HF forward get a legend entry only when a profile ran them
+    all_methods = ("sps", "hf_assisted", "draft_only", "hf_generate") + tuple(
+        m for m in ("ars_hf", "sps_hf") if any(v["method"] == m for g in groups for v in g["views"]))
     figures = {}
     for view in context["k_sweeps"]:
         figures[f"figure1_{view['sweep']['name']}"] = draw_figure1(view, figures_dir / f"figure1_{view['sweep']['name']}.png")
     figures["drafts_latency"] = _panel_grid(
         groups, _all_views, _p50_p95_panel("ms_per_token_p50", "ms_per_token_p95", colors),
         "ms per token (lower is better)", "Latency per method; colour = draft, hatching = method",
-        figures_dir / "drafts_latency.png", _p50_p95_legend() + _method_legend(), bars_per_row=2)
+        figures_dir / "drafts_latency.png", _p50_p95_legend() + _method_legend(all_methods), bars_per_row=2)
     figures["drafts_throughput"] = _panel_grid(
         groups, _all_views, _p50_p95_panel("tokens_per_s_p50", "tokens_per_s_p95", colors),
         "tokens per second (higher is better)",
         "Throughput per method; draft only = the draft's own speed, the ceiling of SpS with it",
-        figures_dir / "drafts_throughput.png", _p50_p95_legend() + _method_legend(), bars_per_row=2)
+        figures_dir / "drafts_throughput.png", _p50_p95_legend() + _method_legend(all_methods), bars_per_row=2)
     figures["drafts_speedup"] = draw_speedups(
         groups, colors, figures_dir / "drafts_speedup.png", _speedup_views,
         "Speedup over ArS per draft; draft only = the draft alone, an upper limit", ("sps", "draft_only"),

@@ -24,7 +24,7 @@ from reproduce.config import EXPERIMENTS_DIR, load_config
 from reproduce.decoding import CachedLM, autoregressive_decode, speculative_decode
 from reproduce.drafters import ModelDrafter
 from reproduce.errors import ReproduceError
-from reproduce.experiment import ROWS_FILE, plan_units, read_done_keys, read_rows
+from reproduce.experiment import ROWS_FILE, _same_config, main_methods, plan_units, read_done_keys, read_rows
 from reproduce.models import load_model, tiny_random_model
 from reproduce.sampling import SamplingParams
 
@@ -93,6 +93,9 @@ def _write(tmp_path: Path, text: str) -> Path:
     ("drafts: [{name: ngram, ngram: 3}]\n", "did you mean 'ngram_size'"),
     ("sweeps: {s: {task: xsum, mode: greedy, draft: ngram, vary: batch, values: [1]}}\n", "vary must be one of"),
     ("target: [1, 2]\n", "expected a mapping"),
+    ("peer_k_values: [0]\n", "peer_k_values must be integers >= 1"),
+    ("peer_k_values: [5]\n", "peer_k_values [5] are not among the drafts' K values [4]"),
+    ("methods: [ars, sps_fh]\n", "did you mean 'sps_hf'"),
 ])
 def test_bad_config_gives_one_line_error(tmp_path, text, message):
     with pytest.raises(ReproduceError) as error:
@@ -192,3 +195,89 @@ def test_a_results_directory_refuses_another_config(tmp_path, smollm2):
     object.__setattr__(other, "k_values", (3,))
     with pytest.raises(ReproduceError, match="different config"):
         run_experiment(other, out, progress=False)
+
+
+PEERS = """\
+include: {defaults}
+name: peers
+drafts: [{{name: ngram, k_values: [1, 2, 3]}}, {{name: target, k_values: [1, 2]}}, {{name: ngram+distilled, k_values: [2]}}]
+methods: {methods}
+peer_k_values: {peer_k_values}
+tasks: {{xsum: {{rows: [0, 1], modes: [greedy]}}}}
+"""
+
+
+def _methods(tmp_path, methods: str, peer_k_values: str) -> list[tuple]:
+    path = tmp_path / "peers.yaml"
+    path.write_text(PEERS.format(defaults=EXPERIMENTS_DIR / "defaults.yaml", methods=methods, peer_k_values=peer_k_values))
+    return [(m.kind, m.draft, m.k) for m in main_methods(load_config(path))]
+
+
+def test_hf_peers_run_at_peer_k_values_and_only_for_drafts_hf_can_run(tmp_path):
+    methods = _methods(tmp_path, "[ars, ars_hf, sps, sps_hf, hf_generate, hf_assisted]", "[2]")
+    assert methods[:3] == [("ars", None, None), ("ars_hf", None, None), ("hf_generate", None, None)]
+    # HF has no "target drafts for itself" mode and no prompt-lookup + model hybrid: no peer for either
+    peers = [m for m in methods if m[0] in ("hf_assisted", "sps_hf")]
+    assert peers == [("hf_assisted", "ngram", 2), ("sps_hf", "ngram", 2)]
+    assert len([m for m in methods if m[0] == "sps"]) == 3 + 2 + 1  # SpS itself runs at every K
+    every_k = _methods(tmp_path, "[ars, sps, hf_assisted]", "null")
+    assert [m for m in every_k if m[0] == "hf_assisted"] == [("hf_assisted", "ngram", k) for k in (1, 2, 3)]
+    # the new kinds run only when listed: the default method list leaves them out
+    assert not {"ars_hf", "sps_hf"} & {m.kind for m in main_methods(load_config("default"))}
+
+
+def test_results_of_a_config_without_a_newer_setting_still_resume():
+    saved = {"name": "x", "k_values": [4]}
+    assert _same_config(saved, {**saved, "peer_k_values": None})  # added later, at its default
+    assert not _same_config(saved, {**saved, "peer_k_values": [4]})
+    assert not _same_config({**saved, "peer_k_values": None}, {**saved, "peer_k_values": [4]})
+
+
+TINY_PAIR = """\
+include: {defaults}
+name: tiny-pair
+target: {{name: {target}}}
+drafts: [{{name: ngram, k_values: [1, 2]}}, {{name: {draft}, k_values: [1, 2]}}]
+methods: [ars, ars_hf, sps, sps_hf, hf_generate, hf_assisted]
+peer_k_values: [2]
+tasks: {{xsum: {{rows: [0, 2], modes: [greedy], max_new_tokens: 5, max_prompt_tokens: 80}}}}
+warmup_tokens: 3
+"""
+
+
+def test_hf_forward_kinds_run_analyse_and_report_with_tiny_models(tmp_path, smollm2, single_thread):
+    """ars_hf and sps_hf on a tiny random Llama pair (saved with SmolLM2's tokenizer, so the task prompts
+    tokenize): the rows exist where configured, greedy SpS on the HF forward reproduces ArS on it, which
+    reproduces plain generate() (the same fp32 forward); the analysis labels and pairs them, and the default
+    report renders them."""
+    from reproduce.analysis import analyse
+    from reproduce.experiment import run_experiment
+    from reproduce.report import render_report
+
+    for name, seed in (("target", 1), ("draft", 2)):
+        tiny = tiny_random_model("llama", vocab_size=smollm2.vocab_size, seed=seed)
+        tiny.model.save_pretrained(tmp_path / name)
+        smollm2.tokenizer.save_pretrained(tmp_path / name)
+    config_path = tmp_path / "tiny.yaml"
+    config_path.write_text(TINY_PAIR.format(defaults=EXPERIMENTS_DIR / "defaults.yaml", target=tmp_path / "target",
+                                            draft=tmp_path / "draft"))
+    out = run_experiment(load_config(config_path), tmp_path / "out", progress=False)
+    rows = read_rows(out)
+    draft = str(tmp_path / "draft")
+    kinds = {(r["method"], r["draft"], r["k"]) for r in rows}
+    assert {("ars_hf", None, None), ("sps_hf", "ngram", 2), ("sps_hf", draft, 2), ("hf_assisted", draft, 2)} <= kinds
+    assert not {m for m in kinds if m[0] in ("sps_hf", "hf_assisted") and m[2] != 2}
+    assert len(rows) == 2 * (3 + 4 + 2 * 2)  # prompts x (ArS kinds + SpS + peers)
+    greedy = {(r["example_id"], r["method"], r["draft"], r["k"]): r["generated_ids"] for r in rows}
+    for (example, method, _, _), ids in greedy.items():
+        if method in ("sps_hf", "hf_generate"):
+            assert ids == greedy[(example, "ars_hf", None, None)], method
+
+    summary = analyse(out)
+    variants = {e["variant"] for e in summary["methods"]}
+    assert {"ArS (HF forward)", "SpS (HF forward)[ngram,K=2]", f"SpS (HF forward)[{draft},K=2]"} <= variants
+    generate = next(e for e in summary["methods"] if e["method"] == "hf_generate")
+    assert generate["ours_vs_hf"]["n"] == 2 and generate["ours_hf_forward_vs_hf"]["n"] == 2
+    assert {t["variant"].split("[")[0] for t in summary["theory"]} <= {"SpS"}  # no HF-forward rows in the theory
+    markdown = render_report(out, tmp_path / "report" / "results.md").read_text()
+    assert "| ArS (HF forward) |" in markdown and "| SpS (HF forward)[ngram,K=2] |" in markdown
