@@ -331,6 +331,17 @@ def distilled_draft_dir(target_name: str) -> Path:
     return cache_dir() / "drafts" / (re.sub(r"[^A-Za-z0-9_.-]+", "--", target_name) + "-distilled")
 
 
+def teacher_data_file(recipe: Recipe, runtime: str) -> Path:
+    """Cache file of the teacher data, keyed by every setting that changes it."""
+    import hashlib
+
+    key = [FORMAT_VERSION, recipe.target, runtime, recipe.seed, recipe.xsum_rows, recipe.pubmedqa_rows,
+           recipe.code_prompts, recipe.heldout_xsum_rows, recipe.max_prompt_tokens, recipe.max_new_tokens,
+           recipe.teacher_top_k]
+    digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12]
+    return distilled_draft_dir(recipe.target).parent / "teacher-data" / f"{digest}.pt"
+
+
 def is_built(path: Path) -> bool:
     try:
         return json.loads((path / "distill.json").read_text())["format_version"] == FORMAT_VERSION
@@ -348,9 +359,16 @@ def distill(recipe: Recipe, out: Path | None = None, force: bool = False) -> Pat
     target = models.load_model(recipe.target)
     runtime = resolve_runtime(recipe.runtime, target.model)
     build_draft(target.model, recipe.layers)  # fail fast on a non-Llama target, before minutes of data
-    train_prompts, heldout_prompts = training_prompts(recipe, target.tokenizer)
-    heldout = collect_teacher_data(recipe, runtime, heldout_prompts, "held-out teacher data")
-    sequences = collect_teacher_data(recipe, runtime, train_prompts, "teacher data")
+    data_file = teacher_data_file(recipe, runtime)
+    if data_file.exists():  # the expensive part; a rebuild with other training settings reuses it
+        heldout, sequences = torch.load(data_file, weights_only=False)
+        print(f"teacher data reused from {data_file}")
+    else:
+        train_prompts, heldout_prompts = training_prompts(recipe, target.tokenizer)
+        heldout = collect_teacher_data(recipe, runtime, heldout_prompts, "held-out teacher data")
+        sequences = collect_teacher_data(recipe, runtime, train_prompts, "teacher data")
+        data_file.parent.mkdir(parents=True, exist_ok=True)
+        torch.save((heldout, sequences), data_file)
     data_minutes = (time.perf_counter() - begin) / 60
     always = [t for t in (target.tokenizer.all_special_ids if target.tokenizer else []) if t < target.vocab_size]
     kept = choose_vocabulary(sequences, recipe.vocab_size, always, target.vocab_size)
