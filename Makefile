@@ -49,6 +49,7 @@ reproduce: install draft
 bench: install draft
 	$(PY) -m benchmarks.engine_overhead
 	$(PY) -m benchmarks.verify_cost
+	$(PY) -m benchmarks.drafts --out results/drafts
 
 # clean: remove the virtual environment and Python caches (converted models live in $REPRODUCE_CACHE, kept).
 clean:
