@@ -115,6 +115,8 @@ class PromptVocabularyDrafter(ModelDrafter):
     """A model drafter over a restricted-vocabulary LM (reproduce.distill.RestrictedFastLM) whose head also gets
     the rows of the prompt's own tokens for each new sequence: copied names and numbers become proposable."""
 
+    needs_prompt = True  # until the first proposal of a sequence
+
     def reset(self) -> None:
         super().reset()
         self.needs_prompt = True

@@ -236,7 +236,9 @@ def _hf_generate(pool: ModelPool, unit: Unit, method: Method, prompt_ids: list[i
                       top_k=unit.params.top_k or None)
     if method.kind == "hf_assisted":
         if method.draft == "ngram":
-            kwargs.update(prompt_lookup_num_tokens=method.k)
+            # the same longest n-gram as our drafter (HF's default is 2); HF takes the earliest match, ours the latest
+            kwargs.update(prompt_lookup_num_tokens=method.k,
+                          max_matching_ngram_size=pool.config.draft(method.draft).ngram_size)
         else:
             kwargs.update(assistant_model=pool.draft_models[method.draft].model, num_assistant_tokens=method.k,
                           num_assistant_tokens_schedule="constant", assistant_confidence_threshold=0.0)
