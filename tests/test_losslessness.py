@@ -481,17 +481,34 @@ def test_distilled_tiny_draft_has_a_restricted_head():
     assert exact_target_probs("T=1")[:].size == VOCAB**LENGTH
 
 
+HYBRID_PROMPT = [1, 2, 3, 1, 2]  # repeats itself, so prompt lookup proposes in many steps and the model in others
+
+
 @pytest.mark.parametrize("hybrid", [False, True], ids=["distilled", "ngram+distilled"])
 def test_distilled_draft_sequences_follow_exact_target(hybrid, record_property):
     """The distilled draft as the engine loads it (restricted head, per-prompt extension, fast runtime), alone
     and behind prompt lookup, drafting for the Hugging Face target: the G-test against the exact target."""
     k, setting = POWER_CASE
+    prompt = HYBRID_PROMPT if hybrid else PROMPT
     drafter = distilled_tiny_drafter(hybrid)
+    used = {"lookup": 0, "model": 0}
+    if hybrid:  # count which drafter proposed, so the test shows both paths were exercised
+        for name, part in (("lookup", drafter.lookup), ("model", drafter.model)):
+            def counted(*args, _propose=part.propose, _name=name):
+                tokens, probs = _propose(*args)
+                used[_name] += bool(tokens)
+                return tokens, probs
+            part.propose = counted
     target = CachedLM(tiny_model(TARGET_SEED), VOCAB)
     generator = torch.Generator().manual_seed(SEQUENCE_SEED)
-    drawn = count_sequences(lambda: speculative_decode(target, drafter, PROMPT, k, LENGTH, SETTINGS[setting], generator))
-    probs = exact_target_probs(setting)
+    drawn = count_sequences(lambda: speculative_decode(target, drafter, prompt, k, LENGTH, SETTINGS[setting], generator))
+    probs = exact_target_probs(setting) if not hybrid else exact_sequence_probs(
+        tiny_model(TARGET_SEED), prompt, SETTINGS[setting])
     assert 0.2 < drawn.accepted / drawn.proposed < 0.9, drawn.accepted / drawn.proposed
+    if hybrid:
+        assert min(used.values()) > 0.2 * sum(used.values()), used
+        record_property("lookup_steps", used["lookup"])
+        record_property("model_steps", used["model"])
     assert_never_impossible(drawn.counts, probs)
     p_value = g_test_pvalue(drawn.counts, probs)
     record_property("g_test_p", p_value)
