@@ -26,6 +26,7 @@ import ast
 import copy
 import json
 import math
+import multiprocessing
 import random
 import re
 import sysconfig
@@ -33,15 +34,14 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-import multiprocessing
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from reproduce import models  # models.load_model looked up at call time (tests replace it)
 from reproduce.errors import ReproduceError
 from reproduce.fast_target import FastLlamaLM, build_lm, resolve_runtime
-from reproduce import models
 from reproduce.models import LoadedModel, cache_dir
 from reproduce.tasks import build_prompt_ids, get_task, load_examples
 
