@@ -37,7 +37,8 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class DraftSpec:
-    """A drafter: `ngram` (prompt lookup), `target` (the target drafting for itself), or a model to load."""
+    """A drafter: `ngram` (prompt lookup), `target` (the target drafting for itself), a model to load, or
+    `ngram+<model>` (prompt lookup, the model where it finds nothing)."""
 
     name: str
     ngram_size: int = 3
@@ -48,7 +49,9 @@ class DraftSpec:
 
     @property
     def is_model(self) -> bool:
-        return self.name not in ("ngram", "target")
+        """A loaded model drafting on its own: it has draft-only rows and an HF assisted-generation peer (a
+        hybrid has neither: HF has no prompt lookup + assistant mode, and the model alone is not the hybrid)."""
+        return self.name not in ("ngram", "target") and not self.name.startswith("ngram+")
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from reproduce import tasks
-from reproduce.config import ExperimentConfig, ModeSpec
+from reproduce.config import DraftSpec, ExperimentConfig, ModeSpec
 from reproduce.decoding import CachedLM, Trace, autoregressive_decode, speculative_decode
 from reproduce.drafters import ModelDrafter, build_drafter
 from reproduce.errors import ReproduceError
@@ -84,7 +84,7 @@ def main_methods(config: ExperimentConfig) -> tuple[Method, ...]:
         for k in draft.k_values or config.k_values:
             if "sps" in config.methods:
                 methods.append(Method("sps", draft.name, k))
-            if has_hf_peer(draft.name) and (config.peer_k_values is None or k in config.peer_k_values):
+            if has_hf_peer(draft) and (config.peer_k_values is None or k in config.peer_k_values):
                 for kind in ("hf_assisted", "sps_hf"):
                     if kind in config.methods:
                         methods.append(Method(kind, draft.name, k))
@@ -93,11 +93,11 @@ def main_methods(config: ExperimentConfig) -> tuple[Method, ...]:
     return tuple(methods)
 
 
-def has_hf_peer(draft: str) -> bool:
+def has_hf_peer(draft: DraftSpec) -> bool:
     """Whether HF assisted generation can run this draft: n-gram maps to prompt lookup and a model to
     assistant_model, but it has no "target drafts for itself" mode and no hybrid of prompt lookup and a model
     (it would silently run the model alone under the hybrid's name)."""
-    return draft != "target" and not draft.startswith("ngram+")
+    return draft.name == "ngram" or draft.is_model
 
 
 def plan_units(config: ExperimentConfig) -> list[Unit]:
@@ -161,7 +161,7 @@ class ModelPool:
         self.hf_drafters = {}
         if "sps_hf" in config.methods:
             self.hf_drafters = {spec.name: self._hf_forward_drafter(spec) for spec in config.drafts
-                                if has_hf_peer(spec.name)}
+                                if has_hf_peer(spec)}
 
     def _hf_forward_drafter(self, spec):
         """The draft as HF assisted generation runs it: prompt lookup, or the very draft model handed to
@@ -409,11 +409,10 @@ def _warm_up(pool: ModelPool, unit: Unit) -> None:
         pool.target.model.generate(torch.tensor([prompt_ids]), max_new_tokens=n, do_sample=False,
                                    pad_token_id=pool.target.eos_token_id)
     if "hf_assisted" in pool.config.methods:  # the assistant model's first calls too
-        for name, model in pool.draft_models.items():
-            if has_hf_peer(name):
-                pool.target.model.generate(torch.tensor([prompt_ids]), max_new_tokens=n, do_sample=False,
-                                           pad_token_id=pool.target.eos_token_id, assistant_model=model.model,
-                                           num_assistant_tokens=2, num_assistant_tokens_schedule="constant")
+        for model in pool.draft_models.values():
+            pool.target.model.generate(torch.tensor([prompt_ids]), max_new_tokens=n, do_sample=False,
+                                       pad_token_id=pool.target.eos_token_id, assistant_model=model.model,
+                                       num_assistant_tokens=2, num_assistant_tokens_schedule="constant")
 
 
 def _now() -> str:

@@ -222,6 +222,8 @@ def test_hf_peers_run_at_peer_k_values_and_only_for_drafts_hf_can_run(tmp_path):
     assert len([m for m in methods if m[0] == "sps"]) == 3 + 2 + 1  # SpS itself runs at every K
     every_k = _methods(tmp_path, "[ars, sps, hf_assisted]", "null")
     assert [m for m in every_k if m[0] == "hf_assisted"] == [("hf_assisted", "ngram", k) for k in (1, 2, 3)]
+    # a hybrid has no draft-only rows either: its model alone is not the hybrid
+    assert ("draft_only", "ngram+distilled", None) not in _methods(tmp_path, "[ars, sps, draft_only]", "null")
     # the new kinds run only when listed: the default method list leaves them out
     assert not {"ars_hf", "sps_hf"} & {m.kind for m in main_methods(load_config("default"))}
 
