@@ -204,14 +204,19 @@ def choose_vocabulary(sequences: list[TeacherSequence], size: int, always: list[
 # ---- 2./3. the draft -----------------------------------------------------------------------------------------
 
 
+def check_draftable(target_config, layers: tuple[int, ...]) -> None:
+    """A draft is cut from a Llama target's layers: say so in one line before any work."""
+    if target_config.model_type != "llama":
+        raise ReproduceError(f"distillation starts from a Llama target's layers, got {target_config.model_type!r}")
+    if max(layers) >= target_config.num_hidden_layers:
+        raise ReproduceError(f"layers {layers}: the target has {target_config.num_hidden_layers} layers")
+
+
 def build_draft(target_model, layers: tuple[int, ...] = (0, 1)):
     """A Llama with the target's embedding (frozen), the given decoder layers, the final norm and an untied head."""
     from transformers import LlamaForCausalLM
 
-    if target_model.config.model_type != "llama":
-        raise ReproduceError(f"distillation starts from a Llama target's layers, got {target_model.config.model_type!r}")
-    if max(layers) >= target_model.config.num_hidden_layers:
-        raise ReproduceError(f"layers {layers}: the target has {target_model.config.num_hidden_layers} layers")
+    check_draftable(target_model.config, layers)
     config = copy.deepcopy(target_model.config)
     config.num_hidden_layers = len(layers)
     if getattr(config, "layer_types", None):
@@ -358,7 +363,7 @@ def distill(recipe: Recipe, out: Path | None = None, force: bool = False) -> Pat
     begin = time.perf_counter()
     target = models.load_model(recipe.target)
     runtime = resolve_runtime(recipe.runtime, target.model)
-    build_draft(target.model, recipe.layers)  # fail fast on a non-Llama target, before minutes of data
+    check_draftable(target.model.config, recipe.layers)  # before minutes of data
     data_file = teacher_data_file(recipe, runtime)
     if data_file.exists():  # the expensive part; a rebuild with other training settings reuses it
         heldout, sequences = torch.load(data_file, weights_only=False)
