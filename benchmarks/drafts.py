@@ -21,10 +21,11 @@ import json
 import sys
 from pathlib import Path
 
-from reproduce import analysis
-from reproduce.config import load_config
+from reproduce.analysis import analyse as analysis
+from reproduce.runs.config import load_config
 from reproduce.errors import ReproduceError
-from reproduce.experiment import MANIFEST_FILE, run_experiment
+from reproduce.runs.results import MANIFEST_FILE
+from reproduce.runs.runner import run_experiment
 
 DEFAULT_CONFIG = "experiments/drafts.yaml"
 DEFAULT_OUT = "results/drafts"

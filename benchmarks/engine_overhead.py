@@ -21,11 +21,11 @@ import time
 import torch
 
 from reproduce import tasks
-from reproduce.decoding import speculative_decode
-from reproduce.drafters import ModelDrafter, NgramDrafter
-from reproduce.fast_target import build_lm, resolve_runtime
-from reproduce.models import load_model
-from reproduce.sampling import SamplingParams
+from reproduce.engine.decoding import speculative_decode
+from reproduce.engine.drafters import ModelDrafter, NgramDrafter
+from reproduce.engine.runtime import build_lm, resolve_runtime
+from reproduce.engine.models import load_model
+from reproduce.engine.sampling import SamplingParams
 
 
 def xsum_prompt_ids(tokenizer, rows: range, max_prompt_tokens: int) -> list[list[int]]:

@@ -22,9 +22,9 @@ import statistics
 import torch
 
 from benchmarks.engine_overhead import cost_curves, xsum_prompt_ids
-from reproduce.decoding import CachedLM
-from reproduce.fast_target import FastLlamaLM
-from reproduce.models import load_model
+from reproduce.engine.lm import CachedLM
+from reproduce.engine.fast_lm import FastLlamaLM
+from reproduce.engine.models import load_model
 
 
 def variants(model, vocab_size: int) -> dict:

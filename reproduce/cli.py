@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     dist.add_argument("--target", default=DEFAULT_TARGET, help=f"Llama target (default {DEFAULT_TARGET})")
     dist.add_argument("--out", help="output directory (default: $REPRODUCE_CACHE/drafts/<target>-distilled)")
     dist.add_argument("--force", action="store_true", help="rebuild even when a draft is already there")
-    from reproduce.distill import Recipe
+    from reproduce.distill.teacher import Recipe
 
     for name, default in vars(Recipe()).items():
         if name in ("target",) or isinstance(default, tuple):
@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
             dist.add_argument(flag, type=type(default), default=default, help=help_text)
     dist.set_defaults(run=distill_command)
 
-    from reproduce import report
+    from reproduce.report import render as report
 
     render = commands.add_parser("report", help="render the paper-style report (markdown + figures) from a results directory")
     report.add_arguments(render)
@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
 def distill_command(args) -> int:
     from dataclasses import fields
 
-    from reproduce.distill import Recipe, distill
+    from reproduce.distill.teacher import Recipe
+    from reproduce.distill.train import distill
 
     recipe = Recipe(**{f.name: getattr(args, f.name) for f in fields(Recipe) if hasattr(args, f.name)})
     for name in ("xsum_rows", "pubmedqa_rows", "code_prompts", "steps", "batch_size", "workers", "vocab_size",
@@ -132,7 +133,7 @@ def distill_command(args) -> int:
 
 def _validate(args):
     """Checks that need no model. Returns the SamplingParams (which validate temperature, top-p, top-k)."""
-    from reproduce.sampling import SamplingParams
+    from reproduce.engine.sampling import SamplingParams
 
     if args.k < 1:
         raise ReproduceError(f"--k (tokens drafted per target call) must be >= 1, got {args.k}")
@@ -174,8 +175,8 @@ def _prompt_ids(args, target) -> list[int]:
 
 def _load(args):
     """(target LoadedModel, drafter, vocabulary size)."""
-    from reproduce.drafters import build_drafter
-    from reproduce.models import load_model
+    from reproduce.engine.drafters import build_drafter
+    from reproduce.engine.models import load_model
 
     target = load_model(args.target)
     draft = build_drafter(args.draft, target, args.runtime, args.runtime, args.ngram_size)
@@ -185,8 +186,8 @@ def _load(args):
 def generate(args) -> int:
     from transformers.utils import logging as hf_logging
 
-    from reproduce.decoding import autoregressive_decode, speculative_decode
-    from reproduce.fast_target import build_lm, resolve_runtime
+    from reproduce.engine.decoding import autoregressive_decode, speculative_decode
+    from reproduce.engine.runtime import build_lm, resolve_runtime
 
     params = _validate(args)
     hf_logging.disable_progress_bar()  # "Loading weights" bars would clutter the comparison
@@ -270,9 +271,9 @@ def _finite_or_none(value: float) -> float | None:
 def run_command(args) -> int:
     from pathlib import Path
 
-    from reproduce.analysis import analyse
-    from reproduce.config import load_config
-    from reproduce.experiment import run_experiment
+    from reproduce.analysis.analyse import analyse
+    from reproduce.runs.config import load_config
+    from reproduce.runs.runner import run_experiment
 
     config = load_config(args.config or args.profile)
     out_dir = Path(args.out or Path("results") / config.name)
@@ -283,7 +284,7 @@ def run_command(args) -> int:
 
 
 def analyse_command(args) -> int:
-    from reproduce.analysis import analyse
+    from reproduce.analysis.analyse import analyse
 
     summary = analyse(args.out)
     print(f"{summary['rows']} rows analysed -> {args.out}/summary.json")

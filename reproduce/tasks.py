@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from reproduce.errors import ReproduceError
-from reproduce.models import cache_dir, find_package_file
+from reproduce.offline import cache_dir, find_package_file
 
 # The recorded split (row numbers in the offline files).
 XSUM_EVAL_ROWS = range(0, 200)

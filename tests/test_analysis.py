@@ -12,7 +12,7 @@ import math
 
 import pytest
 
-from reproduce.analysis import analyse, cost_curve, load_frame
+from reproduce.analysis.analyse import analyse, cost_curve, load_frame
 
 ARS_MS = [100.0, 120.0, 90.0, 110.0]
 SPS_MS = [50.0, 40.0, 45.0, 55.0]  # per-prompt speedups 2, 3, 2, 2

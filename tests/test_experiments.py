@@ -20,13 +20,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from reproduce.config import EXPERIMENTS_DIR, load_config
-from reproduce.decoding import CachedLM, autoregressive_decode, speculative_decode
-from reproduce.drafters import ModelDrafter
+from reproduce.runs.config import EXPERIMENTS_DIR, load_config
+from reproduce.engine.lm import CachedLM
+from reproduce.engine.decoding import autoregressive_decode, speculative_decode
+from reproduce.engine.drafters import ModelDrafter
 from reproduce.errors import ReproduceError
-from reproduce.experiment import ROWS_FILE, _same_config, main_methods, plan_units, read_done_keys, read_rows
-from reproduce.models import load_model, tiny_random_model
-from reproduce.sampling import SamplingParams
+from reproduce.runs.results import ROWS_FILE, read_done_keys, read_rows
+from reproduce.runs.runner import _same_config
+from reproduce.runs.plan import main_methods, plan_units
+from reproduce.engine.models import load_model, tiny_random_model
+from reproduce.engine.sampling import SamplingParams
 
 ALL_CONFIGS = sorted(EXPERIMENTS_DIR.rglob("*.yaml"))
 HUB_CONFIGS = sorted((EXPERIMENTS_DIR / "hub").glob("*.yaml"))
@@ -184,7 +187,7 @@ def test_killed_run_resumes_to_the_same_rows(tmp_path, smollm2):
 
 
 def test_a_results_directory_refuses_another_config(tmp_path, smollm2):
-    from reproduce.experiment import run_experiment
+    from reproduce.runs.runner import run_experiment
 
     config_path = tmp_path / "micro.yaml"
     config_path.write_text(MICRO.format(defaults=EXPERIMENTS_DIR / "defaults.yaml").replace("[0, 3]", "[0, 1]"))
@@ -252,9 +255,9 @@ def test_hf_forward_kinds_run_analyse_and_report_with_tiny_models(tmp_path, smol
     tokenize): the rows exist where configured, greedy SpS on the HF forward reproduces ArS on it, which
     reproduces plain generate() (the same fp32 forward); the analysis labels and pairs them, and the default
     report renders them."""
-    from reproduce.analysis import analyse
-    from reproduce.experiment import run_experiment
-    from reproduce.report import render_report
+    from reproduce.analysis.analyse import analyse
+    from reproduce.runs.runner import run_experiment
+    from reproduce.report.render import render_report
 
     for name, seed in (("target", 1), ("draft", 2)):
         tiny = tiny_random_model("llama", vocab_size=smollm2.vocab_size, seed=seed)

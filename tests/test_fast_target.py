@@ -21,12 +21,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reproduce.decoding import CachedLM, autoregressive_decode, speculative_decode
-from reproduce.drafters import ModelDrafter, NgramDrafter
+from reproduce.engine.lm import CachedLM
+from reproduce.engine.decoding import autoregressive_decode, speculative_decode
+from reproduce.engine.drafters import ModelDrafter, NgramDrafter
 from reproduce.errors import ReproduceError
-from reproduce.fast_target import FastLlamaLM, cpu_has_native_bf16
-from reproduce.models import tiny_random_model
-from reproduce.sampling import SamplingParams
+from reproduce.engine.fast_lm import FastLlamaLM
+from reproduce.engine.runtime import cpu_has_native_bf16
+from reproduce.engine.models import tiny_random_model
+from reproduce.engine.sampling import SamplingParams
 
 # Batch invariance is a property of the CPU's bf16 GEMM kernel, measured (and relied on by runtime "auto") only
 # on CPUs with native bf16; elsewhere "auto" picks fast-fp32 and these claims are not made.

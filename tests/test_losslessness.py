@@ -37,18 +37,13 @@ import pytest
 import torch
 from scipy.stats import chi2_contingency, power_divergence
 
-from reproduce.decoding import CachedLM, autoregressive_decode, speculative_decode
-from reproduce.drafters import ModelDrafter, NgramDrafter
-from reproduce.fast_target import cpu_has_native_bf16
-from reproduce.models import find_package_file, tiny_random_model
-from reproduce.sampling import (
-    SamplingParams,
-    acceptance_probability,
-    logits_to_probs,
-    residual_distribution,
-    sample,
-    verify,
-)
+from reproduce.engine.lm import CachedLM
+from reproduce.engine.decoding import autoregressive_decode, speculative_decode
+from reproduce.engine.drafters import ModelDrafter, NgramDrafter
+from reproduce.engine.runtime import cpu_has_native_bf16
+from reproduce.offline import find_package_file
+from reproduce.engine.models import tiny_random_model
+from reproduce.engine.sampling import SamplingParams, acceptance_probability, logits_to_probs, residual_distribution, sample, verify
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -415,7 +410,7 @@ def exact_sequence_probs_through(lm, prompt: list[int], params: SamplingParams, 
 ])
 def test_fast_runtime_target_sequences_follow_its_exact_distribution(runtime, record_property):
     """The fast runtime (static cache, rollback by rewinding an index, bf16 GEMMs) as target and draft runtime."""
-    from reproduce.fast_target import build_lm
+    from reproduce.engine.runtime import build_lm
 
     k, setting = POWER_CASE
     params = SETTINGS[setting]
@@ -441,8 +436,9 @@ def distilled_tiny_draft_dir() -> str:
     still differs from the target. Saved to a temporary directory and loaded back as the engine loads it."""
     import tempfile
 
-    from reproduce.distill import Recipe, build_draft, choose_vocabulary, save_distilled, teacher_sequence, train
-    from reproduce.fast_target import build_lm
+    from reproduce.distill.teacher import Recipe, choose_vocabulary, teacher_sequence
+    from reproduce.distill.train import build_draft, save_distilled, train
+    from reproduce.engine.runtime import build_lm
 
     target_lm = build_lm(tiny_model(TARGET_SEED), VOCAB, "fast-fp32")
     rng = np.random.default_rng(0)
@@ -459,8 +455,8 @@ def distilled_tiny_draft_dir() -> str:
 
 
 def distilled_tiny_drafter(hybrid: bool = False):
-    from reproduce.distill import load_distilled
-    from reproduce.drafters import HybridDrafter, PromptVocabularyDrafter
+    from reproduce.engine.distilled import load_distilled
+    from reproduce.engine.drafters import HybridDrafter, PromptVocabularyDrafter
 
     _, _, new_lm = load_distilled(distilled_tiny_draft_dir(), VOCAB, "fast-fp32")
     drafter = PromptVocabularyDrafter(new_lm(), name="distilled")

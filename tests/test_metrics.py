@@ -17,11 +17,9 @@ import torch
 from scipy.special import comb
 
 from reproduce.errors import ReproduceError
-from reproduce.metrics import (
-    cost_per_million_tokens, exact_match_rate, latency_summary, pass_at_k, perplexity_under, rouge_scores,
-)
-from reproduce.models import tiny_random_model
-from reproduce.sandbox import evaluate_completions, run_humaneval_check
+from reproduce.analysis.metrics import cost_per_million_tokens, exact_match_rate, latency_summary, pass_at_k, perplexity_under, rouge_scores
+from reproduce.engine.models import tiny_random_model
+from reproduce.analysis.sandbox import evaluate_completions, run_humaneval_check
 from reproduce.tasks import load_examples
 
 

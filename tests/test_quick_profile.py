@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from reproduce.experiment import read_rows
+from reproduce.runs.results import read_rows
 
 REPO = Path(__file__).resolve().parent.parent
 SECTIONS = ["Abstract", "Setup", "Table 1", "Figure 1", "Theory", "Drafts compared", "Sweeps", "Peer",

@@ -28,8 +28,9 @@ import jinja2
 import pytest
 import yaml
 
-from reproduce import report
-from reproduce.config import EXPERIMENTS_DIR, load_config
+from reproduce.report import format as report_format
+from reproduce.report import render, views
+from reproduce.runs.config import EXPERIMENTS_DIR, load_config
 from reproduce.errors import ReproduceError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "report"
@@ -50,7 +51,7 @@ def rendered(tmp_path_factory):
     """The report rendered once from a copy of the fixture results (no summary.json: the analysis runs)."""
     root = tmp_path_factory.mktemp("report")
     results = _copy_results(root / "results")
-    markdown = report.render_report(results, root / "reports" / "results.md")
+    markdown = render.render_report(results, root / "reports" / "results.md")
     return {"results": results, "markdown": markdown, "text": markdown.read_text(),
             "summary": json.loads((results / "summary.json").read_text()),
             "manifest": json.loads((results / "manifest.json").read_text())}
@@ -58,7 +59,7 @@ def rendered(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def paper():
-    return yaml.safe_load(report.PAPER_FILE.read_text())
+    return yaml.safe_load(render.PAPER_FILE.read_text())
 
 
 def test_report_matches_the_golden_file(rendered):
@@ -103,32 +104,32 @@ def test_a_missing_value_fails_the_render(rendered, paper):
     summary = copy.deepcopy(rendered["summary"])
     for entry in summary["methods"]:
         del entry["tokens_per_s_p95"]  # used only by the template
-    context = report.build_context(summary, rendered["manifest"], paper)
+    context = views.build_context(summary, rendered["manifest"], paper)
     context["figures"] = FIGURE_LINKS
     with pytest.raises(jinja2.UndefinedError, match="tokens_per_s_p95"):
-        report.render_markdown(context)
+        render.render_markdown(context)
 
-    context = report.build_context(copy.deepcopy(rendered["summary"]), rendered["manifest"], paper)
+    context = views.build_context(copy.deepcopy(rendered["summary"]), rendered["manifest"], paper)
     context["figures"] = FIGURE_LINKS
     del context["setup"]["last"]["python"]
     with pytest.raises(jinja2.UndefinedError, match="python"):
-        report.render_markdown(context)
+        render.render_markdown(context)
 
 
 def test_filters_format_as_documented():
     speedup = {"ratio_of_means": 1.2345, "ratio_of_means_ci": [1.05, 1.41]}
-    assert report.fmt_x(speedup) == "1.23x [1.05, 1.41]"
-    assert report.fmt_x(1.92) == "1.92x"
-    assert report.fmt_ci({"mean": 0.1123, "ci": [0.09, 0.131], "n": 5}) == "0.112 [0.090, 0.131]"
-    assert report.fmt_ci({"mean": 0.451, "ci": [0.4, 0.5], "n": 5}, 1, True) == "45.1% [40.0, 50.0]"
-    assert report.fmt_ms(14.1, 2) == "14.10 ms" and report.fmt_ms(12345.6, 0) == "12,346 ms"
-    assert report.fmt_pct(0.451) == "45.1%"
-    assert report.fmt_p(0.0321) == "0.032" and report.fmt_p(2e-7) == "2.0e-07" and report.fmt_p(0.0) == "0"
-    assert report.fmt_params(134515008) == "134.5M" and report.fmt_params(70e9) == "70B" and report.fmt_params(0) == "0"
-    assert report.fmt_value(2.0) == "2" and report.fmt_value(0.5) == "0.5"
-    assert report.fmt_duration(195) == "3 min 15 s" and report.fmt_duration(None) == "unfinished"
-    assert report.fmt_num(None) == "n/a"  # a legitimately absent number (e.g. no drafted tokens)
-    env = report.environment()
+    assert report_format.fmt_x(speedup) == "1.23x [1.05, 1.41]"
+    assert report_format.fmt_x(1.92) == "1.92x"
+    assert report_format.fmt_ci({"mean": 0.1123, "ci": [0.09, 0.131], "n": 5}) == "0.112 [0.090, 0.131]"
+    assert report_format.fmt_ci({"mean": 0.451, "ci": [0.4, 0.5], "n": 5}, 1, True) == "45.1% [40.0, 50.0]"
+    assert report_format.fmt_ms(14.1, 2) == "14.10 ms" and report_format.fmt_ms(12345.6, 0) == "12,346 ms"
+    assert report_format.fmt_pct(0.451) == "45.1%"
+    assert report_format.fmt_p(0.0321) == "0.032" and report_format.fmt_p(2e-7) == "2.0e-07" and report_format.fmt_p(0.0) == "0"
+    assert report_format.fmt_params(134515008) == "134.5M" and report_format.fmt_params(70e9) == "70B" and report_format.fmt_params(0) == "0"
+    assert report_format.fmt_value(2.0) == "2" and report_format.fmt_value(0.5) == "0.5"
+    assert report_format.fmt_duration(195) == "3 min 15 s" and report_format.fmt_duration(None) == "unfinished"
+    assert report_format.fmt_num(None) == "n/a"  # a legitimately absent number (e.g. no drafted tokens)
+    env = render.jinja_environment()
     with pytest.raises(jinja2.UndefinedError):
         env.from_string("{{ missing | fmt_ms }}").render()
 
@@ -144,12 +145,12 @@ def test_losslessness_results_are_shown_and_a_failure_is_called_out(rendered, pa
     ]
     path = tmp_path / "losslessness.json"
     path.write_text(json.dumps(records))
-    results = report.load_losslessness(path)
+    results = render.load_losslessness(path)
     assert [r["test"] for r in results] == ["test_verify_monte_carlo_matches_target[1]",
                                             "test_sequence_tests_reject_wrong_rule[greedy_rule]"]
-    context = report.build_context(copy.deepcopy(rendered["summary"]), rendered["manifest"], paper, results)
+    context = views.build_context(copy.deepcopy(rendered["summary"]), rendered["manifest"], paper, results)
     context["figures"] = FIGURE_LINKS
-    text = report.render_markdown(context)
+    text = render.render_markdown(context)
     assert "1 of 2 tests of `tests/test_losslessness.py` FAILED" in text
     assert "| `test_verify_monte_carlo_matches_target[1]` | passed | g_test_p = 0.520, draws = 20000 |" in text
     assert ("| `test_sequence_tests_reject_wrong_rule[greedy_rule]` | **FAILED** | g_test_p = 0.300, "
@@ -157,39 +158,39 @@ def test_losslessness_results_are_shown_and_a_failure_is_called_out(rendered, pa
 
     records[1]["outcome"] = "passed"
     path.write_text(json.dumps(records))
-    context["losslessness"] = report.losslessness_view(context["groups"], report.load_losslessness(path))
-    assert "all 2 tests of `tests/test_losslessness.py` passed" in report.render_markdown(context)
+    context["losslessness"] = views.losslessness_view(context["groups"], render.load_losslessness(path))
+    assert "all 2 tests of `tests/test_losslessness.py` passed" in render.render_markdown(context)
 
     path.write_text(json.dumps({"test": "not a list"}))
     with pytest.raises(ReproduceError, match="JSON list"):
-        report.load_losslessness(path)
+        render.load_losslessness(path)
     path.write_text(json.dumps(records[2:]))
     with pytest.raises(ReproduceError, match="no results of tests/test_losslessness.py"):
-        report.load_losslessness(path)
+        render.load_losslessness(path)
 
 
 def test_a_stale_summary_is_recomputed(rendered, tmp_path, monkeypatch):
-    import reproduce.analysis
+    import reproduce.analysis.analyse
 
     results = _copy_results(tmp_path / "results")
     summary = results / "summary.json"
     summary.write_text(json.dumps(rendered["summary"]))
     calls = []
-    monkeypatch.setattr(reproduce.analysis, "analyse", lambda out_dir: calls.append(out_dir))
+    monkeypatch.setattr(reproduce.analysis.analyse, "analyse", lambda out_dir: calls.append(out_dir))
     os.utime(summary, (1, 1))  # older than rows.jsonl
-    report.load_summary(results)
+    render.load_summary(results)
     assert calls == [results]
     os.utime(summary, None)  # newer: read as is
-    report.load_summary(results)
+    render.load_summary(results)
     assert calls == [results]
     with pytest.raises(ReproduceError, match="no experiment results"):
-        report.load_summary(tmp_path)
+        render.load_summary(tmp_path)
 
 
 def test_the_papers_rows_match_the_default_sampling_modes(paper):
     """Table 1 rows are matched to our runs by task and sampling settings: the shared defaults must hit all three."""
     modes = load_config(EXPERIMENTS_DIR / "defaults.yaml").modes
-    matched = {(task, name): report._paper_row(task, mode.temperature, mode.top_p, paper)
+    matched = {(task, name): views._paper_row(task, mode.temperature, mode.top_p, paper)
                for task in ("xsum", "humaneval") for name, mode in modes.items()}
     assert matched[("xsum", "greedy")]["sps"]["ms_per_token"] == 7.00
     assert matched[("xsum", "xsum_nucleus")]["speedup"] == 1.92

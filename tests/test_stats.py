@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from reproduce.errors import ReproduceError
-from reproduce.stats import speedup_ci, tost_equivalence, two_sample_distribution_test, wilcoxon_speedup
-from reproduce.theory import leviathan_expected_tokens, optimal_k, predicted_speedup
+from reproduce.analysis.stats import speedup_ci, tost_equivalence, two_sample_distribution_test, wilcoxon_speedup
+from reproduce.analysis.theory import leviathan_expected_tokens, optimal_k, predicted_speedup
 
 # --- speedup ------------------------------------------------------------------------------------------------
 
@@ -193,7 +193,7 @@ def test_optimal_k_hand_values():
 
 
 def test_mean_ci_drops_nan_and_covers_the_mean():
-    from reproduce.stats import mean_ci
+    from reproduce.analysis.stats import mean_ci
 
     result = mean_ci([1.0, 2.0, 3.0, float("nan")], np.random.default_rng(0))
     assert result["mean"] == 2.0 and result["n"] == 3

@@ -15,13 +15,14 @@ import time
 import pytest
 import torch
 
-import reproduce.models
+import reproduce.engine.models
 from reproduce.cli import main
-from reproduce.decoding import CachedLM, autoregressive_decode, speculative_decode
-from reproduce.drafters import ModelDrafter
+from reproduce.engine.lm import CachedLM
+from reproduce.engine.decoding import autoregressive_decode, speculative_decode
+from reproduce.engine.drafters import ModelDrafter
 from reproduce.errors import ReproduceError
-from reproduce.models import LoadedModel, load_model, shared_vocab_size, tiny_random_model
-from reproduce.sampling import SamplingParams
+from reproduce.engine.models import LoadedModel, load_model, shared_vocab_size, tiny_random_model
+from reproduce.engine.sampling import SamplingParams
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def no_model_loading(monkeypatch):
     def refuse(name, *args, **kwargs):
         raise AssertionError(f"a model ({name}) was loaded before the input was validated")
 
-    monkeypatch.setattr(reproduce.models, "load_model", refuse)
+    monkeypatch.setattr(reproduce.engine.models, "load_model", refuse)
 
 
 @pytest.fixture(scope="module")
@@ -223,14 +224,14 @@ def test_cli_prompt_ids_outside_vocabulary(capsys):
 
 def test_cli_mismatched_draft_vocabulary(capsys, monkeypatch):
     """No hub name has a 20-token vocabulary offline, so the loader is taught one: 'tiny-vocab-20'."""
-    real_load_model = reproduce.models.load_model
+    real_load_model = reproduce.engine.models.load_model
 
     def load_model_with_vocab_20(name, *args, **kwargs):
         if name == "tiny-vocab-20":
             return tiny_random_model("llama", vocab_size=20)
         return real_load_model(name, *args, **kwargs)
 
-    monkeypatch.setattr(reproduce.models, "load_model", load_model_with_vocab_20)
+    monkeypatch.setattr(reproduce.engine.models, "load_model", load_model_with_vocab_20)
     line = run_cli(
         capsys, ["generate", "--target", "tiny-random-llama", "--draft", "tiny-vocab-20", "--prompt-ids", "1 2"]
     )
@@ -242,7 +243,7 @@ def test_cli_chat_without_chat_template(capsys, monkeypatch):
     tokenizer = byte_level_bpe_tokenizer()
     model = tiny_random_model("gpt2", vocab_size=len(tokenizer)).model
     gpt2_style = LoadedModel("gpt2-style", model, tokenizer, "test")
-    monkeypatch.setattr(reproduce.models, "load_model", lambda name, *args, **kwargs: gpt2_style)
+    monkeypatch.setattr(reproduce.engine.models, "load_model", lambda name, *args, **kwargs: gpt2_style)
     line = run_cli(capsys, ["generate", "--target", "gpt2-style", "--chat", "--prompt", "The road"])
     assert "no chat template" in line and "drop --chat" in line
 
@@ -264,7 +265,7 @@ def test_cli_distill_needs_a_llama_target(capsys, tmp_path):
 
 
 def test_missing_distilled_draft_names_make_draft(monkeypatch, tmp_path, tiny_target):
-    from reproduce.drafters import build_drafter
+    from reproduce.engine.drafters import build_drafter
 
     monkeypatch.setenv("REPRODUCE_CACHE", str(tmp_path))
     with pytest.raises(ReproduceError) as error:
@@ -273,7 +274,7 @@ def test_missing_distilled_draft_names_make_draft(monkeypatch, tmp_path, tiny_ta
 
 
 def test_hybrid_draft_needs_a_model_draft(tiny_target):
-    from reproduce.drafters import build_drafter
+    from reproduce.engine.drafters import build_drafter
 
     with pytest.raises(ReproduceError) as error:
         build_drafter("ngram+ngram", tiny_target)

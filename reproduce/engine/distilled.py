@@ -1,0 +1,103 @@
+"""A distilled draft for a Llama target, built by the suite on the CPU (`python -m reproduce distill`, `make draft`).
+
+Recipe (what was tried and measured is in notes/draft-experiments.md):
+1. Teacher data from the target itself, in the runtime the engine verifies with (FastLlamaLM bf16 here): for each
+   training prompt, the target's top-k next-token log-probabilities at *every* prompt position (one prefill call:
+   ~10x more teacher positions per CPU-second than generation) and along its own greedy continuation (on-policy:
+   the text the draft will be asked to predict). Prompts: XSum and PubMedQA *training* rows (the split is fixed in
+   reproduce.tasks and checked here) and, for code, functions with docstrings from the Python standard library
+   shaped like HumanEval prompts (HumanEval itself is never used). Two worker processes, one thread each.
+2. A restricted-vocabulary head: the N tokens the target emits most (its continuations, then its top
+   alternatives, then prompt text). The draft gives probability 0 elsewhere, which the verification rule handles
+   losslessly; at inference the prompt's own tokens are added to the head (PromptVocabularyDrafter).
+3. The draft is the target's first layers + final norm, the target's (frozen) input embedding and an untied head
+   initialised from the kept rows of the target's tied embedding.
+4. Loss: cross-entropy against the target's top-k distribution renormalised over the kept vocabulary (sparse
+   KL(target || draft) up to a constant), continuation positions weighted up; AdamW with cosine decay, batches of
+   right-padded sequences under bf16 autocast, a fixed number of steps (seeded: a rerun builds the same draft up to thread-level
+   floating-point order).
+The draft is saved as a full-vocabulary Llama (save_pretrained: Hugging Face assisted generation can use it) plus
+`kept_tokens.pt` and `distill.json` (recipe, split, held-out log).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from reproduce.engine.fast_lm import FastLlamaLM
+from reproduce.engine.models import LoadedModel
+from reproduce.engine.runtime import build_lm, resolve_runtime
+from reproduce.errors import ReproduceError
+from reproduce.offline import cache_dir
+
+FORMAT_VERSION = 2  # bump when the recipe or file layout changes: a cached draft of another version is rebuilt
+
+
+def distilled_draft_dir(target_name: str) -> Path:
+    """Where the distilled draft for `target_name` lives (outside the repository)."""
+    return cache_dir() / "drafts" / (re.sub(r"[^A-Za-z0-9_.-]+", "--", target_name) + "-distilled")
+
+
+def is_built(path: Path) -> bool:
+    try:
+        return json.loads((path / "distill.json").read_text())["format_version"] == FORMAT_VERSION
+    except (OSError, KeyError, ValueError):
+        return False
+
+
+class RestrictedFastLM(FastLlamaLM):
+    """FastLlamaLM whose head holds only some tokens' rows; the logits of the others are -inf (probability 0).
+
+    `set_extra_tokens` adds the rows of further tokens (e.g. a prompt's) from the saved full head."""
+
+    def restrict(self, kept: torch.Tensor, full_head: torch.Tensor, vocab_size: int) -> "RestrictedFastLM":
+        self.base_kept, self.full_head, self.full_vocab_size = kept, full_head, vocab_size
+        self._set_head(kept)
+        return self
+
+    def _set_head(self, kept: torch.Tensor) -> None:
+        head = self.full_head[kept]
+        if self.linear_mode != "fp32":
+            head = head.to(torch.bfloat16).float()  # the rounding from_hf applies to every weight
+        self.head_bf16 = head.to(torch.bfloat16).contiguous() if self.linear_mode != "fp32" else None
+        self.head_fp32 = head.contiguous() if self.linear_mode != "bf16" else None
+        self.kept = kept
+
+    def set_extra_tokens(self, token_ids: list[int]) -> None:
+        tokens = torch.tensor(sorted(set(token_ids)), dtype=torch.long)
+        extra = tokens[~torch.isin(tokens, self.base_kept)]
+        self._set_head(torch.cat([self.base_kept, extra]) if len(extra) else self.base_kept)
+
+    def forward(self, token_ids: list[int], last_only: bool = False) -> torch.Tensor:
+        kept_logits = super().forward(token_ids, last_only)
+        logits = torch.full((kept_logits.shape[0], self.full_vocab_size), float("-inf"))
+        logits[:, self.kept] = kept_logits
+        return logits
+
+
+def load_distilled(path: Path, vocab_size: int, runtime: str = "auto"):
+    """(LoadedModel, resolved runtime, factory of fresh restricted-head LMs) for a distilled draft directory."""
+    path = Path(path)
+    if not is_built(path):
+        raise ReproduceError(f"no distilled draft at {path}: build it with `make draft` "
+                             "(python -m reproduce distill; ~25 min on 2 CPU cores)")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path) if (path / "tokenizer_config.json").exists() else None
+    loaded = LoadedModel("distilled", model, tokenizer, str(path))
+    runtime = resolve_runtime(runtime, loaded.model)
+    if runtime == "hf":  # e.g. on a GPU: the full-vocabulary model (kept rows trained, the rest the target's)
+        return loaded, runtime, lambda: build_lm(loaded.model, vocab_size, runtime)
+    kept = torch.load(path / "kept_tokens.pt")
+    full_head = loaded.model.lm_head.weight.detach()[:vocab_size].float()
+
+    def new_lm() -> RestrictedFastLM:
+        lm = RestrictedFastLM.from_hf(loaded.model, vocab_size, linear_mode=runtime.removeprefix("fast-"))
+        return lm.restrict(kept, full_head, vocab_size)
+
+    return loaded, runtime, new_lm

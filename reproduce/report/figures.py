@@ -1,0 +1,329 @@
+"""The paper-style report: reports/results.md and reports/figures/*.png from one experiment's results alone.
+
+`render_report(results_dir)` reads summary.json (re-running the analysis when it is missing or older than
+rows.jsonl) and manifest.json, draws the figures with matplotlib and renders reports/templates/results.md.j2
+with Jinja2. Every statistic comes from `reproduce.analysis`; this module only picks rows (which SpS is best,
+which sweep varies K), attaches labels and formats numbers through the `fmt_*` filters below, and the
+template does no arithmetic. `StrictUndefined` makes a missing value fail the render instead of printing a
+blank. The paper's own numbers come from reports/paper.yaml (transcribed from Table 1 of arXiv 2302.01318).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from reproduce.report.format import fmt_params, fmt_value, fmt_x
+from reproduce.report.views import short_draft
+
+ARS_COLOR, HF_GENERATE_COLOR = "0.45", "0.75"
+
+
+HATCHES = {"sps": None, "hf_assisted": "///", "draft_only": "xx", "ars": None, "hf_generate": "...",
+           "ars_hf": "\\\\", "sps_hf": "\\\\"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": 9, "axes.grid": True, "grid.alpha": 0.3, "axes.axisbelow": True,
+                         "legend.fontsize": 8, "figure.dpi": 110})
+    return plt
+
+
+def _draft_colors(config: dict) -> dict:
+    palette = ["tab:blue", "tab:green", "tab:purple", "tab:red", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
+    return {d["name"]: palette[i % len(palette)] for i, d in enumerate(config["drafts"])}
+
+
+def _style(view: dict, colors: dict) -> dict:
+    """One colour per draft (SpS, HF assisted and draft-only of a draft share it; the hatch tells them apart)."""
+    color = {"ars": ARS_COLOR, "ars_hf": ARS_COLOR, "hf_generate": HF_GENERATE_COLOR}.get(view["method"]) or colors[view["draft"]]
+    return {"color": color, "hatch": HATCHES[view["method"]], "edgecolor": "black", "linewidth": 0.4}
+
+
+def _save(fig, path: Path) -> Path:
+    fig.savefig(path, bbox_inches="tight", metadata={"Software": None})  # no version stamp: same input, same file
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+def _ci_error(point: float, interval) -> list[float]:
+    """Error bar lengths below and above a point (a percentile interval can sit just off the point: clip at 0)."""
+    low, high = interval
+    return [max(point - low, 0.0), max(high - point, 0.0)]
+
+
+def _panel_grid(groups: list[dict], pick, draw, xlabel: str, title: str, path: Path, legend: list,
+                bars_per_row: int = 1) -> Path | None:
+    """One horizontal-bar panel per (task, mode) group, two panels a row; `draw(ax, group, views)` fills one.
+    None when no group has anything to show."""
+    panels = [(g, pick(g)) for g in groups]
+    panels = [(g, views) for g, views in panels if views]
+    if not panels:  # e.g. no draft proposed anything: no acceptance to show
+        return None
+    plt = _pyplot()
+    columns = 1 if len(panels) == 1 else 2
+    rows = math.ceil(len(panels) / columns)
+    most_bars = max(len(views) for _, views in panels)
+    fig, axes = plt.subplots(rows, columns, figsize=(7 * columns, rows * (0.28 * most_bars * bars_per_row + 1.1) + 0.9),
+                             squeeze=False, layout="constrained")
+    for ax, (group, views) in zip(axes.flat, panels):
+        draw(ax, group, views)
+        ax.set_title(f"{group['title']} (n={group['prompts']})", fontsize=9, loc="left")
+        ax.set_yticks(range(len(views)), [v["label"] for v in views])
+        ax.set_ylim(len(views) - 0.5, -0.5)  # first method on top
+        ax.set_xlabel(xlabel)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle(title, fontsize=10)
+    fig.legend(handles=legend, loc="outside lower center", ncols=min(len(legend), 6), framealpha=0.9)
+    return _save(fig, path)
+
+
+def _p50_p95_panel(low_key: str, high_key: str, colors: dict, value_labels: bool = False):
+    def draw(ax, group, views):
+        for i, view in enumerate(views):
+            style = _style(view, colors)
+            bars = [ax.barh(i - 0.2, view[low_key], height=0.38, **style),
+                    ax.barh(i + 0.2, view[high_key], height=0.38, alpha=0.45, **style)]
+            if value_labels:  # a rate of 0 has no bar to see
+                for bar in bars:
+                    ax.bar_label(bar, fmt="%.2f", padding=2, fontsize=7)
+        if value_labels:
+            ax.set_xlim(0, 1.12)  # rates, with room for the labels
+    return draw
+
+
+def _p50_p95_legend():
+    from matplotlib.patches import Patch
+
+    return [Patch(facecolor="0.5", edgecolor="black", label="p50 over prompts (upper bar)"),
+            Patch(facecolor="0.5", alpha=0.45, edgecolor="black", label="p95 over prompts (lower bar)")]
+
+
+def _method_legend(methods=("sps", "hf_assisted", "draft_only", "hf_generate")):
+    from matplotlib.patches import Patch
+
+    labels = {"sps": "SpS (ours)", "hf_assisted": "HF assisted", "draft_only": "draft only", "hf_generate": "HF generate",
+              "ars_hf": "ArS (ours, HF forward)", "sps_hf": "SpS (ours, HF forward)"}
+    return [Patch(facecolor="white", edgecolor="black", hatch=HATCHES[m], label=labels[m]) for m in methods]
+
+
+def draw_speedups(groups: list[dict], colors: dict, path: Path, pick, title: str, methods,
+                  show_paper: bool) -> Path | None:
+    from matplotlib.lines import Line2D
+
+    def draw(ax, group, views):
+        for i, view in enumerate(views):
+            speedup = view["speedup"]
+            ax.barh(i, speedup["ratio_of_means"], height=0.6,
+                    xerr=[[e] for e in _ci_error(speedup["ratio_of_means"], speedup["ratio_of_means_ci"])],
+                    capsize=3, error_kw={"elinewidth": 1}, **_style(view, colors))
+        ax.axvline(1.0, color="black", linewidth=1, linestyle="--")
+        right = max(max(v["speedup"]["ratio_of_means_ci"][1], v["speedup"]["ratio_of_means"]) for v in views)
+        if show_paper and group["paper"]:
+            ax.axvline(group["paper"]["speedup"], color="tab:red", linewidth=1.2, linestyle=":")
+            ax.annotate(f"paper {fmt_x(group['paper']['speedup'])}", (group["paper"]["speedup"], -0.5),
+                        textcoords="offset points", xytext=(3, -10), fontsize=7, color="tab:red")
+            right = max(right, group["paper"]["speedup"])
+        ax.set_xlim(0, max(right, 1.0) * 1.15)
+
+    legend = _method_legend(methods) + [Line2D([], [], color="black", linestyle="--", label="ArS (1x)")]
+    if show_paper:
+        legend.append(Line2D([], [], color="tab:red", linestyle=":", label="paper, same task and mode"))
+    return _panel_grid(groups, pick, draw, "speedup over ArS (ratio of mean ms/token; bars: 95% CI)", title, path,
+                       legend)
+
+
+def draw_scatter(groups: list[dict], colors: dict, path: Path) -> Path | None:
+    """Speedup vs acceptance, one point per (task/mode, SpS draft); marker area grows with draft parameters."""
+    views = [(g, v) for g in groups for v in g["sps"] if v["speedup"] and v["acceptance_pooled"] is not None]
+    if not views:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 5), layout="constrained")
+    group_colors = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink"]
+    largest = max((v["draft_parameters"] for _, v in views), default=0) or 1
+
+    def area(parameters):
+        return 30 + 400 * parameters / largest
+
+    for index, group in enumerate(groups):
+        color = group_colors[index % len(group_colors)]
+        points = [v for g, v in views if g is group]
+        for view in points:
+            x, speedup = view["acceptance_pooled"], view["speedup"]
+            ax.errorbar(x, speedup["ratio_of_means"], capsize=3, fmt="none", ecolor=color, elinewidth=0.8,
+                        yerr=[[e] for e in _ci_error(speedup["ratio_of_means"], speedup["ratio_of_means_ci"])])
+            ax.scatter(x, speedup["ratio_of_means"], s=area(view["draft_parameters"]), color=color, alpha=0.7,
+                       edgecolor="black", linewidth=0.5, label=group["title"] if view is points[0] else None)
+            ax.annotate(short_draft(view["draft"]), (x, speedup["ratio_of_means"]), textcoords="offset points",
+                        xytext=(7, 4), fontsize=7)
+    ax.axhline(1.0, color="black", linewidth=1, linestyle="--", label="ArS (1x)")
+    sizes = sorted({v["draft_parameters"] for _, v in views})
+    for parameters in sizes:  # marker-area key
+        ax.scatter([], [], s=area(parameters), color="0.8", edgecolor="black", linewidth=0.5,
+                   label=f"draft with {fmt_params(parameters)} parameters")
+    ax.set_xlim(-0.05, 1.05)
+    ax.set_xlabel("acceptance rate (accepted / drafted tokens, pooled over prompts)")
+    ax.set_ylabel("speedup over ArS (ratio of mean ms/token)")
+    ax.set_title("Drafts: speedup (bars: 95% CI) vs acceptance; marker area grows with the draft's parameters",
+                 fontsize=9, loc="left")
+    fig.legend(loc="outside right upper", framealpha=0.9, labelspacing=1.2)
+    return _save(fig, path)
+
+
+def _with_interval(cis: list[dict], scale: float = 1.0) -> tuple[list[float], list[list[float]]]:
+    """Means and asymmetric error bars (95% bootstrap CIs over prompts) for matplotlib's errorbar."""
+    means = [ci["mean"] * scale for ci in cis]
+    low = [(ci["mean"] - ci["ci"][0]) * scale for ci in cis]
+    high = [(ci["ci"][1] - ci["mean"]) * scale for ci in cis]
+    return means, [low, high]
+
+
+def draw_figure1(view: dict, path: Path) -> Path:
+    plt = _pyplot()
+    points = view["points"]
+    ks = [p["value"] for p in points]
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(12, 3.6))
+    means, errors = _with_interval([p["sps"]["time_128_tokens_ms_ci"] for p in points], 1 / 1000)
+    left.errorbar(ks, means, yerr=errors, fmt="o-", color="tab:blue", capsize=3, label="SpS")
+    ars = [p for p in points if p["ars"]]
+    means, errors = _with_interval([p["ars"]["time_128_tokens_ms_ci"] for p in ars], 1 / 1000)
+    left.errorbar([p["value"] for p in ars], means, yerr=errors, fmt="s--", color=ARS_COLOR, capsize=3,
+                  label="ArS (same prompts)")
+    left.set_ylabel("mean time for 128 tokens (s)")
+    left.set_ylim(bottom=0)
+    middle.plot(ks, [p["sps"].get("r") for p in points], "o-", color="tab:blue",
+                label="tokens per loop / (K+1) (paper's measure)")
+    middle.plot(ks, [p["sps"]["acceptance_pooled"] for p in points], "^--", color="tab:orange",
+                label="accepted / drafted tokens")
+    middle.set_ylabel("acceptance")
+    middle.set_ylim(0, 1.05)
+    means, errors = _with_interval([p["sps"]["loop_ms_ci"] for p in points])
+    right.errorbar(ks, means, yerr=errors, fmt="o-", color="tab:blue", capsize=3, label="SpS loop (draft K + verify)")
+    right.set_ylabel("mean time per loop (ms)")
+    right.set_ylim(bottom=0)
+    for ax in (left, middle, right):
+        ax.set_xlabel("K (tokens drafted per loop)")
+        ax.set_xticks(ks, [fmt_value(k) for k in ks])
+        ax.legend(loc="best", framealpha=0.9)
+    sweep = view["sweep"]
+    fig.suptitle(f"Figure 1 reproduced, sweep {sweep['name']}: {sweep['title']} "
+                 "(error bars: 95% bootstrap CIs of the mean over prompts)",
+                 fontsize=10, x=0.01, ha="left")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def draw_sweep(sweep: dict, path: Path) -> Path:
+    plt = _pyplot()
+    points = [p for p in sweep["points"] if p["ars"] and p["sps"]]
+    values = [p["value"] for p in points]
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(12, 3.4))
+    for method, color, marker in (("ars", ARS_COLOR, "s"), ("sps", "tab:blue", "o")):
+        name = "ArS" if method == "ars" else "SpS"
+        left.plot(values, [p[method]["ms_per_token_p50"] for p in points], f"{marker}-", color=color, label=f"{name} p50")
+        left.plot(values, [p[method]["ms_per_token_p95"] for p in points], f"{marker}:", color=color, label=f"{name} p95")
+    left.set_ylabel("ms per token")
+    left.set_ylim(bottom=0)
+    middle.plot(values, [p["sps"]["acceptance_pooled"] for p in points], "o-", color="tab:blue", label="SpS")
+    middle.set_ylabel("acceptance (accepted / drafted)")
+    middle.set_ylim(0, 1.05)
+    with_ci = [p for p in points if p["sps"]["speedup"]]
+    if with_ci:
+        speedups = [p["sps"]["speedup"] for p in with_ci]
+        right.errorbar([p["value"] for p in with_ci], [s["ratio_of_means"] for s in speedups], capsize=3, fmt="o-",
+                       color="tab:blue", label="SpS (bars: 95% CI)",
+                       yerr=list(zip(*[_ci_error(s["ratio_of_means"], s["ratio_of_means_ci"]) for s in speedups])))
+    right.axhline(1.0, color="black", linewidth=1, linestyle="--", label="ArS (1x)")
+    right.set_ylabel("speedup over ArS")
+    for ax in (left, middle, right):
+        ax.set_xlabel(sweep["axis"])
+        ax.set_xticks(values, [fmt_value(v) for v in values])
+        ax.legend(loc="best", framealpha=0.9)
+    fig.suptitle(f"Sweep {sweep['name']}: {sweep['title']}", fontsize=10, x=0.01, ha="left")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def draw_cost_curve(curve: list[dict], path: Path) -> Path:
+    plt = _pyplot()
+    ns = [c["n"] for c in curve]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    left.plot(ns, [c["ms"] for c in curve], "o-", color="tab:blue", label="measured (median over target calls)")
+    left.set_ylabel("target call time t(n) (ms)")
+    left.set_ylim(bottom=0)
+    right.plot(ns, [c["ratio"] for c in curve], "o-", color="tab:blue", label="measured t(n) / t(1)")
+    right.plot(ns, [1.0] * len(ns), "--", color="tab:red", label="paper's premise: flat (TPU, 70B)")
+    right.plot(ns, ns, ":", color="black", label="linear: n separate calls")
+    right.set_ylabel("t(n) / t(1)")
+    right.set_ylim(bottom=0)
+    for ax in (left, right):
+        ax.set_xlabel("tokens scored in one target call (n = K+1)")
+        ax.set_xticks(ns)
+        ax.legend(loc="best", framealpha=0.9)
+    fig.suptitle("Verification cost curve of the target", fontsize=10, x=0.01, ha="left")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def draw_figures(context: dict, figures_dir: Path) -> dict[str, Path]:
+    """Every figure the template shows, by name."""
+    groups, colors = context["groups"], _draft_colors(context["config"])
+    # our loops on the HF forward get a legend entry only when a profile ran them
+    all_methods = ("sps", "hf_assisted", "draft_only", "hf_generate") + tuple(
+        m for m in ("ars_hf", "sps_hf") if any(v["method"] == m for g in groups for v in g["views"]))
+    figures = {}
+    for view in context["k_sweeps"]:
+        figures[f"figure1_{view['sweep']['name']}"] = draw_figure1(view, figures_dir / f"figure1_{view['sweep']['name']}.png")
+    figures["drafts_latency"] = _panel_grid(
+        groups, _all_views, _p50_p95_panel("ms_per_token_p50", "ms_per_token_p95", colors),
+        "ms per token (lower is better)", "Latency per method; colour = draft, hatching = method",
+        figures_dir / "drafts_latency.png", _p50_p95_legend() + _method_legend(all_methods), bars_per_row=2)
+    figures["drafts_throughput"] = _panel_grid(
+        groups, _all_views, _p50_p95_panel("tokens_per_s_p50", "tokens_per_s_p95", colors),
+        "tokens per second (higher is better)",
+        "Throughput per method; draft only = the draft's own speed, the ceiling of SpS with it",
+        figures_dir / "drafts_throughput.png", _p50_p95_legend() + _method_legend(all_methods), bars_per_row=2)
+    figures["drafts_speedup"] = draw_speedups(
+        groups, colors, figures_dir / "drafts_speedup.png", _speedup_views,
+        "Speedup over ArS per draft; draft only = the draft alone, an upper limit", ("sps", "draft_only"),
+        show_paper=True)
+    figures["drafts_acceptance"] = _panel_grid(
+        groups, _acceptance_views, _p50_p95_panel("acceptance_p50", "acceptance_p95", colors, value_labels=True),
+        "acceptance rate per prompt (accepted / drafted tokens)", "Acceptance per draft (SpS)",
+        figures_dir / "drafts_acceptance.png", _p50_p95_legend(), bars_per_row=2)
+    figures["drafts_scatter"] = draw_scatter(groups, colors, figures_dir / "drafts_scatter.png")
+    for sweep in context["sweeps"]:
+        if any(p["ars"] and p["sps"] for p in sweep["points"]):
+            figures[f"sweep_{sweep['name']}"] = draw_sweep(sweep, figures_dir / f"sweep_{sweep['name']}.png")
+    if context["cost_curve"]:
+        figures["cost_curve"] = draw_cost_curve(context["cost_curve"], figures_dir / "cost_curve.png")
+    if any(v["method"] != "sps" for g in groups for v in _peer_views(g)):
+        figures["peers"] = draw_speedups(groups, colors, figures_dir / "peers.png", _peer_views,
+                                         "Ours vs Hugging Face: speedup over our ArS on the same prompts",
+                                         ("sps", "hf_assisted", "hf_generate"), show_paper=False)
+    return {name: path for name, path in figures.items() if path is not None}
+
+
+def _all_views(group: dict) -> list[dict]:
+    return group["views"]
+
+
+def _speedup_views(group: dict) -> list[dict]:
+    return [v for v in group["views"] if v["method"] in ("sps", "draft_only") and v["speedup"]]
+
+
+def _acceptance_views(group: dict) -> list[dict]:
+    return [v for v in group["sps"] if v["acceptance_p50"] is not None]
+
+
+def _peer_views(group: dict) -> list[dict]:
+    return [v for v in group["views"] if v["method"] in ("hf_generate", "sps", "hf_assisted") and v["speedup"]]

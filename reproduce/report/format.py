@@ -1,0 +1,130 @@
+"""The paper-style report: reports/results.md and reports/figures/*.png from one experiment's results alone.
+
+`render_report(results_dir)` reads summary.json (re-running the analysis when it is missing or older than
+rows.jsonl) and manifest.json, draws the figures with matplotlib and renders reports/templates/results.md.j2
+with Jinja2. Every statistic comes from `reproduce.analysis`; this module only picks rows (which SpS is best,
+which sweep varies K), attaches labels and formats numbers through the `fmt_*` filters below, and the
+template does no arithmetic. `StrictUndefined` makes a missing value fail the render instead of printing a
+blank. The paper's own numbers come from reports/paper.yaml (transcribed from Table 1 of arXiv 2302.01318).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jinja2
+
+
+def _strict(filter_function):
+    """A filter that fails on an undefined value (a missing key) instead of formatting it as 'n/a'."""
+
+    @functools.wraps(filter_function)
+    def wrapper(value, *args, **kwargs):
+        if isinstance(value, jinja2.Undefined):
+            value._fail_with_undefined_error()
+        return filter_function(value, *args, **kwargs)
+
+    return wrapper
+
+
+def _missing(value) -> bool:
+    """None (or NaN) is a legitimately absent number: no acceptance without drafted tokens, no CI from 1 prompt."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+@_strict
+def fmt_num(value, digits: int = 2) -> str:
+    return "n/a" if _missing(value) else f"{value:,.{digits}f}"
+
+
+@_strict
+def fmt_ms(value, digits: int = 1) -> str:
+    return "n/a" if _missing(value) else f"{value:,.{digits}f} ms"
+
+
+@_strict
+def fmt_pct(value, digits: int = 1) -> str:
+    return "n/a" if _missing(value) else f"{100 * value:.{digits}f}%"
+
+
+@_strict
+def fmt_usd(value) -> str:
+    return "n/a" if _missing(value) else f"${value:,.2f}"
+
+
+@_strict
+def fmt_p(value) -> str:
+    """p-values: three decimals, scientific below 0.001."""
+    if _missing(value):
+        return "n/a"
+    if value == 0:  # the exact case: e.g. TOST on identical outputs
+        return "0"
+    return f"{value:.3f}" if value >= 1e-3 else f"{value:.1e}"
+
+
+@_strict
+def fmt_x(speedup, digits: int = 2) -> str:
+    """A speedup: a number ('1.92x'), or the analysis's speedup record ('1.23x [1.05, 1.41]': the ratio of
+    mean ms/token, ArS over the method, with its paired-bootstrap 95% interval)."""
+    if _missing(speedup):
+        return "n/a"
+    if isinstance(speedup, dict):
+        low, high = speedup["ratio_of_means_ci"]
+        return f"{speedup['ratio_of_means']:.{digits}f}x [{low:.{digits}f}, {high:.{digits}f}]"
+    return f"{speedup:.{digits}f}x"
+
+
+@_strict
+def fmt_ci(stat, digits: int = 3, percent: bool = False) -> str:
+    """A mean with its interval, from the analysis's {mean, ci, n} record: '0.112 [0.090, 0.131]'."""
+    if _missing(stat) or stat["mean"] is None:
+        return "n/a"
+    scale, suffix = (100, "%") if percent else (1, "")
+    mean = f"{scale * stat['mean']:.{digits}f}{suffix}"
+    if stat["ci"] is None:
+        return mean
+    low, high = stat["ci"]
+    return f"{mean} [{scale * low:.{digits}f}, {scale * high:.{digits}f}]"
+
+
+@_strict
+def fmt_interval(interval, digits: int = 3) -> str:
+    if _missing(interval):
+        return "n/a"
+    low, high = interval
+    return f"[{low:.{digits}f}, {high:.{digits}f}]"
+
+
+@_strict
+def fmt_value(value) -> str:
+    """A sweep value or setting: 2.0 -> '2', 0.5 -> '0.5'."""
+    if _missing(value):
+        return "n/a"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+@_strict
+def fmt_params(count) -> str:
+    """A parameter count: 134515008 -> '134.5M', 7e10 -> '70B', 0 -> '0'."""
+    if _missing(count):
+        return "n/a"
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if count >= scale:
+            return f"{count / scale:.1f}".rstrip("0").rstrip(".") + suffix
+    return str(int(count))
+
+
+@_strict
+def fmt_duration(seconds) -> str:
+    if _missing(seconds):
+        return "unfinished"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min {secs:02d} s" if hours else f"{minutes} min {secs:02d} s"
+
+
+FILTERS = {f.__name__: f for f in (fmt_num, fmt_ms, fmt_pct, fmt_usd, fmt_p, fmt_x, fmt_ci, fmt_interval, fmt_value,
+                                   fmt_params, fmt_duration)}

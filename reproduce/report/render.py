@@ -1,0 +1,127 @@
+"""The paper-style report: reports/results.md and reports/figures/*.png from one experiment's results alone.
+
+`render_report(results_dir)` reads summary.json (re-running the analysis when it is missing or older than
+rows.jsonl) and manifest.json, draws the figures with matplotlib and renders reports/templates/results.md.j2
+with Jinja2. Every statistic comes from `reproduce.analysis`; this module only picks rows (which SpS is best,
+which sweep varies K), attaches labels and formats numbers through the `fmt_*` filters below, and the
+template does no arithmetic. `StrictUndefined` makes a missing value fail the render instead of printing a
+blank. The paper's own numbers come from reports/paper.yaml (transcribed from Table 1 of arXiv 2302.01318).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import jinja2
+import yaml
+
+from reproduce.errors import ReproduceError
+from reproduce.report.figures import draw_figures
+from reproduce.report.format import FILTERS
+from reproduce.report.views import build_context
+from reproduce.runs.results import MANIFEST_FILE, ROWS_FILE
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+TEMPLATES_DIR = REPO / "reports" / "templates"
+
+
+TEMPLATE = "results.md.j2"
+
+
+PAPER_FILE = REPO / "reports" / "paper.yaml"
+
+
+SUMMARY_FILE = "summary.json"
+
+
+FIGURE_PREFIXES = ("figure1_", "drafts_", "sweep_", "cost_curve", "peers")
+
+
+def load_summary(results_dir: Path) -> dict:
+    """summary.json as written by the analysis, recomputed when missing or older than the rows."""
+    rows, summary = results_dir / ROWS_FILE, results_dir / SUMMARY_FILE
+    if not rows.is_file() or not (results_dir / MANIFEST_FILE).is_file():
+        raise ReproduceError(f"{results_dir} holds no experiment results ({ROWS_FILE}, {MANIFEST_FILE}): "
+                             "run `python -m reproduce run --profile NAME --out DIR` first")
+    if not summary.is_file() or summary.stat().st_mtime < rows.stat().st_mtime:
+        from reproduce.analysis.analyse import analyse
+
+        analyse(results_dir)
+    return json.loads(summary.read_text())
+
+
+def load_losslessness(path: Path | None) -> list[dict] | None:
+    """The losslessness tests' results, from the JSON that `pytest tests/test_losslessness.py --stats-json PATH`
+    writes: one record per test with its nodeid, phase, outcome, seconds and the statistics it recorded
+    (record_property: p-values, draw counts, acceptance). Returns one row per test with those statistics."""
+    if path is None:
+        return None
+    path = Path(path)
+    hint = "write it with `pytest tests/test_losslessness.py --stats-json PATH`"
+    try:
+        records = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ReproduceError(f"cannot read losslessness results {path} ({exc}): {hint}") from None
+    if not isinstance(records, list) or not all(isinstance(r, dict) and {"test", "outcome"} <= set(r) for r in records):
+        raise ReproduceError(f"{path}: expected a JSON list of test records with 'test' and 'outcome': {hint}")
+    records = [r for r in records if "test_losslessness" in r["test"]]
+    if not records:
+        raise ReproduceError(f"{path} has no results of tests/test_losslessness.py: {hint}")
+    bookkeeping = {"test", "phase", "outcome", "seconds"}
+    return [{"test": r["test"].split("::", 1)[-1], "phase": r.get("phase", "call"), "outcome": r["outcome"],
+             "statistics": [{"name": k, "value": v} for k, v in r.items() if k not in bookkeeping]}
+            for r in records]
+
+
+def jinja_environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR), undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
+    env.filters.update(FILTERS)
+    return env
+
+
+def render_markdown(context: dict) -> str:
+    return jinja_environment().get_template(TEMPLATE).render(**context)
+
+
+def render_report(results_dir, out_md="reports/results.md", figures_dir=None, losslessness=None) -> Path:
+    """Render out_md and its figures (default: a `figures/` folder beside out_md) from one results directory.
+    Returns the markdown's path."""
+    results_dir, out_md = Path(results_dir), Path(out_md)
+    figures_dir = Path(figures_dir) if figures_dir is not None else out_md.parent / "figures"
+    summary = load_summary(results_dir)
+    manifest = json.loads((results_dir / MANIFEST_FILE).read_text())
+    paper = yaml.safe_load(PAPER_FILE.read_text())
+    context = build_context(summary, manifest, paper, load_losslessness(losslessness))
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    written = draw_figures(context, figures_dir)
+    for stale in figures_dir.glob("*.png"):  # figures of an earlier render that this run does not have
+        if stale.name.startswith(FIGURE_PREFIXES) and stale not in written.values():
+            stale.unlink()
+    out_md.parent.mkdir(parents=True, exist_ok=True)
+    context["figures"] = {name: Path(_relative(path, out_md.parent)).as_posix() for name, path in written.items()}
+    out_md.write_text(render_markdown(context))
+    return out_md
+
+
+def _relative(path: Path, start: Path) -> str:
+    return os.path.relpath(path.resolve(), start.resolve())
+
+
+def add_arguments(parser) -> None:
+    """Arguments of `python -m reproduce report` (the CLI wires this parser to `report_command`)."""
+    parser.add_argument("results_dir", help="results directory of a run, e.g. results/default")
+    parser.add_argument("--out", default="reports/results.md", help="markdown to write (default reports/results.md)")
+    parser.add_argument("--figures", default=None, help="figure directory (default: figures/ beside --out)")
+    parser.add_argument("--losslessness", default=None,
+                        help="JSON written by `pytest tests/test_losslessness.py --stats-json PATH`")
+
+
+def report_command(args) -> int:
+    out = render_report(args.results_dir, args.out, args.figures, args.losslessness)
+    print(f"report written to {out}")
+    return 0

@@ -1,0 +1,52 @@
+"""Run an experiment config: every unit (one prompt under one setting) runs each method back to back.
+
+Methods are interleaved per prompt (their order rotates from unit to unit), so machine drift, which is 20-35%
+within an hour here, hits every method alike. Each finished (unit, method) is one JSONL row, written and
+fsynced at once: rerunning the same config skips finished rows, so an interrupted run resumes losing nothing.
+
+Rows hold raw measurements only (trace summary, generated ids and text, target log-probs); every statistic is
+derived later by `reproduce.analysis` from these rows.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import time
+
+import torch
+
+from reproduce.engine.decoding import Trace
+from reproduce.runs.plan import Method, Unit, unit_seed
+
+if TYPE_CHECKING:
+    from reproduce.runs.runner import ModelPool
+
+
+@torch.inference_mode()
+def hf_generate(pool: ModelPool, unit: Unit, method: Method, prompt_ids: list[int]) -> Trace:
+    """Hugging Face `generate()` (plain, or assisted by the same draft) as a peer, timed the same way."""
+    kwargs = dict(max_new_tokens=unit.max_new_tokens, eos_token_id=pool.target.eos_token_id,
+                  pad_token_id=pool.target.eos_token_id)
+    if unit.params.greedy:
+        kwargs.update(do_sample=False)
+    else:
+        kwargs.update(do_sample=True, temperature=unit.params.temperature, top_p=unit.params.top_p,
+                      top_k=unit.params.top_k or None)
+    if method.kind == "hf_assisted":
+        if method.draft == "ngram":
+            # the same longest n-gram as our drafter (HF's default is 2); HF takes the earliest match, ours the latest
+            kwargs.update(prompt_lookup_num_tokens=method.k,
+                          max_matching_ngram_size=pool.config.draft(method.draft).ngram_size)
+        else:
+            kwargs.update(assistant_model=pool.draft_models[method.draft].model, num_assistant_tokens=method.k,
+                          num_assistant_tokens_schedule="constant", assistant_confidence_threshold=0.0)
+    torch.manual_seed(unit_seed(unit))
+    input_ids = torch.tensor([prompt_ids])
+    start = time.perf_counter()
+    output = pool.target.model.generate(input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
+    trace = Trace(method.kind, list(prompt_ids), tokens=output[0, len(prompt_ids):].tolist())
+    trace.wall_ms = (time.perf_counter() - start) * 1e3
+    if trace.tokens and trace.tokens[-1] == pool.target.eos_token_id:
+        trace.stop_reason = "eos"
+    return trace

@@ -1,0 +1,122 @@
+"""Run an experiment config: every unit (one prompt under one setting) runs each method back to back.
+
+Methods are interleaved per prompt (their order rotates from unit to unit), so machine drift, which is 20-35%
+within an hour here, hits every method alike. Each finished (unit, method) is one JSONL row, written and
+fsynced at once: rerunning the same config skips finished rows, so an interrupted run resumes losing nothing.
+
+Rows hold raw measurements only (trace summary, generated ids and text, target log-probs); every statistic is
+derived later by `reproduce.analysis` from these rows.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+from reproduce import tasks
+from reproduce.engine.sampling import SamplingParams
+from reproduce.runs.config import DraftSpec, ExperimentConfig, ModeSpec
+from reproduce.runs.results import row_key
+
+
+@dataclass(frozen=True)
+class Method:
+    kind: str  # ars | sps | draft_only | hf_generate | hf_assisted | ars_hf | sps_hf (config.KNOWN_METHODS)
+    draft: str | None = None
+    k: int | None = None
+
+
+@dataclass(frozen=True)
+class Unit:
+    block: str  # "main" or the sweep's name
+    task: str
+    example: tasks.Example
+    mode: str
+    params: SamplingParams
+    max_new_tokens: int
+    max_prompt_tokens: int
+    seed: int
+    sample: int
+    methods: tuple[Method, ...]
+    sweep_value: float | int | None = None
+
+    def row_key(self, method: Method) -> str:
+        return row_key(dict(self.identity(), method=method.kind, draft=method.draft, k=method.k))
+
+    def identity(self) -> dict:
+        return dict(block=self.block, task=self.task, example_id=self.example.example_id, mode=self.mode,
+                    seed=self.seed, sample=self.sample, sweep_value=self.sweep_value)
+
+
+def _params(mode: ModeSpec, temperature: float | None = None) -> SamplingParams:
+    return SamplingParams(temperature=mode.temperature if temperature is None else temperature,
+                          top_p=mode.top_p, top_k=mode.top_k)
+
+
+def main_methods(config: ExperimentConfig) -> tuple[Method, ...]:
+    """ArS, then SpS per (draft, K), draft-only per model draft, and the Hugging Face peers (with our loops on
+    the HF forward beside them, when listed) at the peer K values, as configured."""
+    methods = []
+    for kind in ("ars", "ars_hf", "hf_generate"):
+        if kind in config.methods:
+            methods.append(Method(kind))
+    for draft in config.drafts:
+        for k in draft.k_values or config.k_values:
+            if "sps" in config.methods:
+                methods.append(Method("sps", draft.name, k))
+            if has_hf_peer(draft) and (config.peer_k_values is None or k in config.peer_k_values):
+                for kind in ("hf_assisted", "sps_hf"):
+                    if kind in config.methods:
+                        methods.append(Method(kind, draft.name, k))
+        if "draft_only" in config.methods and draft.is_model:
+            methods.append(Method("draft_only", draft.name))
+    return tuple(methods)
+
+
+def has_hf_peer(draft: DraftSpec) -> bool:
+    """Whether HF assisted generation can run this draft: n-gram maps to prompt lookup and a model to
+    assistant_model, but it has no "target drafts for itself" mode and no hybrid of prompt lookup and a model
+    (it would silently run the model alone under the hybrid's name)."""
+    return draft.name == "ngram" or draft.is_model
+
+
+def plan_units(config: ExperimentConfig) -> list[Unit]:
+    """The whole experiment as a list of units, in a fixed order (the resume logic relies on keys, not order)."""
+    units = []
+    main = main_methods(config)
+    for task_name, task in config.tasks.items():
+        examples = tasks.load_examples(task_name, range(*task.rows), source=config.data_source)
+        for mode_name in task.modes:
+            mode = config.modes[mode_name]
+            for seed in config.seeds:
+                for example in examples:
+                    for sample in range(mode.num_samples):
+                        units.append(Unit("main", task_name, example, mode_name, _params(mode),
+                                          task.max_new_tokens, task.max_prompt_tokens, seed, sample, main))
+    for sweep_name, sweep in config.sweeps.items():
+        task, mode = config.tasks[sweep.task], config.modes[sweep.mode]
+        draft = config.draft(sweep.draft)
+        examples = tasks.load_examples(sweep.task, range(*sweep.rows), source=config.data_source)
+        for value in sweep.values:
+            k = value if sweep.vary == "k" else sweep.k
+            methods = tuple(m for m in (Method("ars"), Method("sps", draft.name, k)) if m.kind in config.methods)
+            for example in examples:
+                units.append(Unit(
+                    sweep_name, sweep.task, example, sweep.mode,
+                    _params(mode, temperature=value if sweep.vary == "temperature" else None),
+                    value if sweep.vary == "max_new_tokens" else sweep.max_new_tokens or task.max_new_tokens,
+                    value if sweep.vary == "max_prompt_tokens" else task.max_prompt_tokens,
+                    config.seeds[0], 0, methods, sweep_value=value,
+                ))
+    return units
+
+
+def unit_seed(unit: Unit) -> int:
+    """One seed per unit, shared by its methods, stable across runs and machines."""
+    return zlib.crc32(f"{unit.seed}|{unit.task}|{unit.example.example_id}|{unit.sample}".encode())
+
+
+def rotate_methods(methods: tuple[Method, ...], index: int) -> list[Method]:
+    """Rotate the method order by unit so no method always runs first (or right after another)."""
+    shift = index % len(methods)
+    return list(methods[shift:] + methods[:shift])
