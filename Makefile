@@ -27,7 +27,7 @@ test: install
 	$(PY) -m pytest -q
 
 # draft: distil the default target's draft (~28 min measured on 2 cores; cached in $$REPRODUCE_CACHE/drafts, default
-# ~/.cache/reproduce; does nothing when it is already built). Recipe and log: reproduce/distill.py, distill.json.
+# ~/.cache/reproduce; does nothing when it is already built). Recipe and log: reproduce/distill/, distill.json.
 draft: install
 	$(PY) -m reproduce distill
 

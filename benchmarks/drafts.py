@@ -1,7 +1,7 @@
 """Drafts as points (issue #3, item 4): every draft at every K, T = 0 and 1, and the Hugging Face peers.
 
 Runs an experiment config (default experiments/drafts.yaml) through the experiment runner (interleaved per
-prompt in a rotating order, warm-up, resumable rows.jsonl), analyses it with reproduce.analysis, and prints and
+prompt in a rotating order, warm-up, resumable rows.jsonl), analyses it with reproduce.analysis.analyse, and prints and
 writes <out>/benchmark.md and <out>/benchmark.json:
 1. per (task, T, draft, K): draft cost c, per-token acceptance alpha (and accepted / proposed), tokens per
    target call, ms/token, speedup over ArS with its paired-bootstrap 95% CI, the Leviathan prediction from
@@ -22,9 +22,9 @@ import sys
 from pathlib import Path
 
 from reproduce.analysis import analyse as analysis
-from reproduce.runs.config import load_config
 from reproduce.errors import ReproduceError
-from reproduce.runs.results import MANIFEST_FILE
+from reproduce.runs.config import load_config
+from reproduce.runs.results import MANIFEST_FILE, json_safe
 from reproduce.runs.runner import run_experiment
 
 DEFAULT_CONFIG = "experiments/drafts.yaml"
@@ -49,12 +49,9 @@ def benchmark_tables(out_dir: Path) -> dict:
     frame = analysis.load_frame(out_dir)
     frame = frame[frame["block"] == "main"]
     entries = [e for e in summary["methods"] if e["block"] == "main"]
-    # one cost curve per task: t(n) depends on the context length, and XSum prompts are longer than HumanEval's
-    curves = {task: analysis.cost_curve(frame[frame["task"] == task]) for task in frame["task"].unique()}
-    theory = {}
-    for task, curve in curves.items():
-        for row in analysis.theory_table([e for e in entries if e["task"] == task], curve):
-            theory[(row["task"], row["mode"], row["variant"])] = row
+    # the per-task cost curves and Leviathan predictions exactly as analyse computed them for the report
+    curves = {task: {int(n): ms for n, ms in curve.items()} for task, curve in summary["cost_curves_ms"].items()}
+    theory = {(row["task"], row["mode"], row["variant"]): row for row in summary["theory"] if row["block"] == "main"}
     order = _config_order(summary["manifest"]["config"])
     points = sorted(draft_points(entries, theory, curves, acceptance_counts(frame)), key=order)
     peers = sorted(peer_table(entries), key=order)
@@ -315,7 +312,7 @@ def write_outputs(tables: dict, out_dir: Path, command: str) -> str:
     markdown = render_markdown(tables, command)
     (Path(out_dir) / "benchmark.md").write_text(markdown)
     # analysis's own JSON cleaning: NaN becomes null, numpy numbers plain ones, so the file is strict JSON
-    (Path(out_dir) / "benchmark.json").write_text(json.dumps(analysis._plain({"command": command, **tables}), indent=1,
+    (Path(out_dir) / "benchmark.json").write_text(json.dumps(json_safe({"command": command, **tables}), indent=1,
                                                              default=str))
     return markdown
 

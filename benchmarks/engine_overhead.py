@@ -23,8 +23,8 @@ import torch
 from reproduce import tasks
 from reproduce.engine.decoding import speculative_decode
 from reproduce.engine.drafters import ModelDrafter, NgramDrafter
-from reproduce.engine.runtime import build_lm, resolve_runtime
 from reproduce.engine.models import load_model
+from reproduce.engine.runtime import build_lm, resolve_runtime
 from reproduce.engine.sampling import SamplingParams
 
 
@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--context", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runtime", default="auto", help="auto | hf | fast-fp32 | fast-bf16 (reproduce.fast_target)")
+    parser.add_argument("--runtime", default="auto", help="auto | hf | fast-fp32 | fast-bf16 (reproduce.engine.runtime)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     target = load_model(args.target)

@@ -22,8 +22,8 @@ import statistics
 import torch
 
 from benchmarks.engine_overhead import cost_curves, xsum_prompt_ids
-from reproduce.engine.lm import CachedLM
 from reproduce.engine.fast_lm import FastLlamaLM
+from reproduce.engine.lm import CachedLM
 from reproduce.engine.models import load_model
 
 

@@ -13,6 +13,7 @@ import sys
 
 import torch
 
+from reproduce.catalogue import RUNTIMES
 from reproduce.errors import ReproduceError
 
 DEFAULT_TARGET = "smollm2-135m-instruct"
@@ -53,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0, help="seed of the ArS and SpS random generators (default 0)")
     gen.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     gen.add_argument("--ngram-size", type=int, default=3, help="longest n-gram the ngram draft matches (default 3)")
-    gen.add_argument("--runtime", default="auto", choices=("auto", "hf", "fast-fp32", "fast-bf16"),
-                     help="how models run: hf (transformers forward), fast-fp32 / fast-bf16 (reproduce.fast_target, "
+    gen.add_argument("--runtime", default="auto", choices=RUNTIMES,
+                     help="how models run: hf (transformers forward), fast-fp32 / fast-bf16 (reproduce.engine.fast_lm, "
                           "Llama only; bf16 rounds the weights, so it is a slightly different target), auto "
                           "(fast-bf16 on CPUs with native bf16, fast-fp32 on others, hf for non-Llama) (default auto)")
     gen.add_argument("--json", action="store_true", help="print one JSON object instead of text")
@@ -77,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     dist = commands.add_parser(
         "distill", help="build the distilled draft for a Llama target (cached outside the repository)",
         description="Distil a small draft from the target (teacher data from training rows only; see "
-                    "reproduce/distill.py). Does nothing when the draft is already built, unless --force.",
+                    "reproduce/distill/). Does nothing when the draft is already built, unless --force.",
     )
     dist.add_argument("--target", default=DEFAULT_TARGET, help=f"Llama target (default {DEFAULT_TARGET})")
     dist.add_argument("--out", help="output directory (default: $REPRODUCE_CACHE/drafts/<target>-distilled)")
@@ -187,7 +188,7 @@ def generate(args) -> int:
     from transformers.utils import logging as hf_logging
 
     from reproduce.engine.decoding import autoregressive_decode, speculative_decode
-    from reproduce.engine.runtime import build_lm, resolve_runtime
+    from reproduce.engine.runtime import build_target
 
     params = _validate(args)
     hf_logging.disable_progress_bar()  # "Loading weights" bars would clutter the comparison
@@ -196,8 +197,7 @@ def generate(args) -> int:
     try:
         target, drafter, vocab = _load(args)
         prompt_ids = _prompt_ids(args, target)
-        runtime = resolve_runtime(args.runtime, target.model)
-        target_lm = build_lm(target.model, vocab, runtime)
+        runtime, target_lm = build_target(target, args.runtime)
         eos = target.eos_token_id
 
         def run_ars(max_new_tokens):

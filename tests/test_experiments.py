@@ -20,16 +20,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from reproduce.runs.config import EXPERIMENTS_DIR, load_config
-from reproduce.engine.lm import CachedLM
 from reproduce.engine.decoding import autoregressive_decode, speculative_decode
 from reproduce.engine.drafters import ModelDrafter
-from reproduce.errors import ReproduceError
-from reproduce.runs.results import ROWS_FILE, read_done_keys, read_rows
-from reproduce.runs.runner import _same_config
-from reproduce.runs.plan import main_methods, plan_units
+from reproduce.engine.lm import CachedLM
 from reproduce.engine.models import load_model, tiny_random_model
 from reproduce.engine.sampling import SamplingParams
+from reproduce.errors import ReproduceError
+from reproduce.runs.config import EXPERIMENTS_DIR, load_config
+from reproduce.runs.plan import main_methods, plan_units
+from reproduce.runs.results import ROWS_FILE, read_done_keys, read_rows
+from reproduce.runs.runner import _same_config
 
 ALL_CONFIGS = sorted(EXPERIMENTS_DIR.rglob("*.yaml"))
 HUB_CONFIGS = sorted((EXPERIMENTS_DIR / "hub").glob("*.yaml"))
@@ -53,7 +53,7 @@ def test_hub_configs_run_with_tiny_models_of_the_same_architecture(path, tmp_pat
     user's oversized target would be."""
     config = load_config(path)
     assert config.data_source == "hub"
-    specs = [config.target] + [d for d in config.drafts if d.is_model]
+    specs = [config.target] + [d for d in config.drafts if d.kind.is_model]
     assert all(spec.architecture for spec in specs), "hub configs name each model's architecture"
     vocab = 24
     target = tiny_random_model(config.target.architecture, vocab_size=vocab, seed=1)
@@ -256,8 +256,8 @@ def test_hf_forward_kinds_run_analyse_and_report_with_tiny_models(tmp_path, smol
     reproduces plain generate() (the same fp32 forward); the analysis labels and pairs them, and the default
     report renders them."""
     from reproduce.analysis.analyse import analyse
-    from reproduce.runs.runner import run_experiment
     from reproduce.report.render import render_report
+    from reproduce.runs.runner import run_experiment
 
     for name, seed in (("target", 1), ("draft", 2)):
         tiny = tiny_random_model("llama", vocab_size=smollm2.vocab_size, seed=seed)

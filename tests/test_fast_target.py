@@ -1,4 +1,4 @@
-"""FastLlamaLM (reproduce/fast_target.py) against the Hugging Face model it copies, and its batch invariance.
+"""FastLlamaLM (reproduce/engine/fast_lm.py) against the Hugging Face model it copies, and its batch invariance.
 
 Method
 ------
@@ -21,14 +21,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reproduce.engine.lm import CachedLM
 from reproduce.engine.decoding import autoregressive_decode, speculative_decode
 from reproduce.engine.drafters import ModelDrafter, NgramDrafter
-from reproduce.errors import ReproduceError
 from reproduce.engine.fast_lm import FastLlamaLM
-from reproduce.engine.runtime import cpu_has_native_bf16
+from reproduce.engine.lm import CachedLM
 from reproduce.engine.models import tiny_random_model
+from reproduce.engine.runtime import cpu_has_native_bf16
 from reproduce.engine.sampling import SamplingParams
+from reproduce.errors import ReproduceError
 
 # Batch invariance is a property of the CPU's bf16 GEMM kernel, measured (and relied on by runtime "auto") only
 # on CPUs with native bf16; elsewhere "auto" picks fast-fp32 and these claims are not made.

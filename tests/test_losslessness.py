@@ -37,13 +37,20 @@ import pytest
 import torch
 from scipy.stats import chi2_contingency, power_divergence
 
-from reproduce.engine.lm import CachedLM
 from reproduce.engine.decoding import autoregressive_decode, speculative_decode
 from reproduce.engine.drafters import ModelDrafter, NgramDrafter
-from reproduce.engine.runtime import cpu_has_native_bf16
-from reproduce.offline import find_package_file
+from reproduce.engine.lm import CachedLM
 from reproduce.engine.models import tiny_random_model
-from reproduce.engine.sampling import SamplingParams, acceptance_probability, logits_to_probs, residual_distribution, sample, verify
+from reproduce.engine.runtime import cpu_has_native_bf16
+from reproduce.engine.sampling import (
+    SamplingParams,
+    acceptance_probability,
+    logits_to_probs,
+    residual_distribution,
+    sample,
+    verify,
+)
+from reproduce.offline import find_package_file
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -431,7 +438,7 @@ DISTILLED_KEPT = 6  # the distilled draft's head keeps 6 of the 10 tokens: 0 pro
 
 @functools.cache
 def distilled_tiny_draft_dir() -> str:
-    """A draft made by the distillation code path (reproduce.distill: teacher data from the target, restricted
+    """A draft made by the distillation code path (reproduce.distill and reproduce.engine.distilled: teacher data from the target, restricted
     vocabulary, training, saving), here from the draft-seed model trained briefly towards the tiny target, so it
     still differs from the target. Saved to a temporary directory and loaded back as the engine loads it."""
     import tempfile

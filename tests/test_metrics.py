@@ -16,11 +16,24 @@ import pytest
 import torch
 from scipy.special import comb
 
-from reproduce.errors import ReproduceError
-from reproduce.analysis.metrics import cost_per_million_tokens, exact_match_rate, latency_summary, pass_at_k, perplexity_under, rouge_scores
-from reproduce.engine.models import tiny_random_model
+from reproduce.analysis.metrics import (
+    cost_per_million_tokens,
+    exact_match_rate,
+    latency_summary,
+    pass_at_k,
+    perplexity,
+    rouge_scores,
+)
 from reproduce.analysis.sandbox import evaluate_completions, run_humaneval_check
+from reproduce.engine.models import tiny_random_model
+from reproduce.engine.scoring import token_logprobs
+from reproduce.errors import ReproduceError
 from reproduce.tasks import load_examples
+
+
+def perplexity_under(model, prompt_ids, generated_ids):
+    """Perplexity of `generated_ids` under `model`, as the analysis computes it from the runner's stored log-probs."""
+    return perplexity(token_logprobs(model, prompt_ids, generated_ids))
 
 
 def test_rouge_matches_hand_counts():

@@ -28,10 +28,10 @@ import jinja2
 import pytest
 import yaml
 
+from reproduce.errors import ReproduceError
 from reproduce.report import format as report_format
 from reproduce.report import render, views
 from reproduce.runs.config import EXPERIMENTS_DIR, load_config
-from reproduce.errors import ReproduceError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "report"
 GOLDEN = FIXTURE / "golden_results.md"

@@ -1,4 +1,4 @@
-"""Tests of the statistics (reproduce/stats.py) and of the speedup theory (reproduce/theory.py).
+"""Tests of the statistics (reproduce/analysis/stats.py) and of the speedup theory (reproduce/analysis/theory.py).
 
 Method: tiny cases computed by hand (an exact Wilcoxon p from counting sign patterns, a t-test p from the
 closed form of Student's t with 2 degrees of freedom, a Yates chi-square, Leviathan's formulas), and
@@ -12,9 +12,18 @@ import math
 import numpy as np
 import pytest
 
+from reproduce.analysis.stats import (
+    speedup_ci,
+    tost_equivalence,
+    two_sample_distribution_test,
+    wilcoxon_speedup,
+)
+from reproduce.analysis.theory import (
+    leviathan_expected_tokens,
+    optimal_k,
+    predicted_speedup,
+)
 from reproduce.errors import ReproduceError
-from reproduce.analysis.stats import speedup_ci, tost_equivalence, two_sample_distribution_test, wilcoxon_speedup
-from reproduce.analysis.theory import leviathan_expected_tokens, optimal_k, predicted_speedup
 
 # --- speedup ------------------------------------------------------------------------------------------------
 

@@ -13,8 +13,16 @@ from transformers import PreTrainedTokenizerFast
 from reproduce import tasks
 from reproduce.errors import ReproduceError
 from reproduce.tasks import (
-    HUMANEVAL_EVAL_ROWS, PUBMEDQA_EVAL_ROWS, PUBMEDQA_TRAIN_ROWS, TASKS, XSUM_EVAL_ROWS, XSUM_TRAIN_ROWS,
-    build_prompt_ids, load_examples, postprocess_output, truncate_completion,
+    HUMANEVAL_EVAL_ROWS,
+    PUBMEDQA_EVAL_ROWS,
+    PUBMEDQA_TRAIN_ROWS,
+    TASKS,
+    XSUM_EVAL_ROWS,
+    XSUM_TRAIN_ROWS,
+    build_prompt_ids,
+    load_examples,
+    postprocess_output,
+    truncate_completion,
 )
 
 CHATML = (

@@ -17,12 +17,17 @@ import torch
 
 import reproduce.engine.models
 from reproduce.cli import main
-from reproduce.engine.lm import CachedLM
 from reproduce.engine.decoding import autoregressive_decode, speculative_decode
 from reproduce.engine.drafters import ModelDrafter
-from reproduce.errors import ReproduceError
-from reproduce.engine.models import LoadedModel, load_model, shared_vocab_size, tiny_random_model
+from reproduce.engine.lm import CachedLM
+from reproduce.engine.models import (
+    LoadedModel,
+    load_model,
+    shared_vocab_size,
+    tiny_random_model,
+)
 from reproduce.engine.sampling import SamplingParams
+from reproduce.errors import ReproduceError
 
 
 @pytest.fixture

@@ -20,8 +20,9 @@ import pandas as pd
 from reproduce import tasks
 from reproduce.analysis import metrics, stats, theory
 from reproduce.analysis.sandbox import evaluate_completions
+from reproduce.catalogue import method_label
 from reproduce.errors import ReproduceError
-from reproduce.runs.results import MANIFEST_FILE, ROWS_FILE, read_rows
+from reproduce.runs.results import MANIFEST_FILE, ROWS_FILE, json_safe, read_rows
 
 UNIT = ["block", "task", "example_id", "mode", "seed", "sample", "sweep_value"]
 BOOTSTRAP_SEED = 20230202  # arXiv 2302.01318: every bootstrap in the report uses this fixed seed
@@ -36,20 +37,10 @@ def load_frame(out_dir: Path) -> pd.DataFrame:
     if not rows:
         raise ReproduceError(f"{out_dir}/{ROWS_FILE} has no rows: run the experiment first")
     frame = pd.DataFrame(rows)
-    frame["variant"] = [_variant(m, d, k) for m, d, k in zip(frame["method"], frame["draft"], frame["k"])]
+    frame["variant"] = [method_label(m, d, k) for m, d, k in zip(frame["method"], frame["draft"], frame["k"])]
     frame["sweep_value"] = frame["sweep_value"].astype(object).where(frame["sweep_value"].notna(), None)
     return frame
 
-
-def _variant(method: str, draft, k) -> str:
-    """A readable method label: ArS, SpS[ngram,K=4], draft-only[name], HF generate, HF assisted[...], and our
-    loops on the HF forward: ArS (HF forward), SpS (HF forward)[ngram,K=4]."""
-    if method in ("ars", "ars_hf", "hf_generate"):
-        return {"ars": "ArS", "ars_hf": "ArS (HF forward)", "hf_generate": "HF generate"}[method]
-    if method == "draft_only":
-        return f"draft-only[{draft}]"
-    label = {"sps": "SpS", "sps_hf": "SpS (HF forward)", "hf_assisted": "HF assisted"}[method]
-    return f"{label}[{draft},K={int(k)}]"
 
 
 def add_quality(frame: pd.DataFrame) -> pd.DataFrame:
@@ -57,7 +48,7 @@ def add_quality(frame: pd.DataFrame) -> pd.DataFrame:
     the target, exact match with ArS, HumanEval pass (run in the sandbox subprocess)."""
     frame = frame.copy()
     frame["scored_text"] = [tasks.postprocess_output(t, x) for t, x in zip(frame["task"], frame["text"])]
-    frame["perplexity"] = [math.exp(-np.mean(lp)) if lp else float("nan") for lp in frame["target_logprobs"]]
+    frame["perplexity"] = [metrics.perplexity(lp) for lp in frame["target_logprobs"]]
     frame["log_perplexity"] = np.log(frame["perplexity"])
     ars = frame[frame["method"] == "ars"].set_index(UNIT)
     keys = list(zip(*(frame[c] for c in UNIT)))
@@ -277,30 +268,19 @@ def analyse(out_dir: Path, write: bool = True) -> dict:
     rng = np.random.default_rng(BOOTSTRAP_SEED)
     price = manifest["config"]["price_per_hour_usd"]
     table = method_table(frame, price, rng)
-    curve = cost_curve(frame)
+    # one cost curve per task: t(n) depends on the context length, and XSum prompts are longer than HumanEval's
+    curves = {task: cost_curve(frame[frame["task"] == task]) for task in frame["task"].unique()}
     summary = {
         "manifest": manifest,
         "rows": len(frame),
         "methods": table,
-        "cost_curve_ms": {str(n): ms for n, ms in curve.items()},
-        "theory": theory_table(table, curve),
+        "cost_curves_ms": {task: {str(n): ms for n, ms in curve.items()} for task, curve in curves.items()},
+        "theory": [row for task, curve in curves.items()
+                   for row in theory_table([e for e in table if e["task"] == task], curve)],
         "margins": MARGINS,
         "bootstrap_seed": BOOTSTRAP_SEED,
     }
     if write:
-        (out_dir / "summary.json").write_text(json.dumps(_plain(summary), indent=1, default=str))
+        (out_dir / "summary.json").write_text(json.dumps(json_safe(summary), indent=1, default=str))
     return summary
 
-
-def _plain(value):
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return None if not math.isfinite(float(value)) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value

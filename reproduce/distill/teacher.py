@@ -1,23 +1,8 @@
-"""A distilled draft for a Llama target, built by the suite on the CPU (`python -m reproduce distill`, `make draft`).
+"""Teacher data for the distilled draft: the recipe, the training prompts, and the target's top-k log-probs.
 
-Recipe (what was tried and measured is in notes/draft-experiments.md):
-1. Teacher data from the target itself, in the runtime the engine verifies with (FastLlamaLM bf16 here): for each
-   training prompt, the target's top-k next-token log-probabilities at *every* prompt position (one prefill call:
-   ~10x more teacher positions per CPU-second than generation) and along its own greedy continuation (on-policy:
-   the text the draft will be asked to predict). Prompts: XSum and PubMedQA *training* rows (the split is fixed in
-   reproduce.tasks and checked here) and, for code, functions with docstrings from the Python standard library
-   shaped like HumanEval prompts (HumanEval itself is never used). Two worker processes, one thread each.
-2. A restricted-vocabulary head: the N tokens the target emits most (its continuations, then its top
-   alternatives, then prompt text). The draft gives probability 0 elsewhere, which the verification rule handles
-   losslessly; at inference the prompt's own tokens are added to the head (PromptVocabularyDrafter).
-3. The draft is the target's first layers + final norm, the target's (frozen) input embedding and an untied head
-   initialised from the kept rows of the target's tied embedding.
-4. Loss: cross-entropy against the target's top-k distribution renormalised over the kept vocabulary (sparse
-   KL(target || draft) up to a constant), continuation positions weighted up; AdamW with cosine decay, batches of
-   right-padded sequences under bf16 autocast, a fixed number of steps (seeded: a rerun builds the same draft up to thread-level
-   floating-point order).
-The draft is saved as a full-vocabulary Llama (save_pretrained: Hugging Face assisted generation can use it) plus
-`kept_tokens.pt` and `distill.json` (recipe, split, held-out log).
+Prompts come only from training rows (the split is fixed in reproduce.tasks and checked here) and, for code, from
+Python standard-library functions shaped like HumanEval prompts. Teacher data is cached per recipe and runtime, so
+a rebuild with other training settings skips it. The recipe as a whole is described in train.py.
 """
 
 from __future__ import annotations
@@ -34,7 +19,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from reproduce.engine import models  # models.load_model looked up at call time (tests replace it)
+from reproduce.engine import (
+    models,  # models.load_model looked up at call time (tests replace it)
+)
 from reproduce.engine.distilled import FORMAT_VERSION, distilled_draft_dir
 from reproduce.engine.runtime import build_lm
 from reproduce.errors import ReproduceError

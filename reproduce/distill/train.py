@@ -1,4 +1,4 @@
-"""A distilled draft for a Llama target, built by the suite on the CPU (`python -m reproduce distill`, `make draft`).
+"""Training a distilled draft for a Llama target, built by the suite on the CPU (`python -m reproduce distill`, `make draft`).
 
 Recipe (what was tried and measured is in notes/draft-experiments.md):
 1. Teacher data from the target itself, in the runtime the engine verifies with (FastLlamaLM bf16 here): for each
@@ -18,6 +18,8 @@ Recipe (what was tried and measured is in notes/draft-experiments.md):
    floating-point order).
 The draft is saved as a full-vocabulary Llama (save_pretrained: Hugging Face assisted generation can use it) plus
 `kept_tokens.pt` and `distill.json` (recipe, split, held-out log).
+
+Teacher data and the recipe live in teacher.py; loading the result at inference in reproduce.engine.distilled.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from reproduce.engine import models  # models.load_model looked up at call time (tests replace it)
 from reproduce.distill.teacher import (
     Recipe,
     TeacherSequence,
@@ -42,6 +43,9 @@ from reproduce.distill.teacher import (
     collect_teacher_data,
     teacher_data_file,
     training_prompts,
+)
+from reproduce.engine import (
+    models,  # models.load_model looked up at call time (tests replace it)
 )
 from reproduce.engine.distilled import FORMAT_VERSION, distilled_draft_dir, is_built
 from reproduce.engine.runtime import resolve_runtime

@@ -1,23 +1,9 @@
-"""A distilled draft for a Llama target, built by the suite on the CPU (`python -m reproduce distill`, `make draft`).
+"""The distilled draft at inference: loading what `python -m reproduce distill` built, with its restricted head.
 
-Recipe (what was tried and measured is in notes/draft-experiments.md):
-1. Teacher data from the target itself, in the runtime the engine verifies with (FastLlamaLM bf16 here): for each
-   training prompt, the target's top-k next-token log-probabilities at *every* prompt position (one prefill call:
-   ~10x more teacher positions per CPU-second than generation) and along its own greedy continuation (on-policy:
-   the text the draft will be asked to predict). Prompts: XSum and PubMedQA *training* rows (the split is fixed in
-   reproduce.tasks and checked here) and, for code, functions with docstrings from the Python standard library
-   shaped like HumanEval prompts (HumanEval itself is never used). Two worker processes, one thread each.
-2. A restricted-vocabulary head: the N tokens the target emits most (its continuations, then its top
-   alternatives, then prompt text). The draft gives probability 0 elsewhere, which the verification rule handles
-   losslessly; at inference the prompt's own tokens are added to the head (PromptVocabularyDrafter).
-3. The draft is the target's first layers + final norm, the target's (frozen) input embedding and an untied head
-   initialised from the kept rows of the target's tied embedding.
-4. Loss: cross-entropy against the target's top-k distribution renormalised over the kept vocabulary (sparse
-   KL(target || draft) up to a constant), continuation positions weighted up; AdamW with cosine decay, batches of
-   right-padded sequences under bf16 autocast, a fixed number of steps (seeded: a rerun builds the same draft up to thread-level
-   floating-point order).
-The draft is saved as a full-vocabulary Llama (save_pretrained: Hugging Face assisted generation can use it) plus
-`kept_tokens.pt` and `distill.json` (recipe, split, held-out log).
+The draft is saved as a full-vocabulary Llama plus `kept_tokens.pt` (the head's rows) and `distill.json`. In a fast
+runtime it runs as RestrictedFastLM: logits only for the kept tokens (and, per prompt, the prompt's own tokens),
+-inf elsewhere, which the verification rule handles losslessly. Training lives in reproduce.distill, which the
+engine never imports.
 """
 
 from __future__ import annotations

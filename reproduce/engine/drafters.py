@@ -19,7 +19,13 @@ from typing import Callable
 
 import torch
 
+from reproduce.catalogue import parse_draft
+from reproduce.engine import (
+    models,  # models.load_model looked up at call time (tests replace it)
+)
+from reproduce.engine.distilled import distilled_draft_dir, load_distilled
 from reproduce.engine.lm import CachedLM
+from reproduce.engine.runtime import build_lm, resolve_runtime
 from reproduce.engine.sampling import SamplingParams, logits_to_probs, sample
 from reproduce.errors import ReproduceError
 
@@ -33,7 +39,7 @@ class ModelDrafter:
 
     def __init__(self, model, vocab_size: int | None = None, name: str = "model"):
         """`model`: a Hugging Face model (wrapped in a CachedLM cut to `vocab_size`), or a ready cached LM
-        such as reproduce.fast_target.build_lm's."""
+        such as reproduce.engine.runtime.build_lm's."""
         self.lm = CachedLM(model, vocab_size) if isinstance(model, torch.nn.Module) else model
         self.name = name
 
@@ -112,7 +118,7 @@ class HybridDrafter:
 
 
 class PromptVocabularyDrafter(ModelDrafter):
-    """A model drafter over a restricted-vocabulary LM (reproduce.distill.RestrictedFastLM) whose head also gets
+    """A model drafter over a restricted-vocabulary LM (reproduce.engine.distilled.RestrictedFastLM) whose head also gets
     the rows of the prompt's own tokens for each new sequence: copied names and numbers become proposable."""
 
     needs_prompt = True  # until the first proposal of a sequence
@@ -135,38 +141,32 @@ class Draft:
 
     name: str
     drafter: object
-    model: object | None = None  # reproduce.models.LoadedModel
+    model: object | None = None  # reproduce.engine.models.LoadedModel
     runtime: str | None = None
     new_lm: Callable[[], object] | None = None
 
 
 def build_drafter(name: str, target, target_runtime: str = "auto", draft_runtime: str = "auto",
                   ngram_size: int = 3, dtype: torch.dtype = torch.float32) -> Draft:
-    """The draft called `name` for `target` (a LoadedModel). The "target" draft runs in `target_runtime` (the
-    runtime is part of the target's definition); model drafts in `draft_runtime`."""
-    from reproduce.engine.models import load_model, shared_vocab_size
-    from reproduce.engine.runtime import build_lm, resolve_runtime
-
+    """The draft called `name` (catalogue.parse_draft) for `target` (a LoadedModel). The "target" draft runs in
+    `target_runtime` (the runtime is part of the target's definition); model drafts in `draft_runtime`."""
+    draft = parse_draft(name)
     vocab = target.vocab_size
-    if name == "ngram":
+    if draft.kind == "ngram":
         return Draft(name, NgramDrafter(vocab, max_ngram=ngram_size))
-    if name.startswith("ngram+"):
-        inner = build_drafter(name.removeprefix("ngram+"), target, target_runtime, draft_runtime, ngram_size, dtype)
-        if not isinstance(inner.drafter, ModelDrafter):
-            raise ReproduceError(f"draft {name!r}: after 'ngram+' name a model draft, e.g. ngram+distilled")
+    if draft.kind == "hybrid":
+        inner = build_drafter(draft.inner.name, target, target_runtime, draft_runtime, ngram_size, dtype)
         return Draft(name, HybridDrafter(NgramDrafter(vocab, max_ngram=ngram_size), inner.drafter), inner.model,
                      inner.runtime, inner.new_lm)
-    if name == "target":  # the target's weights and runtime, its own KV cache
+    if draft.kind == "target":  # the target's weights and runtime, its own KV cache
         runtime = resolve_runtime(target_runtime, target.model)
         return Draft(name, ModelDrafter(build_lm(target.model, vocab, runtime), name="target"), target, runtime,
                      lambda: build_lm(target.model, vocab, runtime))
-    if name == "distilled":
-        from reproduce.engine.distilled import distilled_draft_dir, load_distilled
-
+    if draft.kind == "distilled":
         model, runtime, new_lm = load_distilled(distilled_draft_dir(target.name), vocab, draft_runtime)
         return Draft(name, PromptVocabularyDrafter(new_lm(), name="distilled"), model, runtime, new_lm)
-    draft = load_model(name, dtype)
-    shared_vocab_size(target, draft)
-    runtime = resolve_runtime(draft_runtime, draft.model)
-    return Draft(name, ModelDrafter(build_lm(draft.model, vocab, runtime), name=name), draft, runtime,
-                 lambda: build_lm(draft.model, vocab, runtime))
+    loaded = models.load_model(name, dtype)
+    models.shared_vocab_size(target, loaded)
+    runtime = resolve_runtime(draft_runtime, loaded.model)
+    return Draft(name, ModelDrafter(build_lm(loaded.model, vocab, runtime), name=name), loaded, runtime,
+                 lambda: build_lm(loaded.model, vocab, runtime))

@@ -1,6 +1,6 @@
 """A small, fast Llama forward with a static KV cache, for scoring the target's tokens on a CPU.
 
-Same interface as `reproduce.decoding.CachedLM` (reset / forward / rollback / next_logits, cache_tokens,
+Same interface as `reproduce.engine.lm.CachedLM` (reset / forward / rollback / next_logits, cache_tokens,
 vocab_size), so the engine can use it for the target and for the ArS baseline alike. Written in the spirit of
 gpt-fast: the Hugging Face model's weights are copied into plain tensors, Q/K/V and gate/up projections are fused
 (4 GEMMs per layer instead of 7), and the KV cache is preallocated and indexed by position, so a rollback just

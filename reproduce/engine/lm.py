@@ -1,9 +1,8 @@
-"""Autoregressive (ArS) and speculative (SpS) decoding loops over a KV-cached causal LM, producing a trace.
+"""The cached-LM interface the decoding loops call, and the Hugging Face runtime behind it.
 
-The cache invariant used by both loops: the target's cache holds every token of the sequence but the last one,
-so each target call feeds [last token, *drafted tokens] and gets back K+1 distributions (one per drafted token
-plus the bonus position). After verification the cache is cropped to the accepted prefix: nothing that was
-accepted is ever recomputed.
+Every cached LM (CachedLM here, the fast CPU runtime in fast_lm.py, the restricted-head draft in distilled.py) has
+`reset()`, `forward(token_ids, last_only)`, `rollback(length)`, `next_logits(sequence)`, `cache_tokens` and
+`vocab_size`. reproduce.engine.runtime.build_lm picks one by runtime name.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ import torch
 
 
 class CacheSync:
-    """What every cached LM shares (CachedLM here, FastLlamaLM in fast_target.py): given `cache_tokens`,
+    """What every cached LM shares (CachedLM here, FastLlamaLM in fast_lm.py): given `cache_tokens`,
     `rollback(length)` and `forward(token_ids, last_only)`, get the next-token logits after any sequence."""
 
     cache_tokens: list[int]

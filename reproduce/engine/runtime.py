@@ -1,18 +1,15 @@
-"""Autoregressive (ArS) and speculative (SpS) decoding loops over a KV-cached causal LM, producing a trace.
+"""Choosing a runtime for a model: Hugging Face's forward (CachedLM) or the fast CPU runtime (FastLlamaLM).
 
-The cache invariant used by both loops: the target's cache holds every token of the sequence but the last one,
-so each target call feeds [last token, *drafted tokens] and gets back K+1 distributions (one per drafted token
-plus the bonus position). After verification the cache is cropped to the accepted prefix: nothing that was
-accepted is ever recomputed.
+The runtime is part of the target's definition (its numerics): ArS and SpS must be given LMs built with the same
+runtime. Runtime names are catalogue.RUNTIMES.
 """
 
 from __future__ import annotations
 
+from reproduce.catalogue import RUNTIMES
 from reproduce.engine.fast_lm import FastLlamaLM
 from reproduce.engine.lm import CachedLM
 from reproduce.errors import ReproduceError
-
-RUNTIMES = ("auto", "hf", "fast-fp32", "fast-bf16")
 
 
 def cpu_has_native_bf16() -> bool:
@@ -43,3 +40,10 @@ def build_lm(model, vocab_size: int, runtime: str = "auto"):
     if runtime == "hf":
         return CachedLM(model, vocab_size)
     return FastLlamaLM.from_hf(model, vocab_size, linear_mode=runtime.removeprefix("fast-"))
+
+
+def build_target(loaded, runtime: str = "auto") -> tuple[str, object]:
+    """(resolved runtime, cached LM) of a loaded target (reproduce.engine.models.LoadedModel): the one assembly
+    the command line and the experiment runner share."""
+    runtime = resolve_runtime(runtime, loaded.model)
+    return runtime, build_lm(loaded.model, loaded.vocab_size, runtime)

@@ -1,11 +1,5 @@
-"""The paper-style report: reports/results.md and reports/figures/*.png from one experiment's results alone.
-
-`render_report(results_dir)` reads summary.json (re-running the analysis when it is missing or older than
-rows.jsonl) and manifest.json, draws the figures with matplotlib and renders reports/templates/results.md.j2
-with Jinja2. Every statistic comes from `reproduce.analysis`; this module only picks rows (which SpS is best,
-which sweep varies K), attaches labels and formats numbers through the `fmt_*` filters below, and the
-template does no arithmetic. `StrictUndefined` makes a missing value fail the render instead of printing a
-blank. The paper's own numbers come from reports/paper.yaml (transcribed from Table 1 of arXiv 2302.01318).
+"""The report's figures (matplotlib, headless): speedups, latency and throughput per draft, Figure 1, sweeps,
+the cost curve. Colour is the draft, hatching the method (catalogue.METHOD_KINDS).
 """
 
 from __future__ import annotations
@@ -13,14 +7,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from reproduce.catalogue import METHOD_KINDS
 from reproduce.report.format import fmt_params, fmt_value, fmt_x
 from reproduce.report.views import short_draft
 
 ARS_COLOR, HF_GENERATE_COLOR = "0.45", "0.75"
-
-
-HATCHES = {"sps": None, "hf_assisted": "///", "draft_only": "xx", "ars": None, "hf_generate": "...",
-           "ars_hf": "\\\\", "sps_hf": "\\\\"}
 
 
 def _pyplot():
@@ -42,7 +33,7 @@ def _draft_colors(config: dict) -> dict:
 def _style(view: dict, colors: dict) -> dict:
     """One colour per draft (SpS, HF assisted and draft-only of a draft share it; the hatch tells them apart)."""
     color = {"ars": ARS_COLOR, "ars_hf": ARS_COLOR, "hf_generate": HF_GENERATE_COLOR}.get(view["method"]) or colors[view["draft"]]
-    return {"color": color, "hatch": HATCHES[view["method"]], "edgecolor": "black", "linewidth": 0.4}
+    return {"color": color, "hatch": METHOD_KINDS[view["method"]].hatch, "edgecolor": "black", "linewidth": 0.4}
 
 
 def _save(fig, path: Path) -> Path:
@@ -110,9 +101,8 @@ def _p50_p95_legend():
 def _method_legend(methods=("sps", "hf_assisted", "draft_only", "hf_generate")):
     from matplotlib.patches import Patch
 
-    labels = {"sps": "SpS (ours)", "hf_assisted": "HF assisted", "draft_only": "draft only", "hf_generate": "HF generate",
-              "ars_hf": "ArS (ours, HF forward)", "sps_hf": "SpS (ours, HF forward)"}
-    return [Patch(facecolor="white", edgecolor="black", hatch=HATCHES[m], label=labels[m]) for m in methods]
+    return [Patch(facecolor="white", edgecolor="black", hatch=METHOD_KINDS[m].hatch, label=METHOD_KINDS[m].legend)
+            for m in methods]
 
 
 def draw_speedups(groups: list[dict], colors: dict, path: Path, pick, title: str, methods,
@@ -253,14 +243,18 @@ def draw_sweep(sweep: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
-def draw_cost_curve(curve: list[dict], path: Path) -> Path:
+def draw_cost_curve(curves: list[dict], path: Path) -> Path:
+    """One line per task: t(n) (median over target calls) and t(n)/t(1)."""
     plt = _pyplot()
-    ns = [c["n"] for c in curve]
+    ns = sorted({c["n"] for curve in curves for c in curve["points"]})
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
-    left.plot(ns, [c["ms"] for c in curve], "o-", color="tab:blue", label="measured (median over target calls)")
-    left.set_ylabel("target call time t(n) (ms)")
+    for curve, color in zip(curves, ("tab:blue", "tab:green", "tab:purple", "tab:brown")):
+        points = curve["points"]
+        left.plot([c["n"] for c in points], [c["ms"] for c in points], "o-", color=color, label=curve["label"])
+        right.plot([c["n"] for c in points], [c["ratio"] for c in points], "o-", color=color,
+                   label=f"{curve['label']}: t(n) / t(1)")
+    left.set_ylabel("target call time t(n) (ms, median)")
     left.set_ylim(bottom=0)
-    right.plot(ns, [c["ratio"] for c in curve], "o-", color="tab:blue", label="measured t(n) / t(1)")
     right.plot(ns, [1.0] * len(ns), "--", color="tab:red", label="paper's premise: flat (TPU, 70B)")
     right.plot(ns, ns, ":", color="black", label="linear: n separate calls")
     right.set_ylabel("t(n) / t(1)")

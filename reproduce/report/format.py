@@ -1,11 +1,5 @@
-"""The paper-style report: reports/results.md and reports/figures/*.png from one experiment's results alone.
-
-`render_report(results_dir)` reads summary.json (re-running the analysis when it is missing or older than
-rows.jsonl) and manifest.json, draws the figures with matplotlib and renders reports/templates/results.md.j2
-with Jinja2. Every statistic comes from `reproduce.analysis`; this module only picks rows (which SpS is best,
-which sweep varies K), attaches labels and formats numbers through the `fmt_*` filters below, and the
-template does no arithmetic. `StrictUndefined` makes a missing value fail the render instead of printing a
-blank. The paper's own numbers come from reports/paper.yaml (transcribed from Table 1 of arXiv 2302.01318).
+"""The report's number formatting: the `fmt_*` Jinja filters. Missing values print as an em dash; the template
+does no arithmetic, only formatting through these.
 """
 
 from __future__ import annotations

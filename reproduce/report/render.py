@@ -3,7 +3,7 @@
 `render_report(results_dir)` reads summary.json (re-running the analysis when it is missing or older than
 rows.jsonl) and manifest.json, draws the figures with matplotlib and renders reports/templates/results.md.j2
 with Jinja2. Every statistic comes from `reproduce.analysis`; this module only picks rows (which SpS is best,
-which sweep varies K), attaches labels and formats numbers through the `fmt_*` filters below, and the
+which sweep varies K), attaches labels and formats numbers through the `fmt_*` filters of format.py, and the
 template does no arithmetic. `StrictUndefined` makes a missing value fail the render instead of printing a
 blank. The paper's own numbers come from reports/paper.yaml (transcribed from Table 1 of arXiv 2302.01318).
 """

@@ -1,11 +1,8 @@
-"""The paper-style report: reports/results.md and reports/figures/*.png from one experiment's results alone.
+"""Views: the report's tables and sections as plain dicts built from summary.json and the manifest.
 
-`render_report(results_dir)` reads summary.json (re-running the analysis when it is missing or older than
-rows.jsonl) and manifest.json, draws the figures with matplotlib and renders reports/templates/results.md.j2
-with Jinja2. Every statistic comes from `reproduce.analysis`; this module only picks rows (which SpS is best,
-which sweep varies K), attaches labels and formats numbers through the `fmt_*` filters below, and the
-template does no arithmetic. `StrictUndefined` makes a missing value fail the render instead of printing a
-blank. The paper's own numbers come from reports/paper.yaml (transcribed from Table 1 of arXiv 2302.01318).
+This module only picks rows (which SpS is best, which sweep varies K), attaches labels and the paper's numbers
+(reports/paper.yaml, transcribed from Table 1 of arXiv 2302.01318) and verdicts; every statistic comes from
+reproduce.analysis.
 """
 
 from __future__ import annotations
@@ -14,6 +11,7 @@ import datetime
 
 import yaml
 
+from reproduce.catalogue import METHOD_KINDS, parse_draft
 from reproduce.errors import ReproduceError
 from reproduce.report.format import fmt_value
 
@@ -33,9 +31,6 @@ TASK_METRICS = {
 }
 
 
-METHOD_ORDER = {"ars": 0, "ars_hf": 1, "hf_generate": 2, "sps": 3, "sps_hf": 4, "hf_assisted": 5, "draft_only": 6}
-
-
 SWEEP_NAMES = {"k": "K", "max_new_tokens": "max new tokens", "max_prompt_tokens": "prompt budget",
                "temperature": "temperature"}
 
@@ -50,7 +45,7 @@ SWEEP_AXES = {
 
 def short_draft(draft: str | None) -> str | None:
     """A draft given as a path is labelled by its last component."""
-    return draft.rstrip("/").rsplit("/", 1)[-1] if draft and "/" in draft else draft
+    return parse_draft(draft).label if draft else draft
 
 
 def _label(entry: dict) -> str:
@@ -64,9 +59,10 @@ def _mode_label(temperature: float, top_p: float) -> str:
 
 def _draft_parameters(draft: str, models: dict) -> int:
     """Parameters a draft adds: 0 for the n-gram table, the target's own count when it drafts for itself."""
-    if draft == "ngram":
+    kind = parse_draft(draft).kind
+    if kind == "ngram":
         return 0
-    if draft == "target":
+    if kind == "target":
         return models["target"]["parameters"]
     return models[draft]["parameters"]
 
@@ -89,7 +85,7 @@ def _view(entry: dict, theory: dict) -> dict:
 
 def _order(entry: dict, draft_order: list[str]) -> tuple:
     draft_rank = draft_order.index(entry["draft"]) if entry["draft"] in draft_order else len(draft_order)
-    return METHOD_ORDER[entry["method"]], draft_rank, entry["k"] or 0
+    return METHOD_KINDS[entry["method"]].order, draft_rank, entry["k"] or 0
 
 
 def _paper_row(task: str, temperature: float, top_p: float, paper: dict) -> dict | None:
@@ -197,10 +193,14 @@ def figure1_view(sweep: dict) -> dict:
 
 
 def cost_curve_view(summary: dict) -> list[dict]:
-    curve = {int(n): ms for n, ms in summary["cost_curve_ms"].items()}
-    if 1 not in curve:
-        return []
-    return [{"n": n, "ms": ms, "ratio": ms / curve[1]} for n, ms in sorted(curve.items())]  # normalised to t(1)
+    """Per task, t(n) and t(n)/t(1) (tasks whose run has no single-token call are left out)."""
+    views = []
+    for task, curve_ms in summary["cost_curves_ms"].items():
+        curve = {int(n): ms for n, ms in curve_ms.items()}
+        if 1 in curve:
+            views.append({"task": task, "label": TASK_LABELS.get(task, task),
+                          "points": [{"n": n, "ms": ms, "ratio": ms / curve[1]} for n, ms in sorted(curve.items())]})
+    return views
 
 
 def setup_view(manifest: dict, summary: dict) -> dict:
@@ -223,11 +223,12 @@ def setup_view(manifest: dict, summary: dict) -> dict:
     for draft in config["drafts"]:
         name = draft["name"]
         k_values = draft["k_values"] or config["k_values"]
-        if name == "ngram":
+        kind = parse_draft(name).kind
+        if kind == "ngram":
             drafts.append({"name": name, "kind": f"n-gram prompt lookup (longest n-gram {draft['ngram_size']})",
                            "parameters": 0, "source": "the prompt and the tokens generated so far", "dtype": "n/a",
                            "runtime": "n/a", "k_values": k_values})
-        elif name == "target":
+        elif kind == "target":
             drafts.append({"name": name, "kind": "the target drafting for itself (acceptance 1 by construction)",
                            "parameters": models["target"]["parameters"], "source": "the target's own weights",
                            "dtype": models["target"]["dtype"], "runtime": models["target"]["runtime"],
@@ -298,7 +299,7 @@ def build_context(summary: dict, manifest: dict, paper: dict, losslessness: list
         "sweeps": sweeps,
         "k_sweeps": k_sweeps,
         "cost_curve": curve,
-        "largest_n": curve[-1] if curve else None,
+        "largest_n": [{"label": c["label"], **c["points"][-1]} for c in curve],
         "theory_main": main_theory,
         "theory_sweeps": sweep_theory,
         "losslessness": losslessness_view(groups, losslessness),

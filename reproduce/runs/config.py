@@ -15,14 +15,17 @@ from pathlib import Path
 
 import yaml
 
+from reproduce.catalogue import (
+    DEFAULT_METHODS,
+    METHOD_KINDS,
+    RUNTIMES,
+    DraftName,
+    parse_draft,
+)
 from reproduce.errors import ReproduceError
+from reproduce.tasks import TASKS
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
-KNOWN_TASKS = ("xsum", "humaneval", "pubmedqa")
-# ars_hf / sps_hf: our loops over the target's Hugging Face forward (the fp32 model HF generate() runs), the
-# like-for-like engine comparisons with hf_generate / hf_assisted; they run only when a config lists them.
-KNOWN_METHODS = ("ars", "sps", "draft_only", "hf_generate", "hf_assisted", "ars_hf", "sps_hf")
-DEFAULT_METHODS = ("ars", "sps", "draft_only", "hf_generate", "hf_assisted")
 SWEEPABLE = ("k", "max_new_tokens", "max_prompt_tokens", "temperature")
 
 
@@ -32,13 +35,12 @@ class ModelSpec:
     dtype: str = "float32"
     device_map: str | None = None  # "auto" shards a target larger than one device (accelerate)
     architecture: str | None = None  # model_type, so tests can stand in a tiny random model of the same kind
-    runtime: str = "auto"  # hf | fast-fp32 | fast-bf16 | auto (reproduce.fast_target.resolve_runtime)
+    runtime: str = "auto"  # one of catalogue.RUNTIMES (reproduce.engine.runtime.resolve_runtime)
 
 
 @dataclass(frozen=True)
 class DraftSpec:
-    """A drafter: `ngram` (prompt lookup), `target` (the target drafting for itself), a model to load, or
-    `ngram+<model>` (prompt lookup, the model where it finds nothing)."""
+    """A drafter by name (catalogue.parse_draft: ngram, target, distilled, ngram+<draft>, or a model to load)."""
 
     name: str
     ngram_size: int = 3
@@ -48,10 +50,8 @@ class DraftSpec:
     runtime: str = "auto"  # as for the target; the `target` draft always uses the target's runtime
 
     @property
-    def is_model(self) -> bool:
-        """A loaded model drafting on its own: it has draft-only rows and an HF assisted-generation peer (a
-        hybrid has neither: HF has no prompt lookup + assistant mode, and the model alone is not the hybrid)."""
-        return self.name not in ("ngram", "target") and not self.name.startswith("ngram+")
+    def kind(self) -> DraftName:
+        return parse_draft(self.name)
 
 
 @dataclass(frozen=True)
@@ -190,9 +190,14 @@ def _validate(config: ExperimentConfig, source: str) -> None:
     draft_names = [d.name for d in config.drafts]
     if len(set(draft_names)) != len(draft_names):
         fail(f"draft names repeat: {draft_names}")
+    for draft in config.drafts:
+        try:
+            draft.kind
+        except ReproduceError as exc:
+            fail(f"drafts: {exc}")
     for name, task in config.tasks.items():
-        if name not in KNOWN_TASKS:
-            fail(f"unknown task {name!r}; choose from {', '.join(KNOWN_TASKS)}")
+        if name not in TASKS:
+            fail(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
         if not (len(task.rows) == 2 and 0 <= task.rows[0] < task.rows[1]):
             fail(f"tasks.{name}.rows must be [start, stop) with 0 <= start < stop, got {list(task.rows)}")
         for mode in task.modes:
@@ -217,8 +222,8 @@ def _validate(config: ExperimentConfig, source: str) -> None:
         if unused:
             fail(f"peer_k_values {unused} are not among the drafts' K values {sorted(draft_ks)}, so no peer would run there")
     for method in config.methods:
-        if method not in KNOWN_METHODS:
-            close = difflib.get_close_matches(method, KNOWN_METHODS, n=1)
+        if method not in METHOD_KINDS:
+            close = difflib.get_close_matches(method, METHOD_KINDS, n=1)
             fail(f"unknown method {method!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
     for name, sweep in config.sweeps.items():
         if sweep.vary not in SWEEPABLE:
@@ -226,8 +231,6 @@ def _validate(config: ExperimentConfig, source: str) -> None:
         _check_eval_rows(sweep.task, sweep.rows, f"{source}: sweeps.{name}")
         if sweep.task not in config.tasks or sweep.mode not in config.modes or sweep.draft not in draft_names:
             fail(f"sweeps.{name} names a task, mode or draft not defined above ({sweep.task}, {sweep.mode}, {sweep.draft})")
-    from reproduce.engine.runtime import RUNTIMES
-
     for where, runtime in [("target", config.target.runtime)] + [(f"drafts.{d.name}", d.runtime) for d in config.drafts]:
         if runtime not in RUNTIMES:
             fail(f"{where}.runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
@@ -237,8 +240,6 @@ def _validate(config: ExperimentConfig, source: str) -> None:
 
 def _check_eval_rows(task: str, rows: tuple[int, int], where: str) -> None:
     """Experiments evaluate only on the task's evaluation rows: the others may train distilled drafts."""
-    from reproduce.tasks import TASKS
-
     if task in TASKS:
         eval_rows = TASKS[task].eval_rows
         if not (eval_rows.start <= rows[0] and rows[1] <= eval_rows.stop):

@@ -1,18 +1,10 @@
-"""Run an experiment config: every unit (one prompt under one setting) runs each method back to back.
-
-Methods are interleaved per prompt (their order rotates from unit to unit), so machine drift, which is 20-35%
-within an hour here, hits every method alike. Each finished (unit, method) is one JSONL row, written and
-fsynced at once: rerunning the same config skips finished rows, so an interrupted run resumes losing nothing.
-
-Rows hold raw measurements only (trace summary, generated ids and text, target log-probs); every statistic is
-derived later by `reproduce.analysis` from these rows.
+"""Hugging Face `generate()` (plain, or assisted by the same draft) as a peer of our loops, timed the same way.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import time
+from typing import TYPE_CHECKING
 
 import torch
 

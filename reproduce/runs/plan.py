@@ -1,11 +1,4 @@
-"""Run an experiment config: every unit (one prompt under one setting) runs each method back to back.
-
-Methods are interleaved per prompt (their order rotates from unit to unit), so machine drift, which is 20-35%
-within an hour here, hits every method alike. Each finished (unit, method) is one JSONL row, written and
-fsynced at once: rerunning the same config skips finished rows, so an interrupted run resumes losing nothing.
-
-Rows hold raw measurements only (trace summary, generated ids and text, target log-probs); every statistic is
-derived later by `reproduce.analysis` from these rows.
+"""The plan of an experiment, torch-free: methods, units (one prompt under one setting), their seeds and order.
 """
 
 from __future__ import annotations
@@ -14,14 +7,14 @@ import zlib
 from dataclasses import dataclass
 
 from reproduce import tasks
-from reproduce.engine.sampling import SamplingParams
-from reproduce.runs.config import DraftSpec, ExperimentConfig, ModeSpec
+from reproduce.engine.params import SamplingParams
+from reproduce.runs.config import ExperimentConfig, ModeSpec
 from reproduce.runs.results import row_key
 
 
 @dataclass(frozen=True)
 class Method:
-    kind: str  # ars | sps | draft_only | hf_generate | hf_assisted | ars_hf | sps_hf (config.KNOWN_METHODS)
+    kind: str  # a key of catalogue.METHOD_KINDS
     draft: str | None = None
     k: int | None = None
 
@@ -64,20 +57,14 @@ def main_methods(config: ExperimentConfig) -> tuple[Method, ...]:
         for k in draft.k_values or config.k_values:
             if "sps" in config.methods:
                 methods.append(Method("sps", draft.name, k))
-            if has_hf_peer(draft) and (config.peer_k_values is None or k in config.peer_k_values):
+            if draft.kind.has_hf_peer and (config.peer_k_values is None or k in config.peer_k_values):
                 for kind in ("hf_assisted", "sps_hf"):
                     if kind in config.methods:
                         methods.append(Method(kind, draft.name, k))
-        if "draft_only" in config.methods and draft.is_model:
+        if "draft_only" in config.methods and draft.kind.is_model:
             methods.append(Method("draft_only", draft.name))
     return tuple(methods)
 
-
-def has_hf_peer(draft: DraftSpec) -> bool:
-    """Whether HF assisted generation can run this draft: n-gram maps to prompt lookup and a model to
-    assistant_model, but it has no "target drafts for itself" mode and no hybrid of prompt lookup and a model
-    (it would silently run the model alone under the hybrid's name)."""
-    return draft.name == "ngram" or draft.is_model
 
 
 def plan_units(config: ExperimentConfig) -> list[Unit]:

@@ -1,11 +1,7 @@
-"""Run an experiment config: every unit (one prompt under one setting) runs each method back to back.
+"""A run's files: rows.jsonl (one raw row per finished (unit, method)) and manifest.json, and the one JSON cleaner.
 
-Methods are interleaved per prompt (their order rotates from unit to unit), so machine drift, which is 20-35%
-within an hour here, hits every method alike. Each finished (unit, method) is one JSONL row, written and
-fsynced at once: rerunning the same config skips finished rows, so an interrupted run resumes losing nothing.
-
-Rows hold raw measurements only (trace summary, generated ids and text, target log-probs); every statistic is
-derived later by `reproduce.analysis` from these rows.
+Analysis, report and benchmarks read results through this module, never through the runner (which loads torch
+and the models).
 """
 
 from __future__ import annotations
@@ -50,12 +46,14 @@ def read_rows(out_dir: Path) -> list[dict]:
 
 
 def json_safe(value):
-    """NaN/inf become null so the rows are strict JSON."""
+    """Plain, strict JSON values: NaN/inf become null, numpy scalars Python ones, tuples lists, keys strings."""
+    if hasattr(value, "item") and not hasattr(value, "__len__"):  # a numpy scalar (np.float64, np.int64, np.bool_)
+        value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
     return value
 

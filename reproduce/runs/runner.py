@@ -22,20 +22,19 @@ import torch
 from tqdm.auto import tqdm
 
 from reproduce import tasks
-from reproduce.analysis.metrics import token_logprobs
 from reproduce.engine.decoding import autoregressive_decode, speculative_decode
 from reproduce.engine.drafters import ModelDrafter, build_drafter
 from reproduce.engine.lm import CachedLM
 from reproduce.engine.models import load_model
-from reproduce.engine.runtime import build_lm, cpu_has_native_bf16, resolve_runtime
+from reproduce.engine.runtime import build_target, cpu_has_native_bf16
 from reproduce.engine.sampling import SamplingParams
+from reproduce.engine.scoring import token_logprobs
 from reproduce.errors import ReproduceError
 from reproduce.runs.config import ExperimentConfig
 from reproduce.runs.peers import hf_generate
 from reproduce.runs.plan import (
     Method,
     Unit,
-    has_hf_peer,
     plan_units,
     rotate_methods,
     unit_seed,
@@ -58,8 +57,8 @@ class ModelPool:
         self.vocab_size = self.target.vocab_size
         # The runtime (HF forward, or FastLlamaLM in fp32 / bf16) is part of the target's definition: ArS, SpS
         # and the target-as-draft all use it. The HF peers and perplexity use the HF model as loaded.
-        self.runtimes = {"target": resolve_runtime(config.target.runtime, self.target.model)}
-        self.target_lm = build_lm(self.target.model, self.vocab_size, self.runtimes["target"])
+        target_runtime, self.target_lm = build_target(self.target, config.target.runtime)
+        self.runtimes = {"target": target_runtime}
         self.draft_models = {}
         self.drafters = {}
         self.draft_lms = {}
@@ -67,7 +66,7 @@ class ModelPool:
             draft = build_drafter(spec.name, self.target, self.runtimes["target"], spec.runtime, spec.ngram_size,
                                   _dtype(spec.dtype))
             self.drafters[spec.name] = draft.drafter
-            if spec.is_model:
+            if spec.kind.is_model:
                 self.draft_models[spec.name] = draft.model
                 self.runtimes[spec.name] = draft.runtime
                 # draft-only decoding gets its own cache so it never disturbs the drafter's
@@ -79,12 +78,12 @@ class ModelPool:
         self.hf_drafters = {}
         if "sps_hf" in config.methods:
             self.hf_drafters = {spec.name: self._hf_forward_drafter(spec) for spec in config.drafts
-                                if has_hf_peer(spec)}
+                                if spec.kind.has_hf_peer}
 
     def _hf_forward_drafter(self, spec):
         """The draft as HF assisted generation runs it: prompt lookup, or the very draft model handed to
         generate(assistant_model=...) through its HF forward (for the distilled draft: the full-vocabulary head)."""
-        if not spec.is_model:  # prompt lookup: no model, no runtime
+        if not spec.kind.is_model:  # prompt lookup: no model, no runtime
             return self.drafters[spec.name]
         return ModelDrafter(CachedLM(self.draft_models[spec.name].model, self.vocab_size), name=spec.name)
 
