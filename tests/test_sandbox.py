@@ -91,7 +91,8 @@ def check(problem, code: str, **kwargs) -> dict:
 
 def test_a_correct_completion_passes_and_a_wrong_one_fails(level, problem):
     assert check(problem, "") == {"passed": True, "result": "passed"}
-    assert run_humaneval_check(problem, "    return False\n") == {"passed": False, "result": "failed: AssertionError"}
+    wrong = run_humaneval_check(problem, "    return False\n")
+    assert wrong == {"passed": False, "result": "failed: AssertionError"}
 
 
 def test_writing_outside_the_work_dir(level, problem, tmp_path):
