@@ -10,8 +10,8 @@ PATH, the probe reset). Cases marked "around the guard" use posix.unlink, posix.
 which reliability_guard leaves alone, to reach the layers behind it.
 
 What each level contains, as asserted below. "contained" = nothing outside the sandbox changed or leaked;
-"failed" = the check counts as failed. Run as root (how CI runs); as another user, RLIMIT_NPROC also stops
-the process cases in the fallback (the tests expect that too, but were only run as root).
+"failed" = the check counts as failed. Run as root (how CI runs); as another user, RLIMIT_NPROC refuses the
+cases that start processes around the guard at both levels (the tests expect that, but were only run as root).
 
   case                                     bubblewrap+guard+rlimits    guard+rlimits (fallback, as root)
   correct / wrong completion               passed / failed             passed / failed
@@ -134,13 +134,13 @@ def test_spawning_a_process_around_the_guard(level, problem, tmp_path):
         pid = os.posix_spawn('/usr/bin/touch', ['touch', {str(marker)!r}], {{}})
         assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0, 'touch failed'
         """)
-    if level == BWRAP:  # touch runs, but inside the sandbox, where tmp_path does not exist
+    if not ROOT:  # RLIMIT_NPROC refuses new processes at either level
+        assert result["result"].startswith("failed: BlockingIOError") and not marker.exists()
+    elif level == BWRAP:  # touch runs, but inside the sandbox, where tmp_path does not exist
         assert result == {"passed": False, "result": "failed: AssertionError: touch failed"}
         assert not marker.exists()
-    elif ROOT:
+    else:
         assert result["passed"] and marker.exists()
-    else:  # RLIMIT_NPROC
-        assert result["result"].startswith("failed: BlockingIOError") and not marker.exists()
 
 
 def test_forking(level, problem, tmp_path):
@@ -167,13 +167,13 @@ def test_forking_around_the_guard(level, problem, tmp_path):
                 os._exit(1)
         assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0, 'the child could not write'
         """)
-    if level == BWRAP:
+    if not ROOT:
+        assert result["result"].startswith("failed: BlockingIOError") and not marker.exists()
+    elif level == BWRAP:
         assert result == {"passed": False, "result": "failed: AssertionError: the child could not write"}
         assert not marker.exists()
-    elif ROOT:
-        assert result["passed"] and marker.read_text() == "child"
     else:
-        assert result["result"].startswith("failed: BlockingIOError") and not marker.exists()
+        assert result["passed"] and marker.read_text() == "child"
 
 
 def test_fork_bomb(level, problem):
@@ -278,7 +278,7 @@ def test_a_background_process_in_a_new_session_around_the_guard(level, problem, 
     script = f"sleep 1; touch {marker}"  # unique, so /proc tells whether it still runs
     start = time.monotonic()
     result = check(problem, f"import os\nos.posix_spawn('/bin/sh', ['sh', '-c', {script!r}], {{}}, setsid=True)\n")
-    if level == FALLBACK and not ROOT:
+    if not ROOT:
         assert result["result"].startswith("failed: BlockingIOError")
         return
     assert result["passed"]  # starting a process is allowed; what matters is that it does not outlive the check
