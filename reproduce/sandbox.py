@@ -34,7 +34,8 @@ The limits are set by a small runner inside the child rather than in `preexec_fn
 preexec_fn as unsafe when threads exist, and evaluate_completions uses threads.
 
 A check passes only if the process exits 0 *and* prints a random sentinel after `check()` returned, so code
-that exits early (`sys.exit(0)`, `os._exit(0)`) fails.
+that exits early (`sys.exit(0)`, `os._exit(0)`) fails. This guards against accidents, not against code
+written to fool the harness (the sentinel is in the program it runs); the layers above protect the machine.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ cases that start processes around the guard at both levels (the tests expect tha
   same, around the guard (setsid)          contained (killed), passed  NOT contained (outlives, writes), passed
   sys.exit(0) before the tests             failed                      failed
   print something, exit before the tests   failed                      failed
+  read the sentinel from its own source    passed (harness fooled)     passed (harness fooled)
 
 A fork bomb that gets around the guard is not run: as root only the timeout stops it, under both levels.
 """
@@ -311,8 +312,21 @@ def test_exiting_before_the_tests(level, problem):
 
 
 def test_printing_something_and_exiting_before_the_tests(level, problem):
-    result = check(problem, f"print('passed')\nprint('HUMANEVAL-CHECK-DONE-{'0' * 32}')\nimport os\nos._exit(0)\n")
+    fake_sentinel = f"HUMANEVAL-CHECK-DONE-{'0' * 32}"
+    result = check(problem, f"print('passed', {fake_sentinel!r}, sep='\\n', flush=True)\nimport os\nos._exit(0)\n")
     assert result == {"passed": False, "result": "failed: exited before the tests finished"}
+
+
+def test_code_written_to_fool_the_harness_can_pass(level, problem):
+    # The sentinel is in the program the process runs, so the program can print it: it guards against
+    # accidents only. Documented here so that a change which closes this shows up.
+    result = run_humaneval_check(problem, """\
+    return False
+import os, re
+print(re.findall('HUMANEVAL-CHECK-DONE-[0-9a-f]{32}', open(__file__).read())[-1], flush=True)
+os._exit(0)
+""")
+    assert result == {"passed": True, "result": "passed"}
 
 
 # --- choosing the level -----------------------------------------------------------------------------------
