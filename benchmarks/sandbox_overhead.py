@@ -2,8 +2,8 @@
 
 - plain: the program in a bare `python -I` subprocess (what a check cost before bubblewrap and the guard;
   the rlimits the old runner also set cost microseconds);
-- guard+rlimits: reproduce.sandbox as where bwrap cannot run (the fallback);
-- bubblewrap+guard+rlimits: reproduce.sandbox as it runs here (skipped where bwrap cannot run).
+- guard+rlimits: reproduce.analysis.sandbox as where bwrap cannot run (the fallback);
+- bubblewrap+guard+rlimits: reproduce.analysis.sandbox as it runs here (skipped where bwrap cannot run).
 
 Each check is HumanEval/0 with its canonical solution (it passes). The ways take turns check by check,
 because timings drift on shared machines.

