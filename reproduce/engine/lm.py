@@ -57,7 +57,7 @@ class CachedLM(CacheSync):
         """Append `token_ids` to the cache; return float32 logits [n, vocab_size] (or [1, vocab_size])."""
         input_ids = torch.tensor([token_ids], device=self.device)
         out = self.model(
-            input_ids=input_ids, past_key_values=self.cache, use_cache=True, logits_to_keep=1 if last_only else 0
+            input_ids=input_ids, cache=self.cache, use_cache=True, logits_to_keep=1 if last_only else 0
         )
         self.cache_tokens.extend(token_ids)
         return out.logits[0, :, : self.vocab_size].float()
