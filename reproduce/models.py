@@ -160,18 +160,18 @@ def _load_offline_alias(alias: str, dtype: torch.dtype) -> LoadedModel:
             gguf_path = assemble(entry, cache_dir() / "gguf" / f"{alias}.gguf")
         else:
             gguf_path = find_package_file(*entry)
-        loaded = _load_gguf(gguf_path, torch.float32)
+        # Dequantized straight to bf16: bitwise what rounding the fp32 model gives (measured), at half the peak memory
+        loaded = _load_gguf(gguf_path, torch.bfloat16 if split else torch.float32)
         # The dequantized weights are plain tensors; the GGUF quantizer record would make the copy reload as GGUF.
         del loaded.model.config.quantization_config
         loaded.model.hf_quantizer = None
-        if split:
-            loaded.model.to(torch.bfloat16)
         tmp = converted.with_name(converted.name + ".tmp")
         loaded.model.save_pretrained(tmp)
         loaded.tokenizer.save_pretrained(tmp)
         pins = f"{entry[0]}=={importlib.metadata.version(entry[0])} {entry[1]}" if not split else source
         (tmp / "SOURCE").write_text(pins + "\n")
         tmp.rename(converted)  # atomic: an interrupted conversion never leaves a half-written model behind
+        del loaded  # before the reload below, or both copies are in memory at once (14.5 GB peak for the 1.5B)
         if split:
             gguf_path.unlink()  # 1.1 GB for the 1.5B, no longer needed: a reconversion assembles it again (seconds)
     loaded = _load_pretrained(str(converted), f"{source} (cached at {converted})", dtype, None)
