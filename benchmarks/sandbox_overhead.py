@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from unittest import mock
 
-from reproduce import sandbox
+from reproduce.analysis import sandbox
 from reproduce.tasks import load_examples
 
 PLAIN, FALLBACK, BWRAP = "plain subprocess", "guard+rlimits", "bubblewrap+guard+rlimits"
