@@ -147,26 +147,29 @@ class Draft:
 
 
 def build_drafter(name: str, target, target_runtime: str = "auto", draft_runtime: str = "auto",
-                  ngram_size: int = 3, dtype: torch.dtype = torch.float32) -> Draft:
+                  ngram_size: int = 3, dtype: torch.dtype = torch.float32, target_lm=None, load_model=None) -> Draft:
     """The draft called `name` (catalogue.parse_draft) for `target` (a LoadedModel). The "target" draft runs in
-    `target_runtime` (the runtime is part of the target's definition); model drafts in `draft_runtime`."""
+    `target_runtime` (the runtime is part of the target's definition), over `target_lm`'s weights when given;
+    model drafts in `draft_runtime`, loaded by `load_model` (default models.load_model; a caller loading one
+    model for several drafts passes a caching loader)."""
     draft = parse_draft(name)
     vocab = target.vocab_size
     if draft.kind == "ngram":
         return Draft(name, NgramDrafter(vocab, max_ngram=ngram_size))
     if draft.kind == "hybrid":
-        inner = build_drafter(draft.inner.name, target, target_runtime, draft_runtime, ngram_size, dtype)
+        inner = build_drafter(draft.inner.name, target, target_runtime, draft_runtime, ngram_size, dtype, target_lm,
+                              load_model)
         return Draft(name, HybridDrafter(NgramDrafter(vocab, max_ngram=ngram_size), inner.drafter), inner.model,
                      inner.runtime, inner.new_lm)
     if draft.kind == "target":  # the target's weights and runtime, its own KV cache
         runtime = resolve_runtime(target_runtime, target.model)
-        return Draft(name, ModelDrafter(build_lm(target.model, vocab, runtime), name="target"), target, runtime,
-                     lambda: build_lm(target.model, vocab, runtime))
+        lm = target_lm.fresh() if target_lm is not None else build_lm(target.model, vocab, runtime)
+        return Draft(name, ModelDrafter(lm, name="target"), target, runtime, lm.fresh)
     if draft.kind == "distilled":
         model, runtime, new_lm = load_distilled(distilled_draft_dir(target.name), vocab, draft_runtime)
         return Draft(name, PromptVocabularyDrafter(new_lm(), name="distilled"), model, runtime, new_lm)
-    loaded = models.load_model(name, dtype)
+    loaded = (load_model or models.load_model)(name, dtype)
     models.shared_vocab_size(target, loaded)
     runtime = resolve_runtime(draft_runtime, loaded.model)
-    return Draft(name, ModelDrafter(build_lm(loaded.model, vocab, runtime), name=name), loaded, runtime,
-                 lambda: build_lm(loaded.model, vocab, runtime))
+    lm = build_lm(loaded.model, vocab, runtime)
+    return Draft(name, ModelDrafter(lm, name=name), loaded, runtime, lm.fresh)

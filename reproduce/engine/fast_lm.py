@@ -166,6 +166,12 @@ class FastLlamaLM(CacheSync):
         self.cos, self.sin = rope_tables(self.head_dim, self.rope_theta, max_len)
         self.max_len = max_len
 
+    def new_cache(self) -> None:
+        """A KV cache of its own (fresh(): a copy sharing the weights must not write into the original's cache)."""
+        del self.keys, self.values  # the copy's references to the original's tensors
+        self._allocate(self.max_len)
+        self.cache_tokens = []
+
     def reset(self) -> None:
         self.cache_tokens = []  # stale cache entries are never read: attention only looks at positions < length
 

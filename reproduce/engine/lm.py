@@ -7,6 +7,8 @@ Every cached LM (CachedLM here, the fast CPU runtime in fast_lm.py, the restrict
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 
@@ -32,6 +34,13 @@ class CacheSync:
             pending = pending[-1:]
         return self.forward(pending, last_only=True)[-1]
 
+    def fresh(self):
+        """Another LM over the same weights with an empty cache of its own (for draft-only decoding, or the target
+        drafting for itself): no second copy of the weights, which for a 1.5B target is 3.5 GB."""
+        clone = copy.copy(self)
+        clone.new_cache()
+        return clone
+
 
 class CachedLM(CacheSync):
     """A Hugging Face causal LM, its KV cache, and the token ids that cache holds.
@@ -46,6 +55,9 @@ class CachedLM(CacheSync):
         self.device = next(model.parameters()).device
         self.cache = None
         self.cache_tokens: list[int] = []
+
+    def new_cache(self) -> None:
+        self.cache, self.cache_tokens = None, []
 
     def reset(self) -> None:
         from transformers import DynamicCache

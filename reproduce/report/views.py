@@ -57,9 +57,15 @@ def _mode_label(temperature: float, top_p: float) -> str:
     return "greedy" if temperature == 0 else f"nucleus (T={fmt_value(temperature)}, top-p={fmt_value(top_p)})"
 
 
-def _draft_parameters(draft: str, models: dict) -> int:
+def _draft_kind(config: dict, name: str) -> str:
+    """The kind of the config's draft `name` (its `model`, where given, says what it is)."""
+    spec = next(d for d in config["drafts"] if d["name"] == name)
+    return parse_draft(spec.get("model") or name).kind
+
+
+def _draft_parameters(draft: str, models: dict, config: dict) -> int:
     """Parameters a draft adds: 0 for the n-gram table, the target's own count when it drafts for itself."""
-    kind = parse_draft(draft).kind
+    kind = _draft_kind(config, draft)
     if kind == "ngram":
         return 0
     if kind == "target":
@@ -142,7 +148,7 @@ def main_groups(summary: dict, config: dict, models: dict, paper: dict, theory: 
             best = min(sps, key=lambda v: v["ms_per_token_mean"]) if sps else None
             metric = TASK_METRICS[task]
             for view in sps + [v for v in views if v["method"] == "draft_only"]:
-                view["draft_parameters"] = _draft_parameters(view["draft"], models)
+                view["draft_parameters"] = _draft_parameters(view["draft"], models, config)
             hf_assisted = {(v["draft"], v["k"]): v for v in views if v["method"] == "hf_assisted"}
             groups.append({
                 "task": task, "task_label": TASK_LABELS[task], "mode": mode,
@@ -223,7 +229,7 @@ def setup_view(manifest: dict, summary: dict) -> dict:
     for draft in config["drafts"]:
         name = draft["name"]
         k_values = draft["k_values"] or config["k_values"]
-        kind = parse_draft(name).kind
+        kind = _draft_kind(config, name)
         if kind == "ngram":
             drafts.append({"name": name, "kind": f"n-gram prompt lookup (longest n-gram {draft['ngram_size']})",
                            "parameters": 0, "source": "the prompt and the tokens generated so far", "dtype": "n/a",
@@ -234,7 +240,8 @@ def setup_view(manifest: dict, summary: dict) -> dict:
                            "dtype": models["target"]["dtype"], "runtime": models["target"]["runtime"],
                            "k_values": k_values})
         else:
-            drafts.append({"name": short_draft(name), "kind": "draft model", "parameters": models[name]["parameters"],
+            what = "n-gram prompt lookup, then the draft model" if kind == "hybrid" else "draft model"
+            drafts.append({"name": short_draft(name), "kind": what, "parameters": models[name]["parameters"],
                            "source": models[name]["source"], "dtype": models[name]["dtype"],
                            "runtime": models[name]["runtime"], "k_values": k_values})
     data = []

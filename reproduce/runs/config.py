@@ -40,9 +40,12 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class DraftSpec:
-    """A drafter by name (catalogue.parse_draft: ngram, target, distilled, ngram+<draft>, or a model to load)."""
+    """A drafter: `name` labels its rows; `model` (default: the name) says what it is, in catalogue.parse_draft's
+    grammar (ngram, target, distilled, ngram+<draft>, or a model to load). Two drafts may share a model, e.g. one
+    model in two runtimes."""
 
     name: str
+    model: str | None = None
     ngram_size: int = 3
     dtype: str = "float32"
     architecture: str | None = None
@@ -50,8 +53,12 @@ class DraftSpec:
     runtime: str = "auto"  # as for the target; the `target` draft always uses the target's runtime
 
     @property
+    def source(self) -> str:
+        return self.model or self.name
+
+    @property
     def kind(self) -> DraftName:
-        return parse_draft(self.name)
+        return parse_draft(self.source)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ def hf_generate(pool: ModelPool, unit: Unit, method: Method, prompt_ids: list[in
         kwargs.update(do_sample=True, temperature=unit.params.temperature, top_p=unit.params.top_p,
                       top_k=unit.params.top_k or None)
     if method.kind == "hf_assisted":
-        if method.draft == "ngram":
+        if pool.config.draft(method.draft).kind.kind == "ngram":
             # the same longest n-gram as our drafter (HF's default is 2); HF takes the earliest match, ours the latest
             kwargs.update(prompt_lookup_num_tokens=method.k,
                           max_matching_ngram_size=pool.config.draft(method.draft).ngram_size)

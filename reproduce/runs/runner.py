@@ -59,17 +59,21 @@ class ModelPool:
         # and the target-as-draft all use it. The HF peers and perplexity use the HF model as loaded.
         target_runtime, self.target_lm = build_target(self.target, config.target.runtime)
         self.runtimes = {"target": target_runtime}
-        self.draft_models = {}
+        self.draft_models = {}  # drafts that are models on their own: draft-only rows and HF assisted peers
+        self._loaded = {}
+        self.loaded_drafts = {}  # every draft with a model behind it (hybrids too), for the manifest
         self.drafters = {}
         self.draft_lms = {}
         for spec in config.drafts:
-            draft = build_drafter(spec.name, self.target, self.runtimes["target"], spec.runtime, spec.ngram_size,
-                                  _dtype(spec.dtype))
+            draft = build_drafter(spec.source, self.target, self.runtimes["target"], spec.runtime, spec.ngram_size,
+                                  _dtype(spec.dtype), target_lm=self.target_lm, load_model=self._load_once)
             self.drafters[spec.name] = draft.drafter
+            if draft.model is not None and spec.kind.kind != "target":
+                self.loaded_drafts[spec.name] = draft.model
+                self.runtimes[spec.name] = draft.runtime
             if spec.kind.is_model:
                 self.draft_models[spec.name] = draft.model
-                self.runtimes[spec.name] = draft.runtime
-                # draft-only decoding gets its own cache so it never disturbs the drafter's
+                # draft-only decoding gets its own cache (over the same weights) so it never disturbs the drafter's
                 self.draft_lms[spec.name] = draft.new_lm()
         # ars_hf / sps_hf: our loops over exactly what HF generate() runs (the models' own forward, as loaded)
         self.target_hf_lm = None
@@ -80,6 +84,12 @@ class ModelPool:
             self.hf_drafters = {spec.name: self._hf_forward_drafter(spec) for spec in config.drafts
                                 if spec.kind.has_hf_peer}
 
+    def _load_once(self, name: str, dtype: torch.dtype):
+        """One copy of a model however many drafts use it (e.g. the same draft in two runtimes)."""
+        if (name, dtype) not in self._loaded:
+            self._loaded[name, dtype] = load_model(name, dtype)
+        return self._loaded[name, dtype]
+
     def _hf_forward_drafter(self, spec):
         """The draft as HF assisted generation runs it: prompt lookup, or the very draft model handed to
         generate(assistant_model=...) through its HF forward (for the distilled draft: the full-vocabulary head)."""
@@ -88,7 +98,7 @@ class ModelPool:
         return ModelDrafter(CachedLM(self.draft_models[spec.name].model, self.vocab_size), name=spec.name)
 
     def describe(self) -> dict:
-        models = {"target": self.target, **self.draft_models}
+        models = {"target": self.target, **self.loaded_drafts}
         return {name: {"name": m.name, "source": m.source, "parameters": m.num_parameters,
                        "dtype": str(m.model.dtype), "runtime": self.runtimes[name]} for name, m in models.items()}
 
