@@ -44,12 +44,15 @@ test: install
 draft: install
 	$(PY) -m reproduce distill
 
-# reproduce: the main job, for PROFILE (default: experiments/default.yaml, the offline CPU reproduction).
+# reproduce: the main job, for PROFILE (default: experiments/default.yaml, the offline CPU reproduction with the
+# Qwen2.5-Coder pair; smollm2: the small-target contrast; quick: the CI smoke profile).
 #   results/$(PROFILE)/rows.jsonl      raw rows, one per (unit, method); rerunning resumes
 #   results/$(PROFILE)/losslessness.json  statistics of tests/test_losslessness.py from this machine
 #   $(REPORT_DIR)/results.md + figures/  Table 1, Figure 1, drafts, sweeps, peers, losslessness, cost
 #   $(REPORT_DIR)/raw/$(PROFILE)/      a copy of the raw results the report was built from (committed for default)
-reproduce: install draft
+# The SmolLM2 distilled draft (~28 min) is built only for profiles that name it
+PROFILE_DRAFT := $(shell grep -qs distilled experiments/$(PROFILE).yaml && echo draft)
+reproduce: install $(PROFILE_DRAFT)
 	$(PY) -m reproduce run --profile $(PROFILE) --out results/$(PROFILE)
 	$(PY) -m pytest -q tests/test_losslessness.py --stats-json results/$(PROFILE)/losslessness.json
 	$(PY) -m reproduce report results/$(PROFILE) --out $(REPORT_DIR)/results.md \
