@@ -1,7 +1,7 @@
-"""The Qwen2.5-Coder pair's targets, printed met or not from a run of the default profile (no timed unit tests).
+"""The Qwen2.5-Coder pair's targets, printed met or not from a run of the pair profile (experiments/pair.yaml) (no timed unit tests).
 
-    make reproduce                                   # runs experiments/default.yaml into results/default
-    python -m benchmarks.pair --out results/default  # prints the targets; writes pair.md / pair.json beside the rows
+    make reproduce PROFILE=pair                   # runs experiments/pair.yaml into results/pair
+    python -m benchmarks.pair --out results/pair  # prints the targets; writes pair.md / pair.json beside the rows
 
 Every number comes from the run's rows through the analysis (reproduce.analysis.analyse) and the drafts benchmark's
 tables (benchmarks/drafts.py: per-point speedup with its paired-bootstrap CI, the Leviathan prediction, the peers).
@@ -164,7 +164,7 @@ def _f(value, digits: int = 2) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="results/default", help="a default-profile run (default results/default)")
+    parser.add_argument("--out", default="results/pair", help="a pair-profile run (default results/pair)")
     args = parser.parse_args(argv)
     command = f"python -m benchmarks.pair --out {args.out}"
     try:

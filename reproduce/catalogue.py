@@ -12,7 +12,8 @@ from reproduce.errors import ReproduceError
 
 # ---- runtimes: how a model's forward runs (reproduce.engine.runtime builds them) --------------------------------
 
-RUNTIMES = ("auto", "hf", "fast-fp32", "fast-bf16")
+# fast-int8: weight-only int8 GEMMs, cheaper numerics for a draft (a draft's numerics change speed and acceptance only)
+RUNTIMES = ("auto", "hf", "fast-fp32", "fast-bf16", "fast-int8")
 
 # ---- drafts -----------------------------------------------------------------------------------------------------
 

@@ -274,3 +274,21 @@ def test_qwen2_5_coder_fast_runtime_and_speculative_decoding(qwen_coder_target, 
         assert sps.tokens == ars.tokens
         assert sps.accepted > 0  # the draft does draft: same tokenizer, related model
         record_property(f"acceptance_{len(prompt)}", round(sps.acceptance_rate, 3))
+
+
+@pytest.mark.parametrize("architecture", ["llama", "qwen2"])
+def test_int8_draft_numerics_stay_close_to_fp32(architecture):
+    """Weight-only int8 (a draft's cheaper numerics): per-row scales keep the logits within a few percent of the
+    fp32 forward, and fresh() gives an LM over the same int8 weights with a cache of its own."""
+    model = tiny_random_model(architecture, vocab_size=32, seed=1, initializer_range=0.05).model
+    ids = [1, 2, 3, 4, 5]
+    reference = build_lm(model, 32, "fast-fp32").forward(ids)
+    quantized = build_lm(model, 32, "fast-int8")
+    logits = quantized.forward(ids)
+    assert quantized.layers_int8[0].qkv.weight.dtype == torch.int8
+    assert (logits - reference).abs().max() < 0.05 * reference.abs().max()
+    assert not torch.equal(logits, reference)  # it is a different (cheaper) forward, not the fp32 one
+    copy = quantized.fresh()
+    assert copy.layers_int8 is quantized.layers_int8 and copy.keys is not quantized.keys
+    copy.reset()
+    assert torch.equal(copy.forward(ids), logits)

@@ -18,6 +18,9 @@ Linear modes (the choice defines the target's numerics; the ArS baseline must us
   batch-invariant: a call scoring n <= 16 tokens returns bitwise the logits of n single-token calls (the bf16
   GEMM rows do not depend on the row count once the down projection is cut in 768-input chunks, and attention
   runs row by row), so speculative decoding and the ArS baseline see exactly the same target.
+- "int8": weight-only int8 (per-output-row bf16 scales, quantized from the bf16-rounded weights) through torch's
+  _weight_int8pack_mm, bf16 activations; for drafts, where numerics change only speed and acceptance, never what
+  speculative sampling emits. Batch invariance is not claimed.
 - "dual": for CPUs whose single-row bf16 GEMM is slow (AVX2 without native bf16): the "bf16" numerics, computed
   by the bf16 kernel for row counts in `bf16_rows` and otherwise by an fp32 GEMM over the same bf16-rounded
   weights with the inputs and the output rounded to bf16 explicitly. Products of bf16 values are exact in fp32,
@@ -36,7 +39,7 @@ from reproduce.engine.lm import CacheSync
 from reproduce.errors import ReproduceError
 
 FAST_MODEL_TYPES = ("llama", "qwen2")  # what FastLlamaLM serves
-LINEAR_MODES = ("fp32", "bf16", "dual")
+LINEAR_MODES = ("fp32", "bf16", "dual", "int8")
 
 
 ROW_ATTENTION_MAX = 16  # "bf16" mode: calls of 2..16 tokens attend row by row (batch-invariant verification)
@@ -60,6 +63,31 @@ class LayerWeights:
     def to(self, dtype: torch.dtype) -> "LayerWeights":
         return LayerWeights(self.qkv.to(dtype), self.out.to(dtype), self.gate_up.to(dtype),
                             tuple(chunk.to(dtype) for chunk in self.down), self.qkv_bias)
+
+    def quantized(self) -> "LayerWeights":
+        """Weight-only int8 copies ("int8" mode); the down projection in one piece (no batch invariance claimed)."""
+        return LayerWeights(quantize_int8(self.qkv), quantize_int8(self.out), quantize_int8(self.gate_up),
+                            (quantize_int8(torch.cat(self.down, dim=1)),), self.qkv_bias)
+
+
+@dataclass(frozen=True)
+class Int8Weight:
+    """A weight [out, in] as int8 with one bf16 scale per output row (symmetric, per channel), as gpt-fast's
+    weight-only int8 and torch's _weight_int8pack_mm kernel want it."""
+
+    weight: torch.Tensor  # [out, in] int8
+    scales: torch.Tensor  # [out] bf16
+
+
+def quantize_int8(weight: torch.Tensor) -> Int8Weight:
+    scales = weight.float().abs().amax(dim=1).clamp(min=1e-8) / 127  # [out]
+    quantized = (weight.float() / scales[:, None]).round().clamp(-127, 127).to(torch.int8)
+    return Int8Weight(quantized.contiguous(), scales.to(torch.bfloat16))
+
+
+def int8_gemm(x: torch.Tensor, weight: Int8Weight) -> torch.Tensor:
+    """bf16 activations times int8 weights (dequantized per row inside the kernel), bf16 output."""
+    return torch.ops.aten._weight_int8pack_mm(x.to(torch.bfloat16).contiguous(), weight.weight, weight.scales).float()
 
 
 def down_chunks(weight: torch.Tensor, chunk_inputs: int | None) -> tuple[torch.Tensor, ...]:
@@ -157,19 +185,25 @@ class FastLlamaLM(CacheSync):
                 down=down_chunks(rounded(mlp.down_proj.weight), None if linear_mode == "fp32" else MAX_BF16_INPUTS),
                 qkv_bias=None if biases[0] is None else torch.cat(biases).detach().float(),
             )
-            # "bf16" keeps no fp32 copy: converting layer by layer holds one layer's fp32 copy at a time, not the
-            # whole model's (peak RSS 14.0 -> 9.2 GB measured for Qwen2.5-Coder-1.5B loaded in bf16)
-            layers.append(weights.to(torch.bfloat16) if linear_mode == "bf16" else weights)
+            # "bf16" / "int8" keep no fp32 copy: converting layer by layer holds one layer's fp32 copy at a time, not
+            # the whole model's (peak RSS 14.0 -> 9.2 GB measured for Qwen2.5-Coder-1.5B loaded in bf16)
+            layers.append({"bf16": weights.to(torch.bfloat16), "int8": weights.quantized()}.get(linear_mode, weights))
             norms.append((layer.input_layernorm.weight.detach().float(),
                           layer.post_attention_layernorm.weight.detach().float()))
-        embedding = rounded(model.model.embed_tokens.weight).contiguous()
+        # bf16-rounded values are exact in bf16: store the embedding table so (half the memory), read rows as fp32
+        embedding = model.model.embed_tokens.weight.detach().to(torch.float32 if linear_mode == "fp32" else torch.bfloat16)
         head = rounded(model.lm_head.weight[:vocab_size]).contiguous()
+        if linear_mode == "int8":  # a draft's cheaper numerics: weight-only int8 GEMMs for every layer and the head
+            lm = cls(config, embedding.contiguous(), None, None, norms, model.model.norm.weight.detach().float(), None,
+                     None, vocab_size, max_len, linear_mode, bf16_rows)
+            lm.layers_int8, lm.head_int8 = layers, quantize_int8(head)
+            return lm
         layers_bf16 = [weights.to(torch.bfloat16) for weights in layers] if linear_mode == "dual" else None
         head_bf16 = head.to(torch.bfloat16) if linear_mode != "fp32" else None
         if linear_mode == "bf16":  # no fp32 copies needed
             layers, layers_bf16, head = None, layers, None
-        return cls(config, embedding, layers, layers_bf16, norms, model.model.norm.weight.detach().float(), head,
-                   head_bf16, vocab_size, max_len, linear_mode, bf16_rows)
+        return cls(config, embedding.contiguous(), layers, layers_bf16, norms, model.model.norm.weight.detach().float(),
+                   head, head_bf16, vocab_size, max_len, linear_mode, bf16_rows)
 
     def _allocate(self, max_len: int) -> None:
         """(Re)allocate the KV cache and RoPE tables for `max_len` positions, keeping what the cache holds."""
@@ -199,6 +233,8 @@ class FastLlamaLM(CacheSync):
         """(layer weights, head weight, gemm function) for a call scoring `rows` tokens."""
         if self.linear_mode == "fp32":
             return self.layers_fp32, self.head_fp32, fp32_gemm
+        if self.linear_mode == "int8":
+            return self.layers_int8, self.head_int8, int8_gemm
         if self.linear_mode == "bf16" or rows in self.bf16_rows:
             return self.layers_bf16, self.head_bf16, bf16_gemm
         return self.layers_fp32, self.head_fp32, bf16_gemm_in_fp32
@@ -215,7 +251,7 @@ class FastLlamaLM(CacheSync):
         # new token i (position start + i) sees cached positions <= start + i; one new token sees everything
         mask = None if n == 1 else torch.ones(n, end, dtype=torch.bool).tril(diagonal=start)
         row_by_row = self.linear_mode == "bf16" and 1 < n <= self.row_attention_max
-        x = self.embedding[torch.tensor(token_ids)]  # [n, hidden]
+        x = self.embedding[torch.tensor(token_ids)].float()  # [n, hidden]
         for index, (weights, (attn_norm, mlp_norm)) in enumerate(zip(layers, self.norms)):
             qkv = gemm(rms_norm(x, attn_norm, self.eps), weights.qkv)
             if weights.qkv_bias is not None:  # an fp32 add per row, after the GEMM's rounding: batch-invariant

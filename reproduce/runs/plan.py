@@ -53,18 +53,20 @@ def main_methods(config: ExperimentConfig) -> tuple[Method, ...]:
     for kind in ("ars", "ars_hf", "hf_generate"):
         if kind in config.methods:
             methods.append(Method(kind))
+    peered = set()  # HF runs a model as loaded: one model in two of our runtimes has one HF peer, the first's
     for draft in config.drafts:
+        hf_peer = draft.kind.has_hf_peer and draft.source not in peered
+        peered.add(draft.source)
         for k in draft.k_values or config.k_values:
             if "sps" in config.methods:
                 methods.append(Method("sps", draft.name, k))
-            if draft.kind.has_hf_peer and (config.peer_k_values is None or k in config.peer_k_values):
+            if hf_peer and (config.peer_k_values is None or k in config.peer_k_values):
                 for kind in ("hf_assisted", "sps_hf"):
                     if kind in config.methods:
                         methods.append(Method(kind, draft.name, k))
         if "draft_only" in config.methods and draft.kind.is_model:
             methods.append(Method("draft_only", draft.name))
     return tuple(methods)
-
 
 
 def plan_units(config: ExperimentConfig) -> list[Unit]:
