@@ -132,7 +132,7 @@ def test_rejects_other_architectures_and_modes(tiny_llama):
     with pytest.raises(ReproduceError, match="Llama"):
         FastLlamaLM.from_hf(tiny_random_model("gpt2", vocab_size=32).model)
     with pytest.raises(ReproduceError, match="linear_mode"):
-        FastLlamaLM.from_hf(tiny_llama, linear_mode="int8")
+        FastLlamaLM.from_hf(tiny_llama, linear_mode="int4")
 
 
 @pytest.fixture(scope="module")
