@@ -5,9 +5,9 @@ Defaults to the offline Qwen2.5-Coder pair (1.5B target, 0.5B draft). Prints, fo
 2. the draft's t(1) and c = t_draft(1) / t_target(1), the draft's cost in target calls (Leviathan et al.'s c).
 Target and draft calls are interleaved round-robin over (repeat, n, model), so machine-load drift hits both alike.
 
-Both models are loaded in bf16 (their converted copies are bf16, so this is exact for fast-bf16) and each Hugging
-Face model is dropped once the fast runtime has copied its weights: ~10 GB of RAM for fast-bf16, ~14 GB for
-fast-fp32. Timings drift 20-35% within an hour on shared machines: quote ratios from one run.
+Both models are loaded in bf16 to save memory (which also rounds their fp32 norms and biases: slightly other
+numerics, the same cost) and each Hugging Face model is dropped once the fast runtime has copied its weights:
+~9 GB of RAM for fast-bf16 (measured), more for fast-fp32. Timings drift 20-35% within an hour on shared machines: quote ratios from one run.
 
     python -m benchmarks.verify_cost_qwen [--runtime fast-bf16] [--repeats 15] [--context 300] [--threads 2]
 """
