@@ -1,9 +1,5 @@
-"""Loading target and draft models: by hub id, local directory, GGUF file, offline alias, or tiny random config.
-
-Offline aliases point at model files that PyPI wheels ship, located with importlib.metadata (the packages are
-never imported). A GGUF file is dequantized once and cached as safetensors, so later loads take well under a
-second instead of ~30 s.
-"""
+"""Offline files, torch-free: the cache directory, and files shipped inside installed wheels (found with
+importlib.metadata; the packages are never imported)."""
 
 from __future__ import annotations
 
