@@ -111,20 +111,22 @@ def test_greedy_autoregressive_decode_matches_cached_lm(tiny_llama, single_threa
 
 
 @NATIVE_BF16
-def test_bf16_speculative_decode_reproduces_its_autoregressive_decode(tiny_llama, single_thread):
-    """Greedy SpS emits greedy ArS's tokens over the same "bf16" target, for two drafters and several K; and the
-    verification-sized calls return bitwise the single-token logits ArS sees (the batch invariance)."""
-    target = FastLlamaLM.from_hf(tiny_llama, linear_mode="bf16")
+@pytest.mark.parametrize("architecture", ["llama", "qwen2"])
+def test_bf16_is_batch_invariant_and_speculative_decode_reproduces_ars(architecture, single_thread):
+    """Greedy SpS emits greedy ArS's tokens over the same "bf16" target, for two drafters and several K; and every
+    verification size the row-by-row attention covers (2..16) returns bitwise the single-token logits ArS sees."""
+    model = tiny_random_model(architecture, vocab_size=32, num_hidden_layers=2, seed=3).model
+    target = FastLlamaLM.from_hf(model, linear_mode="bf16")
     params = SamplingParams(temperature=0.0)
     prompt = [3, 1, 4, 1, 5]
     baseline = autoregressive_decode(target, prompt, 24, params, torch.Generator().manual_seed(1))
-    for drafter in (NgramDrafter(32), ModelDrafter(tiny_random_model("llama", vocab_size=32, seed=4).model, 32)):
+    for drafter in (NgramDrafter(32), ModelDrafter(tiny_random_model(architecture, vocab_size=32, seed=4).model, 32)):
         for k in (1, 2, 4):
             trace = speculative_decode(target, drafter, prompt, k, 24, params, torch.Generator().manual_seed(1))
             assert trace.tokens == baseline.tokens
     sequence = prompt + baseline.tokens
-    single = run_calls(target, [sequence[:5]] + [[token] for token in sequence[5:14]])
-    for n in range(2, 10):
+    single = run_calls(target, [sequence[:5]] + [[token] for token in sequence[5:21]])
+    for n in range(2, 17):
         assert torch.equal(torch.cat(single[1 : n + 1]), run_calls(target, [sequence[:5], sequence[5 : 5 + n]])[1])
 
 
@@ -197,22 +199,6 @@ def test_rollback_then_forward_equals_a_fresh_forward_on_tiny_qwen2(tiny_qwen2, 
     fresh = run_calls(FastLlamaLM.from_hf(tiny_qwen2, linear_mode=mode), [[1, 2, 3], [11, 12, 13], [14]])
     for want, got in zip(fresh[1:], after_rollback[3:]):
         assert torch.equal(want, got)
-
-
-@NATIVE_BF16
-def test_bf16_on_tiny_qwen2_is_batch_invariant_and_speculative_decode_reproduces_ars(tiny_qwen2, single_thread):
-    target = FastLlamaLM.from_hf(tiny_qwen2, linear_mode="bf16")
-    params = SamplingParams(temperature=0.0)
-    prompt = [3, 1, 4, 1, 5]
-    baseline = autoregressive_decode(target, prompt, 24, params, torch.Generator().manual_seed(1))
-    for drafter in (NgramDrafter(32), ModelDrafter(tiny_random_model("qwen2", vocab_size=32, seed=4).model, 32)):
-        for k in (1, 2, 4):
-            trace = speculative_decode(target, drafter, prompt, k, 24, params, torch.Generator().manual_seed(1))
-            assert trace.tokens == baseline.tokens
-    sequence = prompt + baseline.tokens
-    single = run_calls(target, [sequence[:5]] + [[token] for token in sequence[5:21]])
-    for n in range(2, 17):  # every verification size the row-by-row attention covers
-        assert torch.equal(torch.cat(single[1 : n + 1]), run_calls(target, [sequence[:5], sequence[5 : 5 + n]])[1])
 
 
 def test_qwen2_gets_the_fast_runtime_unless_it_uses_a_sliding_window(tiny_qwen2):
