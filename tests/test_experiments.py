@@ -286,3 +286,21 @@ def test_hf_forward_kinds_run_analyse_and_report_with_tiny_models(tmp_path, smol
     assert {t["variant"].split("[")[0] for t in summary["theory"]} <= {"SpS"}  # no HF-forward rows in the theory
     markdown = render_report(out, tmp_path / "report" / "results.md").read_text()
     assert "| ArS (HF forward) |" in markdown and "| SpS (HF forward)[ngram,K=2] |" in markdown
+
+
+def test_the_pool_builds_one_copy_of_a_models_weights_per_runtime(tmp_path):
+    """A draft model listed under several names (alone, inside a hybrid, in another runtime) is loaded once and
+    built once per runtime; every drafter gets a cache of its own over those weights."""
+    from reproduce.runs.runner import ModelPool
+
+    config = load_config(_write(tmp_path, "target: {name: tiny-random-llama}\ndrafts:\n"
+                                "  - {name: d8, model: tiny-random-llama, runtime: fast-int8}\n"
+                                "  - {name: h8, model: ngram+tiny-random-llama, runtime: fast-int8}\n"
+                                "  - {name: d32, model: tiny-random-llama, runtime: fast-fp32}\n"
+                                "tasks: {}\nsweeps: {}\n"))
+    pool = ModelPool(config)
+    assert len(pool._loaded) == 1 and len(pool._built) == 2
+    int8, hybrid, fp32 = (pool.drafters[name] for name in ("d8", "h8", "d32"))
+    assert int8.lm.layers_int8[0].qkv is hybrid.model.lm.layers_int8[0].qkv  # shared weights ...
+    assert int8.lm.keys is not hybrid.model.lm.keys  # ... separate caches
+    assert fp32.lm.linear_mode == "fp32" and fp32.lm.layers_fp32[0].qkv is not None

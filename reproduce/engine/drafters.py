@@ -147,18 +147,20 @@ class Draft:
 
 
 def build_drafter(name: str, target, target_runtime: str = "auto", draft_runtime: str = "auto",
-                  ngram_size: int = 3, dtype: torch.dtype = torch.float32, target_lm=None, load_model=None) -> Draft:
+                  ngram_size: int = 3, dtype: torch.dtype = torch.float32, target_lm=None, load_model=None,
+                  make_lm=None) -> Draft:
     """The draft called `name` (catalogue.parse_draft) for `target` (a LoadedModel). The "target" draft runs in
     `target_runtime` (the runtime is part of the target's definition), over `target_lm`'s weights when given;
-    model drafts in `draft_runtime`, loaded by `load_model` (default models.load_model; a caller loading one
-    model for several drafts passes a caching loader)."""
+    model drafts in `draft_runtime`, loaded by `load_model` (default models.load_model) and built into an LM by
+    `make_lm(model, vocab, runtime)` (default runtime.build_lm). A caller building several drafts over one model
+    passes caching versions of both, so e.g. `qwen-int8` and `ngram+qwen-int8` share one int8 copy."""
     draft = parse_draft(name)
     vocab = target.vocab_size
     if draft.kind == "ngram":
         return Draft(name, NgramDrafter(vocab, max_ngram=ngram_size))
     if draft.kind == "hybrid":
         inner = build_drafter(draft.inner.name, target, target_runtime, draft_runtime, ngram_size, dtype, target_lm,
-                              load_model)
+                              load_model, make_lm)
         return Draft(name, HybridDrafter(NgramDrafter(vocab, max_ngram=ngram_size), inner.drafter), inner.model,
                      inner.runtime, inner.new_lm)
     if draft.kind == "target":  # the target's weights and runtime, its own KV cache
@@ -171,5 +173,5 @@ def build_drafter(name: str, target, target_runtime: str = "auto", draft_runtime
     loaded = (load_model or models.load_model)(name, dtype)
     models.shared_vocab_size(target, loaded)
     runtime = resolve_runtime(draft_runtime, loaded.model)
-    lm = build_lm(loaded.model, vocab, runtime)
+    lm = (make_lm or build_lm)(loaded.model, vocab, runtime)
     return Draft(name, ModelDrafter(lm, name=name), loaded, runtime, lm.fresh)

@@ -26,7 +26,7 @@ from reproduce.engine.decoding import autoregressive_decode, speculative_decode
 from reproduce.engine.drafters import ModelDrafter, build_drafter
 from reproduce.engine.lm import CachedLM
 from reproduce.engine.models import load_model
-from reproduce.engine.runtime import build_target, cpu_has_native_bf16
+from reproduce.engine.runtime import build_lm, build_target, cpu_has_native_bf16
 from reproduce.engine.sampling import SamplingParams
 from reproduce.engine.scoring import token_logprobs
 from reproduce.errors import ReproduceError
@@ -61,12 +61,14 @@ class ModelPool:
         self.runtimes = {"target": target_runtime}
         self.draft_models = {}  # drafts that are models on their own: draft-only rows and HF assisted peers
         self._loaded = {}
+        self._built = {}
         self.loaded_drafts = {}  # every draft with a model behind it (hybrids too), for the manifest
         self.drafters = {}
         self.draft_lms = {}
         for spec in config.drafts:
             draft = build_drafter(spec.source, self.target, self.runtimes["target"], spec.runtime, spec.ngram_size,
-                                  _dtype(spec.dtype), target_lm=self.target_lm, load_model=self._load_once)
+                                  _dtype(spec.dtype), target_lm=self.target_lm, load_model=self._load_once,
+                                  make_lm=self._build_once)
             self.drafters[spec.name] = draft.drafter
             if draft.model is not None and spec.kind.kind != "target":
                 self.loaded_drafts[spec.name] = draft.model
@@ -89,6 +91,13 @@ class ModelPool:
         if (name, dtype) not in self._loaded:
             self._loaded[name, dtype] = load_model(name, dtype)
         return self._loaded[name, dtype]
+
+    def _build_once(self, model, vocab_size: int, runtime: str):
+        """One copy of a model's weights per runtime: each draft gets its own cache over them (fresh())."""
+        key = (id(model), vocab_size, runtime)
+        if key not in self._built:
+            self._built[key] = build_lm(model, vocab_size, runtime)
+        return self._built[key].fresh()
 
     def _hf_forward_drafter(self, spec):
         """The draft as HF assisted generation runs it: prompt lookup, or the very draft model handed to
