@@ -45,10 +45,12 @@ def load_frame(out_dir: Path) -> pd.DataFrame:
 
 def add_quality(frame: pd.DataFrame) -> pd.DataFrame:
     """Per-row quality: the scored text, ROUGE vs reference and vs the unit's ArS output, perplexity under
-    the target, exact match with ArS, HumanEval pass (run in the sandbox subprocess)."""
+    the target, exact match with ArS, HumanEval pass (run in the sandbox subprocess). ROUGE and perplexity
+    come from the suite's `evaluate` modules (metrics.load_metric), as does pass@k in _quality."""
     frame = frame.copy()
     frame["scored_text"] = [tasks.postprocess_output(t, x) for t, x in zip(frame["task"], frame["text"])]
-    frame["perplexity"] = [metrics.perplexity(lp) for lp in frame["target_logprobs"]]
+    perplexity = metrics.load_metric("perplexity").compute(logprobs=list(frame["target_logprobs"]))
+    frame["perplexity"] = perplexity["perplexities"]
     frame["log_perplexity"] = np.log(frame["perplexity"])
     ars = frame[frame["method"] == "ars"].set_index(UNIT)
     keys = list(zip(*(frame[c] for c in UNIT)))
@@ -60,12 +62,14 @@ def add_quality(frame: pd.DataFrame) -> pd.DataFrame:
         frame[column] = np.nan
     if text_tasks.any():
         sub = frame[text_tasks]
-        scores = metrics.rouge_scores(list(sub["scored_text"]), list(sub["reference"]))
+        rouge = metrics.load_metric("rouge")
+        scores = rouge.compute(predictions=list(sub["scored_text"]), references=list(sub["reference"]))
         for name, values in scores.items():
             frame.loc[text_tasks, name] = values
         paired = [(i, a) for i, a in zip(sub.index, np.array(ars_text, dtype=object)[text_tasks.values]) if a is not None]
         if paired:
-            vs_ars = metrics.rouge_scores([frame.at[i, "scored_text"] for i, _ in paired], [a for _, a in paired])
+            vs_ars = rouge.compute(predictions=[frame.at[i, "scored_text"] for i, _ in paired],
+                                   references=[a for _, a in paired], rouge_types=["rouge2"])
             frame.loc[[i for i, _ in paired], "rouge2_vs_ars"] = vs_ars["rouge2"]
     frame["passed"] = np.nan
     code = frame["task"] == "humaneval"
@@ -158,13 +162,13 @@ def _quality(rows: pd.DataFrame, rng) -> dict:
     if rows["rouge2_vs_ars"].notna().any():
         quality["rouge2_vs_ars"] = stats.mean_ci(rows["rouge2_vs_ars"], rng)
     if rows["passed"].notna().any():
-        per_problem = rows.groupby("example_id")["passed"].agg(["sum", "count"])
-        quality["pass_at_1"] = float(np.mean([metrics.pass_at_k(int(n), int(c), 1)
-                                              for c, n in zip(per_problem["sum"], per_problem["count"])]))
-        n_min = int(per_problem["count"].min())
-        if n_min > 1:
-            quality[f"pass_at_{n_min}"] = float(np.mean([metrics.pass_at_k(int(n), int(c), n_min)
-                                                         for c, n in zip(per_problem["sum"], per_problem["count"])]))
+        checked = rows[rows["passed"].notna()]
+        n_min = int(checked.groupby("example_id").size().min())  # samples per problem: pass@k for k up to that
+        ks = [1, n_min] if n_min > 1 else [1]
+        pass_at = metrics.load_metric("pass_at_k").compute(
+            passed=[bool(p) for p in checked["passed"]], problem_ids=[str(i) for i in checked["example_id"]], k=ks)
+        for k in ks:
+            quality[f"pass_at_{k}"] = pass_at[f"pass@{k}"]
         quality["pass"] = stats.mean_ci(rows["passed"], rng)
     if rows["exact_match_ars"].notna().any():
         matches = rows["exact_match_ars"].dropna().astype(bool)

@@ -2,18 +2,97 @@
 
 Each function takes plain lists and returns plain numbers or lists, one value per example where that makes
 sense, so the statistics in stats.py can pair them across methods.
+
+Quality metrics are resolved by name with `load_metric`, through Hugging Face `evaluate`: the suite's own
+(`rouge`, `pass_at_k`, `perplexity`, scripts in evaluate_metrics/) load offline by path, any other name is
+`evaluate.load(name)` from the hub. The analysis computes ROUGE, pass@k and perplexity that way; the direct
+functions below (rouge_scores, perplexity, pass_at_k) compute the same numbers without `evaluate` and are
+what tests/test_evaluate_metrics.py checks the modules against.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import os
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from reproduce.errors import ReproduceError
+from reproduce.offline import cache_dir
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+SHIPPED_METRICS_DIR = Path(__file__).parent / "evaluate_metrics"
+# Our names shadow the hub's `rouge` and `perplexity` (which aggregate, and load a model by id); those stay
+# reachable as evaluate-metric/rouge and evaluate-metric/perplexity.
+SHIPPED_METRICS = ("rouge", "pass_at_k", "perplexity")
+_TRUE = ("1", "ON", "YES", "TRUE")
+
+
+@functools.cache  # one load per name and process: evaluate.load hashes, copies and imports the script each time
+def load_metric(name: str):
+    """An `evaluate` metric by name: one of SHIPPED_METRICS from this package, offline, else `evaluate.load(name)`
+    (a hub id such as "bleu" or "user/metric", or a path to a metric script).
+
+    Metrics keep their inputs in memory (no Arrow cache files, no locks) and whatever evaluate caches goes under
+    $REPRODUCE_CACHE/evaluate unless HF_MODULES_CACHE says otherwise. With HF_HUB_OFFLINE=1 (or
+    HF_EVALUATE_OFFLINE=1) a hub name is looked up only in that cache, never on the network."""
+    evaluate = _import_evaluate()
+    path = str(SHIPPED_METRICS_DIR / f"{name}.py") if name in SHIPPED_METRICS else name
+    # evaluate reads HF_EVALUATE_OFFLINE once, at import, and ignores HF_HUB_OFFLINE: decide per call
+    offline = next((v for v in ("HF_HUB_OFFLINE", "HF_EVALUATE_OFFLINE")
+                    if os.environ.get(v, "").upper() in _TRUE), None)
+    was_offline, evaluate.config.HF_EVALUATE_OFFLINE = evaluate.config.HF_EVALUATE_OFFLINE, offline is not None
+    try:
+        return evaluate.load(path, keep_in_memory=True, cache_dir=str(cache_dir() / "evaluate" / "metrics"))
+    except FileNotFoundError as e:
+        # what evaluate raises for a name it finds neither as a script, nor on the hub, nor in its module cache
+        # (offline, or when the hub cannot be reached, too: it then gives up on the hub silently)
+        if name in SHIPPED_METRICS:
+            raise
+        shipped = ", ".join(SHIPPED_METRICS)
+        if offline:
+            raise ReproduceError(
+                f"metric {name!r} is not shipped with the suite ({shipped}) and the hub is off ({offline}=1) with no "
+                f"cached copy: name a shipped metric, or load it once with network access") from None
+        raise ReproduceError(
+            f"metric {name!r} is not shipped with the suite ({shipped}), and evaluate found no such script or hub "
+            f"metric (without network, set HF_HUB_OFFLINE=1): {_one_line(e)}") from None
+    finally:
+        evaluate.config.HF_EVALUATE_OFFLINE = was_offline
+
+
+def _import_evaluate():
+    """`evaluate`, imported without transformers, so the analysis stays torch-free: evaluate imports transformers
+    (and with it torch, 2-10 s here) only for its pipeline evaluators, which the suite does not use, and takes
+    an ImportError to mean transformers is not installed. In a process that has imported transformers already,
+    nothing is blocked. Its module cache goes under $REPRODUCE_CACHE unless HF_MODULES_CACHE is set."""
+    if "evaluate" not in sys.modules:
+        blocked = "transformers" not in sys.modules
+        if blocked:
+            sys.modules["transformers"] = None  # `import transformers` now raises ImportError
+        try:
+            import evaluate
+        except ImportError as e:
+            raise ReproduceError(f"evaluate does not import in {sys.executable} ({_one_line(e)}): run `make install`"
+                                 ) from None
+        finally:
+            if blocked:
+                del sys.modules["transformers"]
+        if "HF_MODULES_CACHE" not in os.environ:
+            # evaluate copies every script it loads there (and puts the directory on sys.path): keep it with the
+            # suite's other caches instead of ~/.cache/huggingface, which CI may not let us write
+            evaluate.config.HF_MODULES_CACHE = cache_dir() / "evaluate" / "modules"
+    import evaluate
+
+    return evaluate
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
 
 
 def _check_paired(a: Sequence, b: Sequence, what: str) -> None:
