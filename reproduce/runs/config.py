@@ -91,6 +91,9 @@ class SweepSpec:
     rows: tuple[int, int] = (0, 4)
     k: int = 4
     max_new_tokens: int | None = None  # default: the task's
+    # generate exactly max_new_tokens, EOS sampled like any token (the paper times 128 tokens): a cost
+    # measurement, so its text is not scored
+    ignore_eos: bool = False
 
 
 @dataclass(frozen=True)

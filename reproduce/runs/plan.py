@@ -32,6 +32,7 @@ class Unit:
     sample: int
     methods: tuple[Method, ...]
     sweep_value: float | int | None = None
+    ignore_eos: bool = False  # decode exactly max_new_tokens (timing sweeps)
 
     def row_key(self, method: Method) -> str:
         return row_key(dict(self.identity(), method=method.kind, draft=method.draft, k=method.k))
@@ -95,7 +96,7 @@ def plan_units(config: ExperimentConfig) -> list[Unit]:
                     _params(mode, temperature=value if sweep.vary == "temperature" else None),
                     value if sweep.vary == "max_new_tokens" else sweep.max_new_tokens or task.max_new_tokens,
                     value if sweep.vary == "max_prompt_tokens" else task.max_prompt_tokens,
-                    config.seeds[0], 0, methods, sweep_value=value,
+                    config.seeds[0], 0, methods, sweep_value=value, ignore_eos=sweep.ignore_eos,
                 ))
     return units
 

@@ -119,7 +119,7 @@ def _dtype(name: str) -> torch.dtype:
 def run_method(pool: ModelPool, unit: Unit, method: Method, prompt_ids: list[int]) -> dict:
     """Run one method on one unit and return its raw row."""
     generator = torch.Generator().manual_seed(unit_seed(unit))
-    eos = pool.target.eos_token_id
+    eos = None if unit.ignore_eos else pool.target.eos_token_id
     if method.kind == "ars":
         trace = autoregressive_decode(pool.target_lm, prompt_ids, unit.max_new_tokens, unit.params, generator, eos)
     elif method.kind == "sps":
