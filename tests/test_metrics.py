@@ -26,6 +26,7 @@ from reproduce.analysis.metrics import (
 )
 from reproduce.analysis.sandbox import evaluate_completions, run_humaneval_check
 from reproduce.engine.models import tiny_random_model
+from reproduce.engine.lm import CachedLM
 from reproduce.engine.scoring import token_logprobs
 from reproduce.errors import ReproduceError
 from reproduce.tasks import load_examples
@@ -33,7 +34,7 @@ from reproduce.tasks import load_examples
 
 def perplexity_under(model, prompt_ids, generated_ids):
     """Perplexity of `generated_ids` under `model`, as the analysis computes it from the runner's stored log-probs."""
-    return perplexity(token_logprobs(model, prompt_ids, generated_ids))
+    return perplexity(token_logprobs(CachedLM(model), prompt_ids, generated_ids))
 
 
 def test_rouge_matches_hand_counts():
@@ -179,3 +180,16 @@ def test_every_canonical_solution_passes_so_the_limits_cause_no_false_failures()
     examples = load_examples("humaneval")
     results = evaluate_completions([e.extra for e in examples], [e.reference for e in examples], workers=2)
     assert [e.example_id for e, r in zip(examples, results) if not r["passed"]] == []
+
+
+def test_token_logprobs_score_under_the_fast_runtime_as_under_hugging_face():
+    """The runner scores outputs with the target's own runtime (fast-fp32 here): the same log-probs as the
+    Hugging Face forward of the same weights, and the LM's cache is reset first (a used LM scores the same)."""
+    from reproduce.engine.runtime import build_lm
+
+    model = tiny_random_model("qwen2", vocab_size=32, seed=5).model
+    prompt, generated = [1, 7, 3, 9], [4, 4, 11, 2, 30]
+    expected = token_logprobs(CachedLM(model), prompt, generated)
+    fast = build_lm(model, 32, "fast-fp32")
+    fast.forward([5, 6, 7])  # a stale cache must not leak into the score
+    assert token_logprobs(fast, prompt, generated) == pytest.approx(expected, abs=1e-5)

@@ -59,6 +59,7 @@ class ModelPool:
         # and the target-as-draft all use it. The HF peers and perplexity use the HF model as loaded.
         target_runtime, self.target_lm = build_target(self.target, config.target.runtime)
         self.runtimes = {"target": target_runtime}
+        self.scoring_lm = self.target_lm.fresh()  # target log-probs of every output, under the target's runtime
         self.draft_models = {}  # drafts that are models on their own: draft-only rows and HF assisted peers
         self._loaded = {}
         self._built = {}
@@ -150,8 +151,8 @@ def run_method(pool: ModelPool, unit: Unit, method: Method, prompt_ids: list[int
         "text": pool.target.tokenizer.decode(trace.tokens, skip_special_tokens=True),
         "reference": unit.example.reference,
         # under the unshaped target, for perplexity and the SpS-vs-ArS distribution test
-        "target_logprobs": [round(x, 5) for x in token_logprobs(pool.target.model, prompt_ids, trace.tokens,
-                                                                 pool.vocab_size)] if trace.tokens else [],
+        "target_logprobs": [round(x, 5) for x in token_logprobs(pool.scoring_lm, prompt_ids, trace.tokens)]
+        if trace.tokens else [],
     }
 
 
