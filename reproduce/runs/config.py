@@ -261,7 +261,8 @@ def _validate(config: ExperimentConfig, source: str) -> None:
             fail(f"sweeps.{name}.vary must be one of {', '.join(SWEEPABLE)}, got {sweep.vary!r}")
         _check_eval_rows(sweep.task, sweep.rows, f"{source}: sweeps.{name}")
         if sweep.task not in config.tasks or sweep.mode not in config.modes or sweep.draft not in draft_names:
-            fail(f"sweeps.{name} names a task, mode or draft not defined above ({sweep.task}, {sweep.mode}, {sweep.draft})")
+            fail(f"sweeps.{name} names a task, mode or draft not defined above ({sweep.task}, {sweep.mode}, {sweep.draft}): "
+                 "define it, or drop the sweep (from the command line: --set sweeps={})")
     for where, runtime in [("target", config.target.runtime)] + [(f"drafts.{d.name}", d.runtime) for d in config.drafts]:
         if runtime not in RUNTIMES:
             fail(f"{where}.runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
