@@ -63,11 +63,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser(
         "run", help="run (or resume) an experiment config and analyse its rows",
-        description="Run an experiment from experiments/<profile>.yaml; rerunning resumes where it stopped.",
+        description="Run an experiment from experiments/<profile>.yaml, a YAML file, or flags naming your own "
+                    "target, drafts and tasks (on experiments/own-pair.yaml); rerunning resumes where it stopped. "
+                    "The resolved config is written to OUT/config.yaml: `run --config OUT/config.yaml --out OUT` "
+                    "repeats (resumes) the run.",
     )
     which = run.add_mutually_exclusive_group()
-    which.add_argument("--profile", default="default", help="experiments/<profile>.yaml (default: default)")
-    which.add_argument("--config", help="path of an experiment YAML file")
+    which.add_argument("--profile", help="experiments/<profile>.yaml (default: own-pair when --target, --draft or "
+                                         "--tasks is given, else default)")
+    which.add_argument("--config", help="path of an experiment YAML file, e.g. results/mine/config.yaml")
+    run.add_argument("--target", help="target model (replaces the config's): offline alias, tiny-random-<arch>, "
+                                      ".gguf file, local directory or hub id")
+    run.add_argument("--draft", action="append", metavar="NAME[,NAME]",
+                     help="draft(s) (replace the config's; repeatable or comma-separated): ngram, target, distilled, "
+                          "ngram+<draft>, or a model name as for --target")
+    run.add_argument("--tasks", metavar="TASK[:N],...",
+                     help="tasks to run, each on its first N evaluation rows, e.g. humaneval:20,xsum:30 "
+                          "(xsum, humaneval, pubmedqa)")
+    run.add_argument("--k", metavar="K[,K]", help="tokens drafted per target call, for every draft, e.g. 2,4")
+    run.add_argument("--modes", metavar="MODE[,MODE]",
+                     help="sampling modes for every task, e.g. greedy,code_nucleus (defined under `modes:`; "
+                          "default: each task's own, e.g. greedy and the paper's nucleus setting)")
+    run.add_argument("--methods", metavar="METHOD[,METHOD]",
+                     help="e.g. ars,sps (default: ars, sps, draft_only, hf_generate, hf_assisted)")
+    run.add_argument("--name", help="experiment name (default: the --out directory's name for the flag form)")
+    run.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE",
+                     help="override any config setting (a YAML value), e.g. --set threads=4 "
+                          "--set tasks.xsum.rows=[0,5] --set target.dtype=bfloat16; repeatable")
+    run.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     run.add_argument("--out", help="results directory (default: results/<experiment name>)")
     run.set_defaults(run=run_command)
 
@@ -271,15 +294,22 @@ def _finite_or_none(value: float) -> float | None:
 def run_command(args) -> int:
     from pathlib import Path
 
+    from reproduce.runs.config import dump_config
+    from reproduce.runs.overrides import build_config
+
+    config = build_config(profile=args.profile, config=args.config, target=args.target, drafts=args.draft,
+                          tasks=args.tasks, k=args.k, modes=args.modes, methods=args.methods, name=args.name,
+                          sets=args.sets, out=args.out)
+    if args.print_config:
+        print(dump_config(config), end="")
+        return 0
     from reproduce.analysis.analyse import analyse
-    from reproduce.runs.config import load_config
     from reproduce.runs.runner import run_experiment
 
-    config = load_config(args.config or args.profile)
     out_dir = Path(args.out or Path("results") / config.name)
     run_experiment(config, out_dir)
     analyse(out_dir)
-    print(f"rows and summary in {out_dir}")
+    print(f"rows, summary and rows.csv in {out_dir}; report: python -m reproduce report {out_dir}")
     return 0
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 from reproduce import tasks
 from reproduce.analysis import metrics, stats, theory
 from reproduce.analysis.sandbox import evaluate_completions, isolation_level
+from reproduce.analysis.tidy import write_tidy
 from reproduce.catalogue import method_label
 from reproduce.errors import ReproduceError
 from reproduce.runs.results import MANIFEST_FILE, ROWS_FILE, json_safe, read_rows
@@ -288,5 +289,6 @@ def analyse(out_dir: Path, write: bool = True) -> dict:
     }
     if write:
         (out_dir / "summary.json").write_text(json.dumps(json_safe(summary), indent=1, default=str))
+        write_tidy(frame, out_dir)  # rows.csv: the same per-row numbers, flat, for pandas
     return summary
 

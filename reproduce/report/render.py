@@ -21,7 +21,8 @@ from reproduce.errors import ReproduceError
 from reproduce.report.figures import draw_figures
 from reproduce.report.format import FILTERS
 from reproduce.report.views import build_context
-from reproduce.runs.results import MANIFEST_FILE, ROWS_FILE
+from reproduce.runs.config import EXPERIMENTS_DIR
+from reproduce.runs.results import CONFIG_FILE, MANIFEST_FILE, ROWS_FILE, TIDY_FILE
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -104,8 +105,20 @@ def render_report(results_dir, out_md="reports/results.md", figures_dir=None, lo
             stale.unlink()
     out_md.parent.mkdir(parents=True, exist_ok=True)
     context["figures"] = {name: Path(_relative(path, out_md.parent)).as_posix() for name, path in written.items()}
+    if (results_dir / TIDY_FILE).is_file():
+        context["tidy_csv"] = Path(_relative(results_dir / TIDY_FILE, out_md.parent)).as_posix()
+    context["rerun"] = rerun_commands(results_dir, context["config_name"])
     out_md.write_text(render_markdown(context))
     return out_md
+
+
+def rerun_commands(results_dir: Path, config_name: str) -> dict | None:
+    """For a run that is not a profile of experiments/ (flags, or a YAML file elsewhere) but stored its resolved
+    config.yaml: the paths that rerun it. None for a profile (the report names the profile instead)."""
+    config_file = results_dir / CONFIG_FILE
+    if (EXPERIMENTS_DIR / f"{config_name}.yaml").is_file() or not config_file.is_file():
+        return None
+    return {"config": config_file.as_posix(), "results_dir": results_dir.as_posix()}
 
 
 def _relative(path: Path, start: Path) -> str:
@@ -115,13 +128,25 @@ def _relative(path: Path, start: Path) -> str:
 def add_arguments(parser) -> None:
     """Arguments of `python -m reproduce report` (the CLI wires this parser to `report_command`)."""
     parser.add_argument("results_dir", help="results directory of a run, e.g. results/default")
-    parser.add_argument("--out", default="reports/results.md", help="markdown to write (default reports/results.md)")
+    parser.add_argument("--out", default=None,
+                        help="markdown to write (default: reports/results.md for the default profile, the committed "
+                             "report; RESULTS_DIR/report.md for any other run)")
     parser.add_argument("--figures", default=None, help="figure directory (default: figures/ beside --out)")
     parser.add_argument("--losslessness", default=None,
                         help="JSON written by `pytest tests/test_losslessness.py --stats-json PATH`")
 
 
+def default_report_path(results_dir) -> Path:
+    """reports/results.md for the default profile (the committed report); beside the results for any other
+    run, so rendering your own run never overwrites it."""
+    manifest = Path(results_dir) / MANIFEST_FILE
+    if manifest.is_file() and json.loads(manifest.read_text()).get("config_name") != "default":
+        return Path(results_dir) / "report.md"
+    return Path("reports/results.md")
+
+
 def report_command(args) -> int:
-    out = render_report(args.results_dir, args.out, args.figures, args.losslessness)
+    out = render_report(args.results_dir, args.out or default_report_path(args.results_dir), args.figures,
+                        args.losslessness)
     print(f"report written to {out}")
     return 0

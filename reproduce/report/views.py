@@ -290,6 +290,7 @@ def build_context(summary: dict, manifest: dict, paper: dict, losslessness: list
     if not groups:
         raise ReproduceError("the results hold no main-block rows: run the experiment before the report")
     matched = [g["paper"]["task"] + g["paper"]["mode"] for g in groups if g["paper"]]
+    paper_settings = [f"{TASK_LABELS[r['task']]} {_mode_label(r['temperature'], r['top_p'])}" for r in paper["table1"]]
     sweeps = sweep_views(summary, config, theory)
     k_sweeps = [figure1_view(s) for s in sweeps if s["vary"] == "k" and any(p["sps"] for p in s["points"])]
     curve = cost_curve_view(summary)
@@ -304,6 +305,12 @@ def build_context(summary: dict, manifest: dict, paper: dict, losslessness: list
         "groups": groups,
         "not_run": not_run,
         "paper_not_run": [r for r in paper["table1"] if r["task"] + r["mode"] not in matched],
+        # the paper's numbers exist only for its own tasks and settings: the others are judged against our ArS alone
+        "paper_settings": paper_settings,
+        "without_paper_row": [g["title"] for g in groups if not g["paper"]],
+        # set by render_report, which knows the paths: the tidy table's link, and how to rerun a non-profile run
+        "tidy_csv": None,
+        "rerun": None,
         "sweeps": sweeps,
         "k_sweeps": k_sweeps,
         "cost_curve": curve,

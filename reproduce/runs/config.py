@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,14 +123,26 @@ class ExperimentConfig:
 
 def load_config(name_or_path: str | Path) -> ExperimentConfig:
     """Load `experiments/<name>.yaml` or a path, following includes, and validate it."""
+    data, source = read_config_data(name_or_path)
+    return resolve_config(data, source)
+
+
+def read_config_data(name_or_path: str | Path) -> tuple[dict, str]:
+    """The plain settings of `experiments/<name>.yaml` or a path, includes merged in, and the file's name (for
+    error messages). Command-line settings are applied to this dict before `resolve_config`."""
     path = Path(name_or_path)
     if not path.suffix:
         path = EXPERIMENTS_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
         raise ReproduceError(f"no experiment config {str(name_or_path)!r}: choose one of {', '.join(known)} or give a .yaml path")
-    data = _read_with_includes(path, seen=())
-    return _resolve(data, source=path.name)
+    return _read_with_includes(path, seen=()), path.name
+
+
+def dump_config(config: ExperimentConfig) -> str:
+    """The resolved config as YAML that `load_config` reads back into an equal config (no includes)."""
+    plain = json.loads(json.dumps(dataclasses.asdict(config)))  # tuples -> lists, as YAML writes them
+    return yaml.safe_dump(plain, sort_keys=False, default_flow_style=None, width=110)
 
 
 def _read_with_includes(path: Path, seen: tuple) -> dict:
@@ -180,8 +193,19 @@ def _is_tuple_type(hint) -> bool:
     return typing.get_origin(hint) is tuple or any(typing.get_origin(arg) is tuple for arg in typing.get_args(hint))
 
 
-def _resolve(data: dict, source: str) -> ExperimentConfig:
+def resolve_config(data: dict, source: str) -> ExperimentConfig:
+    """Plain settings (as read from YAML, or built from command-line flags) -> a validated ExperimentConfig."""
     data = dict(data)
+    for key in ("tasks", "modes", "sweeps"):
+        if not isinstance(data.get(key) or {}, dict):
+            raise ReproduceError(f"{source}: {key} must be a mapping of names to settings, got {data[key]!r}")
+    if not isinstance(data.get("drafts") or [], list):
+        raise ReproduceError(f"{source}: drafts must be a list of draft settings, got {data['drafts']!r}")
+    for name in data.get("tasks") or {}:
+        if name not in TASKS:  # before its settings are checked, which would miss the misspelt name
+            close = difflib.get_close_matches(str(name), TASKS, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(TASKS)}"
+            raise ReproduceError(f"{source}: unknown task {name!r}; {hint}")
     if "target" in data:
         data["target"] = _build(ModelSpec, data["target"], f"{source}: target")
     data["drafts"] = tuple(_build(DraftSpec, d, f"{source}: drafts[{i}]") for i, d in enumerate(data.get("drafts") or []))
@@ -240,7 +264,8 @@ def _validate(config: ExperimentConfig, source: str) -> None:
             fail(f"sweeps.{name}.vary must be one of {', '.join(SWEEPABLE)}, got {sweep.vary!r}")
         _check_eval_rows(sweep.task, sweep.rows, f"{source}: sweeps.{name}")
         if sweep.task not in config.tasks or sweep.mode not in config.modes or sweep.draft not in draft_names:
-            fail(f"sweeps.{name} names a task, mode or draft not defined above ({sweep.task}, {sweep.mode}, {sweep.draft})")
+            fail(f"sweeps.{name} names a task, mode or draft not defined above ({sweep.task}, {sweep.mode}, {sweep.draft}): "
+                 "define it, or drop the sweep (from the command line: --set sweeps={})")
     for where, runtime in [("target", config.target.runtime)] + [(f"drafts.{d.name}", d.runtime) for d in config.drafts]:
         if runtime not in RUNTIMES:
             fail(f"{where}.runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")

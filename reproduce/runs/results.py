@@ -1,4 +1,5 @@
-"""A run's files: rows.jsonl (one raw row per finished (unit, method)) and manifest.json, and the one JSON cleaner.
+"""A run's files: rows.jsonl (one raw row per finished (unit, method)), manifest.json and config.yaml (the resolved
+config), rows.csv (the analysis's tidy table), and the one JSON cleaner.
 
 Analysis, report and benchmarks read results through this module, never through the runner (which loads torch
 and the models).
@@ -14,6 +15,12 @@ ROWS_FILE = "rows.jsonl"
 
 
 MANIFEST_FILE = "manifest.json"
+
+
+CONFIG_FILE = "config.yaml"  # the resolved config, rerunnable: python -m reproduce run --config DIR/config.yaml --out DIR
+
+
+TIDY_FILE = "rows.csv"  # written by the analysis: one flat row per (prompt, method) with its quality, for pandas
 
 
 def read_done_keys(rows_path: Path) -> set[str]:

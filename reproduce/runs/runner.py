@@ -30,7 +30,7 @@ from reproduce.engine.runtime import build_lm, build_target, cpu_has_native_bf16
 from reproduce.engine.sampling import SamplingParams
 from reproduce.engine.scoring import token_logprobs
 from reproduce.errors import ReproduceError
-from reproduce.runs.config import ExperimentConfig
+from reproduce.runs.config import ExperimentConfig, dump_config
 from reproduce.runs.peers import hf_generate
 from reproduce.runs.plan import (
     Method,
@@ -40,6 +40,7 @@ from reproduce.runs.plan import (
     unit_seed,
 )
 from reproduce.runs.results import (
+    CONFIG_FILE,
     MANIFEST_FILE,
     ROWS_FILE,
     json_safe,
@@ -196,6 +197,7 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, progress: bool = Tru
     resolved = json.loads(json.dumps(json_safe(dataclasses.asdict(config))))  # as it reads back from disk
     if manifest.get("config") is not None and not _same_config(manifest["config"], resolved):
         raise ReproduceError(f"{out_dir} holds results of a different config: use another output directory or delete it")
+    _write_config_file(config, out_dir)
     session = {"start": _now(), "end": None, **provenance()}
     manifest.update(config=resolved, config_name=config.name)
     manifest["sessions"].append(session)
@@ -230,6 +232,16 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, progress: bool = Tru
     session["end"] = _now()
     write_json(manifest_path, manifest)
     return out_dir
+
+
+def _write_config_file(config: ExperimentConfig, out_dir: Path) -> None:
+    """out_dir/config.yaml: the resolved config, complete (no includes), so the run can be repeated or resumed
+    from it alone, whether it came from a profile, a YAML file or command-line flags."""
+    header = (f"# The resolved config of experiment {config.name!r} (written by the run; manifest.json holds the same).\n"
+              f"# Rerun or resume: python -m reproduce run --config {out_dir / CONFIG_FILE} --out {out_dir}\n")
+    tmp = out_dir / (CONFIG_FILE + ".tmp")
+    tmp.write_text(header + dump_config(config))
+    tmp.replace(out_dir / CONFIG_FILE)
 
 
 def _same_config(saved: dict, resolved: dict) -> bool:
