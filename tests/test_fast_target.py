@@ -283,3 +283,22 @@ def test_int8_draft_numerics_stay_close_to_fp32(architecture):
     assert copy.layers_int8 is quantized.layers_int8 and copy.keys is not quantized.keys
     copy.reset()
     assert torch.equal(copy.forward(ids), logits)
+
+
+@pytest.mark.parametrize("architecture", ["llama", "qwen2"])
+def test_bf16_runtime_shares_the_weights_of_a_bf16_hugging_face_model(architecture, single_thread):
+    """The HF model kept for the peers points into the fast runtime's fused bf16 tensors: one copy in memory, and
+    its own forward is unchanged (the views hold the very same values)."""
+    model = tiny_random_model(architecture, vocab_size=32, seed=2, num_hidden_layers=2).model.to(torch.bfloat16)
+    before = CachedLM(model).forward([1, 2, 3, 4])
+    lm = FastLlamaLM.from_hf(model, linear_mode="bf16")
+    attn = model.model.layers[0].self_attn
+    fused = lm.layers_bf16[0].qkv
+    assert attn.k_proj.weight.untyped_storage().data_ptr() == fused.untyped_storage().data_ptr()
+    assert model.model.layers[1].mlp.up_proj.weight.untyped_storage().data_ptr() == \
+        lm.layers_bf16[1].gate_up.untyped_storage().data_ptr()
+    assert torch.equal(CachedLM(model).forward([1, 2, 3, 4]), before)
+    # a float32 model keeps weights of its own: bf16 views would change its numerics
+    fp32_model = tiny_random_model(architecture, vocab_size=32, seed=2).model
+    FastLlamaLM.from_hf(fp32_model, linear_mode="bf16")
+    assert fp32_model.model.layers[0].self_attn.q_proj.weight.dtype == torch.float32
