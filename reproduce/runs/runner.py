@@ -207,6 +207,11 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, progress: bool = Tru
     todo = sum(unit.row_key(m) not in done for unit in units for m in unit.methods)
     pool = ModelPool(config)
     manifest["models"] = pool.describe()
+    if pool.runtimes["target"] == "fast-fp32" and pool.target.num_parameters > 1e9:
+        # what the report must not hide: the paper's regime needs a verification call that costs about one token
+        tqdm.write(f"note: this CPU has no native bf16 (AVX512-BF16 / AMX), so the {pool.target.name} target runs in "
+                   "fp32, where scoring K+1 tokens costs several single-token calls: expect little or no speedup "
+                   "from model drafts here (the report's cost curve t(n) shows by how much)")
     manifest["prompt_formats"] = {task: tasks.prompt_format(task, pool.target.tokenizer) for task in config.tasks}
     write_json(manifest_path, manifest)
     tqdm.write(f"{config.name}: {todo} rows to run, {len(done)} already done -> {rows_path}")
