@@ -274,3 +274,20 @@ def test_models_table_shows_the_runtimes_numerics_and_the_load_dtype_apart():
     assert numerics("fast-fp32")["numerics"] == "fp32"
     assert numerics("fast-int8", "torch.bfloat16") == {"numerics": views.RUNTIME_NUMERICS["fast-int8"], "load_dtype": "bf16"}
     assert numerics("hf", "torch.bfloat16") == {"numerics": "bf16", "load_dtype": "bf16"}  # HF computes as loaded
+
+
+def test_peers_put_the_like_for_like_comparison_first(rendered, paper):
+    """Rows of our loops on the HF forward (ars_hf), as the analysis writes them, go first, then the stacks."""
+    summary = copy.deepcopy(rendered["summary"])
+    main = [e for e in summary["methods"] if e["block"] == "main" and e["task"] == "xsum" and e["mode"] == "greedy"]
+    ars = next(e for e in main if e["method"] == "ars")
+    generate = next(e for e in main if e["method"] == "hf_generate")
+    summary["methods"].append({**copy.deepcopy(ars), "method": "ars_hf", "variant": "ArS (HF forward)",
+                               "ms_per_token_p50": 77.7,
+                               "vs_ars": {"n": 2, "speedup": {"ratio_of_means": 0.55, "ratio_of_means_ci": [0.5, 0.6]}}})
+    generate["ours_hf_forward_vs_hf"] = {"ratio_of_means": 1.04, "ratio_of_means_ci": [0.98, 1.1]}
+    text = render.render_markdown(_context(rendered, paper, summary=summary))
+    peers = _section(text, "## 8. Peer comparison", "## 9. Losslessness")
+    like = "| XSum, greedy | ArS (HF forward) | 77.7 ms | HF generate | 81.1 ms | 1.04x [0.98, 1.10] |"
+    assert like in peers and "Not run: this experiment's methods" not in peers
+    assert peers.index(like) < peers.index("**Stack comparison") < peers.index("| XSum, greedy | ArS | 44.0 ms |")

@@ -316,6 +316,27 @@ def setup_view(manifest: dict, summary: dict) -> dict:
     }
 
 
+def peers_view(groups: list[dict]) -> dict:
+    """The Hugging Face peers, like for like first: our ArS / SpS loops over the very HF forward generate() runs
+    (ars_hf, sps_hf; only when the config ran them) against HF generate() / assisted generation, which isolates the
+    decoding loop; then the stack comparison, our loops in the configured fast runtime against HF, which mixes loop
+    and kernels. `ours_over_hf` is HF's ms/token over ours on the same prompts (paired 95% CI; > 1: ours faster)."""
+    like, stack = [], []
+    for g in groups:
+        views = g["views"]
+        for hf in (v for v in views if v["method"] in ("hf_generate", "hf_assisted")):
+            same = [v for v in views if v["draft"] == hf["draft"] and v["k"] == hf["k"]]
+            ours_kind, hf_forward_kind = ("ars", "ars_hf") if hf["method"] == "hf_generate" else ("sps", "sps_hf")
+            hf_forward = next((v for v in same if v["method"] == hf_forward_kind), None)
+            if hf_forward is not None:
+                like.append({"title": g["title"], "ours": hf_forward, "hf": hf,
+                             "ours_over_hf": hf.get("ours_hf_forward_vs_hf")})
+            ours = next((v for v in same if v["method"] == ours_kind), None)
+            if ours is not None:
+                stack.append({"title": g["title"], "ours": ours, "hf": hf, "ours_over_hf": hf.get("ours_vs_hf")})
+    return {"like_for_like": like, "stack": stack}
+
+
 def losslessness_view(groups: list[dict], results: list[dict] | None) -> dict:
     greedy = [v for g in groups for v in g["sps"] if v["temperature"] == 0 and "exact_match_ars" in v["quality"]]
     sampled = [v for g in groups for v in g["sps"] if v["temperature"] > 0 and v["first_token_test"]]
@@ -379,4 +400,5 @@ def build_context(summary: dict, manifest: dict, paper: dict, losslessness: list
         # tests ran
         "rendered_by": None,
         "losslessness_run": None,
+        "peers": peers_view(groups),
     }
