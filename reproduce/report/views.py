@@ -13,6 +13,7 @@ import yaml
 
 from reproduce.catalogue import METHOD_KINDS, parse_draft
 from reproduce.errors import ReproduceError
+from reproduce.report.discussion import discussion_view
 from reproduce.report.format import fmt_value
 
 TASK_LABELS = {"xsum": "XSum", "humaneval": "HumanEval", "pubmedqa": "PubMedQA"}
@@ -368,6 +369,7 @@ def build_context(summary: dict, manifest: dict, paper: dict, losslessness: list
     main_theory = [t for t in theory_rows if t["block"] == "main"]
     sweep_theory = [t for t in theory_rows if t["block"] != "main"]
     setup = setup_view(manifest, summary)
+    peers = peers_view(groups)
     return {
         "config_name": manifest["config_name"],
         "config": config,
@@ -396,9 +398,12 @@ def build_context(summary: dict, manifest: dict, paper: dict, losslessness: list
         "reproduced_count": sum(1 for g in groups if g["speedup_verdict"]["ok"]),
         "equivalent_count": sum(1 for g in groups if g["quality_verdict"]["ok"]),
         "task_labels": TASK_LABELS,
-        # set by render_report: the commit rendering the report, and when and at which commit the losslessness
-        # tests ran
+        # provenance, peers and the discussion (set by render_report: the commit rendering the report, and when and
+        # at which commit the losslessness tests ran)
         "rendered_by": None,
         "losslessness_run": None,
-        "peers": peers_view(groups),
+        "peers": peers,
+        "discussion": discussion_view(groups, main_theory, curve, setup, peers, paper,
+                                      {d["name"]: {"kind": _draft_kind(config, d["name"]), "label": short_draft(d["name"])}
+                                       for d in config["drafts"]}),
     }
