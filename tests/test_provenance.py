@@ -117,6 +117,8 @@ def test_model_and_data_file_records(tmp_path, cache):
     gguf.write_bytes(b"GGUF")
     assert provenance.model_files("m.gguf", f"gguf:{gguf}")[0]["sha256"] == hashlib.sha256(b"GGUF").hexdigest()
     assert provenance.model_files("tiny-random-llama", "config") == []
+    gone = provenance.file_record(tmp_path / "deleted.bin")  # unreadable: recorded as such, the run goes on
+    assert gone["sha256"] is None and gone["note"].startswith("not hashed")
 
     from reproduce.offline import find_package_file
     from reproduce.tasks import TASKS

@@ -110,8 +110,14 @@ def _digest(path: Path) -> str:
 
 
 def file_record(path, note: str | None = None) -> dict:
+    """{"path", "size", "sha256"(, "note")}; a file that cannot be read is recorded as not hashed, not fatal to
+    the run that records it."""
     path = Path(path)
-    record = {"path": str(path), "size": path.stat().st_size, "sha256": sha256_file(path)}
+    try:
+        record = {"path": str(path), "size": path.stat().st_size, "sha256": sha256_file(path)}
+    except OSError as exc:
+        return {"path": str(path), "size": None, "sha256": None,
+                "note": f"not hashed: {exc.strerror or type(exc).__name__}"}
     if note:
         record["note"] = note
     return record
