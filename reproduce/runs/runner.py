@@ -201,9 +201,9 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, progress: bool = Tru
     todo = sum(unit.row_key(m) not in done for unit in units for m in unit.methods)
     pool = ModelPool(config)
     manifest["models"] = pool.describe()
+    manifest["prompt_formats"] = {task: tasks.prompt_format(task, pool.target.tokenizer) for task in config.tasks}
     # what this session ran on: the model and data files' sha256 (cached by size and mtime: rehashed only if changed)
     session["files"] = {"models": pool.files(), "data": data_files(config.tasks, config.data_source)}
-    manifest["prompt_formats"] = {task: tasks.prompt_format(task, pool.target.tokenizer) for task in config.tasks}
     write_json(manifest_path, manifest)
     tqdm.write(f"{config.name}: {todo} rows to run, {len(done)} already done -> {rows_path}")
     if todo:
