@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 from pathlib import Path
 
@@ -30,11 +31,16 @@ def single_thread():
 # ---- --stats-json: each test's outcome and the statistics it recorded (record_property), for the report -------
 
 _RECORDED: list[dict] = []
+_SESSION: dict = {}
 
 
 def pytest_addoption(parser):
     parser.addoption("--stats-json", default=None, metavar="PATH",
                      help="write every test's outcome and recorded statistics (p-values, counts) to PATH as JSON")
+
+
+def pytest_sessionstart(session):
+    _SESSION["started"] = _now()
 
 
 def pytest_runtest_logreport(report):
@@ -44,7 +50,15 @@ def pytest_runtest_logreport(report):
 
 
 def pytest_sessionfinish(session):
+    """The records, with the commit the tests ran at and when (the report shows both beside their results)."""
     path = session.config.getoption("--stats-json")
     if path:
+        from reproduce.runs.provenance import git_commit
+
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(_RECORDED, indent=1))
+        Path(path).write_text(json.dumps({**git_commit(), "started": _SESSION.get("started"), "finished": _now(),
+                                          "records": _RECORDED}, indent=1))
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -92,6 +92,24 @@ def test_one_command_runs_a_pair_the_paper_never_ran_to_a_report(run, pair):
         assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_run_records_the_files_and_cpu_it_ran_on(run, pair):
+    """The manifest's session holds the sha256 of the user's model files and the task data, and the CPU's
+    flags; the report shows them with the commit that rendered it."""
+    import hashlib
+
+    session = json.loads((run / "manifest.json").read_text())["sessions"][0]
+    target = {Path(r["path"]).name: r for r in session["files"]["models"]["target"]}
+    weights = Path(pair["target"]) / "model.safetensors"
+    assert target["model.safetensors"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert {"config.json", "tokenizer.json"} <= set(target) and pair["draft"] in session["files"]["models"]
+    assert set(session["files"]["data"]) == {"xsum", "pubmedqa"}
+    assert all(len(r["sha256"]) == 64 for r in session["files"]["data"].values())
+    assert set(session["cpu_flags"]) == {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16"}
+    text = (run / "report.md").read_text()
+    assert f"| target | `{weights}` |" in text and f"`{target['model.safetensors']['sha256']}` |" in text
+    assert "CPU flags: avx2 " in text and "- Rendered at: `" in text
+
+
 def test_rows_csv_is_one_flat_row_per_prompt_and_method(run):
     table = pd.read_csv(run / "rows.csv")
     assert len(table) == len(read_rows(run))

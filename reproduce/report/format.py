@@ -120,5 +120,16 @@ def fmt_duration(seconds) -> str:
     return f"{hours} h {minutes:02d} min {secs:02d} s" if hours else f"{minutes} min {secs:02d} s"
 
 
+@_strict
+def fmt_bytes(size) -> str:
+    """A file size: 538000000 -> '538.0 MB', 1234 -> '1.2 kB' (decimal units), 12 -> '12 B'."""
+    if _missing(size):
+        return "n/a"
+    for scale, suffix in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+        if size >= scale:
+            return f"{size / scale:.1f} {suffix}"
+    return f"{int(size)} B"
+
+
 FILTERS = {f.__name__: f for f in (fmt_num, fmt_ms, fmt_pct, fmt_usd, fmt_p, fmt_x, fmt_ci, fmt_interval, fmt_value,
-                                   fmt_params, fmt_duration)}
+                                   fmt_params, fmt_duration, fmt_bytes)}

@@ -6,6 +6,8 @@ with Jinja2. Every statistic comes from `reproduce.analysis`; this module only p
 which sweep varies K), attaches labels and formats numbers through the `fmt_*` filters of format.py, and the
 template does no arithmetic. `StrictUndefined` makes a missing value fail the render instead of printing a
 blank. The paper's own numbers come from reports/paper.yaml (transcribed from Table 1 of arXiv 2302.01318).
+The report names the commit that rendered it (`rendering_commit`) beside the commits that ran the experiment
+(manifest sessions) and the losslessness tests (their JSON).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from reproduce.report.figures import draw_figures
 from reproduce.report.format import FILTERS
 from reproduce.report.views import build_context
 from reproduce.runs.config import EXPERIMENTS_DIR
+from reproduce.runs.provenance import git_commit
 from reproduce.runs.results import CONFIG_FILE, MANIFEST_FILE, ROWS_FILE, TIDY_FILE
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,6 +58,24 @@ def load_summary(results_dir: Path) -> dict:
     return json.loads(summary.read_text())
 
 
+def _read_losslessness(path: Path) -> tuple[list, dict | None]:
+    """(records, provenance) of the JSON `pytest tests/test_losslessness.py --stats-json PATH` writes: an object
+    with the commit the tests ran at (git_hash, git_dirty), their start and finish times and the records; or,
+    as written before those were recorded, the bare list of records (provenance None)."""
+    hint = "write it with `pytest tests/test_losslessness.py --stats-json PATH`"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ReproduceError(f"cannot read losslessness results {path} ({exc}): {hint}") from None
+    records, meta = data, None
+    if isinstance(data, dict) and "records" in data:
+        records = data["records"]
+        meta = {key: data.get(key) for key in ("git_hash", "git_dirty", "started", "finished")}
+    if not isinstance(records, list) or not all(isinstance(r, dict) and {"test", "outcome"} <= set(r) for r in records):
+        raise ReproduceError(f"{path}: expected a JSON list of test records with 'test' and 'outcome': {hint}")
+    return records, meta
+
+
 def load_losslessness(path: Path | None) -> list[dict] | None:
     """The losslessness tests' results, from the JSON that `pytest tests/test_losslessness.py --stats-json PATH`
     writes: one record per test with its nodeid, phase, outcome, seconds and the statistics it recorded
@@ -62,20 +83,29 @@ def load_losslessness(path: Path | None) -> list[dict] | None:
     if path is None:
         return None
     path = Path(path)
-    hint = "write it with `pytest tests/test_losslessness.py --stats-json PATH`"
-    try:
-        records = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ReproduceError(f"cannot read losslessness results {path} ({exc}): {hint}") from None
-    if not isinstance(records, list) or not all(isinstance(r, dict) and {"test", "outcome"} <= set(r) for r in records):
-        raise ReproduceError(f"{path}: expected a JSON list of test records with 'test' and 'outcome': {hint}")
+    records, _ = _read_losslessness(path)
     records = [r for r in records if "test_losslessness" in r["test"]]
     if not records:
-        raise ReproduceError(f"{path} has no results of tests/test_losslessness.py: {hint}")
+        raise ReproduceError(f"{path} has no results of tests/test_losslessness.py: "
+                             "write it with `pytest tests/test_losslessness.py --stats-json PATH`")
     bookkeeping = {"test", "phase", "outcome", "seconds"}
     return [{"test": r["test"].split("::", 1)[-1], "phase": r.get("phase", "call"), "outcome": r["outcome"],
              "statistics": [{"name": k, "value": v} for k, v in r.items() if k not in bookkeeping]}
             for r in records]
+
+
+def losslessness_provenance(path: Path | None) -> dict | None:
+    """When and at which commit the losslessness tests ran: {"git_hash", "git_dirty", "started", "finished"} (each
+    None if not recorded), or None when no results are attached or their file predates these fields."""
+    if path is None:
+        return None
+    return _read_losslessness(Path(path))[1]
+
+
+def rendering_commit() -> dict:
+    """The commit of the code rendering the report ({"git_hash", "git_dirty"}): the template, views and analysis
+    that turned the raw results into text, which can be later than the commit that ran the experiment."""
+    return git_commit(REPO)
 
 
 def jinja_environment() -> jinja2.Environment:
@@ -108,6 +138,8 @@ def render_report(results_dir, out_md="reports/results.md", figures_dir=None, lo
     if (results_dir / TIDY_FILE).is_file():
         context["tidy_csv"] = Path(_relative(results_dir / TIDY_FILE, out_md.parent)).as_posix()
     context["rerun"] = rerun_commands(results_dir, context["config_name"])
+    context["rendered_by"] = rendering_commit()
+    context["losslessness_run"] = losslessness_provenance(losslessness)
     out_md.write_text(render_markdown(context))
     return out_md
 

@@ -13,6 +13,7 @@ import yaml
 
 from reproduce.catalogue import METHOD_KINDS, parse_draft
 from reproduce.errors import ReproduceError
+from reproduce.report.discussion import discussion_view
 from reproduce.report.format import fmt_value
 
 TASK_LABELS = {"xsum": "XSum", "humaneval": "HumanEval", "pubmedqa": "PubMedQA"}
@@ -209,6 +210,53 @@ def cost_curve_view(summary: dict) -> list[dict]:
     return views
 
 
+# What a runtime computes in (reproduce/engine/fast_lm.py): the numerics that define the target, which are not the
+# dtype the Hugging Face model was loaded in (that one is what the HF peers run)
+RUNTIME_NUMERICS = {
+    "fast-fp32": "fp32",
+    "fast-bf16": "bf16 GEMMs (weights rounded to bf16, fp32 accumulation); fp32 norms, attention, KV cache",
+    "fast-int8": "int8 weights (per-row bf16 scales), bf16 activations; fp32 norms, attention, KV cache",
+}
+
+
+DTYPE_NAMES = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}
+
+
+def _numerics(model: dict) -> dict:
+    """A model's numerics under its runtime, and the dtype its Hugging Face model was loaded in."""
+    load_dtype = DTYPE_NAMES.get(model["dtype"], model["dtype"])
+    return {"numerics": RUNTIME_NUMERICS.get(model["runtime"], load_dtype), "load_dtype": load_dtype}
+
+
+def _flags_view(flags: dict | None) -> list[dict] | None:
+    return None if flags is None else [{"name": name, "present": present} for name, present in flags.items()]
+
+
+def files_view(sessions: list[dict]) -> dict | None:
+    """The sha256 of the model and data files, as the last session that recorded them found them (None when no
+    session did: results written before checksums were recorded); `changed` when an earlier session saw others."""
+    recorded = [s["files"] for s in sessions if s.get("files")]
+    if not recorded:
+        return None
+    rows = []
+    for role, records in recorded[-1]["models"].items():
+        what = "target" if role == "target" else f"draft {short_draft(role)}"
+        if not records:
+            rows.append({"what": what, "path": "(no files: a tiny random model, built from a config)", "size": None,
+                         "sha256": None, "note": None})
+        rows += [{"what": what, **{k: r.get(k) for k in ("path", "size", "sha256", "note")}} for r in records]
+    for task, record in recorded[-1]["data"].items():
+        rows.append({"what": f"data: {TASK_LABELS.get(task, task)}",
+                     **{k: record.get(k) for k in ("path", "size", "sha256", "note")}})
+
+    def hashes(files):
+        records = [r for model in files["models"].values() for r in model] + list(files["data"].values())
+        return sorted((r.get("path"), r.get("sha256")) for r in records)
+
+    return {"rows": rows, "changed": any(hashes(f) != hashes(recorded[-1]) for f in recorded[:-1]),
+            "sessions_without": len(sessions) - len(recorded)}
+
+
 def setup_view(manifest: dict, summary: dict) -> dict:
     """Hardware, software, models, data, prompts and wall time, from the manifest."""
     from reproduce.tasks import TASKS
@@ -217,6 +265,8 @@ def setup_view(manifest: dict, summary: dict) -> dict:
     hardware = []
     for session in sessions:
         machine = {k: session[k] for k in ("cpu", "cpu_native_bf16", "cores", "threads", "platform")}
+        # recorded since the CPU's identity and flags are part of the provenance (older manifests: None)
+        machine.update(cpu_id=session.get("cpu_id"), cpu_flags=_flags_view(session.get("cpu_flags")))
         if machine not in hardware:
             hardware.append(machine)
     for session in sessions:
@@ -232,17 +282,17 @@ def setup_view(manifest: dict, summary: dict) -> dict:
         kind = _draft_kind(config, name)
         if kind == "ngram":
             drafts.append({"name": name, "kind": f"n-gram prompt lookup (longest n-gram {draft['ngram_size']})",
-                           "parameters": 0, "source": "the prompt and the tokens generated so far", "dtype": "n/a",
-                           "runtime": "n/a", "k_values": k_values})
+                           "parameters": 0, "source": "the prompt and the tokens generated so far", "numerics": "n/a",
+                           "load_dtype": "n/a", "runtime": "n/a", "k_values": k_values})
         elif kind == "target":
             drafts.append({"name": name, "kind": "the target drafting for itself (acceptance 1 by construction)",
                            "parameters": models["target"]["parameters"], "source": "the target's own weights",
-                           "dtype": models["target"]["dtype"], "runtime": models["target"]["runtime"],
+                           **_numerics(models["target"]), "runtime": models["target"]["runtime"],
                            "k_values": k_values})
         else:
             what = "n-gram prompt lookup, then the draft model" if kind == "hybrid" else "draft model"
             drafts.append({"name": short_draft(name), "kind": what, "parameters": models[name]["parameters"],
-                           "source": models[name]["source"], "dtype": models[name]["dtype"],
+                           "source": models[name]["source"], **_numerics(models[name]),
                            "runtime": models[name]["runtime"], "k_values": k_values})
     data = []
     for task, spec in config["tasks"].items():
@@ -262,8 +312,30 @@ def setup_view(manifest: dict, summary: dict) -> dict:
         "git_hashes": sorted({s["git_hash"] or "unknown" for s in sessions}),
         "dirty": any(s["git_dirty"] for s in sessions),
         "sandbox": summary.get("sandbox"),
-        "target": models["target"], "drafts": drafts, "data": data,
+        "target": {**models["target"], **_numerics(models["target"])}, "drafts": drafts, "data": data,
+        "files": files_view(sessions),
     }
+
+
+def peers_view(groups: list[dict]) -> dict:
+    """The Hugging Face peers, like for like first: our ArS / SpS loops over the very HF forward generate() runs
+    (ars_hf, sps_hf; only when the config ran them) against HF generate() / assisted generation, which isolates the
+    decoding loop; then the stack comparison, our loops in the configured fast runtime against HF, which mixes loop
+    and kernels. `ours_over_hf` is HF's ms/token over ours on the same prompts (paired 95% CI; > 1: ours faster)."""
+    like, stack = [], []
+    for g in groups:
+        views = g["views"]
+        for hf in (v for v in views if v["method"] in ("hf_generate", "hf_assisted")):
+            same = [v for v in views if v["draft"] == hf["draft"] and v["k"] == hf["k"]]
+            ours_kind, hf_forward_kind = ("ars", "ars_hf") if hf["method"] == "hf_generate" else ("sps", "sps_hf")
+            hf_forward = next((v for v in same if v["method"] == hf_forward_kind), None)
+            if hf_forward is not None:
+                like.append({"title": g["title"], "ours": hf_forward, "hf": hf,
+                             "ours_over_hf": hf.get("ours_hf_forward_vs_hf")})
+            ours = next((v for v in same if v["method"] == ours_kind), None)
+            if ours is not None:
+                stack.append({"title": g["title"], "ours": ours, "hf": hf, "ours_over_hf": hf.get("ours_vs_hf")})
+    return {"like_for_like": like, "stack": stack}
 
 
 def losslessness_view(groups: list[dict], results: list[dict] | None) -> dict:
@@ -296,11 +368,13 @@ def build_context(summary: dict, manifest: dict, paper: dict, losslessness: list
     curve = cost_curve_view(summary)
     main_theory = [t for t in theory_rows if t["block"] == "main"]
     sweep_theory = [t for t in theory_rows if t["block"] != "main"]
+    setup = setup_view(manifest, summary)
+    peers = peers_view(groups)
     return {
         "config_name": manifest["config_name"],
         "config": config,
         "config_yaml": yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=110).rstrip(),
-        "setup": setup_view(manifest, summary),
+        "setup": setup,
         "paper": paper,
         "groups": groups,
         "not_run": not_run,
@@ -324,4 +398,12 @@ def build_context(summary: dict, manifest: dict, paper: dict, losslessness: list
         "reproduced_count": sum(1 for g in groups if g["speedup_verdict"]["ok"]),
         "equivalent_count": sum(1 for g in groups if g["quality_verdict"]["ok"]),
         "task_labels": TASK_LABELS,
+        # provenance, peers and the discussion (set by render_report: the commit rendering the report, and when and
+        # at which commit the losslessness tests ran)
+        "rendered_by": None,
+        "losslessness_run": None,
+        "peers": peers,
+        "discussion": discussion_view(groups, main_theory, curve, setup, peers, paper,
+                                      {d["name"]: {"kind": _draft_kind(config, d["name"]), "label": short_draft(d["name"])}
+                                       for d in config["drafts"]}),
     }

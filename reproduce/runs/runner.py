@@ -15,7 +15,6 @@ import datetime
 import json
 import os
 import platform
-import subprocess
 from pathlib import Path
 
 import torch
@@ -39,6 +38,7 @@ from reproduce.runs.plan import (
     rotate_methods,
     unit_seed,
 )
+from reproduce.runs.provenance import cpu_info, data_files, git_commit, model_files
 from reproduce.runs.results import (
     CONFIG_FILE,
     MANIFEST_FILE,
@@ -113,6 +113,11 @@ class ModelPool:
         return {name: {"name": m.name, "source": m.source, "parameters": m.num_parameters,
                        "dtype": str(m.model.dtype), "runtime": self.runtimes[name]} for name, m in models.items()}
 
+    def files(self) -> dict:
+        """Per model (as in describe()), sha256 records of the files it was loaded from (runs.provenance)."""
+        models = {"target": self.target, **self.loaded_drafts}
+        return {name: model_files(m.name, m.source) for name, m in models.items()}
+
 
 def _dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
@@ -166,20 +171,9 @@ def provenance() -> dict:
         except md.PackageNotFoundError:
             return None
 
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    try:
-        git_hash = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                  cwd=Path(__file__).parent, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                                    text=True, cwd=Path(__file__).parent).stdout.strip())
-    except (OSError, subprocess.CalledProcessError):
-        git_hash, dirty = None, None
     return {
-        "git_hash": git_hash, "git_dirty": dirty, "python": platform.python_version(), "cpu": cpu,
+        **git_commit(), "python": platform.python_version(),
+        **cpu_info(),  # cpu (model name), cpu_id (vendor, family, model, stepping), cpu_flags
         "cpu_native_bf16": cpu_has_native_bf16(),
         "cores": os.cpu_count(), "threads": torch.get_num_threads(), "platform": platform.platform(),
         "versions": {d: version(d) for d in ("torch", "transformers", "datasets", "rouge-score", "scipy",
@@ -213,6 +207,8 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, progress: bool = Tru
                    "fp32, where scoring K+1 tokens costs several single-token calls: expect little or no speedup "
                    "from model drafts here (the report's cost curve t(n) shows by how much)")
     manifest["prompt_formats"] = {task: tasks.prompt_format(task, pool.target.tokenizer) for task in config.tasks}
+    # what this session ran on: the model and data files' sha256 (cached by size and mtime: rehashed only if changed)
+    session["files"] = {"models": pool.files(), "data": data_files(config.tasks, config.data_source)}
     write_json(manifest_path, manifest)
     tqdm.write(f"{config.name}: {todo} rows to run, {len(done)} already done -> {rows_path}")
     if todo:
