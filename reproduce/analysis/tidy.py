@@ -29,7 +29,7 @@ COLUMNS = (
     ("seed", "experiment seed"),
     ("sample", "sample index within the prompt (num_samples > 1)"),
     ("sweep_value", "the swept setting's value (sweeps only)"),
-    ("method", "ars, sps, draft_only, hf_generate, hf_assisted, ars_hf, sps_hf"),
+    ("method", "ars, ars_repeat, sps, draft_only, hf_generate, hf_assisted, ars_hf, sps_hf"),
     ("draft", "draft name (methods with a draft)"),
     ("k", "tokens drafted per target call (SpS and its peers)"),
     ("variant", "readable method label, e.g. SpS[ngram,K=4]"),
