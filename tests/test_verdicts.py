@@ -136,6 +136,8 @@ def test_several_samples_per_problem_bootstrap_over_problems():
     assert 0.0 <= low <= 0.5 <= high <= 1.0
     again = stats.proportion_ci(passed, ["a", "a", "b", "b", "c", "c"], np.random.default_rng(7))
     assert again["ci"] == result["ci"]  # the seed fixes the interval
+    nobody = stats.proportion_ci([0] * 6, ["a", "a", "b", "b", "c", "c"], np.random.default_rng(7))
+    assert nobody["ci"] == stats.wilson_ci(0, 3)  # no problem solved: not a point at 0, Wilson over 3 problems
 
 
 @pytest.mark.parametrize("text, decision", [

@@ -116,7 +116,8 @@ def proportion_ci(values: Sequence[float], clusters: Sequence | None, rng: np.ra
 
     One outcome per cluster (e.g. one sample per problem), or no clusters given: the Wilson interval.
     Several outcomes per cluster (samples of one problem are not independent): the mean over clusters of
-    each cluster's share, with a percentile bootstrap over clusters."""
+    each cluster's share, with a percentile bootstrap over clusters; where every cluster scores 0 (or 1), whose
+    bootstrap would be a point, the Wilson interval with the clusters as trials."""
     values = np.asarray(values, dtype=float)
     keep = ~np.isnan(values)
     values = values[keep]
@@ -131,6 +132,10 @@ def proportion_ci(values: Sequence[float], clusters: Sequence | None, rng: np.ra
         return {"mean": float(values.mean()), "ci": wilson_ci(successes, values.size, level), "n": int(values.size),
                 "successes": successes, "units": int(values.size), "ci_method": "wilson"}
     shares = np.bincount(inverse, weights=values) / np.bincount(inverse)
+    if np.all(shares == 0) or np.all(shares == 1):  # a bootstrap of a constant is a point: Wilson over clusters
+        ci = wilson_ci(int(shares.sum()), len(labels), level)
+        return {"mean": float(shares.mean()), "ci": ci, "n": int(values.size), "successes": successes,
+                "units": len(labels), "ci_method": "wilson over clusters"}
     ci = mean_ci(shares, rng, n_boot, level)
     return {"mean": ci["mean"], "ci": ci["ci"], "n": int(values.size), "successes": successes, "units": len(labels),
             "ci_method": "bootstrap over clusters"}
