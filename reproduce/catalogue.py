@@ -83,14 +83,18 @@ class MethodKind:
 
 METHOD_KINDS = {m.name: m for m in (
     MethodKind("ars", "ArS", "ArS (ours)", 0, None, False, False, False, False),
-    MethodKind("ars_hf", "ArS (HF forward)", "ArS (ours, HF forward)", 1, "\\\\", False, False, False, True),
-    MethodKind("hf_generate", "HF generate", "HF generate", 2, "...", False, False, True, False),
-    MethodKind("sps", "SpS", "SpS (ours)", 3, None, True, True, False, False),
-    MethodKind("sps_hf", "SpS (HF forward)", "SpS (ours, HF forward)", 4, "\\\\", True, True, False, True),
-    MethodKind("hf_assisted", "HF assisted", "HF assisted", 5, "///", True, True, True, False),
-    MethodKind("draft_only", "draft-only", "draft only", 6, "xx", True, False, False, False),
+    # ArS again on the same prompts with its own seed stream: the ArS-vs-ArS spread that sets the quality
+    # equivalence margins (sampled modes only: a greedy repeat is ArS itself)
+    MethodKind("ars_repeat", "ArS (repeat)", "ArS again (own seed)", 1, "--", False, False, False, False),
+    MethodKind("ars_hf", "ArS (HF forward)", "ArS (ours, HF forward)", 2, "\\\\", False, False, False, True),
+    MethodKind("hf_generate", "HF generate", "HF generate", 3, "...", False, False, True, False),
+    MethodKind("sps", "SpS", "SpS (ours)", 4, None, True, True, False, False),
+    MethodKind("sps_hf", "SpS (HF forward)", "SpS (ours, HF forward)", 5, "\\\\", True, True, False, True),
+    MethodKind("hf_assisted", "HF assisted", "HF assisted", 6, "///", True, True, True, False),
+    MethodKind("draft_only", "draft-only", "draft only", 7, "xx", True, False, False, False),
 )}
-# ars_hf / sps_hf run only when a config lists them: they are the slow like-for-like engine comparisons
+# ars_hf / sps_hf run only when a config lists them: they are the slow like-for-like engine comparisons;
+# ars_repeat too (it costs one more ArS decode per sampled prompt)
 DEFAULT_METHODS = ("ars", "sps", "draft_only", "hf_generate", "hf_assisted")
 
 

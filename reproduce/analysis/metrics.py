@@ -15,7 +15,9 @@ from __future__ import annotations
 import functools
 import math
 import os
+import re
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -127,12 +129,48 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return float(estimate_pass_at_k([n], [c], k)[0])
 
 
+PUBMEDQA_DECISIONS = ("yes", "no", "maybe")
+_DECISION = re.compile(r"\b(yes|no|maybe)\b", re.IGNORECASE)
+
+
+def pubmedqa_decision(text: str) -> str | None:
+    """The decision a PubMedQA answer states: the first whole word yes, no or maybe in it, case-insensitive
+    ("The answer is: No." -> "no"; "not", "know" and "nobody" are not "no"); None when it states none."""
+    match = _DECISION.search(text or "")
+    return match.group(1).lower() if match else None
+
+
+def decision_correct(text: str, label: str) -> float:
+    """1.0 when the answer's decision (pubmedqa_decision) is the dataset's label, else 0.0 (no decision: 0.0)."""
+    label = label.strip().lower()
+    if label not in PUBMEDQA_DECISIONS:
+        raise ReproduceError(f"a PubMedQA label is one of {', '.join(PUBMEDQA_DECISIONS)}, got {label!r}")
+    return float(pubmedqa_decision(text) == label)
+
+
 def exact_match_rate(seqs_a: Sequence[Sequence], seqs_b: Sequence[Sequence]) -> float:
     """Share of pairs that are identical (e.g. greedy SpS vs greedy ArS token ids: 1.0 when lossless)."""
     _check_paired(seqs_a, seqs_b, "exact_match_rate")
     if not seqs_a:
         raise ReproduceError("exact_match_rate needs at least one pair")
     return sum(list(a) == list(b) for a, b in zip(seqs_a, seqs_b)) / len(seqs_a)
+
+
+def acceptance_by_position(steps_per_row: Sequence[Sequence[Sequence]]) -> list[dict]:
+    """P(draft position i accepted | position i drafted), pooled over every step of every row (vLLM's per-position
+    acceptance). A step is [drafted, accepted, ...] (the runner's row format): it drafted positions 1..drafted
+    and accepted 1..accepted (acceptance stops at the first rejection). One dict per drafted position:
+    {"position": i, "drafted": steps that drafted i, "accepted": steps that accepted i, "rate": accepted / drafted}."""
+    drafted, accepted = Counter(), Counter()
+    for steps in steps_per_row:
+        for step in steps:
+            n_drafted, n_accepted = int(step[0]), int(step[1])
+            if n_accepted > n_drafted:
+                raise ReproduceError(f"a step accepted {n_accepted} of {n_drafted} drafted tokens")
+            drafted.update(range(1, n_drafted + 1))
+            accepted.update(range(1, n_accepted + 1))
+    return [{"position": i, "drafted": drafted[i], "accepted": accepted[i], "rate": accepted[i] / drafted[i]}
+            for i in sorted(drafted)]
 
 
 def latency_summary(ms_per_token: Sequence[float]) -> dict[str, float]:

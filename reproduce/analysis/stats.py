@@ -62,6 +62,26 @@ def speedup_ci(ars_ms: Sequence[float], sps_ms: Sequence[float], rng: np.random.
     }
 
 
+def ratio_of_speedups_ci(ars_a: Sequence[float], sps_a: Sequence[float], ars_b: Sequence[float],
+                         sps_b: Sequence[float], rng: np.random.Generator, n_boot: int = 10000,
+                         level: float = 0.95) -> dict:
+    """Setting a's speedup over setting b's on the same prompts: (mean(ars_a)/mean(sps_a)) / (mean(ars_b)/mean(sps_b)),
+    each speedup the ratio of means as in speedup_ci, with a percentile bootstrap resampling the prompts jointly
+    (the four arrays are paired by prompt). An interval above 1: a is faster than b beyond the noise."""
+    arrays = [np.asarray(x, dtype=float) for x in (ars_a, sps_a, ars_b, sps_b)]
+    if len({x.shape for x in arrays}) != 1 or arrays[0].ndim != 1 or arrays[0].size < 2:
+        raise ReproduceError(f"need four paired 1-D arrays of >= 2 prompts, got shapes {[x.shape for x in arrays]}")
+    if not all(np.all(x > 0) for x in arrays):
+        raise ReproduceError("times must be positive for every prompt")
+
+    def ratio(a1, s1, a2, s2, axis=-1):
+        return _mean_ratio(a1, s1, axis) / _mean_ratio(a2, s2, axis)
+
+    return {"ratio": float(ratio(*arrays)),
+            "ci": _percentile_bootstrap(tuple(arrays), ratio, rng, n_boot, level, paired=True),
+            "level": level, "n": int(arrays[0].size)}
+
+
 def mean_ci(values: Sequence[float], rng: np.random.Generator, n_boot: int = 5000, level: float = 0.95) -> dict:
     """Mean over prompts with a percentile-bootstrap interval; NaNs (metric not defined for a row) dropped.
     A constant sample has a degenerate interval at its value; an empty one gives mean None."""
@@ -73,6 +93,64 @@ def mean_ci(values: Sequence[float], rng: np.random.Generator, n_boot: int = 500
     if values.size < 2 or _is_constant(values):
         return {"mean": mean, "ci": (mean, mean), "n": int(values.size)}
     return {"mean": mean, "ci": _percentile_bootstrap((values,), np.mean, rng, n_boot, level), "n": int(values.size)}
+
+
+def wilson_ci(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (Wilson 1927): the share of n independent trials that
+    succeeded. Unlike the bootstrap it stays informative at 0 or n successes (0 of 12: [0, 0.243])."""
+    if not (0 <= successes <= n) or n < 1:
+        raise ReproduceError(f"a proportion needs 0 <= successes <= n and n >= 1, got {successes} of {n}")
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    # at 0 or n successes the bound is exactly 0 or 1 (the formula gives it up to rounding)
+    low = 0.0 if successes == 0 else float(max(0.0, centre - half))
+    high = 1.0 if successes == n else float(min(1.0, centre + half))
+    return low, high
+
+
+def proportion_ci(values: Sequence[float], clusters: Sequence | None, rng: np.random.Generator,
+                  n_boot: int = 5000, level: float = 0.95) -> dict:
+    """Share of 0/1 outcomes (NaN dropped) with a 95% interval over the independent units.
+
+    One outcome per cluster (e.g. one sample per problem), or no clusters given: the Wilson interval.
+    Several outcomes per cluster (samples of one problem are not independent): the mean over clusters of
+    each cluster's share, with a percentile bootstrap over clusters; where every cluster scores 0 (or 1), whose
+    bootstrap would be a point, the Wilson interval with the clusters as trials."""
+    values = np.asarray(values, dtype=float)
+    keep = ~np.isnan(values)
+    values = values[keep]
+    if values.size == 0:
+        return {"mean": None, "ci": None, "n": 0, "successes": 0, "units": 0, "ci_method": None}
+    if clusters is None:
+        clusters = np.arange(values.size)
+    clusters = np.asarray(clusters, dtype=object)[keep]
+    labels, inverse = np.unique(clusters.astype(str), return_inverse=True)
+    successes = int(values.sum())
+    if len(labels) == values.size:
+        return {"mean": float(values.mean()), "ci": wilson_ci(successes, values.size, level), "n": int(values.size),
+                "successes": successes, "units": int(values.size), "ci_method": "wilson"}
+    shares = np.bincount(inverse, weights=values) / np.bincount(inverse)
+    if np.all(shares == 0) or np.all(shares == 1):  # a bootstrap of a constant is a point: Wilson over clusters
+        ci = wilson_ci(int(shares.sum()), len(labels), level)
+        return {"mean": float(shares.mean()), "ci": ci, "n": int(values.size), "successes": successes,
+                "units": len(labels), "ci_method": "wilson over clusters"}
+    ci = mean_ci(shares, rng, n_boot, level)
+    return {"mean": ci["mean"], "ci": ci["ci"], "n": int(values.size), "successes": successes, "units": len(labels),
+            "ci_method": "bootstrap over clusters"}
+
+
+def share_of_gain(speedup: float, ci: Sequence[float] | None, reference: float) -> dict:
+    """The share of a reference speedup's gain that a measured speedup reached: (ours - 1) / (reference - 1),
+    with the interval mapped from the speedup's (the map is increasing, so the ends map to the ends).
+    1 = the reference's whole gain, 0 = no gain, < 0 = slower than the baseline."""
+    if not reference > 1:
+        raise ReproduceError(f"a share of the gain needs a reference speedup above 1, got {reference}")
+    def share(x):
+        return (x - 1.0) / (reference - 1.0)
+    return {"share": share(speedup), "ci": None if ci is None else (share(ci[0]), share(ci[1])),
+            "reference": reference}
 
 
 def wilcoxon_speedup(ars_ms: Sequence[float], sps_ms: Sequence[float]) -> dict:
@@ -90,8 +168,8 @@ def tost_equivalence(a: Sequence[float], b: Sequence[float], margin: float, pair
 
     H0: d <= -margin or d >= +margin. Reject both one-sided nulls (t-tests; paired, or Welch when unpaired)
     and conclude equivalence when p = max(p_lower, p_upper) < alpha; equivalently, the (1 - 2 alpha) t interval
-    of d (90% at alpha 0.05) lies inside (-margin, margin). With `rng`, also a 95% percentile-bootstrap
-    interval of d. When every difference is the same (e.g. identical greedy outputs) d is known exactly:
+    of d (90% at alpha 0.05) lies inside (-margin, margin). Also the 95% t interval of d (ci_95: does d differ
+    from 0?) and, with `rng`, a 95% percentile-bootstrap interval of d. When every difference is the same (e.g. identical greedy outputs) d is known exactly:
     p is 0 inside the margin and 1 outside.
     """
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
@@ -104,24 +182,30 @@ def tost_equivalence(a: Sequence[float], b: Sequence[float], margin: float, pair
     constant = _is_constant(diff) if paired else (_is_constant(a) and _is_constant(b))
     if constant:
         p_value, ci = (0.0 if abs(estimate) < margin else 1.0), (estimate, estimate)
+        ci_95 = ci
     elif paired:
         p_lower = stats.ttest_1samp(diff, -margin, alternative="greater").pvalue
         p_upper = stats.ttest_1samp(diff, margin, alternative="less").pvalue
         p_value = float(max(p_lower, p_upper))
         ci = tuple(float(x) for x in stats.ttest_1samp(diff, 0).confidence_interval(1 - 2 * alpha))
+        ci_95 = tuple(float(x) for x in stats.ttest_1samp(diff, 0).confidence_interval(0.95))
     else:
         p_lower = stats.ttest_ind(a + margin, b, equal_var=False, alternative="greater").pvalue
         p_upper = stats.ttest_ind(a - margin, b, equal_var=False, alternative="less").pvalue
         p_value = float(max(p_lower, p_upper))
         ci = tuple(float(x) for x in stats.ttest_ind(a, b, equal_var=False).confidence_interval(1 - 2 * alpha))
+        ci_95 = tuple(float(x) for x in stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95))
     bootstrap_ci = None
-    if rng is not None:
+    if rng is not None and constant:
+        bootstrap_ci = (estimate, estimate)
+    elif rng is not None:
         data = (diff,) if paired else (a, b)
         bootstrap_ci = _percentile_bootstrap(data, np.mean if paired else _mean_difference, rng, n_boot, 0.95)
     return {
         "diff": estimate,
         "ci": ci,
         "ci_level": 1 - 2 * alpha,
+        "ci_95": ci_95,  # the t interval at 95%: a difference whose interval excludes 0 is significant at 5%
         "p_value": p_value,
         "equivalent": p_value < alpha,
         "margin": margin,

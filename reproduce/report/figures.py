@@ -32,7 +32,8 @@ def _draft_colors(config: dict) -> dict:
 
 def _style(view: dict, colors: dict) -> dict:
     """One colour per draft (SpS, HF assisted and draft-only of a draft share it; the hatch tells them apart)."""
-    color = {"ars": ARS_COLOR, "ars_hf": ARS_COLOR, "hf_generate": HF_GENERATE_COLOR}.get(view["method"]) or colors[view["draft"]]
+    color = {"ars": ARS_COLOR, "ars_repeat": ARS_COLOR, "ars_hf": ARS_COLOR,
+             "hf_generate": HF_GENERATE_COLOR}.get(view["method"]) or colors[view["draft"]]
     return {"color": color, "hatch": METHOD_KINDS[view["method"]].hatch, "edgecolor": "black", "linewidth": 0.4}
 
 
@@ -103,6 +104,13 @@ def _method_legend(methods=("sps", "hf_assisted", "draft_only", "hf_generate")):
 
     return [Patch(facecolor="white", edgecolor="black", hatch=METHOD_KINDS[m].hatch, label=METHOD_KINDS[m].legend)
             for m in methods]
+
+
+def _present(groups: list[dict], methods, pick=None) -> tuple[str, ...]:
+    """The methods among `methods` that have a bar in some panel (`pick` chooses a panel's views): a legend
+    names only what the figure shows."""
+    shown = {v["method"] for g in groups for v in (pick(g) if pick else g["views"])}
+    return tuple(m for m in methods if m in shown)
 
 
 def draw_speedups(groups: list[dict], colors: dict, path: Path, pick, title: str, methods,
@@ -178,22 +186,39 @@ def _with_interval(cis: list[dict], scale: float = 1.0) -> tuple[list[float], li
 
 
 def draw_figure1(view: dict, path: Path) -> Path:
+    """Chen et al. Figure 1 from a K sweep: the measured mean time for the budget of tokens (rows that stopped
+    early left out, never extrapolated), the acceptance and the loop time, each against K; the best K marked."""
     plt = _pyplot()
     points = view["points"]
     ks = [p["value"] for p in points]
-    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(12, 3.6))
-    means, errors = _with_interval([p["sps"]["time_128_tokens_ms_ci"] for p in points], 1 / 1000)
-    left.errorbar(ks, means, yerr=errors, fmt="o-", color="tab:blue", capsize=3, label="SpS")
-    ars = [p for p in points if p["ars"]]
-    means, errors = _with_interval([p["ars"]["time_128_tokens_ms_ci"] for p in ars], 1 / 1000)
-    left.errorbar([p["value"] for p in ars], means, yerr=errors, fmt="s--", color=ARS_COLOR, capsize=3,
-                  label="ArS (same prompts)")
-    left.set_ylabel("mean time for 128 tokens (s)")
+    measured = view["measured"]
+    tokens = measured["tokens"]
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(12, 3.8))
+    for method, color, fmt, label in (("sps", "tab:blue", "o-", "SpS"), ("ars", ARS_COLOR, "s--", "ArS (same prompts)")):
+        timed = [p for p in points if p[method] and p[method]["time_full"]["mean"] is not None]
+        if not timed:
+            continue
+        times = [p[method]["time_full"] for p in timed]
+        means = [t["mean"] / 1000 for t in times]
+        errors = list(zip(*[_ci_error(t["mean"], t["ci"]) if t["ci"] else [0.0, 0.0] for t in times]))
+        left.errorbar([p["value"] for p in timed], means, yerr=[[e / 1000 for e in errors[0]], [e / 1000 for e in errors[1]]],
+                      fmt=fmt, color=color, capsize=3, label=label)
+    if view["best"] is not None:
+        confident = view["confident"]
+        label = (f"best K = {fmt_value(view['best']['value'])} (highest measured speedup)" if confident else
+                 f"highest speedup at K = {fmt_value(view['best']['value'])} (n={measured['best_speedup']['n']}: no best K named)")
+        left.axvline(view["best"]["value"], color="tab:red", linestyle=":", linewidth=1.2, label=label)
+    left.set_ylabel(f"mean time for {tokens} tokens (s), measured")
     left.set_ylim(bottom=0)
+    pairs = sorted({p["pairs"] for p in measured["points"]})
+    per_k = f"{pairs[0]}" if len(pairs) == 1 else f"{pairs[0]}-{pairs[-1]}"
+    excluded = (f"{measured['excluded']} of {measured['rows']} rows stopped at EOS before {tokens} tokens: left out; "
+                f"prompts per K: {per_k}" if measured["excluded"] else f"every row generated {tokens} tokens; prompts per K: {per_k}")
+    left.set_title(excluded, fontsize=8, loc="left")
     middle.plot(ks, [p["sps"].get("r") for p in points], "o-", color="tab:blue",
                 label="tokens per loop / (K+1) (paper's measure)")
     middle.plot(ks, [p["sps"]["acceptance_pooled"] for p in points], "^--", color="tab:orange",
-                label="accepted / drafted tokens")
+                label="acceptance rate (accepted / drafted)")
     middle.set_ylabel("acceptance")
     middle.set_ylim(0, 1.05)
     means, errors = _with_interval([p["sps"]["loop_ms_ci"] for p in points])
@@ -206,7 +231,7 @@ def draw_figure1(view: dict, path: Path) -> Path:
         ax.legend(loc="best", framealpha=0.9)
     sweep = view["sweep"]
     fig.suptitle(f"Figure 1 reproduced, sweep {sweep['name']}: {sweep['title']} "
-                 "(error bars: 95% bootstrap CIs of the mean over prompts)",
+                 "(error bars: 95% bootstrap CIs of the mean over prompts; none from a single prompt)",
                  fontsize=10, x=0.01, ha="left")
     fig.tight_layout()
     return _save(fig, path)
@@ -219,18 +244,18 @@ def draw_sweep(sweep: dict, path: Path) -> Path:
     fig, (left, middle, right) = plt.subplots(1, 3, figsize=(12, 3.4))
     for method, color, marker in (("ars", ARS_COLOR, "s"), ("sps", "tab:blue", "o")):
         name = "ArS" if method == "ars" else "SpS"
-        left.plot(values, [p[method]["ms_per_token_p50"] for p in points], f"{marker}-", color=color, label=f"{name} p50")
+        left.plot(values, [p[method]["ms_per_token_mean"] for p in points], f"{marker}-", color=color, label=f"{name} mean")
         left.plot(values, [p[method]["ms_per_token_p95"] for p in points], f"{marker}:", color=color, label=f"{name} p95")
-    left.set_ylabel("ms per token")
+    left.set_ylabel("ms per token (end to end)")
     left.set_ylim(bottom=0)
     middle.plot(values, [p["sps"]["acceptance_pooled"] for p in points], "o-", color="tab:blue", label="SpS")
-    middle.set_ylabel("acceptance (accepted / drafted)")
+    middle.set_ylabel("acceptance rate (accepted / drafted)")
     middle.set_ylim(0, 1.05)
     with_ci = [p for p in points if p["sps"]["speedup"]]
     if with_ci:
         speedups = [p["sps"]["speedup"] for p in with_ci]
         right.errorbar([p["value"] for p in with_ci], [s["ratio_of_means"] for s in speedups], capsize=3, fmt="o-",
-                       color="tab:blue", label="SpS (bars: 95% CI)",
+                       color="tab:blue", label="SpS, ratio of mean ms/token (bars: 95% CI)",
                        yerr=list(zip(*[_ci_error(s["ratio_of_means"], s["ratio_of_means_ci"]) for s in speedups])))
     right.axhline(1.0, color="black", linewidth=1, linestyle="--", label="ArS (1x)")
     right.set_ylabel("speedup over ArS")
@@ -271,9 +296,10 @@ def draw_cost_curve(curves: list[dict], path: Path) -> Path:
 def draw_figures(context: dict, figures_dir: Path) -> dict[str, Path]:
     """Every figure the template shows, by name."""
     groups, colors = context["groups"], _draft_colors(context["config"])
-    # our loops on the HF forward get a legend entry only when a profile ran them
-    all_methods = ("sps", "hf_assisted", "draft_only", "hf_generate") + tuple(
-        m for m in ("ars_hf", "sps_hf") if any(v["method"] == m for g in groups for v in g["views"]))
+    # a legend names only the methods its figure has bars of (no "draft only" without draft-only rows)
+    all_methods = _present(groups, ("ars_repeat", "sps", "hf_assisted", "draft_only", "hf_generate", "ars_hf", "sps_hf"))
+    speedup_methods = _present(groups, ("sps", "draft_only"), _speedup_views)
+    draft_only_note = "; draft only = the draft alone" if "draft_only" in all_methods else ""
     figures = {}
     for view in context["k_sweeps"]:
         figures[f"figure1_{view['sweep']['name']}"] = draw_figure1(view, figures_dir / f"figure1_{view['sweep']['name']}.png")
@@ -284,26 +310,28 @@ def draw_figures(context: dict, figures_dir: Path) -> dict[str, Path]:
     figures["drafts_throughput"] = _panel_grid(
         groups, _all_views, _p50_p95_panel("tokens_per_s_p50", "tokens_per_s_p95", colors),
         "tokens per second (higher is better)",
-        "Throughput per method; draft only = the draft's own speed, the ceiling of SpS with it",
+        "Throughput per method" + (draft_only_note and "; draft only = the draft's own speed, the ceiling of SpS with it"),
         figures_dir / "drafts_throughput.png", _p50_p95_legend() + _method_legend(all_methods), bars_per_row=2)
     figures["drafts_speedup"] = draw_speedups(
         groups, colors, figures_dir / "drafts_speedup.png", _speedup_views,
-        "Speedup over ArS per draft; draft only = the draft alone, an upper limit", ("sps", "draft_only"),
-        show_paper=True)
+        "Speedup over ArS per draft (end to end)" + (draft_only_note and draft_only_note + ", an upper limit"),
+        speedup_methods, show_paper=True)
     figures["drafts_acceptance"] = _panel_grid(
         groups, _acceptance_views, _p50_p95_panel("acceptance_p50", "acceptance_p95", colors, value_labels=True),
         "acceptance rate per prompt (accepted / drafted tokens)", "Acceptance per draft (SpS)",
         figures_dir / "drafts_acceptance.png", _p50_p95_legend(), bars_per_row=2)
     figures["drafts_scatter"] = draw_scatter(groups, colors, figures_dir / "drafts_scatter.png")
-    for sweep in context["sweeps"]:
-        if any(p["ars"] and p["sps"] for p in sweep["points"]):
+    figure1_sweeps = {view["sweep"]["name"] for view in context["k_sweeps"]}
+    for sweep in context["sweeps"]:  # a sweep over K is drawn once, as Figure 1
+        if sweep["name"] not in figure1_sweeps and any(p["ars"] and p["sps"] for p in sweep["points"]):
             figures[f"sweep_{sweep['name']}"] = draw_sweep(sweep, figures_dir / f"sweep_{sweep['name']}.png")
     if context["cost_curve"]:
         figures["cost_curve"] = draw_cost_curve(context["cost_curve"], figures_dir / "cost_curve.png")
     if any(v["method"] != "sps" for g in groups for v in _peer_views(g)):
         figures["peers"] = draw_speedups(groups, colors, figures_dir / "peers.png", _peer_views,
                                          "Ours vs Hugging Face: speedup over our ArS on the same prompts",
-                                         ("sps", "hf_assisted", "hf_generate"), show_paper=False)
+                                         _present(groups, ("sps", "hf_assisted", "hf_generate"), _peer_views),
+                                         show_paper=False)
     return {name: path for name, path in figures.items() if path is not None}
 
 

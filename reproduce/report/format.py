@@ -64,6 +64,8 @@ def fmt_x(speedup, digits: int = 2) -> str:
     if _missing(speedup):
         return "n/a"
     if isinstance(speedup, dict):
+        if speedup.get("ratio_of_means_ci") is None:  # a single prompt: a ratio, no interval
+            return f"{speedup['ratio_of_means']:.{digits}f}x (n={speedup['n']}, no CI)"
         low, high = speedup["ratio_of_means_ci"]
         return f"{speedup['ratio_of_means']:.{digits}f}x [{low:.{digits}f}, {high:.{digits}f}]"
     return f"{speedup:.{digits}f}x"
@@ -80,6 +82,29 @@ def fmt_ci(stat, digits: int = 3, percent: bool = False) -> str:
         return mean
     low, high = stat["ci"]
     return f"{mean} [{scale * low:.{digits}f}, {scale * high:.{digits}f}]"
+
+
+@_strict
+def fmt_metric(value, digits: int = 3, percent: bool = False, difference: bool = False, unit: bool = True) -> str:
+    """A quality value: 0.031 (digits decimals), or a share as 25.0% (a difference of shares: 8.3 points;
+    unit=False leaves the unit out, for an interval's ends)."""
+    if _missing(value):
+        return "n/a"
+    if percent:
+        return f"{100 * value:.{digits}f}" + ((" points" if difference else "%") if unit else "")
+    return f"{value:.{digits}f}"
+
+
+@_strict
+def fmt_share(share, digits: int = 0) -> str:
+    """A share of the paper's speedup gain from stats.share_of_gain: '26% [14%, 39%]'."""
+    if _missing(share):
+        return "n/a"
+    text = f"{100 * share['share']:.{digits}f}%"
+    if share.get("ci") is None:
+        return text
+    low, high = share["ci"]
+    return f"{text} [{100 * low:.{digits}f}%, {100 * high:.{digits}f}%]"
 
 
 @_strict
@@ -132,4 +157,4 @@ def fmt_bytes(size) -> str:
 
 
 FILTERS = {f.__name__: f for f in (fmt_num, fmt_ms, fmt_pct, fmt_usd, fmt_p, fmt_x, fmt_ci, fmt_interval, fmt_value,
-                                   fmt_params, fmt_duration, fmt_bytes)}
+                                   fmt_params, fmt_duration, fmt_bytes, fmt_metric, fmt_share)}

@@ -13,6 +13,7 @@ import yaml
 
 from reproduce.catalogue import METHOD_KINDS, parse_draft
 from reproduce.errors import ReproduceError
+from reproduce.report import verdicts
 from reproduce.report.discussion import discussion_view
 from reproduce.report.format import fmt_value
 
@@ -20,15 +21,27 @@ TASK_LABELS = {"xsum": "XSum", "humaneval": "HumanEval", "pubmedqa": "PubMedQA"}
 
 
 # The quality number each task is judged by, and the equivalence test (TOST, from the analysis) behind its
-# verdict. PubMedQA has no reference answer text to score against, so its metric is ROUGE against ArS's own
-# output, and its verdict uses the log-perplexity TOST (the analysis runs no TOST on ROUGE-vs-ArS).
+# verdict: ROUGE-2 against the reference summary; pass@1 of the sandboxed completions; for PubMedQA, whose
+# offline file holds only the yes / no / maybe label (no long answer), the decision accuracy against that label.
+# Every task also gets the log-perplexity of its outputs under the target (per sequence), which decides the
+# verdict where the task's own metric is vacuous.
 TASK_METRICS = {
-    "xsum": {"name": "ROUGE-2", "quality_key": "rouge2", "tost_key": "rouge2", "tost_name": "ROUGE-2",
-             "digits": 3, "percent": False},
-    "humaneval": {"name": "pass@1", "quality_key": "pass", "tost_key": "passed", "tost_name": "pass rate",
-                  "digits": 1, "percent": True},
-    "pubmedqa": {"name": "ROUGE-2 vs ArS output", "quality_key": "rouge2_vs_ars", "tost_key": "log_perplexity",
-                 "tost_name": "log-perplexity", "digits": 3, "percent": False},
+    "xsum": {"name": "ROUGE-2", "quality_key": "rouge2", "tost_key": "rouge2", "digits": 3, "percent": False,
+             "log_scale": False},
+    "humaneval": {"name": "pass@1", "quality_key": "pass", "tost_key": "passed", "digits": 1, "percent": True,
+                  "log_scale": False},
+    "pubmedqa": {"name": "decision accuracy", "quality_key": "decision_accuracy", "tost_key": "correct", "digits": 1,
+                 "percent": True, "log_scale": False},
+}
+PERPLEXITY_METRIC = {"name": "log-perplexity", "quality_key": "log_perplexity", "tost_key": "log_perplexity",
+                     "digits": 3, "percent": False, "log_scale": True}
+# what each draft kind is, for the abstract's "where the speedups came from"
+DRAFT_ROLES = {
+    "ngram": "copying: n-gram prompt lookup from the prompt and the output so far",
+    "hybrid": "copying where the text repeats itself, a draft model elsewhere",
+    "target": "a model draft, the target drafting for itself: it accepts everything and costs a target call per drafted token",
+    "distilled": "a model draft distilled from the target",
+    "model": "a model draft",
 }
 
 
@@ -106,26 +119,36 @@ def _paper_row(task: str, temperature: float, top_p: float, paper: dict) -> dict
     return None
 
 
-def _speedup_verdict(view: dict | None) -> dict:
+def _speedup_verdict(view: dict | None, paper: dict | None) -> dict:
     if view is None:
-        return {"ok": None, "text": "no SpS run"}
-    speedup = view["speedup"]
-    if speedup is None:
-        return {"ok": None, "text": "not testable (fewer than 2 paired prompts)"}
-    if speedup["ratio_of_means_ci"][0] > 1:
-        return {"ok": True, "text": "speedup reproduced"}
-    return {"ok": False, "text": "speedup not reproduced on this hardware"}
+        return {"level": verdicts.UNTESTED, "counted": False, "share": None, "text": "no SpS run"}
+    return verdicts.speedup_verdict(view["speedup"], paper["speedup"] if paper else None)
 
 
-def _quality_verdict(view: dict | None, metric: dict) -> dict:
-    if view is None:
-        return {"ok": None, "text": "no SpS run", "test": None}
-    test = view["equivalence"].get(metric["tost_key"])
-    if test is None:
-        return {"ok": None, "text": "no equivalence test (fewer than 2 paired values)", "test": None}
-    if test["equivalent"]:
-        return {"ok": True, "text": "quality equivalent", "test": test}
-    return {"ok": False, "text": "equivalence not shown", "test": test}
+def _greedy_identical(best: dict) -> bool:
+    return best["temperature"] == 0 and best["quality"].get("exact_match_ars") == 1.0
+
+
+def _quality_rows(ars: dict, best: dict, metric: dict) -> list[dict]:
+    """The quality table's rows of one group: the task's metric, then log-perplexity; each with ArS's and SpS's
+    value, the paired test, its margin and verdict (vacuous throughout where greedy SpS matched ArS exactly)."""
+    margins = ars.get("margins", {})
+    rows = []
+    for m in (metric, PERPLEXITY_METRIC):
+        test = best["equivalence"].get(m["tost_key"])
+        verdict = verdicts.metric_verdict(test, m["name"], margins.get(m["tost_key"]), m["digits"], m["percent"],
+                                          m["log_scale"])
+        if _greedy_identical(best):
+            verdict = {**verdict, "level": verdicts.VACUOUS, "text": f"{m['name']}: identical by construction"}
+        rows.append({"metric": m, "ars": ars["quality"].get(m["quality_key"]), "sps": best["quality"].get(m["quality_key"]),
+                     "test": test, "verdict": verdict})
+    return rows
+
+
+def _quality_verdict(ars: dict, best: dict | None, rows: list[dict]) -> dict:
+    if best is None:
+        return {"level": verdicts.UNTESTED, "text": "no SpS run", "primary": None, "perplexity": None}
+    return verdicts.quality_verdict(rows[0]["verdict"], rows[1]["verdict"], _greedy_identical(best))
 
 
 def main_groups(summary: dict, config: dict, models: dict, paper: dict, theory: dict) -> tuple[list[dict], list[dict]]:
@@ -148,8 +171,14 @@ def main_groups(summary: dict, config: dict, models: dict, paper: dict, theory: 
             # same prompts for every method, so the lowest mean ms/token is also the highest ratio-of-means speedup
             best = min(sps, key=lambda v: v["ms_per_token_mean"]) if sps else None
             metric = TASK_METRICS[task]
+            paper_row = _paper_row(task, ars["temperature"], ars["top_p"], paper)
+            quality_rows = _quality_rows(ars, best, metric) if best else []
             for view in sps + [v for v in views if v["method"] == "draft_only"]:
                 view["draft_parameters"] = _draft_parameters(view["draft"], models, config)
+            positions = max((len(v.get("acceptance_by_position") or []) for v in sps), default=0)
+            for view in sps:  # acceptance by draft position, one cell per column (None where K is smaller)
+                by_position = {c["position"]: c for c in view.get("acceptance_by_position") or []}
+                view["position_cells"] = [by_position.get(i) for i in range(1, positions + 1)]
             hf_assisted = {(v["draft"], v["k"]): v for v in views if v["method"] == "hf_assisted"}
             groups.append({
                 "task": task, "task_label": TASK_LABELS[task], "mode": mode,
@@ -162,9 +191,13 @@ def main_groups(summary: dict, config: dict, models: dict, paper: dict, theory: 
                                if (v["draft"], v["k"]) in hf_assisted],
                 "ars_quality": ars["quality"].get(metric["quality_key"]),
                 "best_quality": best["quality"].get(metric["quality_key"]) if best else None,
-                "paper": _paper_row(task, ars["temperature"], ars["top_p"], paper),
-                "speedup_verdict": _speedup_verdict(best),
-                "quality_verdict": _quality_verdict(best, metric),
+                "paper": paper_row,
+                "speedup_verdict": _speedup_verdict(best, paper_row),
+                "quality_rows": quality_rows,
+                "quality_verdict": _quality_verdict(ars, best, quality_rows),
+                # why a fixed margin stood in for the ArS-vs-ArS spread, once per group
+                "position_columns": list(range(1, positions + 1)),
+                "margin_reasons": sorted({m["reason"] for m in ars.get("margins", {}).values() if m.get("reason")}),
                 "prompts": ars["n"],
             })
     return groups, not_run
@@ -181,22 +214,81 @@ def sweep_views(summary: dict, config: dict, theory: dict) -> list[dict]:
             ars = next((v for v in at_value if v["method"] == "ars"), None)
             sps = next((v for v in at_value if v["method"] == "sps"), None)
             points.append({"value": value, "ars": ars, "sps": sps})
-        best = max((p for p in points if p["sps"] and p["sps"]["speedup"]),
-                   key=lambda p: p["sps"]["speedup"]["ratio_of_means"], default=None)
         sweeps.append({
             "name": name, "spec": spec, "vary": spec["vary"], "axis": SWEEP_AXES[spec["vary"]],
             "title": f"{SWEEP_NAMES[spec['vary']]} on {TASK_LABELS[spec['task']]} {spec['mode']}, draft "
                      f"{short_draft(spec['draft'])}",
-            "points": points, "ran": bool(points), "best": best,
+            "points": points, "ran": bool(points),
         })
     return sweeps
 
 
-def figure1_view(sweep: dict) -> dict:
-    """Our reading of a K sweep in the terms of the paper's Figure 1 (picks only, no statistics)."""
-    points = [p for p in sweep["points"] if p["sps"]]
-    fastest = min(points, key=lambda p: p["sps"]["time_128_tokens_ms"])
-    return {"sweep": sweep, "points": points, "fastest": fastest, "first": points[0], "last": points[-1]}
+def figure1_view(sweep: dict, measured: dict) -> dict:
+    """Our reading of a K sweep in the terms of the paper's Figure 1: the sweep's points with the analysis's
+    measured time for the whole budget and its best-K test (summary["k_sweeps"]); picks only, no statistics."""
+    by_k = {p["k"]: p for p in measured["points"]}
+    points = [{**p, "measured": by_k.get(int(p["value"]))} for p in sweep["points"] if p["sps"]]
+    best = next((p for p in points if p["value"] == measured["best_k"]), None)
+    tested = [p for p in points if p["measured"] and p["measured"]["vs_best"] and p["measured"]["vs_best"]["ci"]]
+    return {"sweep": sweep, "points": points, "measured": measured, "best": best, "first": points[0],
+            "last": points[-1], "tested": tested,
+            "indistinguishable": [p for p in tested if not p["measured"]["vs_best"]["distinguishable"]],
+            "untested": [p for p in points if p is not best and p not in tested],
+            "ignore_eos": bool(sweep["spec"].get("ignore_eos")),
+            # a best K is named only with an interval (two or more prompts with the whole budget)
+            "confident": bool(measured["best_speedup"] and measured["best_speedup"].get("ratio_of_means_ci"))}
+
+
+def verdict_counts(groups: list[dict]) -> dict:
+    """How many of the paper's Table 1 settings (the groups with a paper row) reached each level, for speed and
+    for quality; the other groups are listed, never counted."""
+    paper_groups = [g for g in groups if g["paper"]]
+    levels = (verdicts.REPRODUCED, verdicts.PARTLY, verdicts.NOT, verdicts.VACUOUS, verdicts.UNTESTED)
+    shares = [g["speedup_verdict"]["share"]["share"] for g in paper_groups if g["speedup_verdict"]["share"]]
+    return {
+        "paper_settings": len(paper_groups),
+        "speed": {level: [g for g in paper_groups if g["speedup_verdict"]["level"] == level] for level in levels},
+        "quality": {level: [g for g in paper_groups if g["quality_verdict"]["level"] == level] for level in levels},
+        "not_counted": [g for g in groups if not g["paper"]],
+        "share_min": min(shares, default=None), "share_max": max(shares, default=None),
+    }
+
+
+def draft_sources(groups: list[dict], config: dict) -> dict:
+    """Which drafts produced the speedups: per draft, over the task/mode settings, its fastest K's speedup over
+    ArS (ratio of means, 95% CI), how often it was faster or slower than ArS, and in how many settings it was
+    the fastest SpS. `copying_only`: every setting whose fastest SpS beat ArS owes it to a copying draft."""
+    drafts = []
+    for spec in config["drafts"]:
+        name = spec["name"]
+        kind = _draft_kind(config, name)
+        best_per_group = []
+        for group in groups:
+            mine = [v for v in group["sps"] if v["draft"] == name and v["speedup"]]
+            if mine:
+                best_per_group.append((group, max(mine, key=lambda v: v["speedup"]["ratio_of_means"])))
+        if not best_per_group:
+            continue
+        ratios = [v["speedup"]["ratio_of_means"] for _, v in best_per_group]
+        drafts.append({
+            "name": short_draft(name), "kind": kind, "role": DRAFT_ROLES[kind], "copying": kind == "ngram",
+            "settings": len(best_per_group),
+            "faster": sum(v["speedup"]["ratio_of_means_ci"][0] > 1 for _, v in best_per_group),
+            "slower": sum(v["speedup"]["ratio_of_means_ci"][1] < 1 for _, v in best_per_group),
+            "lowest": min(ratios), "highest": max(ratios),
+            "fastest_in": sum(1 for g, v in best_per_group if g["best"] is v),
+        })
+    sped_up = [g for g in groups if g["best"] and g["best"]["speedup"] and g["best"]["speedup"]["ratio_of_means_ci"][0] > 1]
+    sources = {short_draft(g["best"]["draft"]) for g in sped_up}
+    copying = {d["name"] for d in drafts if d["copying"]}
+    return {
+        "drafts": drafts, "sped_up": len(sped_up), "settings": len(groups),
+        "sources": sorted(sources), "copying_only": bool(sources) and sources <= copying,
+        "model_drafts": [d for d in drafts if d["kind"] in ("target", "distilled", "model", "hybrid")],
+        "model_drafts_never_faster": all(d["faster"] == 0 for d in drafts if d["kind"] != "ngram"),
+        # a draft of the paper's kind: a separate, smaller model (the target drafting for itself is not one)
+        "paper_kind_draft": any(d["kind"] in ("distilled", "model", "hybrid") for d in drafts),
+    }
 
 
 def cost_curve_view(summary: dict) -> list[dict]:
@@ -364,7 +456,9 @@ def build_context(summary: dict, manifest: dict, paper: dict, losslessness: list
     matched = [g["paper"]["task"] + g["paper"]["mode"] for g in groups if g["paper"]]
     paper_settings = [f"{TASK_LABELS[r['task']]} {_mode_label(r['temperature'], r['top_p'])}" for r in paper["table1"]]
     sweeps = sweep_views(summary, config, theory)
-    k_sweeps = [figure1_view(s) for s in sweeps if s["vary"] == "k" and any(p["sps"] for p in s["points"])]
+    measured = summary.get("k_sweeps", {})
+    k_sweeps = [figure1_view(s, measured[s["name"]]) for s in sweeps
+                if s["vary"] == "k" and any(p["sps"] for p in s["points"]) and s["name"] in measured]
     curve = cost_curve_view(summary)
     main_theory = [t for t in theory_rows if t["block"] == "main"]
     sweep_theory = [t for t in theory_rows if t["block"] != "main"]
@@ -395,8 +489,8 @@ def build_context(summary: dict, manifest: dict, paper: dict, losslessness: list
         "margins": summary["margins"],
         "bootstrap_seed": summary["bootstrap_seed"],
         "price_per_hour": config["price_per_hour_usd"],
-        "reproduced_count": sum(1 for g in groups if g["speedup_verdict"]["ok"]),
-        "equivalent_count": sum(1 for g in groups if g["quality_verdict"]["ok"]),
+        "verdicts": verdict_counts(groups),
+        "draft_sources": draft_sources(groups, config),
         "task_labels": TASK_LABELS,
         # provenance, peers and the discussion (set by render_report: the commit rendering the report, and when and
         # at which commit the losslessness tests ran)

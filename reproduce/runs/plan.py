@@ -47,11 +47,15 @@ def _params(mode: ModeSpec, temperature: float | None = None) -> SamplingParams:
                           top_p=mode.top_p, top_k=mode.top_k)
 
 
-def main_methods(config: ExperimentConfig) -> tuple[Method, ...]:
-    """ArS, then SpS per (draft, K), draft-only per model draft, and the Hugging Face peers (with our loops on
-    the HF forward beside them, when listed) at the peer K values, as configured."""
+def main_methods(config: ExperimentConfig, mode: ModeSpec | None = None) -> tuple[Method, ...]:
+    """ArS (and, when listed, ArS again on its own seed stream, for a sampled `mode` only: a greedy repeat is ArS
+    itself), then SpS per (draft, K), draft-only per model draft, and the Hugging Face peers (with our loops on
+    the HF forward beside them, when listed) at the peer K values, as configured. Without a mode, every
+    method a mode could run."""
     methods = []
-    for kind in ("ars", "ars_hf", "hf_generate"):
+    for kind in ("ars", "ars_repeat", "ars_hf", "hf_generate"):
+        if kind == "ars_repeat" and mode is not None and mode.temperature == 0:
+            continue
         if kind in config.methods:
             methods.append(Method(kind))
     peered = set()  # HF runs a model as loaded: one model in two of our runtimes has one HF peer, the first's
@@ -73,11 +77,11 @@ def main_methods(config: ExperimentConfig) -> tuple[Method, ...]:
 def plan_units(config: ExperimentConfig) -> list[Unit]:
     """The whole experiment as a list of units, in a fixed order (the resume logic relies on keys, not order)."""
     units = []
-    main = main_methods(config)
     for task_name, task in config.tasks.items():
         examples = tasks.load_examples(task_name, range(*task.rows), source=config.data_source)
         for mode_name in task.modes:
             mode = config.modes[mode_name]
+            main = main_methods(config, mode)
             for seed in config.seeds:
                 for example in examples:
                     for sample in range(mode.num_samples):

@@ -127,7 +127,7 @@ def run_method(pool: ModelPool, unit: Unit, method: Method, prompt_ids: list[int
     """Run one method on one unit and return its raw row."""
     generator = torch.Generator().manual_seed(unit_seed(unit))
     eos = None if unit.ignore_eos else pool.target.eos_token_id
-    if method.kind == "ars":
+    if method.kind in ("ars", "ars_repeat"):  # ars_repeat: ArS again, to measure ArS-vs-ArS spread
         trace = autoregressive_decode(pool.target_lm, prompt_ids, unit.max_new_tokens, unit.params, generator, eos)
     elif method.kind == "sps":
         trace = speculative_decode(pool.target_lm, pool.drafters[method.draft], prompt_ids, method.k,
