@@ -102,3 +102,47 @@ def test_summary_is_written_as_strict_json(results):
     text = (results / "summary.json").read_text()
     assert "NaN" not in text
     json.loads(text)
+
+
+def _sampled_results(tmp_path, seeds_ars, seeds_sps):
+    """Five sampled prompts: per prompt one ArS sequence (4 tokens, log-prob -4) and one SpS sequence (2 tokens,
+    log-prob -4 + d, d = 1, 2, 3, 4, -0.5), with the given seed_used per row (None: the field is absent)."""
+    rows = []
+    for i, d in enumerate([1.0, 2.0, 3.0, 4.0, -0.5]):
+        ars = _row(i, "ars", 100.0, "same", [[0, 0, 0.0, 60.0, None]] * 4)
+        sps = _row(i, "sps", 50.0, "same", [[1, 1, 1.0, 80.0, 0.5]], draft="ngram", k=1, alpha=0.5)
+        sps.update(generated_ids=[5, 6], num_tokens=2, target_logprobs=[(-4.0 + d) / 2] * 2)
+        for row, seeds in ((ars, seeds_ars), (sps, seeds_sps)):
+            row.update(mode="nucleus", temperature=0.8, top_p=0.9)
+            if seeds is not None:
+                row["seed_used"] = seeds[i]
+        rows += [ars, sps]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "manifest.json").write_text(json.dumps({"config": {"price_per_hour_usd": 0.36}, "sessions": []}))
+    return tmp_path
+
+
+def test_sampled_comparisons_use_one_statistic_per_sequence(tmp_path):
+    """At T > 0 each test sees one value per sequence, paired by prompt (no pooling of a sequence's tokens), and
+    the summary states every test's assumption."""
+    summary = analyse(_sampled_results(tmp_path, [10, 11, 12, 13, 14], [20, 21, 22, 23, 24]), write=False)
+    vs_ars = _entry(summary, "SpS[ngram,K=1]")["vs_ars"]
+    # sequence log-probs differ by 1, 2, 3, 4, -0.5: the exact two-sided signed-rank p of test_stats, 0.125
+    assert vs_ars["sequence_logprob_test"]["p_value"] == pytest.approx(0.125)
+    # every SpS sequence is 2 tokens shorter: all 5 signs negative, p = 2 x 1/32
+    assert vs_ars["length_test"]["p_value"] == pytest.approx(0.0625)
+    assert vs_ars["first_token_test"]["p_value"] == 1.0  # the first token is 5 in all ten sequences
+    assert "logprob_test" not in vs_ars  # the pooled per-token test is gone
+    assert vs_ars["seeds_independent"] is True
+    assert set(summary["sampled_tests"]) == {"first_token_test", "sequence_logprob_test", "length_test"}
+    for name, test in summary["sampled_tests"].items():
+        assert name in vs_ars and test["assumption"].count(". ") == 0 and "independent" in test["assumption"]
+
+
+@pytest.mark.parametrize("seeds_sps, independent", [([10, 21, 22, 23, 24], False), (None, None)])
+def test_sampled_comparisons_flag_shared_or_unrecorded_seeds(tmp_path, seeds_sps, independent):
+    """A pair that shared a seed (the first), or rows from before seed_used was recorded, are not independent
+    draws, and the summary says so."""
+    ars_seeds = [10, 11, 12, 13, 14] if seeds_sps is not None else None
+    summary = analyse(_sampled_results(tmp_path, ars_seeds, seeds_sps), write=False)
+    assert _entry(summary, "SpS[ngram,K=1]")["vs_ars"]["seeds_independent"] is independent

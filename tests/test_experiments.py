@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -27,8 +28,8 @@ from reproduce.engine.models import load_model, tiny_random_model
 from reproduce.engine.sampling import SamplingParams
 from reproduce.errors import ReproduceError
 from reproduce.runs.config import EXPERIMENTS_DIR, load_config
-from reproduce.runs.plan import main_methods, plan_units
-from reproduce.runs.results import ROWS_FILE, read_done_keys, read_rows
+from reproduce.runs.plan import main_methods, plan_units, row_seed
+from reproduce.runs.results import ROWS_FILE, read_done_keys, read_rows, row_key
 from reproduce.runs.runner import _same_config
 
 ALL_CONFIGS = sorted(EXPERIMENTS_DIR.rglob("*.yaml"))
@@ -136,8 +137,8 @@ k_values: [2]
 warmup_tokens: 2
 """
 
-DETERMINISTIC = ("block", "task", "example_id", "mode", "seed", "sample", "method", "draft", "k", "generated_ids",
-                 "accepted", "proposed", "target_calls", "text")
+DETERMINISTIC = ("block", "task", "example_id", "mode", "seed", "sample", "method", "draft", "k", "seed_used",
+                 "generated_ids", "accepted", "proposed", "target_calls", "text")
 
 
 def _run(config_path: Path, out: Path) -> subprocess.Popen:
@@ -184,6 +185,22 @@ def test_killed_run_resumes_to_the_same_rows(tmp_path, smollm2):
     greedy = {(r["example_id"], r["method"]): r["generated_ids"] for r in rows if r["mode"] == "greedy"}
     for (example_id, method), ids in greedy.items():
         assert ids == greedy[(example_id, "ars")]
+    # each row records the seed it drew from: its own, recomputable from the row
+    assert all(r["seed_used"] == zlib.crc32(row_key(r).encode()) for r in rows)
+    assert len({r["seed_used"] for r in rows}) == total
+
+
+def test_every_row_draws_from_its_own_seed(tmp_path):
+    """ArS and SpS of one prompt must be independent draws (the analysis's two-sample tests assume it): each
+    (unit, method) gets its own seed, the crc32 of its row key, the same on every run and machine."""
+    config_path = tmp_path / "micro.yaml"
+    config_path.write_text(MICRO.format(defaults=EXPERIMENTS_DIR / "defaults.yaml"))
+    units = plan_units(load_config(config_path))
+    seeds = [row_seed(unit, method) for unit in units for method in unit.methods]
+    assert len(set(seeds)) == len(seeds) == 12
+    first = units[0]
+    assert [m.kind for m in first.methods] == ["ars", "sps"] and first.example.example_id == "38295789"
+    assert [row_seed(first, m) for m in first.methods] == [467434439, 202924142]
 
 
 def test_a_results_directory_refuses_another_config(tmp_path, smollm2):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from reproduce.analysis.stats import (
+    paired_symmetry_test,
     speedup_ci,
     tost_equivalence,
     two_sample_distribution_test,
@@ -127,7 +128,7 @@ def test_tost_identical_outputs_are_exactly_equivalent():
 
 def test_chi_square_by_hand_with_yates_correction():
     # [[30, 10], [10, 30]]: every expected count is 20; Yates: 4 x (|30 - 20| - 0.5)^2 / 20 = 18.05
-    result = two_sample_distribution_test(["x"] * 30 + ["y"] * 10, ["x"] * 10 + ["y"] * 30, "categorical")
+    result = two_sample_distribution_test(["x"] * 30 + ["y"] * 10, ["x"] * 10 + ["y"] * 30)
     assert result["statistic"] == pytest.approx(18.05)
     assert result["dof"] == 1 and result["p_value"] < 1e-4
 
@@ -137,12 +138,11 @@ def test_rare_categories_are_pooled():
     # whose expected count in each sample is 10 x 85/170 = 5
     a = ["a"] * 40 + ["b"] * 40 + list("cdefg")
     b = ["a"] * 40 + ["b"] * 40 + list("hijkl")
-    result = two_sample_distribution_test(a, b, "categorical")
+    result = two_sample_distribution_test(a, b)
     assert result["categories"] == ["a", "b", "(pooled)"]
     assert result["dof"] == 2 and result["statistic"] == pytest.approx(0.0)
     # One singleton on each side: the pool of 2 is still too small and joins the smallest category.
-    small = two_sample_distribution_test(["a"] * 40 + ["b"] * 30 + ["c"], ["a"] * 40 + ["b"] * 30 + ["d"],
-                                         "categorical")
+    small = two_sample_distribution_test(["a"] * 40 + ["b"] * 30 + ["c"], ["a"] * 40 + ["b"] * 30 + ["d"])
     assert small["categories"] == ["a", "'b'+(pooled)"] and small["dof"] == 1
 
 
@@ -152,19 +152,35 @@ def test_categorical_same_distribution_passes_and_different_fails():
     first = rng.choice(tokens, size=400, p=[0.3, 0.2, 0.15, 0.1, 0.1, 0.1, 0.04, 0.01])
     second = rng.choice(tokens, size=400, p=[0.3, 0.2, 0.15, 0.1, 0.1, 0.1, 0.04, 0.01])
     other = rng.choice(tokens, size=400, p=[0.15, 0.2, 0.15, 0.1, 0.1, 0.1, 0.19, 0.01])
-    assert two_sample_distribution_test(first.tolist(), second.tolist(), "categorical")["p_value"] > 0.05
-    assert two_sample_distribution_test(first.tolist(), other.tolist(), "categorical")["p_value"] < 1e-4
+    assert two_sample_distribution_test(first.tolist(), second.tolist())["p_value"] > 0.05
+    assert two_sample_distribution_test(first.tolist(), other.tolist())["p_value"] < 1e-4
 
 
-def test_continuous_same_distribution_passes_and_shifted_fails():
-    rng = np.random.default_rng(0)
-    first, second = rng.normal(-2.0, 1.0, size=300), rng.normal(-2.0, 1.0, size=300)
-    shifted = rng.normal(-1.6, 1.0, size=300)
-    same = two_sample_distribution_test(first, second, "continuous")
-    assert same["test"] == "ks_2samp" and same["p_value"] > 0.05
-    assert two_sample_distribution_test(first, shifted, "continuous")["p_value"] < 1e-4
-    with pytest.raises(ReproduceError, match="categorical"):
-        two_sample_distribution_test(first, second, "ordinal")
+def test_paired_symmetry_test_by_hand():
+    # differences 1, 2, 3, 4, -0.5: |.| ranks 2, 3, 4, 5, 1, so W+ = 14 and W- = 1. Of the 2^5 equally likely sign
+    # patterns, W+ >= 14 in two (all positive; only the rank-1 difference negative): two-sided p = 2 x 2/32
+    result = paired_symmetry_test([1.0, 2.0, 3.0, 4.0, -0.5], [0.0] * 5)
+    assert result["statistic"] == 1.0 and result["p_value"] == pytest.approx(0.125)
+    assert result["n"] == 5 and result["nonzero"] == 5
+    # a zero difference is dropped (an SpS and an ArS sequence of equal length, say)
+    assert paired_symmetry_test([1.0, 2.0, 3.0, 4.0, -0.5, 7.0], [0.0] * 5 + [7.0])["nonzero"] == 5
+    same = paired_symmetry_test([3.0, 4.0], [3.0, 4.0])
+    assert same["p_value"] == 1.0 and same["nonzero"] == 0
+    with pytest.raises(ReproduceError, match="paired"):
+        paired_symmetry_test([1.0, 2.0], [1.0])
+
+
+def test_paired_symmetry_test_holds_its_level_when_prompts_differ_and_detects_a_shift():
+    """One value per sequence, paired by prompt: prompts differ wildly (means from -60 to -5, spreads 1 to 8),
+    and under the null both methods draw from the prompt's own distribution. Over 400 simulated experiments of 50
+    prompts the test rejects at 5% about 5% of the time; a shift of 8 (the spreads are 1 to 8) is found."""
+    rng = np.random.default_rng(1)
+    means, spreads = rng.uniform(-60, -5, size=50), rng.uniform(1, 8, size=50)
+    p_values = [paired_symmetry_test(rng.normal(means, spreads), rng.normal(means, spreads))["p_value"]
+                for _ in range(400)]
+    assert 0.02 < np.mean(np.array(p_values) < 0.05) < 0.09  # binomial(400, 0.05): 95% within 0.03-0.07
+    shifted = paired_symmetry_test(rng.normal(means + 8.0, spreads), rng.normal(means, spreads))
+    assert shifted["p_value"] < 1e-3
 
 
 # --- theory (Leviathan et al. 2023) --------------------------------------------------------------------------

@@ -39,6 +39,30 @@ QUALITY_COLUMNS = {"rouge2": "rouge2", "passed": "pass", "correct": "correct", "
 REFERENCE_TEXT_TASKS = ("xsum",)  # tasks whose reference is a text to score ROUGE against
 DECISION_TASKS = ("pubmedqa",)  # tasks whose reference is a yes / no / maybe label (metrics.pubmedqa_decision)
 K_MAX_THEORY = 8
+# The tests of sampled outputs against sampled ArS on the same units, each on ONE statistic per sequence: the
+# tokens of a sequence depend on each other (pooling them would count dependent values as independent draws),
+# the sequences of different rows do not. Each test's assumption is stated here once and copied to summary.json.
+SAMPLED_TESTS = {
+    "first_token_test": {
+        "statistic": "first generated token",
+        "test": "chi-square test of homogeneity (tokens with expected count < 5 pooled)",
+        "assumption": "every sequence is an independent draw (distinct prompts or samples, and every row its own "
+                      "seed), and with one draw per prompt and method the test is conservative, not invalid, "
+                      "when the prompts' distributions differ.",
+    },
+    "sequence_logprob_test": {
+        "statistic": "log-probability of the whole sequence under the unshaped target (sum of its target_logprobs)",
+        "test": "Wilcoxon signed-rank test (two-sided) of the per-unit differences, method minus ArS",
+        "assumption": "the method's and ArS's sequences for a unit are independent draws (own seeds) given the "
+                      "prompt, so under the null each difference is symmetric about 0, and units are independent.",
+    },
+    "length_test": {
+        "statistic": "number of generated tokens",
+        "test": "Wilcoxon signed-rank test (two-sided) of the per-unit differences, method minus ArS",
+        "assumption": "the method's and ArS's sequences for a unit are independent draws (own seeds) given the "
+                      "prompt, so under the null each difference is symmetric about 0, and units are independent.",
+    },
+}
 
 
 def rng_for(*key) -> np.random.Generator:
@@ -294,7 +318,7 @@ def equivalence_margins(group: pd.DataFrame, rng) -> dict:
 
 
 def _paired_vs_ars(rows: pd.DataFrame, ars: pd.DataFrame, rng, margins: dict | None = None) -> dict:
-    """Speedup (bootstrap CI, Wilcoxon), TOST on quality, and the distribution test, each paired with ArS.
+    """Speedup (bootstrap CI, Wilcoxon), TOST on quality, and at T > 0 the SAMPLED_TESTS, each paired with ArS.
     TOST margins from equivalence_margins (default: the fixed MARGINS)."""
     rows = rows.set_index(UNIT)
     common = rows.index.intersection(ars.index)
@@ -318,14 +342,22 @@ def _paired_vs_ars(rows: pd.DataFrame, ars: pd.DataFrame, rng, margins: dict | N
                                    "constant": bool(np.ptp(a[keep]) == 0 and np.ptp(b[keep]) == 0 and a[keep][0] == b[keep][0]),
                                    "mine_mean": float(a[keep].mean()), "ars_mean": float(b[keep].mean())}
     result["equivalence"] = equivalence
-    if mine["temperature"].iloc[0] > 0:
+    if mine["temperature"].iloc[0] > 0:  # SAMPLED_TESTS
+        result["seeds_independent"] = _seeds_independent(mine, base)
         result["first_token_test"] = stats.two_sample_distribution_test(
-            [ids[0] for ids in mine["generated_ids"] if ids], [ids[0] for ids in base["generated_ids"] if ids],
-            "categorical")
-        result["logprob_test"] = stats.two_sample_distribution_test(
-            [x for lp in mine["target_logprobs"] for x in lp], [x for lp in base["target_logprobs"] for x in lp],
-            "continuous")
+            [ids[0] for ids in mine["generated_ids"] if ids], [ids[0] for ids in base["generated_ids"] if ids])
+        result["sequence_logprob_test"] = stats.paired_symmetry_test(
+            [sum(lp) for lp in mine["target_logprobs"]], [sum(lp) for lp in base["target_logprobs"]])
+        result["length_test"] = stats.paired_symmetry_test(mine["num_tokens"], base["num_tokens"])
     return result
+
+
+def _seeds_independent(mine: pd.DataFrame, base: pd.DataFrame) -> bool | None:
+    """True when every paired row drew from a seed of its own (rows record seed_used, see runs.plan.row_seed), as
+    SAMPLED_TESTS assume. None for rows written before they recorded it, when a unit's methods shared one seed."""
+    if "seed_used" not in mine.columns or mine["seed_used"].isna().any() or base["seed_used"].isna().any():
+        return None
+    return bool((mine["seed_used"].to_numpy() != base["seed_used"].to_numpy()).all())
 
 
 def cost_curve(frame: pd.DataFrame) -> dict[int, float]:
@@ -434,6 +466,7 @@ def analyse(out_dir: Path, write: bool = True) -> dict:
                    for row in theory_table([e for e in table if e["task"] == task], curve)],
         "margins": MARGINS,  # the fixed fallbacks; each group's own are on its ArS entry ("margins")
         "k_sweeps": k_sweeps,
+        "sampled_tests": SAMPLED_TESTS,
         "bootstrap_seed": BOOTSTRAP_SEED,
         # the HumanEval checks ran here, in the analysis: the isolation level is this machine's, recorded with them
         "sandbox": isolation_level() if (frame["task"] == "humaneval").any() else None,

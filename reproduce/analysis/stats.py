@@ -218,29 +218,42 @@ def _is_constant(values: np.ndarray) -> bool:
     return bool(np.ptp(values) <= 1e-12 * max(1.0, float(np.abs(values).max())))
 
 
-def two_sample_distribution_test(samples_a: Sequence, samples_b: Sequence, kind: str,
-                                 min_expected: float = 5.0) -> dict:
-    """Were the two samples drawn from the same distribution? (e.g. first tokens, per-token log-probs)
+def two_sample_distribution_test(samples_a: Sequence, samples_b: Sequence, min_expected: float = 5.0) -> dict:
+    """Were two samples of categories (e.g. one first token per sequence) drawn from the same distribution?
 
-    kind="categorical": chi-square test of homogeneity on the 2 x C contingency table (chi2_contingency).
-      Categories whose expected count in the smaller sample is below `min_expected` are pooled into one
-      column (the chi-square approximation needs expected counts >= ~5); if that pool is still too small it
-      joins the least frequent common category.
-    kind="continuous": two-sample Kolmogorov-Smirnov test (ks_2samp).
+    Chi-square test of homogeneity on the 2 x C contingency table (chi2_contingency). Categories whose expected
+    count in the smaller sample is below `min_expected` are pooled into one column (the chi-square approximation
+    needs expected counts >= ~5); if that pool is still too small it joins the least frequent common category.
+    The test assumes independent draws: give it one value per sequence, never the tokens of a sequence.
     """
     if len(samples_a) == 0 or len(samples_b) == 0:
         raise ReproduceError("distribution test needs at least one value in each sample")
-    if kind == "continuous":
-        result = stats.ks_2samp(np.asarray(samples_a, dtype=float), np.asarray(samples_b, dtype=float))
-        return {"test": "ks_2samp", "statistic": float(result.statistic), "p_value": float(result.pvalue)}
-    if kind != "categorical":
-        raise ReproduceError(f"unknown kind {kind!r}: choose 'categorical' or 'continuous'")
     table, categories = _pooled_table(Counter(samples_a), Counter(samples_b), min_expected)
     if table.shape[1] < 2:  # everything fell into one category: nothing distinguishes the samples
         return {"test": "chi2_contingency", "statistic": 0.0, "p_value": 1.0, "dof": 0, "categories": categories}
     result = stats.chi2_contingency(table)
     return {"test": "chi2_contingency", "statistic": float(result.statistic), "p_value": float(result.pvalue),
             "dof": int(result.dof), "categories": categories}
+
+
+def paired_symmetry_test(values_a: Sequence[float], values_b: Sequence[float]) -> dict:
+    """Were paired values (a_i, b_i) drawn from the same distribution, pair by pair? (e.g. a statistic of the SpS
+    and of the ArS sequence generated for prompt i)
+
+    If a_i and b_i are independent draws from one distribution (which may differ from pair to pair), the pair is
+    exchangeable and d_i = a_i - b_i is symmetric about 0: two-sided Wilcoxon signed-rank test on the d_i. Zero
+    differences are dropped (zero_method="wilcox"; equal lengths at the token cap are common); with no nonzero
+    difference nothing distinguishes the samples and p = 1. statistic is min(W+, W-).
+    """
+    a, b = np.asarray(values_a, dtype=float), np.asarray(values_b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+        raise ReproduceError(f"need two paired 1-D arrays of >= 1 value, got shapes {a.shape} and {b.shape}")
+    nonzero = int(np.count_nonzero(a - b))
+    if nonzero == 0:
+        return {"test": "wilcoxon", "statistic": 0.0, "p_value": 1.0, "n": int(a.size), "nonzero": 0}
+    result = stats.wilcoxon(a, b, zero_method="wilcox", alternative="two-sided")
+    return {"test": "wilcoxon", "statistic": float(result.statistic), "p_value": float(result.pvalue),
+            "n": int(a.size), "nonzero": nonzero}
 
 
 def _pooled_table(counts_a: Counter, counts_b: Counter, min_expected: float) -> tuple[np.ndarray, list]:

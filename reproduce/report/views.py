@@ -97,7 +97,9 @@ def _view(entry: dict, theory: dict) -> dict:
         "wilcoxon": vs_ars.get("wilcoxon"),
         "equivalence": vs_ars.get("equivalence", {}),
         "first_token_test": vs_ars.get("first_token_test"),
-        "logprob_test": vs_ars.get("logprob_test"),
+        "sequence_logprob_test": vs_ars.get("sequence_logprob_test"),
+        "length_test": vs_ars.get("length_test"),
+        "seeds_independent": vs_ars.get("seeds_independent"),
         "paired_n": vs_ars.get("n"),
         "theory": theory.get((entry["block"], entry["task"], entry["mode"], entry["variant"], entry["sweep_value"])),
     }
@@ -487,6 +489,7 @@ def build_context(summary: dict, manifest: dict, paper: dict, losslessness: list
         "theory_sweeps": sweep_theory,
         "losslessness": losslessness_view(groups, losslessness),
         "margins": summary["margins"],
+        "sampled_tests": summary["sampled_tests"],
         "bootstrap_seed": summary["bootstrap_seed"],
         "price_per_hour": config["price_per_hour_usd"],
         "verdicts": verdict_counts(groups),

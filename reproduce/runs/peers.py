@@ -9,15 +9,16 @@ from typing import TYPE_CHECKING
 import torch
 
 from reproduce.engine.decoding import Trace
-from reproduce.runs.plan import Method, Unit, unit_seed
+from reproduce.runs.plan import Method, Unit
 
 if TYPE_CHECKING:
     from reproduce.runs.runner import ModelPool
 
 
 @torch.inference_mode()
-def hf_generate(pool: ModelPool, unit: Unit, method: Method, prompt_ids: list[int]) -> Trace:
-    """Hugging Face `generate()` (plain, or assisted by the same draft) as a peer, timed the same way."""
+def hf_generate(pool: ModelPool, unit: Unit, method: Method, prompt_ids: list[int], seed: int) -> Trace:
+    """Hugging Face `generate()` (plain, or assisted by the same draft) as a peer, timed the same way; `seed` seeds
+    torch's global generator, which generate() samples from."""
     kwargs = dict(max_new_tokens=unit.max_new_tokens, eos_token_id=pool.target.eos_token_id,
                   pad_token_id=pool.target.eos_token_id)
     if unit.params.greedy:
@@ -33,7 +34,7 @@ def hf_generate(pool: ModelPool, unit: Unit, method: Method, prompt_ids: list[in
         else:
             kwargs.update(assistant_model=pool.draft_models[method.draft].model, num_assistant_tokens=method.k,
                           num_assistant_tokens_schedule="constant", assistant_confidence_threshold=0.0)
-    torch.manual_seed(unit_seed(unit))
+    torch.manual_seed(seed)
     input_ids = torch.tensor([prompt_ids])
     start = time.perf_counter()
     output = pool.target.model.generate(input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)

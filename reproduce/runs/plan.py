@@ -1,4 +1,5 @@
-"""The plan of an experiment, torch-free: methods, units (one prompt under one setting), their seeds and order.
+"""The plan of an experiment, torch-free: methods, units (one prompt under one setting), each row's seed and the
+order.
 """
 
 from __future__ import annotations
@@ -105,9 +106,15 @@ def plan_units(config: ExperimentConfig) -> list[Unit]:
     return units
 
 
-def unit_seed(unit: Unit) -> int:
-    """One seed per unit, shared by its methods, stable across runs and machines."""
-    return zlib.crc32(f"{unit.seed}|{unit.task}|{unit.example.example_id}|{unit.sample}".encode())
+def row_seed(unit: Unit, method: Method) -> int:
+    """The seed of one (unit, method) row: the crc32 of its row key (the unit's identity, config seed included,
+    and the method's kind, draft and K), stable across runs and machines.
+
+    Every row gets a stream of its own, so the ArS and SpS samples of a prompt are independent draws, as the
+    two-sample tests in reproduce.analysis assume. (One seed per unit, shared by its methods, made them
+    dependent: ArS and SpS with the target as draft both drew their first token with the same first uniform,
+    so their first tokens were equal on every prompt.) Greedy rows do not depend on the seed."""
+    return zlib.crc32(unit.row_key(method).encode())
 
 
 def rotate_methods(methods: tuple[Method, ...], index: int) -> list[Method]:

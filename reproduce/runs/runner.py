@@ -36,7 +36,7 @@ from reproduce.runs.plan import (
     Unit,
     plan_units,
     rotate_methods,
-    unit_seed,
+    row_seed,
 )
 from reproduce.runs.provenance import cpu_info, data_files, git_commit, model_files
 from reproduce.runs.results import (
@@ -125,7 +125,8 @@ def _dtype(name: str) -> torch.dtype:
 
 def run_method(pool: ModelPool, unit: Unit, method: Method, prompt_ids: list[int]) -> dict:
     """Run one method on one unit and return its raw row."""
-    generator = torch.Generator().manual_seed(unit_seed(unit))
+    seed = row_seed(unit, method)
+    generator = torch.Generator().manual_seed(seed)
     eos = None if unit.ignore_eos else pool.target.eos_token_id
     if method.kind in ("ars", "ars_repeat"):  # ars_repeat: ArS again, to measure ArS-vs-ArS spread
         trace = autoregressive_decode(pool.target_lm, prompt_ids, unit.max_new_tokens, unit.params, generator, eos)
@@ -141,11 +142,12 @@ def run_method(pool: ModelPool, unit: Unit, method: Method, prompt_ids: list[int
         trace = autoregressive_decode(pool.draft_lms[method.draft], prompt_ids, unit.max_new_tokens, unit.params,
                                       generator, eos)
     else:
-        trace = hf_generate(pool, unit, method, prompt_ids)
+        trace = hf_generate(pool, unit, method, prompt_ids, seed)
     summary = trace.summary()
     return {
         **unit.identity(),
         "method": method.kind, "draft": method.draft, "k": method.k,
+        "seed_used": seed,  # the generator's seed (row_seed); "seed" is the config seed, part of the unit
         "temperature": unit.params.temperature, "top_p": unit.params.top_p, "top_k": unit.params.top_k,
         "max_new_tokens": unit.max_new_tokens, "max_prompt_tokens": unit.max_prompt_tokens,
         "prompt_tokens": len(prompt_ids),
