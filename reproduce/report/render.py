@@ -123,6 +123,7 @@ def render_report(results_dir, out_md="reports/results.md", figures_dir=None, lo
     """Render out_md and its figures (default: a `figures/` folder beside out_md) from one results directory.
     Returns the markdown's path."""
     results_dir, out_md = Path(results_dir), Path(out_md)
+    rendered_by = rendering_commit()  # before this render rewrites its own (tracked) figures and markdown
     figures_dir = Path(figures_dir) if figures_dir is not None else out_md.parent / "figures"
     summary = load_summary(results_dir)
     manifest = json.loads((results_dir / MANIFEST_FILE).read_text())
@@ -138,7 +139,7 @@ def render_report(results_dir, out_md="reports/results.md", figures_dir=None, lo
     if (results_dir / TIDY_FILE).is_file():
         context["tidy_csv"] = Path(_relative(results_dir / TIDY_FILE, out_md.parent)).as_posix()
     context["rerun"] = rerun_commands(results_dir, context["config_name"])
-    context["rendered_by"] = rendering_commit()
+    context["rendered_by"] = rendered_by
     context["losslessness_run"] = losslessness_provenance(losslessness)
     out_md.write_text(render_markdown(context))
     return out_md
