@@ -9,6 +9,7 @@ row with an uninterrupted run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -27,9 +28,9 @@ from reproduce.engine.lm import CachedLM
 from reproduce.engine.models import load_model, tiny_random_model
 from reproduce.engine.sampling import SamplingParams
 from reproduce.errors import ReproduceError
-from reproduce.runs.config import EXPERIMENTS_DIR, load_config
+from reproduce.runs.config import EXPERIMENTS_DIR, load_config, resolve_config
 from reproduce.runs.plan import main_methods, plan_units, row_seed
-from reproduce.runs.results import ROWS_FILE, read_done_keys, read_rows, row_key
+from reproduce.runs.results import ROWS_FILE, json_safe, read_done_keys, read_rows, row_key
 from reproduce.runs.runner import _same_config
 
 ALL_CONFIGS = sorted(EXPERIMENTS_DIR.rglob("*.yaml"))
@@ -253,6 +254,14 @@ def test_results_of_a_config_without_a_newer_setting_still_resume():
     assert _same_config(saved, {**saved, "peer_k_values": None})  # added later, at its default
     assert not _same_config(saved, {**saved, "peer_k_values": [4]})
     assert not _same_config({**saved, "peer_k_values": None}, {**saved, "peer_k_values": [4]})
+    # a setting added inside a sweep (ignore_eos): the committed default run's manifest still resumes, and a
+    # changed value still refuses
+    manifest = json.loads((REPO / "reports/raw/default/manifest.json").read_text())["config"]
+    resolved = json.loads(json.dumps(json_safe(dataclasses.asdict(resolve_config(manifest, "saved")))))
+    assert "ignore_eos" not in manifest["sweeps"]["k"] and resolved["sweeps"]["k"]["ignore_eos"] is False
+    assert _same_config(manifest, resolved)
+    resolved["sweeps"]["k"]["ignore_eos"] = True
+    assert not _same_config(manifest, resolved)
 
 
 TINY_PAIR = """\

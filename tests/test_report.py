@@ -358,7 +358,7 @@ def test_the_discussion_switches_on_the_numbers(rendered, paper):
     assert "the target ran in fast-fp32, and verification was\nnot flat (t(K+1)/t(1) = 1.60)" in dear
     assert "big-draft lost" not in dear  # "X lost" is said only beside a winner
     assert "so what separates" not in dear  # the model does not account for these speedups: no conclusion drawn
-    assert "so they follow" not in cheap.replace("so they follow from these acceptances", "")
+    assert cheap.count("so they follow") == 1  # the conclusion's reading, said once
     assert "**What this hardware cannot show.**" in dear.split("not measured here.\n\n")[1]  # its own paragraph
     assert ("verification costs t(K+1)/t(1) = 1.60, not about 1; the Leviathan model with the measured alpha, c and "
             "t(n) accounts only in part for the measured speedups (measured / predicted 0.70).") in dear

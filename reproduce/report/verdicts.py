@@ -53,7 +53,7 @@ def speedup_verdict(speedup: dict | None, paper_speedup: float | None) -> dict:
                 "text": f"{text}; the paper has no such row, so it is not counted as a reproduction"}
     share = share_of_gain(speedup["ratio_of_means"], (low, high), paper_speedup)
     reached = f"{_pct(share['share'])} [{_pct(share['ci'][0])}, {_pct(share['ci'][1])}] of the paper's gain"
-    if high >= paper_speedup:
+    if low > 1 and high >= paper_speedup:  # a speedup shown, and the paper's value not excluded
         level, text = REPRODUCED, f"reproduced: the 95% CI reaches the paper's {_x(paper_speedup)} ({reached})"
     elif low > 1:
         level, text = PARTLY, f"partly reproduced: faster than ArS but short of the paper, {reached}"

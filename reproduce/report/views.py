@@ -491,6 +491,8 @@ def build_context(summary: dict, manifest: dict, paper: dict, losslessness: list
         "margins": summary["margins"],
         "sampled_tests": summary["sampled_tests"],
         "bootstrap_seed": summary["bootstrap_seed"],
+        "spread_margin_fraction": summary.get("spread_margin_fraction"),
+        "seed_per_row": summary.get("seed_per_row", False),  # summaries written before it: rows without seed_used
         "price_per_hour": config["price_per_hour_usd"],
         "verdicts": verdict_counts(groups),
         "draft_sources": draft_sources(groups, config),

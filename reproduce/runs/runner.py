@@ -29,7 +29,7 @@ from reproduce.engine.runtime import build_lm, build_target, cpu_has_native_bf16
 from reproduce.engine.sampling import SamplingParams
 from reproduce.engine.scoring import token_logprobs
 from reproduce.errors import ReproduceError
-from reproduce.runs.config import ExperimentConfig, dump_config
+from reproduce.runs.config import ExperimentConfig, resolve_config, dump_config
 from reproduce.runs.peers import hf_generate
 from reproduce.runs.plan import (
     Method,
@@ -248,8 +248,15 @@ def _write_config_file(config: ExperimentConfig, out_dir: Path) -> None:
 
 
 def _same_config(saved: dict, resolved: dict) -> bool:
-    """Equal, where a setting added to ExperimentConfig after `saved` was written counts as equal while it
-    keeps its default (e.g. peer_k_values: null), so older results directories still resume."""
+    """Equal once `saved` is resolved again by today's code: a setting added since it was written, at any depth
+    (peer_k_values, a sweep's ignore_eos), takes its default, so older results directories still resume while
+    the new settings keep their defaults. A saved config today's code cannot resolve is compared key by key, its
+    missing top-level settings counted equal while the new config keeps their defaults."""
+    try:
+        return json.loads(json.dumps(json_safe(dataclasses.asdict(resolve_config(saved, "the saved config"))))) \
+            == resolved
+    except (ReproduceError, TypeError, KeyError):
+        pass
     defaults = {f.name: json.loads(json.dumps(json_safe(f.default))) for f in dataclasses.fields(ExperimentConfig)
                 if f.default is not dataclasses.MISSING}  # as they read back from disk
     added = {key for key in resolved if key not in saved and key in defaults and resolved[key] == defaults[key]}
