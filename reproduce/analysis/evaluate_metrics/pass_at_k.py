@@ -23,7 +23,8 @@ class PassAtK(evaluate.Metric):
             inputs_description="passed: list of bool, one per sample (the sandbox's verdict); problem_ids: list "
                                "of str, the problem each sample was drawn for; k: int or list of int (default 1), "
                                "each at most the smallest number of samples of any problem. "
-                               "Returns {'pass@k': mean over problems} for each k.",
+                               "Returns {'pass@k': mean over problems, 'pass@k per problem': the values it "
+                               "averages, in sorted problem-id order} for each k.",
             features=datasets.Features({"passed": datasets.Value("bool"),
                                         "problem_ids": datasets.Value("string")}),
             codebase_urls=["https://github.com/openai/human-eval"],
@@ -42,4 +43,9 @@ class PassAtK(evaluate.Metric):
         for value in ks:
             if not 1 <= value <= n.min():  # human-eval's estimator would return 1.0 for k > n
                 raise ValueError(f"pass@{value} needs 1 <= k <= n, and a problem has only n={n.min()} samples")
-        return {f"pass@{value}": float(np.mean(estimate_pass_at_k(n, c, value))) for value in ks}
+        result = {}
+        for value in ks:
+            per_problem = [float(x) for x in estimate_pass_at_k(n, c, value)]
+            result[f"pass@{value}"] = float(np.mean(per_problem))
+            result[f"pass@{value} per problem"] = per_problem  # for intervals over problems
+        return result
