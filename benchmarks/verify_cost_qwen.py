@@ -1,65 +1,152 @@
-"""Verification cost curve t(n) of a larger target in the fast runtime, and its draft's relative cost c.
+"""The pair's target in every linear mode: verification cost t(n), batch invariance, numerics, and the draft's cost.
 
-Defaults to the offline Qwen2.5-Coder pair (1.5B target, 0.5B draft). Prints, for one runtime:
-1. t(n): median ms of one target call scoring n = 1..9 new tokens on a ~300-token cache, and t(n)/t(1);
-2. the draft's t(1) and c = t_draft(1) / t_target(1), the draft's cost in target calls (Leviathan et al.'s c).
-Target and draft calls are interleaved round-robin over (repeat, n, model), so machine-load drift hits both alike.
+Defaults to the offline Qwen2.5-Coder pair (1.5B target, 0.5B draft). Prints, on the CPU at hand:
+1. the probe's choice for `runtime: auto` (reproduce.engine.probe) for the target at K and for the draft;
+2. t(n): median ms of one real target call scoring n = 1..9 new tokens after a cache of C tokens, per mode and C,
+   interleaved round-robin over (repeat, n, mode) so drift hits all modes alike; t(n)/t(1), and t(1) against
+   fp32's (how much faster each mode makes ArS than the fp32 runtime);
+3. batch invariance on the real model: each call of n = 2..9 tokens bitwise equal to n single-token calls;
+4. numerics against the dequantized GGUF computed in fp32 (fast-fp32): max |logit diff|, mean total variation at
+   T = 1 and greedy (argmax) agreement, teacher-forced on HumanEval prompts with their canonical solutions;
+5. the draft's t(1) per mode and c = t_draft(1) / t_target(1) against each target mode.
+fp32 (today's runtime on AVX2) is timed at 1 and K+1 rows only; bf16 only where the CPU has native bf16 (elsewhere
+it is emulated and slower than fp32) unless --modes names it. Timings drift 20-35% within an hour on shared
+machines: quote ratios from one run; the load average is printed.
 
-Both models are loaded in bf16 to save memory (which also rounds their fp32 norms and biases: slightly other
-numerics, the same cost) and each Hugging Face model is dropped once the fast runtime has copied its weights:
-~9 GB of RAM for fast-bf16 (measured), more for fast-fp32. Timings drift 20-35% within an hour on shared machines: quote ratios from one run.
-
-    python -m benchmarks.verify_cost_qwen [--runtime fast-bf16] [--repeats 15] [--context 300] [--threads 2]
+    python -m benchmarks.verify_cost_qwen [--modes int4,int8,bf16,fp32] [--contexts 100,400] [--repeats 7]
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import os
+import statistics
+import time
 
 import torch
 
-from benchmarks.engine_overhead import cost_curves, xsum_prompt_ids
-from reproduce.engine.runtime import build_lm, cpu_has_native_bf16
+from reproduce.engine.fast_lm import FastLlamaLM, weight_bytes
 from reproduce.engine.models import load_model, shared_vocab_size
+from reproduce.engine.probe import choose, format_choice, probe_model
+from reproduce.engine.runtime import cpu_has_native_bf16
+from reproduce.tasks import build_prompt_ids, load_examples
+
+
+def curves(lms: dict, context_ids: list[int], rows: dict[str, list[int]], repeats: int) -> dict:
+    """Median ms per (mode, n) of one call scoring n new tokens after `context_ids` (prefilled once per LM),
+    round-robin over repeats, n and modes so drift hits all alike; the first round warms up."""
+    new_ids = list(range(1000, 1010))
+    for lm in lms.values():
+        lm.reset()
+        lm.forward(context_ids, last_only=True)
+    samples = {mode: {n: [] for n in rows[mode]} for mode in lms}
+    for repeat in range(repeats + 1):
+        for n in range(1, max(map(max, rows.values())) + 1):
+            for mode, lm in lms.items():
+                if n not in samples[mode]:
+                    continue
+                start = time.perf_counter()
+                lm.forward(new_ids[:n])
+                elapsed = (time.perf_counter() - start) * 1e3
+                lm.rollback(len(context_ids))
+                if repeat:
+                    samples[mode][n].append(elapsed)
+    return {mode: {n: statistics.median(v) for n, v in curve.items()} for mode, curve in samples.items()}
+
+
+@torch.inference_mode()
+def batch_invariant(lm, context_ids: list[int], scored: list[int]) -> bool:
+    lm.reset()
+    lm.forward(context_ids, last_only=True)
+    single = torch.cat([lm.forward([token]) for token in scored])
+    for n in range(2, len(scored) + 1):
+        lm.rollback(len(context_ids))
+        if not torch.equal(lm.forward(scored[:n]), single[:n]):
+            return False
+    return True
+
+
+@torch.inference_mode()
+def teacher_forced_logits(lm, sequences: list[tuple[list[int], list[int]]]) -> torch.Tensor:
+    rows = []
+    for prompt, answer in sequences:
+        lm.reset()
+        lm.forward(prompt[:-1], last_only=True)
+        rows.append(lm.forward(prompt[-1:] + answer[:-1]))
+    return torch.cat(rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", default="qwen2.5-coder-1.5b-instruct")
     parser.add_argument("--draft", default="qwen2.5-coder-0.5b-instruct")
-    parser.add_argument("--runtime", default="fast-bf16", choices=["fast-bf16", "fast-fp32"])
-    parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--context", type=int, default=300)
+    parser.add_argument("--modes", default=None, help="default: int4,int8,fp32, and bf16 on CPUs with native bf16")
+    parser.add_argument("--contexts", default="100,400")
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--max-n", type=int, default=9)
+    parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--problems", type=int, default=3, help="HumanEval problems for the numerics")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    modes = (args.modes or ("int4,int8,bf16,fp32" if cpu_has_native_bf16() else "int4,int8,fp32")).split(",")
     target, draft = load_model(args.target, dtype=torch.bfloat16), load_model(args.draft, dtype=torch.bfloat16)
     vocab = shared_vocab_size(target, draft)
-    lms = {}
-    for name, loaded in (("target", target), ("draft", draft)):
-        lms[name] = build_lm(loaded.model, vocab, args.runtime)
-        loaded.model = None  # the fast runtime holds its own copy of the weights: free Hugging Face's
-        gc.collect()
-    print(f"target {target.name}, draft {draft.name}, runtime {args.runtime}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, cpu {torch.backends.cpu.get_cpu_capability()}, native bf16 "
-          f"{cpu_has_native_bf16()}, load average before {os.getloadavg()[0]:.2f}")
+    print(f"target {target.name}, draft {draft.name}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"cpu capability {torch.backends.cpu.get_cpu_capability()}, load average {os.getloadavg()[0]:.2f}")
+    for name, loaded, role in ((target.name, target, "target"), (draft.name, draft, "draft")):
+        print(format_choice(f"{name} as {role}", choose(probe_model(loaded.model.config, vocab), role, args.k),
+                            args.k if role == "target" else None))
 
-    prompt = xsum_prompt_ids(target.tokenizer, range(1), max_prompt_tokens=450)[0]
-    context_ids = (prompt * 4)[: args.context]
-    curves, prefill = cost_curves(lms, context_ids, args.max_n, args.repeats)
-    print(f"\n## t(n): ms of one call scoring n new tokens on a {len(context_ids)}-token cache "
-          f"(median of {args.repeats}, interleaved), load average after {os.getloadavg()[0]:.2f}")
-    print(f"{'model':<8} {'':<10}" + "".join(f"{n:>8}" for n in range(1, args.max_n + 1)))
-    for name, curve in curves.items():
-        print(f"{name:<8} {'ms':<10}" + "".join(f"{ms:>8.1f}" for ms in curve.values()))
-        print(f"{'':<8} {'t(n)/t(1)':<10}" + "".join(f"{ms / curve[1]:>8.2f}" for ms in curve.values()))
-    print(f"\nc = t_draft(1) / t_target(1) = {curves['draft'][1]:.1f} / {curves['target'][1]:.1f} ms "
-          f"= {curves['draft'][1] / curves['target'][1]:.3f}")
-    print(f"prefill of the {len(context_ids)}-token context, ms (median of 3): "
-          + ", ".join(f"{name} {ms:.0f}" for name, ms in prefill.items()))
+    lms = {mode: FastLlamaLM.from_hf(target.model, vocab, linear_mode=mode) for mode in modes}
+    drafts = {mode: FastLlamaLM.from_hf(draft.model, vocab, linear_mode=mode) for mode in modes if mode != "fp32"}
+    print("\nweights read per token, MB: target " + ", ".join(f"{m} {weight_bytes(lm) / 1e6:.0f}" for m, lm in lms.items())
+          + "; draft " + ", ".join(f"{m} {weight_bytes(lm) / 1e6:.0f}" for m, lm in drafts.items()))
+
+    examples = load_examples("humaneval", [0, args.problems])
+    sequences = [(build_prompt_ids(e, target.tokenizer, 1000), target.tokenizer.encode(e.reference)[:96])
+                 for e in examples]
+    text = [t for prompt, answer in sequences for t in prompt + answer]
+
+    t1 = {}
+    # fp32 (today's AVX2 runtime, ~4x dearer per call) only at 1 and K+1 rows
+    rows = {mode: [1, args.k + 1] if mode == "fp32" else list(range(1, args.max_n + 1)) for mode in modes}
+    for context in map(int, args.contexts.split(",")):
+        ms = curves(lms, text[:context], rows, args.repeats)
+        print(f"\n## t(n), ms of one call scoring n tokens after {context} cached tokens "
+              f"(median of {args.repeats}, interleaved), load average {os.getloadavg()[0]:.2f}")
+        print(f"{'mode':<6}{'':<11}" + "".join(f"{n:>8}" for n in range(1, args.max_n + 1)))
+        for mode in modes:
+            t1.setdefault(mode, ms[mode][1])
+            print(f"{mode:<6}{'ms':<11}" + "".join(f"{ms[mode][n]:>8.1f}" if n in ms[mode] else f"{'':>8}"
+                                                   for n in range(1, args.max_n + 1)))
+            print(f"{'':<6}{'t(n)/t(1)':<11}" + "".join(f"{ms[mode][n] / ms[mode][1]:>8.2f}" if n in ms[mode]
+                                                          else f"{'':>8}" for n in range(1, args.max_n + 1)))
+        if "fp32" in modes:
+            print("ArS speed against fp32, t(1) of fp32 / t(1): "
+                  + ", ".join(f"{m} {ms['fp32'][1] / ms[m][1]:.2f}x" for m in modes))
+
+    print("\n## batch invariance on the real target: calls of 2..9 tokens vs single-token calls, after 100 tokens")
+    for mode, lm in lms.items():
+        print(f"{mode:<6} {'bitwise equal' if batch_invariant(lm, text[:100], text[100:109]) else 'DIFFERS'}")
+
+    if "fp32" in lms:
+        reference = teacher_forced_logits(lms["fp32"], sequences)
+        print(f"\n## numerics vs the dequantized GGUF in fp32 (fast-fp32), teacher-forced on {len(examples)} "
+              f"HumanEval prompts + canonical solutions ({reference.shape[0]} positions)")
+        print(f"{'mode':<6}{'max |dlogit|':>14}{'mean TV (T=1)':>15}{'argmax agree':>14}")
+        for mode, lm in lms.items():
+            logits = teacher_forced_logits(lm, sequences)
+            tv = 0.5 * (reference.softmax(-1) - logits.softmax(-1)).abs().sum(-1)
+            agree = (reference.argmax(-1) == logits.argmax(-1)).float().mean()
+            print(f"{mode:<6}{(logits - reference).abs().max().item():>14.3f}{tv.mean().item():>15.4f}"
+                  f"{agree.item():>14.3f}")
+
+    print("\n## the draft: t(1) in ms (median of 9 after 100 tokens) and c = t_draft(1) / t_target(1)")
+    draft_ms = curves(drafts, text[:100], {mode: [1] for mode in drafts}, 9)
+    for mode, curve in draft_ms.items():
+        print(f"draft {mode:<5} {curve[1]:6.1f} ms; c against target "
+              + ", ".join(f"{m} {curve[1] / t:.2f}" for m, t in t1.items()))
 
 
 if __name__ == "__main__":

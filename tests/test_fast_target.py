@@ -5,19 +5,23 @@ Method
 1. Equivalence, fp32 mode. The same call sequences (prefill, multi-token calls, single-token calls, rollbacks,
    growth of the static cache past `max_len`) go to `CachedLM` over the Hugging Face model and to FastLlamaLM;
    the logits must agree to 1e-4 relative to their scale (tiny random Llama and the offline SmolLM2).
-2. Cache semantics. Rollback then re-forward must equal, bitwise, a fresh object fed the kept prefix and the same
-   tokens: stale entries past the cache position must never be read.
-3. Decoding. Greedy `autoregressive_decode` with FastLlamaLM (fp32) emits CachedLM's tokens; with the "bf16" mode,
-   greedy and sampled `speculative_decode` reproduce `autoregressive_decode` over the same object token for token.
-4. Batch invariance of the "bf16" mode on SmolLM2 (the property the mode is recommended for): a call scoring n
-   tokens returns bitwise the logits of n single-token calls, n = 2..9. The "bf16" target stays close to fp32
-   (argmax agreement and total variation on real text). This depends on the CPU's bf16 GEMM kernel: a failure
-   here means the machine's kernel is not batch-invariant and "bf16" is no longer exactly lossless against ArS.
+2. Cache semantics, every linear mode. Rollback then re-forward must equal, bitwise, a fresh object fed the kept
+   prefix and the same tokens: stale entries past the cache position must never be read.
+3. Decoding. Greedy `autoregressive_decode` with FastLlamaLM (fp32) emits CachedLM's tokens; in every mode the
+   probe finds batch-invariant here, greedy and sampled `speculative_decode` reproduce `autoregressive_decode`
+   over the same object token for token.
+4. Batch invariance at the pair's width, no model file: a 2-layer model with the exact shapes of
+   Qwen2.5-Coder-1.5B (hidden 1536, intermediate 8960, 12 heads, 2 KV heads, vocabulary 151,936), random weights.
+   For every linear mode, calls of n = 2..9 tokens are compared bitwise with n single-token calls. It is a
+   property of the CPU's kernels: a mode that is not invariant here is reported as an expected failure naming
+   the CPU, after checking that `runtime: auto` does not pick it for a target; the mode auto does pick must be
+   invariant. The int modes stay close to fp32 (logit error, argmax agreement).
 5. Bad input: non-Llama models and unknown modes raise ReproduceError.
 6. Qwen2 (Llama plus q/k/v biases, RoPE base 1e6, untied head): 1-3 on a tiny random Qwen2, with checks that
-   dropping the biases or using Llama's RoPE base would fail; sliding-window Qwen2 configs are refused. One slow
-   test on the offline Qwen2.5-Coder-1.5B-Instruct: fast-fp32 vs Hugging Face, fast-bf16 close to fp32 (as for
-   SmolLM2), and greedy SpS with Qwen2.5-Coder-0.5B-Instruct drafting equals greedy ArS on two HumanEval prompts.
+   dropping the biases or using Llama's RoPE base would fail; sliding-window Qwen2 configs are refused.
+7. The offline pair (slow): fast-fp32 equals Hugging Face on the real 1.5B's first layers, and greedy SpS emits
+   exactly greedy ArS's 128 tokens on three HumanEval prompts in the runtime auto picks, for the 0.5B draft in
+   int4, int8 and bf16 and for the target drafting for itself.
 """
 
 from __future__ import annotations
@@ -28,16 +32,17 @@ import torch
 from reproduce.engine.decoding import autoregressive_decode, speculative_decode
 from reproduce.engine.drafters import ModelDrafter, NgramDrafter, build_drafter
 from reproduce.engine.fast_lm import FastLlamaLM
+from reproduce.engine.linear import LINEAR_MODES
 from reproduce.engine.lm import CachedLM
 from reproduce.engine.models import tiny_random_model
-from reproduce.engine.runtime import build_lm, cpu_has_native_bf16, resolve_runtime
+from reproduce.engine.probe import choose, probe_model
+from reproduce.engine.runtime import build_lm, resolve_runtime
 from reproduce.engine.sampling import SamplingParams
 from reproduce.errors import ReproduceError
 from reproduce.tasks import build_prompt_ids, load_examples
 
-# Batch invariance is a property of the CPU's bf16 GEMM kernel, measured (and relied on by runtime "auto") only
-# on CPUs with native bf16; elsewhere "auto" picks fast-fp32 and these claims are not made.
-NATIVE_BF16 = pytest.mark.skipif(not cpu_has_native_bf16(), reason="no native bf16 on this CPU: auto never picks bf16")
+CPU_FLAGS = " ".join(sorted({f for line in open("/proc/cpuinfo") if line.startswith("flags") for f in line.split()}
+                            & {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16"}))
 
 # (tokens to forward, or ("rollback", length)): prefill, verification-sized calls, single tokens, rollbacks
 CALLS = [[1, 5, 9, 2, 7, 3, 30, 11], [4, 6, 8], ("rollback", 9), [12, 13], [14], ("rollback", 8), [15, 16, 17, 18],
@@ -69,6 +74,10 @@ def tiny_llama():
     return tiny_random_model("llama", vocab_size=32, num_hidden_layers=2, seed=3).model
 
 
+# int4 groups 32 inputs: tiny models for every mode are 64 wide
+WIDE = dict(hidden_size=64, intermediate_size=128, initializer_range=0.05)
+
+
 def test_fp32_matches_hugging_face_on_tiny_llama(tiny_llama, single_thread):
     reference = CachedLM(tiny_llama)
     expected = run_calls(reference, CALLS)
@@ -92,11 +101,13 @@ def test_last_only_and_next_logits_match_cached_lm(tiny_llama, single_thread):
             assert fast.cache_tokens == reference.cache_tokens
 
 
-@pytest.mark.parametrize("mode", ["fp32", "bf16", "dual"])
-def test_rollback_then_forward_equals_a_fresh_forward(tiny_llama, mode, single_thread):
-    used = FastLlamaLM.from_hf(tiny_llama, linear_mode=mode)
+@pytest.mark.parametrize("architecture", ["llama", "qwen2"])
+@pytest.mark.parametrize("mode", LINEAR_MODES)
+def test_rollback_then_forward_equals_a_fresh_forward(architecture, mode, single_thread):
+    model = tiny_random_model(architecture, vocab_size=32, num_hidden_layers=2, seed=3, **WIDE).model
+    used = FastLlamaLM.from_hf(model, linear_mode=mode)
     after_rollback = run_calls(used, [[1, 2, 3], [4, 5, 6, 7, 8, 9], [10], ("rollback", 3), [11, 12, 13], [14]])
-    fresh = run_calls(FastLlamaLM.from_hf(tiny_llama, linear_mode=mode), [[1, 2, 3], [11, 12, 13], [14]])
+    fresh = run_calls(FastLlamaLM.from_hf(model, linear_mode=mode), [[1, 2, 3], [11, 12, 13], [14]])
     for want, got in zip(fresh[1:], after_rollback[3:]):
         assert torch.equal(want, got)
 
@@ -110,17 +121,21 @@ def test_greedy_autoregressive_decode_matches_cached_lm(tiny_llama, single_threa
         assert actual.tokens == expected.tokens
 
 
-@NATIVE_BF16
 @pytest.mark.parametrize("architecture", ["llama", "qwen2"])
-def test_bf16_is_batch_invariant_and_speculative_decode_reproduces_ars(architecture, single_thread):
-    """Greedy SpS emits greedy ArS's tokens over the same "bf16" target, for two drafters and several K; and every
+@pytest.mark.parametrize("mode", ["bf16", "int8", "int4"])
+def test_speculative_decode_reproduces_ars_in_batch_invariant_modes(architecture, mode, single_thread):
+    """Greedy SpS emits greedy ArS's tokens over the same target, for two drafters and several K; and every
     verification size the row-by-row attention covers (2..16) returns bitwise the single-token logits ArS sees."""
-    model = tiny_random_model(architecture, vocab_size=32, num_hidden_layers=2, seed=3).model
-    target = FastLlamaLM.from_hf(model, linear_mode="bf16")
+    model = tiny_random_model(architecture, vocab_size=32, num_hidden_layers=2, seed=3, **WIDE).model
+    probe = next(p for p in probe_model(model.config, 32) if p.mode == mode)
+    if not probe.batch_invariant:
+        pytest.xfail(f"{mode} GEMMs are not batch-invariant on this CPU ({CPU_FLAGS}): SpS == ArS unchecked in {mode}")
+    target = FastLlamaLM.from_hf(model, linear_mode=mode)
     params = SamplingParams(temperature=0.0)
     prompt = [3, 1, 4, 1, 5]
     baseline = autoregressive_decode(target, prompt, 24, params, torch.Generator().manual_seed(1))
-    for drafter in (NgramDrafter(32), ModelDrafter(tiny_random_model(architecture, vocab_size=32, seed=4).model, 32)):
+    draft_model = tiny_random_model(architecture, vocab_size=32, seed=4, **WIDE).model
+    for drafter in (NgramDrafter(32), ModelDrafter(FastLlamaLM.from_hf(draft_model, linear_mode="int8"))):
         for k in (1, 2, 4):
             trace = speculative_decode(target, drafter, prompt, k, 24, params, torch.Generator().manual_seed(1))
             assert trace.tokens == baseline.tokens
@@ -130,10 +145,68 @@ def test_bf16_is_batch_invariant_and_speculative_decode_reproduces_ars(architect
         assert torch.equal(torch.cat(single[1 : n + 1]), run_calls(target, [sequence[:5], sequence[5 : 5 + n]])[1])
 
 
+@pytest.fixture(scope="module")
+def pair_shaped_model():
+    """Two decoder layers with the exact shapes of Qwen2.5-Coder-1.5B-Instruct, random bf16 weights (~1.1 GB)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model("qwen2", vocab_size=151936, hidden_size=1536, intermediate_size=8960,
+                                  num_hidden_layers=2, num_attention_heads=12, num_key_value_heads=2,
+                                  tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 1e6},
+                                  initializer_range=0.02)
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).eval()
+
+
+PAIR_CONTEXT, PAIR_SCORED = [11, 7, 300, 4000, 151000], [5, 99, 1234, 77, 150000, 8, 42, 6000, 3]
+
+
+@pytest.fixture(scope="module")
+def pair_shaped_fp32_logits(pair_shaped_model):
+    lm = FastLlamaLM.from_hf(pair_shaped_model, linear_mode="fp32")
+    return torch.cat(run_calls(lm, [PAIR_CONTEXT] + [[token] for token in PAIR_SCORED])[1:])
+
+
+@pytest.mark.parametrize("mode", LINEAR_MODES)
+def test_batch_invariance_at_the_pairs_width(pair_shaped_model, pair_shaped_fp32_logits, mode):
+    """Calls of n = 2..9 tokens return bitwise the logits of n single-token calls, in `mode`, at hidden 1536."""
+    lm = FastLlamaLM.from_hf(pair_shaped_model, linear_mode=mode)
+    single = torch.cat(run_calls(lm, [PAIR_CONTEXT] + [[token] for token in PAIR_SCORED])[1:])
+    differs = next((n for n in range(2, 10) if not torch.equal(run_calls(lm, [PAIR_CONTEXT, PAIR_SCORED[:n]])[1],
+                                                                single[:n])), None)
+    auto = resolve_runtime("auto", pair_shaped_model, "target", 4)
+    if differs:
+        assert auto != f"fast-{mode}", f"auto picked {mode} for a target although it is not batch-invariant here"
+        pytest.xfail(f"{mode} is not batch-invariant on this CPU ({CPU_FLAGS}): a call of {differs} tokens differs "
+                     f"from single-token calls; checked only that auto ({auto}) does not pick it for a target")
+    # random weights give near-uniform logits, so closeness is checked in scale only (argmax on real models below)
+    assert (single - pair_shaped_fp32_logits).abs().max() < 0.25 * pair_shaped_fp32_logits.abs().max()
+
+
+def test_the_choice_rule_of_auto():
+    """choose(): a target gets the fastest batch-invariant mode flat at K+1, else the invariant one cheapest per
+    verification, else the fastest (with a warning); a draft the fastest single token."""
+    from reproduce.engine.probe import ModeProbe
+
+    def probe(mode, curve, invariant=True):
+        return ModeProbe(mode, dict(enumerate(curve, start=1)), invariant)
+
+    probes = [probe("int4", [10, 14, 15, 16, 30]), probe("int8", [20, 20, 21, 22, 40]),
+              probe("bf16", [40, 41, 42, 43, 44]), probe("fp32", [5, 50, 60, 70, 80], invariant=False)]
+    assert choose(probes, "target", 3).runtime == "fast-int8"  # int4 is faster for one token but not flat at 4 rows
+    assert choose(probes, "target", 4).runtime == "fast-bf16"  # only bf16 is flat at 5 rows
+    assert choose(probes, "draft", 4).runtime == "fast-fp32"  # a draft needs no invariance
+    assert choose(probes[:2], "target", 4).runtime == "fast-int4"  # none flat: the cheapest t(5)
+    unusable = ModeProbe("int4", {}, False, ok=False, note="int4 needs inputs in multiples of 32")
+    assert choose([unusable, probes[3]], "target", 1).reason.startswith("no mode is batch-invariant")
+
+
 def test_rejects_other_architectures_and_modes(tiny_llama):
     with pytest.raises(ReproduceError, match="Llama"):
         FastLlamaLM.from_hf(tiny_random_model("gpt2", vocab_size=32).model)
     with pytest.raises(ReproduceError, match="linear_mode"):
+        FastLlamaLM.from_hf(tiny_llama, linear_mode="int2")
+    with pytest.raises(ReproduceError, match="fast-int8"):  # int4 groups 32 inputs; this model is 16 wide
         FastLlamaLM.from_hf(tiny_llama, linear_mode="int4")
 
 
@@ -151,19 +224,24 @@ def test_fp32_matches_hugging_face_on_smollm2(smollm2, smollm2_context):
     assert_close(expected, run_calls(FastLlamaLM.from_hf(smollm2.model, smollm2.vocab_size), calls))
 
 
-@NATIVE_BF16
-def test_bf16_is_batch_invariant_and_close_to_fp32_on_smollm2(smollm2, smollm2_context):
+# total variation from fp32 at T=1 allowed per mode (measured on this text: see the assertion messages)
+SMOLLM2_MAX_TV = {"bf16": 0.05, "int8": 0.05, "int4": 0.2}
+
+
+@pytest.mark.parametrize("mode", ["bf16", "int8", "int4"])
+def test_batch_invariant_and_close_to_fp32_on_smollm2(smollm2, smollm2_context, mode):
     ids = smollm2_context
     context, scored = ids[:-10], ids[-10:-1]
-    bf16 = FastLlamaLM.from_hf(smollm2.model, smollm2.vocab_size, linear_mode="bf16")
-    single = torch.cat(run_calls(bf16, [context] + [[token] for token in scored])[1:])
-    for n in range(2, len(scored) + 1):
-        batched = run_calls(bf16, [context, scored[:n]])[1]
-        assert torch.equal(batched, single[:n]), f"{n}-token call differs from single-token calls"
+    lm = FastLlamaLM.from_hf(smollm2.model, smollm2.vocab_size, linear_mode=mode)
+    single = torch.cat(run_calls(lm, [context] + [[token] for token in scored])[1:])
+    if next(p for p in probe_model(smollm2.model.config, smollm2.vocab_size) if p.mode == mode).batch_invariant:
+        for n in range(2, len(scored) + 1):
+            batched = run_calls(lm, [context, scored[:n]])[1]
+            assert torch.equal(batched, single[:n]), f"{n}-token call differs from single-token calls"
     fp32 = torch.cat(run_calls(CachedLM(smollm2.model, smollm2.vocab_size), [context, scored])[1:])
     total_variation = 0.5 * (fp32.softmax(-1) - single.softmax(-1)).abs().sum(-1)
-    assert total_variation.max().item() < 0.05
-    assert (fp32.argmax(-1) == single.argmax(-1)).float().mean().item() >= 0.8
+    assert total_variation.max().item() < SMOLLM2_MAX_TV[mode], total_variation.max().item()
+    assert (fp32.argmax(-1) == single.argmax(-1)).float().mean().item() >= 0.75
 
 
 # ---- Qwen2: Llama plus q/k/v biases, its own RoPE base, an untied head ------------------------------------------
@@ -192,17 +270,8 @@ def test_fp32_matches_hugging_face_on_tiny_qwen2(tiny_qwen2, single_thread):
             assert_close(expected, run_calls(wrong, CALLS), rtol=1e-2)
 
 
-@pytest.mark.parametrize("mode", ["fp32", "bf16", "dual"])
-def test_rollback_then_forward_equals_a_fresh_forward_on_tiny_qwen2(tiny_qwen2, mode, single_thread):
-    used = FastLlamaLM.from_hf(tiny_qwen2, linear_mode=mode)
-    after_rollback = run_calls(used, [[1, 2, 3], [4, 5, 6, 7, 8, 9], [10], ("rollback", 3), [11, 12, 13], [14]])
-    fresh = run_calls(FastLlamaLM.from_hf(tiny_qwen2, linear_mode=mode), [[1, 2, 3], [11, 12, 13], [14]])
-    for want, got in zip(fresh[1:], after_rollback[3:]):
-        assert torch.equal(want, got)
-
-
 def test_qwen2_gets_the_fast_runtime_unless_it_uses_a_sliding_window(tiny_qwen2):
-    assert resolve_runtime("auto", tiny_qwen2) == ("fast-bf16" if cpu_has_native_bf16() else "fast-fp32")
+    assert resolve_runtime("auto", tiny_qwen2).startswith("fast-")
     sliding = tiny_random_model("qwen2", vocab_size=32, use_sliding_window=True, sliding_window=4,
                                 max_window_layers=0).model
     with pytest.raises(ReproduceError, match="sliding-window"):

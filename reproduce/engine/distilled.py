@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from reproduce.engine.fast_lm import FastLlamaLM
+from reproduce.engine.linear import make_linear
 from reproduce.engine.models import LoadedModel
 from reproduce.engine.runtime import build_lm, resolve_runtime
 from reproduce.errors import ReproduceError
@@ -46,11 +47,7 @@ class RestrictedFastLM(FastLlamaLM):
         return self
 
     def _set_head(self, kept: torch.Tensor) -> None:
-        head = self.full_head[kept]
-        if self.linear_mode != "fp32":
-            head = head.to(torch.bfloat16).float()  # the rounding from_hf applies to every weight
-        self.head_bf16 = head.to(torch.bfloat16).contiguous() if self.linear_mode != "fp32" else None
-        self.head_fp32 = head.contiguous() if self.linear_mode != "bf16" else None
+        self.head = make_linear(self.full_head[kept], self.linear_mode, head=True)
         self.kept = kept
 
     def set_extra_tokens(self, token_ids: list[int]) -> None:

@@ -1,15 +1,22 @@
-"""Choosing a runtime for a model: Hugging Face's forward (CachedLM) or the fast CPU runtime (FastLlamaLM).
+"""Choosing how a model's forward runs (its runtime) and building the cached LM the loops call.
 
-The runtime is part of the target's definition (its numerics): ArS and SpS must be given LMs built with the same
-runtime. Runtime names are catalogue.RUNTIMES.
+Runtimes (catalogue.RUNTIMES): `hf` is Hugging Face's forward (reproduce.engine.lm.CachedLM); `fast-<mode>` the
+fast CPU runtime (reproduce.engine.fast_lm.FastLlamaLM) with GEMMs in one linear mode of reproduce.engine.linear;
+`auto` asks reproduce.engine.probe which fast mode is best on this CPU for the model's role. The runtime is part
+of the target's definition (its numerics): ArS and SpS must be given LMs built with the same runtime.
 """
 
 from __future__ import annotations
 
+import sys
+
 from reproduce.catalogue import RUNTIMES
 from reproduce.engine.fast_lm import FAST_MODEL_TYPES, FastLlamaLM
 from reproduce.engine.lm import CachedLM
+from reproduce.engine.probe import Choice, choose, format_choice, probe_model
 from reproduce.errors import ReproduceError
+
+_announced: set[tuple] = set()  # (model, role, k) whose auto choice was printed: once per process
 
 
 def cpu_has_native_bf16() -> bool:
@@ -21,29 +28,46 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def resolve_runtime(runtime: str, model) -> str:
-    """'auto' -> fast-bf16 for a Llama or Qwen2 model on a CPU with native bf16, fast-fp32 for one without, else hf."""
+def fast_eligible(model) -> bool:
+    """A Llama or Qwen2 model on the CPU: what the fast runtime serves."""
+    return model.config.model_type in FAST_MODEL_TYPES and next(model.parameters()).device.type == "cpu"
+
+
+def auto_choice(model, vocab_size: int, role: str = "target", k: int = 4, name: str = "") -> Choice | None:
+    """The probe's choice for `model` in `role` ("target" verifying K drafts, or "draft"); None where only `hf`
+    applies. Printed once per process (stderr), with the reason and t(n) of every mode."""
+    if not fast_eligible(model):
+        return None
+    choice = choose(probe_model(model.config, vocab_size), role, k)
+    key = (name or model.config.name_or_path, role, k)
+    if key not in _announced:
+        _announced.add(key)
+        print(format_choice(f"{name or model.config.model_type} as {role}", choice, k if role == "target" else None),
+              file=sys.stderr)
+    return choice
+
+
+def resolve_runtime(runtime: str, model, role: str = "target", k: int = 4, vocab_size: int | None = None) -> str:
+    """A concrete runtime: `runtime` itself, or for `auto` the probe's choice (hf for models the fast runtime does
+    not serve)."""
     if runtime not in RUNTIMES:
         raise ReproduceError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
     if runtime != "auto":
         return runtime
-    on_cpu = next(model.parameters()).device.type == "cpu"
-    if model.config.model_type not in FAST_MODEL_TYPES or not on_cpu:
-        return "hf"
-    return "fast-bf16" if cpu_has_native_bf16() else "fast-fp32"
+    choice = auto_choice(model, vocab_size or model.config.vocab_size, role, k)
+    return "hf" if choice is None else choice.runtime
 
 
-def build_lm(model, vocab_size: int, runtime: str = "auto"):
-    """The cached LM the engine calls: Hugging Face's forward (CachedLM) or FastLlamaLM. The runtime is part of
-    the target's definition (its numerics): ArS and SpS must be given LMs built with the same runtime."""
-    runtime = resolve_runtime(runtime, model)
+def build_lm(model, vocab_size: int, runtime: str = "auto", role: str = "target", k: int = 4):
+    """The cached LM the engine calls: Hugging Face's forward (CachedLM) or FastLlamaLM."""
+    runtime = resolve_runtime(runtime, model, role, k, vocab_size)
     if runtime == "hf":
         return CachedLM(model, vocab_size)
     return FastLlamaLM.from_hf(model, vocab_size, linear_mode=runtime.removeprefix("fast-"))
 
 
-def build_target(loaded, runtime: str = "auto") -> tuple[str, object]:
-    """(resolved runtime, cached LM) of a loaded target (reproduce.engine.models.LoadedModel): the one assembly
-    the command line and the experiment runner share."""
-    runtime = resolve_runtime(runtime, loaded.model)
+def build_target(loaded, runtime: str = "auto", k: int = 4) -> tuple[str, object]:
+    """(resolved runtime, cached LM) of a loaded target (reproduce.engine.models.LoadedModel) verifying K drafts:
+    the one assembly the command line and the experiment runner share."""
+    runtime = resolve_runtime(runtime, loaded.model, "target", k, loaded.vocab_size)
     return runtime, build_lm(loaded.model, loaded.vocab_size, runtime)

@@ -1,0 +1,120 @@
+"""The fast runtime's GEMM weights, one class per numerics ("linear mode"): fp32, bf16, weight-only int8 and int4.
+
+Each holds one weight [out_features, in_features] in its own format and maps fp32 activations [n, in] to fp32
+outputs [n, out]. The mode is part of a target's definition: the ArS baseline and SpS must use the same object.
+
+Batch invariance (row i of an n-row call bitwise equal to a one-row call) is what makes greedy SpS emit exactly
+ArS's tokens. It is a property of the CPU's kernel, not of the format, so it is measured, not assumed:
+reproduce.engine.probe checks every mode on the model's own shapes, and `runtime: auto` only picks a mode that
+passed there. What we measured (notes/runtimes.md):
+- fp32 `F.linear` (MKL / oneDNN): rows depend on the row count on the CPUs we tried;
+- bf16 `F.linear`: invariant on AVX2 paths; on AVX512-BF16 (oneDNN) invariant for inner dimensions up to at least
+  1024 but not 1536, hence the input chunks of at most BF16_CHUNK_INPUTS below;
+- int8 (`_weight_int8pack_mm`) and int4 (`_weight_int4pack_mm_for_cpu`): invariant on both; they read 1/2 and
+  ~1/3 of bf16's bytes, which is what a memory-bound single-token call costs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from reproduce.errors import ReproduceError
+
+LINEAR_MODES = ("fp32", "bf16", "int8", "int4")
+
+# bf16: the most inputs one GEMM call sums over. On the AVX512-BF16 CPU we measured, a bf16 GEMM's rows flip by an
+# ulp with the row count for 1536 inputs but not for <= 1024: a wider GEMM is computed as a sum of <= 768-input GEMMs
+BF16_CHUNK_INPUTS = 768
+
+# int4: one scale and one zero per group of inputs. 32 is the sub-block of GGUF's Q4_K, the format of the offline
+# Qwen2.5-Coder target, so its 4-bit weights land on the same grid; it measured as fast as 128 (notes/runtimes.md)
+INT4_GROUP = 32
+
+
+@dataclass(frozen=True)
+class Fp32Linear:
+    weight: torch.Tensor  # [out, in] fp32
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight)
+
+
+@dataclass(frozen=True)
+class Bf16Linear:
+    """Inputs rounded to bf16, fp32 accumulation inside the kernel, output rounded to bf16; more than
+    BF16_CHUNK_INPUTS inputs are cut into chunks (views of one tensor, so a Hugging Face model can share it) whose
+    bf16 outputs are summed in fp32, in a fixed order."""
+
+    weight: torch.Tensor  # [out, in] bf16
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(torch.bfloat16)
+        inputs = self.weight.shape[1]
+        out = None
+        for start in range(0, inputs, BF16_CHUNK_INPUTS):
+            end = min(start + BF16_CHUNK_INPUTS, inputs)
+            part = F.linear(x[:, start:end], self.weight[:, start:end]).float()
+            out = part if out is None else out + part
+        return out
+
+
+@dataclass(frozen=True)
+class Int8Linear:
+    """Weight-only int8: one bf16 scale per output row (symmetric), bf16 activations (gpt-fast's int8)."""
+
+    weight: torch.Tensor  # [out, in] int8
+    scales: torch.Tensor  # [out] bf16
+
+    @classmethod
+    def quantize(cls, weight: torch.Tensor) -> "Int8Linear":
+        weight = weight.float()
+        scales = weight.abs().amax(dim=1).clamp(min=1e-8) / 127  # [out]
+        quantized = (weight / scales[:, None]).round().clamp(-127, 127).to(torch.int8)
+        return cls(quantized.contiguous(), scales.to(torch.bfloat16))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten._weight_int8pack_mm(x.to(torch.bfloat16).contiguous(), self.weight, self.scales).float()
+
+
+@dataclass(frozen=True)
+class Int4Linear:
+    """Weight-only int4, asymmetric per group of INT4_GROUP inputs: w = (q - 8) * scale + zero with q in 0..15,
+    packed by torch's CPU kernel (as gpt-fast and torchao use it); bf16 activations and output."""
+
+    packed: torch.Tensor  # [out, in / 2] uint8
+    scales_and_zeros: torch.Tensor  # [in / group, out, 2] bf16
+
+    @classmethod
+    def quantize(cls, weight: torch.Tensor) -> "Int4Linear":
+        out_features, in_features = weight.shape
+        if in_features % INT4_GROUP:
+            raise ReproduceError(f"int4 needs layer inputs in multiples of {INT4_GROUP}, this model has "
+                                 f"{in_features}: use runtime fast-int8")
+        groups = weight.float().reshape(out_features, in_features // INT4_GROUP, INT4_GROUP)
+        low, high = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
+        scales = ((high - low) / 15).clamp(min=1e-8)  # [out, groups, 1]
+        codes = ((groups - low) / scales).round().clamp(0, 15).to(torch.int32).reshape(out_features, in_features)
+        zeros = low + 8 * scales  # the kernel subtracts 8 from each code
+        scales_and_zeros = torch.cat([scales, zeros], -1).transpose(0, 1).contiguous().to(torch.bfloat16)
+        return cls(torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.contiguous(), 2), scales_and_zeros)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(torch.bfloat16).contiguous()
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.packed, INT4_GROUP, self.scales_and_zeros).float()
+
+
+def make_linear(weight: torch.Tensor, mode: str, head: bool = False):
+    """`weight` [out, in] (any float dtype) in linear mode `mode`. The int4 mode keeps the head in int8: the head
+    is the most sensitive layer (GGUF's Q4_K_M stores it in 6 bits) and a small share of the bytes."""
+    if mode == "fp32":
+        return Fp32Linear(weight.detach().float().contiguous())
+    if mode == "bf16":
+        return Bf16Linear(weight.detach().to(torch.bfloat16).contiguous())
+    if mode == "int8" or (mode == "int4" and head):
+        return Int8Linear.quantize(weight.detach())
+    if mode == "int4":
+        return Int4Linear.quantize(weight.detach())
+    raise ReproduceError(f"unknown linear_mode {mode!r}: choose one of {', '.join(LINEAR_MODES)}")

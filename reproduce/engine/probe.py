@@ -1,0 +1,177 @@
+"""Which linear mode a model runs in on this CPU: a short probe of the model's own GEMM shapes, cached per CPU.
+
+The paper's regime needs a target whose verification is *flat* (scoring K+1 tokens costs about one) and
+*batch-invariant* (row i of an n-token call bitwise equal to a single-token call, so greedy SpS emits exactly ArS's
+tokens). Both are properties of the CPU's GEMM kernels, which differ between AVX2 and AVX512-BF16 machines
+(notes/runtimes.md), so `runtime: auto` measures them instead of guessing from flags:
+
+- `probe_mode` times, with random weights of the model's shapes (PROBE_LAYERS decoder layers and the head), a
+  forward's GEMMs for n = 1..MAX_ROWS rows, scaled to the model's depth, and checks every GEMM's batch invariance
+  for n = 2..MAX_ROWS bitwise;
+- `choose` (pure) picks, for a target verifying K drafts, the fastest single-token mode among those that are
+  batch-invariant and flat at K+1 rows (t(K+1)/t(1) <= FLAT_BOUND); for a draft, the fastest single-token mode.
+
+Results are cached in $REPRODUCE_CACHE/probes/, keyed by the CPU, torch, the thread count and the shapes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from reproduce.engine.linear import make_linear
+from reproduce.offline import cache_dir
+
+PROBE_VERSION = 1
+PROBE_MODES = ("int4", "int8", "bf16", "fp32")  # fastest first where they tie
+PROBE_LAYERS = 4  # enough weight bytes to leave the caches: what a real forward reads
+MAX_ROWS = 9  # verification of K <= 8
+REPEATS = 5
+FLAT_BOUND = 1.3  # t(K+1) / t(1) at or below this counts as flat
+
+
+@dataclass
+class ModeProbe:
+    """One linear mode measured on one model's shapes: ms of a whole forward's GEMMs per row count."""
+
+    mode: str
+    ms: dict[int, float]  # rows n -> ms (median of REPEATS)
+    batch_invariant: bool
+    ok: bool = True  # False: the mode cannot hold these shapes (e.g. int4 on inputs not a multiple of its group)
+    note: str = ""
+
+    def ratio(self, rows: int) -> float:
+        return self.ms[rows] / self.ms[1]
+
+
+@dataclass
+class Choice:
+    runtime: str  # "fast-<mode>"
+    reason: str
+    probes: list[ModeProbe]
+
+    def as_record(self) -> dict:
+        """What the manifest stores: the choice, why, and t(n) of every mode."""
+        return {"runtime": self.runtime, "reason": self.reason,
+                "probes": [{**asdict(p), "ms": {str(n): round(ms, 2) for n, ms in p.ms.items()}} for p in self.probes]}
+
+
+def model_shapes(config, vocab_size: int) -> tuple[list[tuple[int, int]], tuple[int, int]]:
+    """([out, in] of one decoder layer's four GEMMs as FastLlamaLM fuses them], [out, in] of the head)."""
+    hidden, heads, kv_heads = config.hidden_size, config.num_attention_heads, config.num_key_value_heads
+    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    inter = config.intermediate_size
+    layer = [((heads + 2 * kv_heads) * head_dim, hidden), (hidden, heads * head_dim), (2 * inter, hidden),
+             (hidden, inter)]
+    return layer, (vocab_size, hidden)
+
+
+def _gemms_invariant(linears, inputs) -> bool:
+    for linear, x in zip(linears, inputs):
+        single = torch.cat([linear(x[i : i + 1]) for i in range(MAX_ROWS)])
+        for n in range(2, MAX_ROWS + 1):
+            if not torch.equal(linear(x[:n]), single[:n]):
+                return False
+    return True
+
+
+@torch.inference_mode()
+def probe_mode(mode: str, layer_shapes, head_shape, num_layers: int, seed: int = 0) -> ModeProbe:
+    """Time and check `mode` on random weights of the given shapes (see the module docstring)."""
+    generator = torch.Generator().manual_seed(seed)
+    probed = min(PROBE_LAYERS, num_layers)
+    try:
+        layers = [make_linear(torch.randn(shape, generator=generator) * 0.02, mode)
+                  for _ in range(probed) for shape in layer_shapes]
+        head = make_linear(torch.randn(head_shape, generator=generator) * 0.02, mode, head=True)
+    except Exception as exc:  # noqa: BLE001 - a kernel refusing these shapes rules the mode out, with its reason
+        return ModeProbe(mode, {}, False, ok=False, note=str(exc).splitlines()[0][:200])
+    x = {cols: torch.randn(MAX_ROWS, cols, generator=generator) for _, cols in [*layer_shapes, head_shape]}
+    invariant = _gemms_invariant(layers[: len(layer_shapes)] + [head],
+                                 [x[cols] for _, cols in layer_shapes] + [x[head_shape[1]]])
+
+    def forward(n: int) -> float:
+        start = time.perf_counter()
+        for linear, (_, cols) in zip(layers, layer_shapes * probed):
+            linear(x[cols][:n])
+        layers_s = time.perf_counter() - start
+        start = time.perf_counter()
+        head(x[head_shape[1]][:n])
+        return (layers_s * num_layers / probed + time.perf_counter() - start) * 1e3
+
+    forward(1)  # warm-up: first calls allocate and pack
+    samples = {n: [] for n in range(1, MAX_ROWS + 1)}
+    for _ in range(REPEATS):  # rows interleaved, so drift within the probe hits every n alike
+        for n in samples:
+            samples[n].append(forward(n))
+    return ModeProbe(mode, {n: statistics.median(v) for n, v in samples.items()}, invariant)
+
+
+def choose(probes: list[ModeProbe], role: str, k: int) -> Choice:
+    """The runtime `auto` picks from `probes` (pure: tested on made-up probes).
+
+    target: the fastest single token among batch-invariant modes flat at K+1 rows; failing that, the
+    batch-invariant mode cheapest per verification (t(K+1)); failing that, the fastest mode, with a warning.
+    draft: the fastest single token (a draft's numerics change speed and acceptance, never what SpS emits)."""
+    usable = [p for p in probes if p.ok]
+    fastest = lambda candidates, rows=1: min(candidates, key=lambda p: p.ms[rows])  # noqa: E731
+    rows = k + 1
+    if role == "draft":
+        best = fastest(usable)
+        return Choice(f"fast-{best.mode}", f"fastest single token for a draft ({best.ms[1]:.0f} ms)", probes)
+    invariant = [p for p in usable if p.batch_invariant]
+    flat = [p for p in invariant if p.ratio(rows) <= FLAT_BOUND]
+    if flat:
+        best = fastest(flat)
+        return Choice(f"fast-{best.mode}", f"fastest batch-invariant mode flat at K={k} "
+                      f"(t({rows})/t(1) = {best.ratio(rows):.2f} <= {FLAT_BOUND}; t(1) = {best.ms[1]:.0f} ms)", probes)
+    if invariant:
+        best = fastest(invariant, rows)
+        return Choice(f"fast-{best.mode}", f"no batch-invariant mode is flat at K={k} here: the one cheapest per "
+                      f"verification (t({rows}) = {best.ms[rows]:.0f} ms, t({rows})/t(1) = {best.ratio(rows):.2f})",
+                      probes)
+    best = fastest(usable)
+    return Choice(f"fast-{best.mode}", "no mode is batch-invariant on this CPU: greedy SpS may differ from ArS by "
+                  f"rounding; the fastest single token ({best.ms[1]:.0f} ms)", probes)
+
+
+def _cpu_key() -> str:
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return "unknown"
+    lines = [line for line in text.splitlines() if line.startswith(("model name", "flags"))][:2]
+    return "\n".join(lines)
+
+
+def probe_model(config, vocab_size: int, modes=PROBE_MODES) -> list[ModeProbe]:
+    """Probes of every mode on this model's shapes, from the cache when this CPU measured them before."""
+    layer_shapes, head_shape = model_shapes(config, vocab_size)
+    key = json.dumps([PROBE_VERSION, _cpu_key(), torch.__version__, torch.get_num_threads(), layer_shapes,
+                      head_shape, config.num_hidden_layers, list(modes)])
+    path = cache_dir() / "probes" / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".json")
+    if path.exists():
+        return [ModeProbe(**{**p, "ms": {int(n): ms for n, ms in p["ms"].items()}}) for p in json.loads(path.read_text())]
+    probes = [probe_mode(mode, layer_shapes, head_shape, config.num_hidden_layers) for mode in modes]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([asdict(p) for p in probes], indent=1))
+    return probes
+
+
+def format_choice(name: str, choice: Choice, k: int | None) -> str:
+    """One block for the console: the choice, the reason, and t(n) of every mode."""
+    lines = [f"runtime auto for {name}: {choice.runtime}, {choice.reason}"]
+    for p in choice.probes:
+        if not p.ok:
+            lines.append(f"  {p.mode:>5}: not usable ({p.note})")
+            continue
+        curve = " ".join(f"{p.ms[n]:.0f}" for n in sorted(p.ms))
+        flag = "batch-invariant" if p.batch_invariant else "NOT batch-invariant"
+        lines.append(f"  {p.mode:>5}: t(1..{len(p.ms)}) = {curve} ms, {flag}"
+                     + (f", t({k + 1})/t(1) = {p.ratio(k + 1):.2f}" if k else ""))
+    return "\n".join(lines)
