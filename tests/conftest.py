@@ -53,7 +53,7 @@ def pytest_sessionfinish(session):
     """The records, with the commit the tests ran at and when (the report shows both beside their results)."""
     path = session.config.getoption("--stats-json")
     if path:
-        from reproduce.runs.provenance import git_commit
+        from reproduce.provenance import git_commit
 
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps({**git_commit(), "started": _SESSION.get("started"), "finished": _now(),

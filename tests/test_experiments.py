@@ -281,7 +281,7 @@ def test_hf_forward_kinds_run_analyse_and_report_with_tiny_models(tmp_path, smol
     tokenize): the rows exist where configured, greedy SpS on the HF forward reproduces ArS on it, which
     reproduces plain generate() (the same fp32 forward); the analysis labels and pairs them, and the default
     report renders them."""
-    from reproduce.analysis.analyse import analyse
+    from reproduce.analysis.summary import analyse
     from reproduce.report.render import render_report
     from reproduce.runs.runner import run_experiment
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from reproduce.catalogue import METHOD_KINDS
 from reproduce.report.format import fmt_params, fmt_value, fmt_x
-from reproduce.report.views import short_draft
+from reproduce.report.labels import short_draft
 
 ARS_COLOR, HF_GENERATE_COLOR = "0.45", "0.75"
 
