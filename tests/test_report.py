@@ -33,7 +33,7 @@ import jinja2
 import pytest
 import yaml
 
-import reproduce.analysis.analyse
+import reproduce.analysis.summary
 from reproduce.errors import ReproduceError
 from reproduce.report import format as report_format
 from reproduce.report import context as report_context, groups, render, setup
@@ -55,13 +55,14 @@ def _copy_results(destination: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
-    """The report rendered once from a copy of the fixture results (no summary.json: the analysis runs)."""
+    """The report rendered once from a copy of the fixture results, analysed first (analyse writes summary.json)."""
     root = tmp_path_factory.mktemp("report")
     results = _copy_results(root / "results")
     # the golden file must not depend on whether this machine can run bubblewrap, nor on the commit rendering it
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(reproduce.analysis.analyse, "isolation_level", lambda: "bubblewrap+guard+rlimits")
+        patch.setattr(reproduce.analysis.summary, "isolation_level", lambda: "bubblewrap+guard+rlimits")
         patch.setattr(render, "rendering_commit", lambda: RENDERED_AT)
+        reproduce.analysis.summary.analyse(results)
         markdown = render.render_report(results, root / "reports" / "results.md")
     return {"results": results, "markdown": markdown, "text": markdown.read_text(),
             "summary": json.loads((results / "summary.json").read_text()),
@@ -184,20 +185,21 @@ def test_losslessness_results_are_shown_and_a_failure_is_called_out(rendered, pa
         render.load_losslessness(path)
 
 
-def test_a_stale_summary_is_recomputed(rendered, tmp_path, monkeypatch):
-    import reproduce.analysis.analyse
-
+def test_the_report_only_renders_a_missing_or_stale_summary_fails_naming_analyse(rendered, tmp_path, monkeypatch):
     results = _copy_results(tmp_path / "results")
+    calls = []
+    monkeypatch.setattr(reproduce.analysis.summary, "analyse", lambda out_dir: calls.append(out_dir))
+    command = re.escape(f"run `python -m reproduce analyse {results}` first")
+    with pytest.raises(ReproduceError, match=f"has no summary.json: {command}"):
+        render.load_summary(results)
     summary = results / "summary.json"
     summary.write_text(json.dumps(rendered["summary"]))
-    calls = []
-    monkeypatch.setattr(reproduce.analysis.analyse, "analyse", lambda out_dir: calls.append(out_dir))
     os.utime(summary, (1, 1))  # older than rows.jsonl
-    render.load_summary(results)
-    assert calls == [results]
+    with pytest.raises(ReproduceError, match=f"older than rows.jsonl: {command}"):
+        render.load_summary(results)
     os.utime(summary, None)  # newer: read as is
-    render.load_summary(results)
-    assert calls == [results]
+    assert render.load_summary(results) == rendered["summary"]
+    assert calls == []  # nothing was computed
     with pytest.raises(ReproduceError, match="no experiment results"):
         render.load_summary(tmp_path)
 
