@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from reproduce import tasks
 from reproduce.analysis import metrics, stats
 from reproduce.analysis.frame import BOOTSTRAP_SEED, UNIT, load_frame, pct, ratio, rng_for
 from reproduce.analysis.paired import (
@@ -120,7 +121,7 @@ def analyse(out_dir: Path, write: bool = True) -> dict:
         # rows written since runs.plan.row_seed record their own seed; older rows shared one seed per prompt
         "seed_per_row": bool("seed_used" in frame.columns and frame["seed_used"].notna().all()),
         # the HumanEval checks ran here, in the analysis: the isolation level is this machine's, recorded with them
-        "sandbox": isolation_level() if (frame["task"] == "humaneval").any() else None,
+        "sandbox": isolation_level() if frame["task"].isin(tasks.tasks_scored_by("code")).any() else None,
     }
     if write:
         (out_dir / SUMMARY_FILE).write_text(json.dumps(json_safe(summary), indent=1, default=str))
