@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     dist.add_argument("--target", default=DEFAULT_TARGET, help=f"Llama target (default {DEFAULT_TARGET})")
     dist.add_argument("--out", help="output directory (default: $REPRODUCE_CACHE/drafts/<target>-distilled)")
     dist.add_argument("--force", action="store_true", help="rebuild even when a draft is already there")
-    from reproduce.distill.teacher import Recipe
+    from reproduce.distill.recipe import Recipe
 
     for name, default in vars(Recipe()).items():
         if name in ("target",) or isinstance(default, tuple):
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
 def distill_command(args) -> int:
     from dataclasses import fields
 
-    from reproduce.distill.teacher import Recipe
+    from reproduce.distill.recipe import Recipe
     from reproduce.distill.train import distill
 
     recipe = Recipe(**{f.name: getattr(args, f.name) for f in fields(Recipe) if hasattr(args, f.name)})

@@ -206,7 +206,7 @@ def test_the_report_only_renders_a_missing_or_stale_summary_fails_naming_analyse
 
 def test_the_papers_rows_match_the_default_sampling_modes(paper):
     """Table 1 rows are matched to our runs by task and sampling settings: the shared defaults must hit all three."""
-    modes = load_config(EXPERIMENTS_DIR / "defaults.yaml").modes
+    modes = load_config(EXPERIMENTS_DIR / "base.yaml").modes
     matched = {(task, name): groups.paper_row(task, mode.temperature, mode.top_p, paper)
                for task in ("xsum", "humaneval") for name, mode in modes.items()}
     assert matched[("xsum", "greedy")]["sps"]["ms_per_token"] == 7.00

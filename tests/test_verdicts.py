@@ -269,7 +269,7 @@ def test_ars_repeat_runs_only_in_sampled_modes(tmp_path):
     from reproduce.runs.plan import main_methods, plan_units
 
     path = tmp_path / "repeat.yaml"
-    path.write_text(f"include: {EXPERIMENTS_DIR / 'defaults.yaml'}\nname: repeat\nmethods: [ars, ars_repeat, sps]\n"
+    path.write_text(f"include: {EXPERIMENTS_DIR / 'base.yaml'}\nname: repeat\nmethods: [ars, ars_repeat, sps]\n"
                     "tasks: {xsum: {rows: [0, 1], modes: [greedy, xsum_nucleus]}}\n")
     config = load_config(path)
     kinds = {unit.mode: [m.kind for m in unit.methods] for unit in plan_units(config)}
