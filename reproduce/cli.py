@@ -12,9 +12,10 @@ import json
 import math
 import sys
 
-from reproduce.catalogue import DEFAULT_METHODS, METHOD_KINDS, RUNTIMES
+from reproduce.catalogue import DEFAULT_METHODS, HYBRID_PREFIX, METHOD_KINDS, RUNTIMES
 from reproduce.errors import ReproduceError
 from reproduce.runs.results import SUMMARY_FILE, TIDY_FILE
+from reproduce.tasks import TASKS
 
 DEFAULT_TARGET = "smollm2-135m-instruct"
 
@@ -76,10 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
                                       ".gguf file, local directory or hub id")
     run.add_argument("--draft", action="append", metavar="NAME[,NAME]",
                      help="draft(s) (replace the config's; repeatable or comma-separated): ngram, target, distilled, "
-                          "ngram+<draft>, or a model name as for --target")
+                          f"{HYBRID_PREFIX}<draft>, or a model name as for --target")
     run.add_argument("--tasks", metavar="TASK[:N],...",
                      help="tasks to run, each on its first N evaluation rows, e.g. humaneval:20,xsum:30 "
-                          "(xsum, humaneval, pubmedqa)")
+                          f"({', '.join(TASKS)})")
     run.add_argument("--k", metavar="K[,K]", help="tokens drafted per target call, for every draft, e.g. 2,4")
     run.add_argument("--modes", metavar="MODE[,MODE]",
                      help="sampling modes for every task, e.g. greedy,code_nucleus (defined under `modes:`; "

@@ -121,13 +121,14 @@ def render_markdown(context: dict) -> str:
     return jinja_environment().get_template(TEMPLATE).render(**context)
 
 
-def render_report(results_dir, out_md="reports/results.md", figures_dir=None, losslessness=None) -> Path:
-    """Render out_md and its figures (default: a `figures/` folder beside out_md) from one results directory.
-    Returns the markdown's path."""
+def render_report(results_dir, out_md="reports/results.md", figures_dir=None, losslessness=None,
+                  summary: dict | None = None) -> Path:
+    """Render out_md and its figures (default: a `figures/` folder beside out_md) from one results directory
+    (its summary.json, read here unless `summary` is given already). Returns the markdown's path."""
     results_dir, out_md = Path(results_dir), Path(out_md)
     rendered_by = rendering_commit()  # before this render rewrites its own (tracked) figures and markdown
     figures_dir = Path(figures_dir) if figures_dir is not None else out_md.parent / "figures"
-    summary = load_summary(results_dir)
+    summary = load_summary(results_dir) if summary is None else summary
     paper = yaml.safe_load(PAPER_FILE.read_text())
     context = build_context(summary, summary["manifest"], paper, load_losslessness(losslessness))
     figures_dir.mkdir(parents=True, exist_ok=True)
@@ -170,17 +171,17 @@ def add_arguments(parser) -> None:
                         help="JSON written by `pytest tests/test_losslessness.py --stats-json PATH`")
 
 
-def default_report_path(results_dir) -> Path:
+def default_report_path(results_dir, summary: dict) -> Path:
     """reports/results.md for the default profile (the committed report); beside the results for any other
     run, so rendering your own run never overwrites it."""
-    manifest = Path(results_dir) / MANIFEST_FILE
-    if manifest.is_file() and json.loads(manifest.read_text()).get("config_name") != "default":
+    if summary["manifest"].get("config_name") != "default":
         return Path(results_dir) / "report.md"
     return Path("reports/results.md")
 
 
 def report_command(args) -> int:
-    out = render_report(args.results_dir, args.out or default_report_path(args.results_dir), args.figures,
-                        args.losslessness)
+    summary = load_summary(Path(args.results_dir))  # the only file of the run the report reads, read once
+    out = render_report(args.results_dir, args.out or default_report_path(args.results_dir, summary), args.figures,
+                        args.losslessness, summary)
     print(f"report written to {out}")
     return 0
