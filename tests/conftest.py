@@ -1,9 +1,11 @@
-"""Shared fixtures: the offline SmolLM2 target, loaded once per session, and single-threaded torch."""
+"""Shared fixtures: the offline SmolLM2 target, loaded once per session, and single-threaded torch; and a guard
+that fails a test during which transformers' generation code logs a deprecation notice."""
 
 from __future__ import annotations
 
 import datetime
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,32 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+class _GenerationDeprecations(logging.Handler):
+    """transformers announces deprecated generate() usage through its logger, not warnings.warn, so pyproject's
+    filterwarnings cannot catch it: records of its generation modules that say "deprecated"."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        if record.name.startswith("transformers.generation") and "deprecated" in record.getMessage():
+            self.messages.append(record.getMessage())
+
+
+@pytest.fixture(autouse=True)
+def no_generation_deprecation_notice():
+    """Our generate() calls (runs.peers) must pass generation settings one way only: a deprecation notice logged by
+    transformers' generation code while a test runs fails it (runs.peers drops the one transformers raises about
+    its own assisted-generation call)."""
+    handler, logger = _GenerationDeprecations(), logging.getLogger("transformers")
+    logger.addHandler(handler)
+    yield
+    logger.removeHandler(handler)
+    if handler.messages:
+        pytest.fail(f"transformers logged a deprecation notice: {handler.messages[0]}")
 
 
 # ---- --stats-json: each test's outcome and the statistics it recorded (record_property), for the report -------
@@ -53,7 +81,7 @@ def pytest_sessionfinish(session):
     """The records, with the commit the tests ran at and when (the report shows both beside their results)."""
     path = session.config.getoption("--stats-json")
     if path:
-        from reproduce.runs.provenance import git_commit
+        from reproduce.provenance import git_commit
 
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps({**git_commit(), "started": _SESSION.get("started"), "finished": _now(),

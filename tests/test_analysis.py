@@ -12,7 +12,9 @@ import math
 
 import pytest
 
-from reproduce.analysis.analyse import analyse, cost_curve, load_frame
+from reproduce.analysis.frame import load_frame
+from reproduce.analysis.speed import cost_curve
+from reproduce.analysis.summary import analyse
 
 ARS_MS = [100.0, 120.0, 90.0, 110.0]
 SPS_MS = [50.0, 40.0, 45.0, 55.0]  # per-prompt speedups 2, 3, 2, 2
@@ -154,13 +156,13 @@ def test_pass_at_k_over_several_samples_per_problem_uses_the_estimator_per_probl
     import numpy as np
     import pandas as pd
 
-    from reproduce.analysis import analyse as analysis, metrics
+    from reproduce.analysis import metrics, quality as analysis
 
     flags = {"p0": [1, 0, 0], "p1": [1, 1, 0], "p2": [0, 0, 0], "p3": [1, 1, 1]}
     rows = pd.DataFrame([{"example_id": p, "passed": float(ok), "perplexity": 2.0, "log_perplexity": 0.7,
                           "rouge2": np.nan, "rouge2_vs_ars": np.nan, "correct": np.nan, "exact_match_ars": None}
                          for p, fs in flags.items() for ok in fs])
-    quality = analysis._quality(rows, np.random.default_rng(0), np.random.default_rng(1))
+    quality = analysis.quality_summary(rows, np.random.default_rng(0), np.random.default_rng(1))
     per_problem = [metrics.pass_at_k(3, sum(fs), 3) for fs in flags.values()]
     assert quality["pass_at_k"]["k"] == 3 and quality["pass_at_k"]["mean"] == pytest.approx(np.mean(per_problem))
     assert quality["pass_at_3"] == pytest.approx(np.mean(per_problem))

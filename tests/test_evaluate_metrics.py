@@ -71,7 +71,7 @@ def test_rouge_module_equals_the_direct_scorer():
 
 
 def _today_pass_at_k(frame: pd.DataFrame, k: int) -> float:
-    """analyse._quality's pass@k before `evaluate`: per-problem (n, c) from a pandas groupby, averaged."""
+    """quality.quality_summary's pass@k before `evaluate`: per-problem (n, c) from a pandas groupby, averaged."""
     per_problem = frame.groupby("example_id")["passed"].agg(["sum", "count"])
     return float(np.mean([metrics.pass_at_k(int(n), int(c), k)
                           for c, n in zip(per_problem["sum"], per_problem["count"])]))

@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 def test_every_config_loads(path):
     config = load_config(path)
     assert config.target.name
-    if path.stem != "defaults":
+    if path.stem != "base":
         assert config.tasks, "an experiment must run at least one task"
         for task in config.tasks.values():
             assert set(task.modes) <= set(config.modes)
@@ -82,7 +82,7 @@ def test_hub_configs_run_with_tiny_models_of_the_same_architecture(path, tmp_pat
 
 def _write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "bad.yaml"
-    path.write_text(f"include: {EXPERIMENTS_DIR / 'defaults.yaml'}\n{text}")
+    path.write_text(f"include: {EXPERIMENTS_DIR / 'base.yaml'}\n{text}")
     return path
 
 
@@ -120,7 +120,7 @@ def test_unknown_profile_and_include_cycle(tmp_path):
 
 def test_include_merges_mappings_and_replaces_lists():
     quick = load_config("quick")
-    defaults = load_config(EXPERIMENTS_DIR / "defaults.yaml")
+    defaults = load_config(EXPERIMENTS_DIR / "base.yaml")
     assert quick.modes == defaults.modes  # inherited untouched
     assert [d.name for d in quick.drafts] != [d.name for d in defaults.drafts]  # lists replace
     assert quick.target == defaults.target
@@ -150,7 +150,7 @@ def _run(config_path: Path, out: Path) -> subprocess.Popen:
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_rows(tmp_path, smollm2):
     config_path = tmp_path / "micro.yaml"
-    config_path.write_text(MICRO.format(defaults=EXPERIMENTS_DIR / "defaults.yaml"))
+    config_path.write_text(MICRO.format(defaults=EXPERIMENTS_DIR / "base.yaml"))
     units = plan_units(load_config(config_path))
     total = sum(len(u.methods) for u in units)
     assert total == 12
@@ -195,7 +195,7 @@ def test_every_row_draws_from_its_own_seed(tmp_path):
     """ArS and SpS of one prompt must be independent draws (the analysis's two-sample tests assume it): each
     (unit, method) gets its own seed, the crc32 of its row key, the same on every run and machine."""
     config_path = tmp_path / "micro.yaml"
-    config_path.write_text(MICRO.format(defaults=EXPERIMENTS_DIR / "defaults.yaml"))
+    config_path.write_text(MICRO.format(defaults=EXPERIMENTS_DIR / "base.yaml"))
     units = plan_units(load_config(config_path))
     seeds = [row_seed(unit, method) for unit in units for method in unit.methods]
     assert len(set(seeds)) == len(seeds) == 12
@@ -208,7 +208,7 @@ def test_a_results_directory_refuses_another_config(tmp_path, smollm2):
     from reproduce.runs.runner import run_experiment
 
     config_path = tmp_path / "micro.yaml"
-    config_path.write_text(MICRO.format(defaults=EXPERIMENTS_DIR / "defaults.yaml").replace("[0, 3]", "[0, 1]"))
+    config_path.write_text(MICRO.format(defaults=EXPERIMENTS_DIR / "base.yaml").replace("[0, 3]", "[0, 1]"))
     config = load_config(config_path)
     out = tmp_path / "out"
     run_experiment(config, out, progress=False)
@@ -230,7 +230,7 @@ tasks: {{xsum: {{rows: [0, 1], modes: [greedy]}}}}
 
 def _methods(tmp_path, methods: str, peer_k_values: str) -> list[tuple]:
     path = tmp_path / "peers.yaml"
-    path.write_text(PEERS.format(defaults=EXPERIMENTS_DIR / "defaults.yaml", methods=methods, peer_k_values=peer_k_values))
+    path.write_text(PEERS.format(defaults=EXPERIMENTS_DIR / "base.yaml", methods=methods, peer_k_values=peer_k_values))
     return [(m.kind, m.draft, m.k) for m in main_methods(load_config(path))]
 
 
@@ -281,7 +281,7 @@ def test_hf_forward_kinds_run_analyse_and_report_with_tiny_models(tmp_path, smol
     tokenize): the rows exist where configured, greedy SpS on the HF forward reproduces ArS on it, which
     reproduces plain generate() (the same fp32 forward); the analysis labels and pairs them, and the default
     report renders them."""
-    from reproduce.analysis.analyse import analyse
+    from reproduce.analysis.summary import analyse
     from reproduce.report.render import render_report
     from reproduce.runs.runner import run_experiment
 
@@ -290,7 +290,7 @@ def test_hf_forward_kinds_run_analyse_and_report_with_tiny_models(tmp_path, smol
         tiny.model.save_pretrained(tmp_path / name)
         smollm2.tokenizer.save_pretrained(tmp_path / name)
     config_path = tmp_path / "tiny.yaml"
-    config_path.write_text(TINY_PAIR.format(defaults=EXPERIMENTS_DIR / "defaults.yaml", target=tmp_path / "target",
+    config_path.write_text(TINY_PAIR.format(defaults=EXPERIMENTS_DIR / "base.yaml", target=tmp_path / "target",
                                             draft=tmp_path / "draft"))
     out = run_experiment(load_config(config_path), tmp_path / "out", progress=False)
     rows = read_rows(out)

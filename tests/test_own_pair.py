@@ -153,7 +153,7 @@ def test_flags_and_set_give_the_config_a_yaml_file_gives(tmp_path, capsys):
     """The flag form resolves to the same ExperimentConfig as the equivalent YAML file."""
     yaml_file = tmp_path / "mine.yaml"
     yaml_file.write_text(f"""\
-include: {EXPERIMENTS_DIR / 'defaults.yaml'}
+include: {EXPERIMENTS_DIR / 'base.yaml'}
 name: mine
 description: target tiny-random-llama with drafts ngram, target (command line)
 target: {{name: tiny-random-llama}}

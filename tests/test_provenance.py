@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from reproduce.report import render
-from reproduce.runs import provenance
+from reproduce import provenance
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -110,13 +110,15 @@ def test_model_and_data_file_records(tmp_path, cache):
     (model_dir / "model.safetensors").write_bytes(b"\0" * 4096)
     (model_dir / "README.md").write_text("not loaded")
     (model_dir / "sub").mkdir()
-    records = provenance.model_files(str(model_dir), str(model_dir))
+    records = provenance.model_files(str(model_dir))
     assert [Path(r["path"]).name for r in records] == ["config.json", "model.safetensors"]
     assert records[1]["sha256"] == hashlib.sha256(b"\0" * 4096).hexdigest() and records[1]["size"] == 4096
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"GGUF")
-    assert provenance.model_files("m.gguf", f"gguf:{gguf}")[0]["sha256"] == hashlib.sha256(b"GGUF").hexdigest()
-    assert provenance.model_files("tiny-random-llama", "config") == []
+    assert provenance.model_files(f"gguf:{gguf}")[0]["sha256"] == hashlib.sha256(b"GGUF").hexdigest()
+    from reproduce.runs.runner import loaded_model_files  # the engine's names: tiny random models, offline aliases
+
+    assert loaded_model_files("tiny-random-llama", "config") == []
     gone = provenance.file_record(tmp_path / "deleted.bin")  # unreadable: recorded as such, the run goes on
     assert gone["sha256"] is None and gone["note"].startswith("not hashed")
 

@@ -33,10 +33,10 @@ import jinja2
 import pytest
 import yaml
 
-import reproduce.analysis.analyse
+import reproduce.analysis.summary
 from reproduce.errors import ReproduceError
 from reproduce.report import format as report_format
-from reproduce.report import render, views
+from reproduce.report import context as report_context, groups, render, setup
 from reproduce.runs.config import EXPERIMENTS_DIR, load_config
 
 FIXTURE = Path(__file__).parent / "fixtures" / "report"
@@ -55,13 +55,14 @@ def _copy_results(destination: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
-    """The report rendered once from a copy of the fixture results (no summary.json: the analysis runs)."""
+    """The report rendered once from a copy of the fixture results, analysed first (analyse writes summary.json)."""
     root = tmp_path_factory.mktemp("report")
     results = _copy_results(root / "results")
     # the golden file must not depend on whether this machine can run bubblewrap, nor on the commit rendering it
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(reproduce.analysis.analyse, "isolation_level", lambda: "bubblewrap+guard+rlimits")
+        patch.setattr(reproduce.analysis.summary, "isolation_level", lambda: "bubblewrap+guard+rlimits")
         patch.setattr(render, "rendering_commit", lambda: RENDERED_AT)
+        reproduce.analysis.summary.analyse(results)
         markdown = render.render_report(results, root / "reports" / "results.md")
     return {"results": results, "markdown": markdown, "text": markdown.read_text(),
             "summary": json.loads((results / "summary.json").read_text()),
@@ -119,12 +120,12 @@ def test_a_missing_value_fails_the_render(rendered, paper):
     summary = copy.deepcopy(rendered["summary"])
     for entry in summary["methods"]:
         del entry["tokens_per_s_p95"]  # used only by the template
-    context = views.build_context(summary, rendered["manifest"], paper)
+    context = report_context.build_context(summary, rendered["manifest"], paper)
     context["figures"] = FIGURE_LINKS
     with pytest.raises(jinja2.UndefinedError, match="tokens_per_s_p95"):
         render.render_markdown(context)
 
-    context = views.build_context(copy.deepcopy(rendered["summary"]), rendered["manifest"], paper)
+    context = report_context.build_context(copy.deepcopy(rendered["summary"]), rendered["manifest"], paper)
     context["figures"] = FIGURE_LINKS
     del context["setup"]["last"]["python"]
     with pytest.raises(jinja2.UndefinedError, match="python"):
@@ -163,7 +164,7 @@ def test_losslessness_results_are_shown_and_a_failure_is_called_out(rendered, pa
     results = render.load_losslessness(path)
     assert [r["test"] for r in results] == ["test_verify_monte_carlo_matches_target[1]",
                                             "test_sequence_tests_reject_wrong_rule[greedy_rule]"]
-    context = views.build_context(copy.deepcopy(rendered["summary"]), rendered["manifest"], paper, results)
+    context = report_context.build_context(copy.deepcopy(rendered["summary"]), rendered["manifest"], paper, results)
     context["figures"] = FIGURE_LINKS
     text = render.render_markdown(context)
     assert "1 of 2 tests of `tests/test_losslessness.py` FAILED" in text
@@ -173,7 +174,7 @@ def test_losslessness_results_are_shown_and_a_failure_is_called_out(rendered, pa
 
     records[1]["outcome"] = "passed"
     path.write_text(json.dumps(records))
-    context["losslessness"] = views.losslessness_view(context["groups"], render.load_losslessness(path))
+    context["losslessness"] = report_context.losslessness_view(context["groups"], render.load_losslessness(path))
     assert "all 2 tests of `tests/test_losslessness.py` passed" in render.render_markdown(context)
 
     path.write_text(json.dumps({"test": "not a list"}))
@@ -184,28 +185,29 @@ def test_losslessness_results_are_shown_and_a_failure_is_called_out(rendered, pa
         render.load_losslessness(path)
 
 
-def test_a_stale_summary_is_recomputed(rendered, tmp_path, monkeypatch):
-    import reproduce.analysis.analyse
-
+def test_the_report_only_renders_a_missing_or_stale_summary_fails_naming_analyse(rendered, tmp_path, monkeypatch):
     results = _copy_results(tmp_path / "results")
+    calls = []
+    monkeypatch.setattr(reproduce.analysis.summary, "analyse", lambda out_dir: calls.append(out_dir))
+    command = re.escape(f"run `python -m reproduce analyse {results}` first")
+    with pytest.raises(ReproduceError, match=f"has no summary.json: {command}"):
+        render.load_summary(results)
     summary = results / "summary.json"
     summary.write_text(json.dumps(rendered["summary"]))
-    calls = []
-    monkeypatch.setattr(reproduce.analysis.analyse, "analyse", lambda out_dir: calls.append(out_dir))
     os.utime(summary, (1, 1))  # older than rows.jsonl
-    render.load_summary(results)
-    assert calls == [results]
+    with pytest.raises(ReproduceError, match=f"older than rows.jsonl: {command}"):
+        render.load_summary(results)
     os.utime(summary, None)  # newer: read as is
-    render.load_summary(results)
-    assert calls == [results]
+    assert render.load_summary(results) == rendered["summary"]
+    assert calls == []  # nothing was computed
     with pytest.raises(ReproduceError, match="no experiment results"):
         render.load_summary(tmp_path)
 
 
 def test_the_papers_rows_match_the_default_sampling_modes(paper):
     """Table 1 rows are matched to our runs by task and sampling settings: the shared defaults must hit all three."""
-    modes = load_config(EXPERIMENTS_DIR / "defaults.yaml").modes
-    matched = {(task, name): views._paper_row(task, mode.temperature, mode.top_p, paper)
+    modes = load_config(EXPERIMENTS_DIR / "base.yaml").modes
+    matched = {(task, name): groups.paper_row(task, mode.temperature, mode.top_p, paper)
                for task in ("xsum", "humaneval") for name, mode in modes.items()}
     assert matched[("xsum", "greedy")]["sps"]["ms_per_token"] == 7.00
     assert matched[("xsum", "xsum_nucleus")]["speedup"] == 1.92
@@ -217,7 +219,7 @@ def test_the_papers_rows_match_the_default_sampling_modes(paper):
 
 
 def _context(rendered, paper, summary=None, manifest=None, losslessness=None) -> dict:
-    context = views.build_context(copy.deepcopy(summary or rendered["summary"]),
+    context = report_context.build_context(copy.deepcopy(summary or rendered["summary"]),
                                   copy.deepcopy(manifest or rendered["manifest"]), paper, losslessness)
     context["figures"] = FIGURE_LINKS
     return context
@@ -277,12 +279,12 @@ def test_new_provenance_fields_are_shown_and_older_manifests_say_not_recorded(re
 
 def test_models_table_shows_the_runtimes_numerics_and_the_load_dtype_apart():
     def numerics(runtime, dtype="torch.float32"):
-        return views._numerics({"runtime": runtime, "dtype": dtype})
+        return setup.numerics({"runtime": runtime, "dtype": dtype})
 
-    assert numerics("fast-bf16") == {"numerics": views.RUNTIME_NUMERICS["fast-bf16"], "load_dtype": "fp32"}
+    assert numerics("fast-bf16") == {"numerics": setup.RUNTIME_NUMERICS["fast-bf16"], "load_dtype": "fp32"}
     assert numerics("fast-bf16")["numerics"].startswith("bf16 GEMMs") and "fp32 norms" in numerics("fast-bf16")["numerics"]
     assert numerics("fast-fp32")["numerics"] == "fp32"
-    assert numerics("fast-int8", "torch.bfloat16") == {"numerics": views.RUNTIME_NUMERICS["fast-int8"], "load_dtype": "bf16"}
+    assert numerics("fast-int8", "torch.bfloat16") == {"numerics": setup.RUNTIME_NUMERICS["fast-int8"], "load_dtype": "bf16"}
     assert numerics("hf", "torch.bfloat16") == {"numerics": "bf16", "load_dtype": "bf16"}  # HF computes as loaded
 
 

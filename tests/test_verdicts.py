@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reproduce.analysis import analyse, metrics, stats
+from reproduce.analysis import metrics, paired, speed, stats, summary
 from reproduce.errors import ReproduceError
 from reproduce.report import verdicts
 
@@ -187,12 +187,12 @@ def _sweep_row(k: int, example: int, method: str, wall_ms: float, tokens: int = 
 def test_time_for_the_budget_is_the_mean_wall_time_of_complete_rows_only():
     rows = pd.DataFrame([_sweep_row(2, 0, "sps", 2000.0), _sweep_row(2, 1, "sps", 2400.0),
                          _sweep_row(2, 2, "sps", 500.0, tokens=30)])  # stopped at EOS after 30 tokens
-    time = analyse.full_budget_time(rows, np.random.default_rng(0))
+    time = summary.full_budget_time(rows, np.random.default_rng(0))
     assert time["tokens"] == 128 and time["n"] == 2 and time["excluded"] == 1 and time["rows"] == 3
     assert time["mean"] == pytest.approx(2200.0)  # not 500 / 30 * 128 for the early stop, not included at all
     low, high = time["ci"]
     assert 2000.0 <= low <= 2200.0 <= high <= 2400.0
-    alone = analyse.full_budget_time(rows.iloc[[0, 2]], np.random.default_rng(0))
+    alone = summary.full_budget_time(rows.iloc[[0, 2]], np.random.default_rng(0))
     assert alone["mean"] == 2000.0 and alone["ci"] is None  # one complete row: a value, no interval
 
 
@@ -206,7 +206,7 @@ def test_k_sweep_names_the_best_k_and_tests_its_neighbours():
                      _sweep_row(k, example, "sps", base / (speedup * noise[k][example]))]
     rows.append(_sweep_row(3, 9, "ars", 300.0, tokens=40))  # an early stop: left out, counted
     rows.append(_sweep_row(3, 9, "sps", 250.0, tokens=40))
-    result = analyse.k_sweep(pd.DataFrame(rows), "k")
+    result = speed.k_sweep(pd.DataFrame(rows), "k")
     assert result["tokens"] == 128 and result["excluded"] == 2 and result["rows"] == len(rows)
     assert result["best_k"] == 2
     points = {p["k"]: p for p in result["points"]}
@@ -235,11 +235,11 @@ def _group(temperature: float, repeat_scores: list | None, ids_differ: bool = Tr
 
 def test_margins_come_from_the_ars_vs_ars_spread_when_there_is_one():
     repeat = [0.04, 0.03, 0.03, 0.06, 0.00]
-    margins = analyse.equivalence_margins(_group(1.0, repeat), np.random.default_rng(3))
+    margins = paired.equivalence_margins(_group(1.0, repeat), np.random.default_rng(3))
     rouge = margins["rouge2"]
     assert rouge["source"] == "ars_repeat" and rouge["ars_mean"] == pytest.approx(0.03)
     differences = np.subtract(repeat, [0.03, 0.05, 0.02, 0.04, 0.01])
-    assert rouge["margin"] == pytest.approx(analyse.SPREAD_MARGIN_FRACTION * np.std(differences, ddof=1))
+    assert rouge["margin"] == pytest.approx(paired.SPREAD_MARGIN_FRACTION * np.std(differences, ddof=1))
     assert rouge["spread"]["mean"] == pytest.approx(np.mean(differences)) and rouge["spread"]["n"] == 5
 
 
@@ -249,8 +249,8 @@ def test_margins_come_from_the_ars_vs_ars_spread_when_there_is_one():
     (1.0, [0.03, 0.05, 0.02, 0.04, 0.01], False, "exact tokens"),
 ])
 def test_margins_fall_back_to_the_fixed_ones_and_say_why(temperature, repeat, ids_differ, reason):
-    margins = analyse.equivalence_margins(_group(temperature, repeat, ids_differ), np.random.default_rng(3))
-    assert margins["rouge2"]["source"] == "fixed" and margins["rouge2"]["margin"] == analyse.MARGINS["rouge2"]
+    margins = paired.equivalence_margins(_group(temperature, repeat, ids_differ), np.random.default_rng(3))
+    assert margins["rouge2"]["source"] == "fixed" and margins["rouge2"]["margin"] == paired.MARGINS["rouge2"]
     assert reason in margins["rouge2"]["reason"]
 
 
@@ -269,7 +269,7 @@ def test_ars_repeat_runs_only_in_sampled_modes(tmp_path):
     from reproduce.runs.plan import main_methods, plan_units
 
     path = tmp_path / "repeat.yaml"
-    path.write_text(f"include: {EXPERIMENTS_DIR / 'defaults.yaml'}\nname: repeat\nmethods: [ars, ars_repeat, sps]\n"
+    path.write_text(f"include: {EXPERIMENTS_DIR / 'base.yaml'}\nname: repeat\nmethods: [ars, ars_repeat, sps]\n"
                     "tasks: {xsum: {rows: [0, 1], modes: [greedy, xsum_nucleus]}}\n")
     config = load_config(path)
     kinds = {unit.mode: [m.kind for m in unit.methods] for unit in plan_units(config)}

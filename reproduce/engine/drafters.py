@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from reproduce.catalogue import parse_draft
+from reproduce.catalogue import HYBRID_PREFIX, parse_draft
 from reproduce.engine import (
     models,  # models.load_model looked up at call time (tests replace it)
 )
@@ -104,7 +104,7 @@ class HybridDrafter:
 
     def __init__(self, lookup: NgramDrafter, model: ModelDrafter):
         self.lookup, self.model = lookup, model
-        self.name = f"ngram+{model.name}"
+        self.name = f"{HYBRID_PREFIX}{model.name}"
 
     def reset(self) -> None:
         self.lookup.reset()

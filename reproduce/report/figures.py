@@ -9,9 +9,17 @@ from pathlib import Path
 
 from reproduce.catalogue import METHOD_KINDS
 from reproduce.report.format import fmt_params, fmt_value, fmt_x
-from reproduce.report.views import short_draft
+from reproduce.report.labels import short_draft
 
 ARS_COLOR, HF_GENERATE_COLOR = "0.45", "0.75"
+# the methods a legend can name, in legend order (catalogue: MethodKind.legend_rank)
+LEGEND_METHODS = tuple(sorted((m for m in METHOD_KINDS if METHOD_KINDS[m].legend_rank is not None),
+                              key=lambda m: METHOD_KINDS[m].legend_rank))
+# the speedup figure: our loops with a draft in the configured runtime (SpS, draft-only)
+SPEEDUP_METHODS = tuple(m for m in LEGEND_METHODS if METHOD_KINDS[m].uses_draft and not METHOD_KINDS[m].hf_peer
+                        and not METHOD_KINDS[m].hf_forward)
+# the peers figure: our SpS and Hugging Face's generate() and assisted generation
+PEER_FIGURE_METHODS = tuple(m for m in LEGEND_METHODS if m == "sps" or METHOD_KINDS[m].hf_peer)
 
 
 def _pyplot():
@@ -32,9 +40,12 @@ def _draft_colors(config: dict) -> dict:
 
 def _style(view: dict, colors: dict) -> dict:
     """One colour per draft (SpS, HF assisted and draft-only of a draft share it; the hatch tells them apart)."""
-    color = {"ars": ARS_COLOR, "ars_repeat": ARS_COLOR, "ars_hf": ARS_COLOR,
-             "hf_generate": HF_GENERATE_COLOR}.get(view["method"]) or colors[view["draft"]]
-    return {"color": color, "hatch": METHOD_KINDS[view["method"]].hatch, "edgecolor": "black", "linewidth": 0.4}
+    kind = METHOD_KINDS[view["method"]]
+    if kind.uses_draft:
+        color = colors[view["draft"]]
+    else:  # ArS and its variants grey, HF generate light grey
+        color = HF_GENERATE_COLOR if kind.hf_peer else ARS_COLOR
+    return {"color": color, "hatch": kind.hatch, "edgecolor": "black", "linewidth": 0.4}
 
 
 def _save(fig, path: Path) -> Path:
@@ -99,7 +110,7 @@ def _p50_p95_legend():
             Patch(facecolor="0.5", alpha=0.45, edgecolor="black", label="p95 over prompts (lower bar)")]
 
 
-def _method_legend(methods=("sps", "hf_assisted", "draft_only", "hf_generate")):
+def _method_legend(methods):
     from matplotlib.patches import Patch
 
     return [Patch(facecolor="white", edgecolor="black", hatch=METHOD_KINDS[m].hatch, label=METHOD_KINDS[m].legend)
@@ -297,8 +308,8 @@ def draw_figures(context: dict, figures_dir: Path) -> dict[str, Path]:
     """Every figure the template shows, by name."""
     groups, colors = context["groups"], _draft_colors(context["config"])
     # a legend names only the methods its figure has bars of (no "draft only" without draft-only rows)
-    all_methods = _present(groups, ("ars_repeat", "sps", "hf_assisted", "draft_only", "hf_generate", "ars_hf", "sps_hf"))
-    speedup_methods = _present(groups, ("sps", "draft_only"), _speedup_views)
+    all_methods = _present(groups, LEGEND_METHODS)
+    speedup_methods = _present(groups, SPEEDUP_METHODS, _speedup_views)
     draft_only_note = "; draft only = the draft alone" if "draft_only" in all_methods else ""
     figures = {}
     for view in context["k_sweeps"]:
@@ -330,7 +341,7 @@ def draw_figures(context: dict, figures_dir: Path) -> dict[str, Path]:
     if any(v["method"] != "sps" for g in groups for v in _peer_views(g)):
         figures["peers"] = draw_speedups(groups, colors, figures_dir / "peers.png", _peer_views,
                                          "Ours vs Hugging Face: speedup over our ArS on the same prompts",
-                                         _present(groups, ("sps", "hf_assisted", "hf_generate"), _peer_views),
+                                         _present(groups, PEER_FIGURE_METHODS, _peer_views),
                                          show_paper=False)
     return {name: path for name, path in figures.items() if path is not None}
 
@@ -340,7 +351,7 @@ def _all_views(group: dict) -> list[dict]:
 
 
 def _speedup_views(group: dict) -> list[dict]:
-    return [v for v in group["views"] if v["method"] in ("sps", "draft_only") and v["speedup"]]
+    return [v for v in group["views"] if v["method"] in SPEEDUP_METHODS and v["speedup"]]
 
 
 def _acceptance_views(group: dict) -> list[dict]:
@@ -348,4 +359,4 @@ def _acceptance_views(group: dict) -> list[dict]:
 
 
 def _peer_views(group: dict) -> list[dict]:
-    return [v for v in group["views"] if v["method"] in ("hf_generate", "sps", "hf_assisted") and v["speedup"]]
+    return [v for v in group["views"] if v["method"] in PEER_FIGURE_METHODS and v["speedup"]]

@@ -1,10 +1,12 @@
 """The paper-style report: reports/results.md and reports/figures/*.png from one experiment's results alone.
 
-`render_report(results_dir)` reads summary.json (re-running the analysis when it is missing or older than
-rows.jsonl) and manifest.json, draws the figures with matplotlib and renders reports/templates/results.md.j2
-with Jinja2. Every statistic comes from `reproduce.analysis`; this module only picks rows (which SpS is best,
-which sweep varies K), attaches labels and formats numbers through the `fmt_*` filters of format.py, and the
-template does no arithmetic. `StrictUndefined` makes a missing value fail the render instead of printing a
+`render_report(results_dir)` reads summary.json (which holds the run's manifest) and nothing else of the run:
+it only renders, and when the summary is missing or older than rows.jsonl it fails in one line naming
+`python -m reproduce analyse DIR`, which writes it. It draws the figures with matplotlib and renders
+reports/templates/results.md.j2 (one template per section, under sections/) with Jinja2. Every statistic comes
+from `reproduce.analysis`; the views (context.py and the modules it calls) only pick rows (which SpS is best,
+which sweep varies K) and attach labels, numbers are formatted through the `fmt_*` filters of format.py, and
+the templates do no arithmetic. `StrictUndefined` makes a missing value fail the render instead of printing a
 blank. The paper's own numbers come from reports/paper.yaml (transcribed from Table 1 of arXiv 2302.01318).
 The report names the commit that rendered it (`rendering_commit`) beside the commits that ran the experiment
 (manifest sessions) and the losslessness tests (their JSON).
@@ -22,10 +24,10 @@ import yaml
 from reproduce.errors import ReproduceError
 from reproduce.report.figures import draw_figures
 from reproduce.report.format import FILTERS
-from reproduce.report.views import build_context
+from reproduce.provenance import git_commit
+from reproduce.report.context import build_context
 from reproduce.runs.config import EXPERIMENTS_DIR
-from reproduce.runs.provenance import git_commit
-from reproduce.runs.results import CONFIG_FILE, MANIFEST_FILE, ROWS_FILE, TIDY_FILE
+from reproduce.runs.results import CONFIG_FILE, MANIFEST_FILE, ROWS_FILE, SUMMARY_FILE, TIDY_FILE
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,22 +41,22 @@ TEMPLATE = "results.md.j2"
 PAPER_FILE = REPO / "reports" / "paper.yaml"
 
 
-SUMMARY_FILE = "summary.json"
-
-
 FIGURE_PREFIXES = ("figure1_", "drafts_", "sweep_", "cost_curve", "peers")
 
 
 def load_summary(results_dir: Path) -> dict:
-    """summary.json as written by the analysis, recomputed when missing or older than the rows."""
+    """summary.json as the analysis wrote it (its "manifest" is the run's manifest.json). Computes nothing: a
+    missing summary, or one older than the rows, fails in one line naming the command that writes it."""
     rows, summary = results_dir / ROWS_FILE, results_dir / SUMMARY_FILE
     if not rows.is_file() or not (results_dir / MANIFEST_FILE).is_file():
         raise ReproduceError(f"{results_dir} holds no experiment results ({ROWS_FILE}, {MANIFEST_FILE}): "
                              "run `python -m reproduce run --profile NAME --out DIR` first")
-    if not summary.is_file() or summary.stat().st_mtime < rows.stat().st_mtime:
-        from reproduce.analysis.analyse import analyse
-
-        analyse(results_dir)
+    if not summary.is_file():
+        raise ReproduceError(f"{results_dir} has no {SUMMARY_FILE}: run `python -m reproduce analyse {results_dir}` "
+                             "first")
+    if summary.stat().st_mtime < rows.stat().st_mtime:
+        raise ReproduceError(f"{summary} is older than {ROWS_FILE}: run `python -m reproduce analyse {results_dir}` "
+                             "first")
     return json.loads(summary.read_text())
 
 
@@ -119,16 +121,16 @@ def render_markdown(context: dict) -> str:
     return jinja_environment().get_template(TEMPLATE).render(**context)
 
 
-def render_report(results_dir, out_md="reports/results.md", figures_dir=None, losslessness=None) -> Path:
-    """Render out_md and its figures (default: a `figures/` folder beside out_md) from one results directory.
-    Returns the markdown's path."""
+def render_report(results_dir, out_md="reports/results.md", figures_dir=None, losslessness=None,
+                  summary: dict | None = None) -> Path:
+    """Render out_md and its figures (default: a `figures/` folder beside out_md) from one results directory
+    (its summary.json, read here unless `summary` is given already). Returns the markdown's path."""
     results_dir, out_md = Path(results_dir), Path(out_md)
     rendered_by = rendering_commit()  # before this render rewrites its own (tracked) figures and markdown
     figures_dir = Path(figures_dir) if figures_dir is not None else out_md.parent / "figures"
-    summary = load_summary(results_dir)
-    manifest = json.loads((results_dir / MANIFEST_FILE).read_text())
+    summary = load_summary(results_dir) if summary is None else summary
     paper = yaml.safe_load(PAPER_FILE.read_text())
-    context = build_context(summary, manifest, paper, load_losslessness(losslessness))
+    context = build_context(summary, summary["manifest"], paper, load_losslessness(losslessness))
     figures_dir.mkdir(parents=True, exist_ok=True)
     written = draw_figures(context, figures_dir)
     for stale in figures_dir.glob("*.png"):  # figures of an earlier render that this run does not have
@@ -169,17 +171,17 @@ def add_arguments(parser) -> None:
                         help="JSON written by `pytest tests/test_losslessness.py --stats-json PATH`")
 
 
-def default_report_path(results_dir) -> Path:
+def default_report_path(results_dir, summary: dict) -> Path:
     """reports/results.md for the default profile (the committed report); beside the results for any other
     run, so rendering your own run never overwrites it."""
-    manifest = Path(results_dir) / MANIFEST_FILE
-    if manifest.is_file() and json.loads(manifest.read_text()).get("config_name") != "default":
+    if summary["manifest"].get("config_name") != "default":
         return Path(results_dir) / "report.md"
     return Path("reports/results.md")
 
 
 def report_command(args) -> int:
-    out = render_report(args.results_dir, args.out or default_report_path(args.results_dir), args.figures,
-                        args.losslessness)
+    summary = load_summary(Path(args.results_dir))  # the only file of the run the report reads, read once
+    out = render_report(args.results_dir, args.out or default_report_path(args.results_dir, summary), args.figures,
+                        args.losslessness, summary)
     print(f"report written to {out}")
     return 0

@@ -1,6 +1,6 @@
 """Experiment configuration: small YAML files resolved into frozen dataclasses.
 
-A file states only what differs from what it includes (`include: defaults.yaml`, lm-eval-harness style):
+A file states only what differs from what it includes (`include: base.yaml`, lm-eval-harness style):
 mappings merge key by key, everything else replaces. Unknown keys fail with a did-you-mean error (nanoGPT's
 lesson: a typo must never be silently ignored). The resolved config is saved beside the results.
 """
@@ -20,14 +20,15 @@ from reproduce.catalogue import (
     DEFAULT_METHODS,
     METHOD_KINDS,
     RUNTIMES,
+    SWEEPABLE,
     DraftName,
-    parse_draft,
+    draft_kind,
+    draft_source,
 )
 from reproduce.errors import ReproduceError
 from reproduce.tasks import TASKS
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
-SWEEPABLE = ("k", "max_new_tokens", "max_prompt_tokens", "temperature")
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,11 @@ class DraftSpec:
 
     @property
     def source(self) -> str:
-        return self.model or self.name
+        return draft_source(self.name, self.model)
 
     @property
     def kind(self) -> DraftName:
-        return parse_draft(self.source)
+        return draft_kind(self)
 
 
 @dataclass(frozen=True)

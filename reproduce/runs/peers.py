@@ -1,45 +1,81 @@
 """Hugging Face `generate()` (plain, or assisted by the same draft) as a peer of our loops, timed the same way.
+
+It takes the models it runs (never the runner's pool), so the runner imports it and not the other way round.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
-from typing import TYPE_CHECKING
 
 import torch
 
 from reproduce.engine.decoding import Trace
 from reproduce.runs.plan import Method, Unit
 
-if TYPE_CHECKING:
-    from reproduce.runs.runner import ModelPool
+# transformers' own assisted generation calls assistant_model.generate(generation_config=..., min_new_tokens=...,
+# max_new_tokens=...) (generation/candidate_generator.py) and then warns, once, that passing a generation_config
+# together with generation arguments is deprecated. Our calls pass generation arguments only; nothing we pass
+# changes what transformers passes itself, so that one message, and only it, is dropped while a peer runs.
+INTERNAL_DEPRECATION = "Passing `generation_config` together with generation-related arguments"
+
+
+class _DropInternalDeprecation(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return INTERNAL_DEPRECATION not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_internal_deprecation():
+    logger, quiet = logging.getLogger("transformers.generation.utils"), _DropInternalDeprecation()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
 
 
 @torch.inference_mode()
-def hf_generate(pool: ModelPool, unit: Unit, method: Method, prompt_ids: list[int], seed: int) -> Trace:
-    """Hugging Face `generate()` (plain, or assisted by the same draft) as a peer, timed the same way; `seed` seeds
-    torch's global generator, which generate() samples from."""
-    kwargs = dict(max_new_tokens=unit.max_new_tokens, eos_token_id=pool.target.eos_token_id,
-                  pad_token_id=pool.target.eos_token_id)
+def hf_generate(target, unit: Unit, method: Method, prompt_ids: list[int], seed: int, assistant=None,
+                ngram_size: int | None = None) -> Trace:
+    """Hugging Face `generate()` of `target` (a LoadedModel) as a peer, timed the same way: plain for hf_generate;
+    for hf_assisted, assisted by the `assistant` model (a Hugging Face model) or, without one, by prompt lookup
+    matching n-grams up to `ngram_size`. `seed` seeds torch's global generator, which generate() samples from."""
+    kwargs = dict(max_new_tokens=unit.max_new_tokens, eos_token_id=target.eos_token_id,
+                  pad_token_id=target.eos_token_id)
     if unit.params.greedy:
         kwargs.update(do_sample=False)
     else:
         kwargs.update(do_sample=True, temperature=unit.params.temperature, top_p=unit.params.top_p,
                       top_k=unit.params.top_k or None)
     if method.kind == "hf_assisted":
-        if pool.config.draft(method.draft).kind.kind == "ngram":
+        if assistant is None:
             # the same longest n-gram as our drafter (HF's default is 2); HF takes the earliest match, ours the latest
-            kwargs.update(prompt_lookup_num_tokens=method.k,
-                          max_matching_ngram_size=pool.config.draft(method.draft).ngram_size)
+            kwargs.update(prompt_lookup_num_tokens=method.k, max_matching_ngram_size=ngram_size)
         else:
-            kwargs.update(assistant_model=pool.draft_models[method.draft].model, num_assistant_tokens=method.k,
+            kwargs.update(assistant_model=assistant, num_assistant_tokens=method.k,
                           num_assistant_tokens_schedule="constant", assistant_confidence_threshold=0.0)
     torch.manual_seed(seed)
     input_ids = torch.tensor([prompt_ids])
-    start = time.perf_counter()
-    output = pool.target.model.generate(input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
+    with _without_internal_deprecation():
+        start = time.perf_counter()
+        output = target.model.generate(input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
+        wall_ms = (time.perf_counter() - start) * 1e3
     trace = Trace(method.kind, list(prompt_ids), tokens=output[0, len(prompt_ids):].tolist())
-    trace.wall_ms = (time.perf_counter() - start) * 1e3
-    if trace.tokens and trace.tokens[-1] == pool.target.eos_token_id:
+    trace.wall_ms = wall_ms
+    if trace.tokens and trace.tokens[-1] == target.eos_token_id:
         trace.stop_reason = "eos"
     return trace
+
+
+def warm_up_generate(target, prompt_ids: list[int], max_new_tokens: int, assistants=()) -> None:
+    """Untimed greedy generate() calls: plain, then assisted by each of `assistants` (Hugging Face models), so the
+    peers pay no first-call costs."""
+    with _without_internal_deprecation():
+        target.model.generate(torch.tensor([prompt_ids]), max_new_tokens=max_new_tokens, do_sample=False,
+                              pad_token_id=target.eos_token_id)
+        for assistant in assistants:
+            target.model.generate(torch.tensor([prompt_ids]), max_new_tokens=max_new_tokens, do_sample=False,
+                                  pad_token_id=target.eos_token_id, assistant_model=assistant,
+                                  num_assistant_tokens=2, num_assistant_tokens_schedule="constant")

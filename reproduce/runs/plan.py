@@ -8,6 +8,7 @@ import zlib
 from dataclasses import dataclass
 
 from reproduce import tasks
+from reproduce.catalogue import METHOD_KINDS, SWEEP_METHODS
 from reproduce.engine.params import SamplingParams
 from reproduce.runs.config import ExperimentConfig, ModeSpec
 from reproduce.runs.results import row_key
@@ -49,29 +50,26 @@ def _params(mode: ModeSpec, temperature: float | None = None) -> SamplingParams:
 
 
 def main_methods(config: ExperimentConfig, mode: ModeSpec | None = None) -> tuple[Method, ...]:
-    """ArS (and, when listed, ArS again on its own seed stream, for a sampled `mode` only: a greedy repeat is ArS
-    itself), then SpS per (draft, K), draft-only per model draft, and the Hugging Face peers (with our loops on
-    the HF forward beside them, when listed) at the peer K values, as configured. Without a mode, every
+    """The configured methods as catalogue.METHOD_KINDS plans them: the once-per-prompt kinds (ArS; ArS again on
+    its own seed stream, for a sampled `mode` only: a greedy repeat is ArS itself; our ArS on the HF forward; HF
+    generate), then per draft: per K SpS, and at the peer K values the Hugging Face peers (assisted generation, our
+    SpS on the HF forward) for drafts HF can run; draft-only for a model drafting alone. Without a mode, every
     method a mode could run."""
-    methods = []
-    for kind in ("ars", "ars_repeat", "ars_hf", "hf_generate"):
-        if kind == "ars_repeat" and mode is not None and mode.temperature == 0:
-            continue
-        if kind in config.methods:
-            methods.append(Method(kind))
+    def kinds(plan: str) -> list[str]:
+        return [name for name, kind in METHOD_KINDS.items() if kind.plan == plan and name in config.methods
+                and not (kind.sampled_only and mode is not None and mode.temperature == 0)]
+
+    methods = [Method(kind) for kind in kinds("prompt")]
     peered = set()  # HF runs a model as loaded: one model in two of our runtimes has one HF peer, the first's
     for draft in config.drafts:
         hf_peer = draft.kind.has_hf_peer and draft.source not in peered
         peered.add(draft.source)
         for k in draft.k_values or config.k_values:
-            if "sps" in config.methods:
-                methods.append(Method("sps", draft.name, k))
+            methods += [Method(kind, draft.name, k) for kind in kinds("draft_k")]
             if hf_peer and (config.peer_k_values is None or k in config.peer_k_values):
-                for kind in ("hf_assisted", "sps_hf"):
-                    if kind in config.methods:
-                        methods.append(Method(kind, draft.name, k))
-        if "draft_only" in config.methods and draft.kind.is_model:
-            methods.append(Method("draft_only", draft.name))
+                methods += [Method(kind, draft.name, k) for kind in kinds("peer_k")]
+        if draft.kind.is_model:
+            methods += [Method(kind, draft.name) for kind in kinds("model_draft")]
     return tuple(methods)
 
 
@@ -94,7 +92,9 @@ def plan_units(config: ExperimentConfig) -> list[Unit]:
         examples = tasks.load_examples(sweep.task, range(*sweep.rows), source=config.data_source)
         for value in sweep.values:
             k = value if sweep.vary == "k" else sweep.k
-            methods = tuple(m for m in (Method("ars"), Method("sps", draft.name, k)) if m.kind in config.methods)
+            methods = tuple(Method(kind, draft.name if METHOD_KINDS[kind].uses_draft else None,
+                                   k if METHOD_KINDS[kind].uses_k else None)
+                            for kind in SWEEP_METHODS if kind in config.methods)
             for example in examples:
                 units.append(Unit(
                     sweep_name, sweep.task, example, sweep.mode,

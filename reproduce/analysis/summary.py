@@ -1,0 +1,129 @@
+"""The summary of a run: from its raw rows to every number the report shows.
+
+`analyse(out_dir)` reads rows.jsonl and manifest.json and returns one nested dict of plain numbers, written to
+summary.json (with the manifest inside it: the report reads nothing else) and, flat per row, to rows.csv.
+Nothing here times or generates anything; the report only picks and formats. The pieces: frame.py (rows and
+pairing keys), quality.py (scores), paired.py (each method against ArS), speed.py (cost curve, theory, Figure 1).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from reproduce import tasks
+from reproduce.analysis import metrics, stats
+from reproduce.analysis.frame import BOOTSTRAP_SEED, UNIT, load_frame, pct, ratio, rng_for
+from reproduce.analysis.paired import (
+    MARGINS,
+    SAMPLED_TESTS,
+    SPREAD_MARGIN_FRACTION,
+    equivalence_margins,
+    ours_vs_hf,
+    paired_vs_ars,
+)
+from reproduce.analysis.quality import add_quality, quality_summary
+from reproduce.analysis.sandbox import isolation_level
+from reproduce.analysis.speed import cost_curve, k_sweep, theory_table
+from reproduce.analysis.tidy import write_tidy
+from reproduce.catalogue import METHOD_KINDS
+from reproduce.runs.results import MANIFEST_FILE, SUMMARY_FILE, json_safe
+
+
+def method_table(frame: pd.DataFrame, price_per_hour: float) -> list[dict]:
+    """One row per (block, task, mode, variant): speed, acceptance, quality and the paired tests vs ArS.
+    The ArS entry of each group also carries the group's equivalence margins (equivalence_margins)."""
+    out = []
+    for (block, task, mode, sweep_value), group in frame.groupby(["block", "task", "mode", "sweep_value"], dropna=False, sort=False):
+        sweep_value = None if pd.isna(sweep_value) else sweep_value
+        ars = group[group["method"] == "ars"].set_index(UNIT)
+        margins = equivalence_margins(group, rng_for(block, task, mode, sweep_value, "margins"))
+        for variant, rows in group.groupby("variant", sort=False):
+            first = rows.iloc[0]
+            rng = rng_for(block, task, mode, sweep_value, variant)
+            ours_drafting = METHOD_KINDS[first["method"]].ours_drafting
+            entry = {
+                "block": block, "task": task, "mode": mode, "sweep_value": sweep_value, "variant": variant,
+                "method": first["method"], "draft": first["draft"], "k": None if pd.isna(first["k"]) else int(first["k"]),
+                "temperature": float(first["temperature"]), "top_p": float(first["top_p"]),
+                "max_new_tokens": int(first["max_new_tokens"]), "max_prompt_tokens": int(first["max_prompt_tokens"]),
+                "n": len(rows), "tokens_mean": float(rows["num_tokens"].mean()),
+                "prompt_tokens_mean": float(rows["prompt_tokens"].mean()),
+                **metrics.latency_summary(rows["ms_per_token"].tolist()),
+                "acceptance_p50": pct(rows["acceptance_rate"], 50), "acceptance_p95": pct(rows["acceptance_rate"], 95),
+                "acceptance_pooled": ratio(rows["accepted"].sum(), rows["proposed"].sum()),
+                "alpha": pct(rows["alpha"], 50) if rows["alpha"].notna().any() else None,
+                "alpha_mean": float(rows["alpha"].mean()) if rows["alpha"].notna().any() else None,
+                "tokens_per_call": ratio(rows["num_tokens"].sum(), rows["target_calls"].sum()),
+                # the mean accepted length: drafted tokens accepted per target call (our SpS loops only)
+                "accepted_per_call": ratio(rows["accepted"].sum(), rows["target_calls"].sum()) if ours_drafting else None,
+                "acceptance_by_position": metrics.acceptance_by_position(rows["steps"]) if ours_drafting else [],
+                # one loop = draft K + verify + bookkeeping; the prefill is not part of any loop
+                "loop_ms": ratio((rows["wall_ms"] - rows["prefill_ms"]).sum(), rows["target_calls"].sum()),
+                # Hugging Face's generate() counts no target calls: no loop time (not an infinite one)
+                "loop_ms_ci": stats.mean_ci((rows["wall_ms"] - rows["prefill_ms"]) / rows["target_calls"].where(rows["target_calls"] > 0), rng),
+                # Chen et al. Figure 1: the mean time to generate max_new_tokens tokens, measured (prefill included)
+                "time_full": full_budget_time(rows, rng_for(block, task, mode, sweep_value, variant, "time_full")),
+                "acceptance_ci": stats.mean_ci(rows["acceptance_rate"].astype(float), rng),
+            }
+            drafted = sum(step[0] for steps in rows["steps"] for step in steps)
+            if drafted:
+                entry["draft_ms_per_drafted_token"] = sum(step[2] for steps in rows["steps"] for step in steps) / drafted
+            if entry["k"] and entry["tokens_per_call"]:
+                entry["r"] = entry["tokens_per_call"] / (entry["k"] + 1)  # Chen et al.: tokens per loop / (K+1)
+            entry["usd_per_million_tokens"] = metrics.cost_per_million_tokens(entry["tokens_per_s_p50"], price_per_hour)
+            entry["quality"] = quality_summary(rows, rng, rng_for(block, task, mode, sweep_value, variant, "proportions"))
+            if first["method"] == "ars":
+                entry["margins"] = margins
+            elif first["method"] == "ars_repeat":  # its spread sets the margins: testing it against them is circular
+                entry["vs_ars"] = paired_vs_ars(rows, ars, rng, margins, equivalence=False)
+            else:
+                entry["vs_ars"] = paired_vs_ars(rows, ars, rng, margins)
+            if METHOD_KINDS[first["method"]].hf_peer:
+                entry.update(ours_vs_hf(rows, group, rng))
+            out.append(entry)
+    return out
+
+def full_budget_time(rows: pd.DataFrame, rng) -> dict:
+    """Mean wall time (ms, prefill included) of the rows that generated their whole budget of max_new_tokens
+    tokens, with a bootstrap 95% CI (none from fewer than two rows). Measured, never extrapolated: a row that
+    stopped early (EOS) is left out and counted in `excluded`. A sweep with ignore_eos leaves none out."""
+    complete = rows["num_tokens"] >= rows["max_new_tokens"]
+    times = rows.loc[complete, "wall_ms"].astype(float)
+    ci = stats.mean_ci(times, rng) if len(times) else {"mean": None, "ci": None, "n": 0}
+    return {"tokens": int(rows["max_new_tokens"].max()), "rows": len(rows), "excluded": int((~complete).sum()),
+            "mean": ci["mean"], "ci": ci["ci"] if len(times) >= 2 else None, "n": int(len(times))}
+
+def analyse(out_dir: Path, write: bool = True) -> dict:
+    out_dir = Path(out_dir)
+    manifest = json.loads((out_dir / MANIFEST_FILE).read_text())
+    frame = add_quality(load_frame(out_dir))
+    price = manifest["config"]["price_per_hour_usd"]
+    table = method_table(frame, price)
+    k_sweeps = {name: k_sweep(frame, name) for name, spec in manifest["config"].get("sweeps", {}).items()
+                if spec.get("vary") == "k" and (frame["block"] == name).any()}
+    # one cost curve per task: t(n) depends on the context length, and XSum prompts are longer than HumanEval's
+    curves = {task: cost_curve(frame[frame["task"] == task]) for task in frame["task"].unique()}
+    summary = {
+        "manifest": manifest,
+        "rows": len(frame),
+        "methods": table,
+        "cost_curves_ms": {task: {str(n): ms for n, ms in curve.items()} for task, curve in curves.items()},
+        "theory": [row for task, curve in curves.items()
+                   for row in theory_table([e for e in table if e["task"] == task], curve)],
+        "margins": MARGINS,  # the fixed fallbacks; each group's own are on its ArS entry ("margins")
+        "spread_margin_fraction": SPREAD_MARGIN_FRACTION,
+        "k_sweeps": k_sweeps,
+        "sampled_tests": SAMPLED_TESTS,
+        "bootstrap_seed": BOOTSTRAP_SEED,
+        # rows written since runs.plan.row_seed record their own seed; older rows shared one seed per prompt
+        "seed_per_row": bool("seed_used" in frame.columns and frame["seed_used"].notna().all()),
+        # the HumanEval checks ran here, in the analysis: the isolation level is this machine's, recorded with them
+        "sandbox": isolation_level() if frame["task"].isin(tasks.tasks_scored_by("code")).any() else None,
+    }
+    if write:
+        (out_dir / SUMMARY_FILE).write_text(json.dumps(json_safe(summary), indent=1, default=str))
+        write_tidy(frame, out_dir)  # rows.csv: the same per-row numbers, flat, for pandas
+    return summary

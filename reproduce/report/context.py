@@ -1,0 +1,96 @@
+"""The report's context: every value the templates show, as plain dicts built from summary.json (whose
+"manifest" is the run's manifest.json) and the paper's numbers (reports/paper.yaml, transcribed from Table 1 of
+arXiv 2302.01318).
+
+The views only pick rows (which SpS is best, which sweep varies K), attach labels, the paper's numbers and
+verdicts; every statistic comes from reproduce.analysis. Section by section: groups.py (Table 1, verdicts,
+drafts), sweeps.py (sweeps, Figure 1, cost curve), setup.py, peers.py, discussion.py; losslessness here.
+"""
+
+from __future__ import annotations
+
+import yaml
+
+from reproduce.errors import ReproduceError
+from reproduce.report.discussion import discussion_view
+from reproduce.report.groups import draft_sources, main_groups, verdict_counts
+from reproduce.report.labels import TASK_LABELS, config_draft_kind, entry_label, mode_label, short_draft
+from reproduce.report.peers import peers_view
+from reproduce.report.setup import setup_view
+from reproduce.report.sweeps import cost_curve_view, figure1_view, sweep_views
+
+
+def losslessness_view(groups: list[dict], results: list[dict] | None) -> dict:
+    greedy = [v for g in groups for v in g["sps"] if v["temperature"] == 0 and "exact_match_ars" in v["quality"]]
+    sampled = [v for g in groups for v in g["sps"] if v["temperature"] > 0 and v["first_token_test"]]
+    return {
+        "results": results,
+        "failed": [r for r in results if r["outcome"] == "failed"] if results else [],
+        "passed": [r for r in results if r["outcome"] == "passed"] if results else [],
+        "skipped": [r for r in results if r["outcome"] == "skipped"] if results else [],
+        # the table lists what carries a number or went wrong; the rest are counted
+        "listed": [r for r in results if r["statistics"] or r["outcome"] != "passed"] if results else [],
+        "greedy": greedy,
+        "greedy_min_exact": min((v["quality"]["exact_match_ars"] for v in greedy), default=None),
+        "sampled": sampled,
+    }
+
+
+def build_context(summary: dict, manifest: dict, paper: dict, losslessness: list[dict] | None = None) -> dict:
+    config = manifest["config"]
+    theory_rows = [{**t, "label": entry_label(t), "k_plus_1": t["k"] + 1} for t in summary["theory"]]
+    theory = {(t["block"], t["task"], t["mode"], t["variant"], t["sweep_value"]): t for t in theory_rows}
+    groups, not_run = main_groups(summary, config, manifest["models"], paper, theory)
+    if not groups:
+        raise ReproduceError("the results hold no main-block rows: run the experiment before the report")
+    matched = [g["paper"]["task"] + g["paper"]["mode"] for g in groups if g["paper"]]
+    paper_settings = [f"{TASK_LABELS[r['task']]} {mode_label(r['temperature'], r['top_p'])}" for r in paper["table1"]]
+    sweeps = sweep_views(summary, config, theory)
+    measured = summary.get("k_sweeps", {})
+    k_sweeps = [figure1_view(s, measured[s["name"]]) for s in sweeps
+                if s["vary"] == "k" and any(p["sps"] for p in s["points"]) and s["name"] in measured]
+    curve = cost_curve_view(summary)
+    main_theory = [t for t in theory_rows if t["block"] == "main"]
+    sweep_theory = [t for t in theory_rows if t["block"] != "main"]
+    setup = setup_view(manifest, summary)
+    peers = peers_view(groups)
+    return {
+        "config_name": manifest["config_name"],
+        "config": config,
+        "config_yaml": yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=110).rstrip(),
+        "setup": setup,
+        "paper": paper,
+        "groups": groups,
+        "not_run": not_run,
+        "paper_not_run": [r for r in paper["table1"] if r["task"] + r["mode"] not in matched],
+        # the paper's numbers exist only for its own tasks and settings: the others are judged against our ArS alone
+        "paper_settings": paper_settings,
+        "without_paper_row": [g["title"] for g in groups if not g["paper"]],
+        # set by render_report, which knows the paths: the tidy table's link, and how to rerun a non-profile run
+        "tidy_csv": None,
+        "rerun": None,
+        "sweeps": sweeps,
+        "k_sweeps": k_sweeps,
+        "cost_curve": curve,
+        "largest_n": [{"label": c["label"], **c["points"][-1]} for c in curve],
+        "theory_main": main_theory,
+        "theory_sweeps": sweep_theory,
+        "losslessness": losslessness_view(groups, losslessness),
+        "margins": summary["margins"],
+        "sampled_tests": summary["sampled_tests"],
+        "bootstrap_seed": summary["bootstrap_seed"],
+        "spread_margin_fraction": summary.get("spread_margin_fraction"),
+        "seed_per_row": summary.get("seed_per_row", False),  # summaries written before it: rows without seed_used
+        "price_per_hour": config["price_per_hour_usd"],
+        "verdicts": verdict_counts(groups),
+        "draft_sources": draft_sources(groups, config),
+        "task_labels": TASK_LABELS,
+        # provenance, peers and the discussion (set by render_report: the commit rendering the report, and when and
+        # at which commit the losslessness tests ran)
+        "rendered_by": None,
+        "losslessness_run": None,
+        "peers": peers,
+        "discussion": discussion_view(groups, main_theory, curve, setup, peers, paper,
+                                      {d["name"]: {"kind": config_draft_kind(config, d["name"]), "label": short_draft(d["name"])}
+                                       for d in config["drafts"]}),
+    }
