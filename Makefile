@@ -45,8 +45,9 @@ test: install
 draft: install
 	$(PY) -m reproduce distill
 
-# reproduce: the main job, for PROFILE (default: experiments/default.yaml, the offline CPU reproduction with SmolLM2;
-# pair: the Qwen2.5-Coder 1.5B/0.5B pair, work in progress; quick: the CI smoke profile).
+# reproduce: the main job, for PROFILE (default: experiments/default.yaml, Table 1 and Figure 1 with the Qwen2.5-Coder
+# 1.5B/0.5B pair; smollm2: the small-target contrast; pair-full: the pair on all 164 HumanEval problems; quick: the CI
+# smoke profile).
 #   results/$(PROFILE)/rows.jsonl      raw rows, one per (unit, method); rerunning resumes
 #   results/$(PROFILE)/losslessness.json  statistics of tests/test_losslessness.py from this machine
 #   $(REPORT_DIR)/results.md + figures/  Table 1, Figure 1, drafts, sweeps, peers, losslessness, cost

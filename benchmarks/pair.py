@@ -1,7 +1,7 @@
-"""The Qwen2.5-Coder pair's targets, printed met or not from a run of the pair profile (experiments/pair.yaml) (no timed unit tests).
+"""The Qwen2.5-Coder pair's targets, printed met or not from a run of the pair profile (experiments/default.yaml) (no timed unit tests).
 
-    make reproduce PROFILE=pair                   # runs experiments/pair.yaml into results/pair
-    python -m benchmarks.pair --out results/pair  # prints the targets; writes pair.md / pair.json beside the rows
+    make reproduce                                # runs experiments/default.yaml into results/default
+    python -m benchmarks.pair --out results/default # prints the targets; writes pair.md / pair.json beside the rows
 
 Every number comes from the run's rows through the analysis (reproduce.analysis.summary) and the drafts benchmark's
 tables (benchmarks/drafts.py: per-point speedup with its paired-bootstrap CI, the Leviathan prediction, the peers).
@@ -22,16 +22,17 @@ from reproduce.catalogue import draft_kind
 from reproduce.errors import ReproduceError
 from reproduce.runs.results import SUMMARY_FILE, json_safe
 
-# (task, temperature, minimum speedup, minimum lower CI end, the paper's speedup) from the issue
-SPEEDUP_TARGETS = (
-    ("humaneval", 0.0, 2.0, 1.6, None),
-    ("humaneval", 0.8, 1.7, None, 2.46),
-    ("xsum", 0.0, 1.6, None, 2.01),
-    ("xsum", 1.0, 1.4, None, 1.92),
-)
+# (task, temperature, minimum speedup, minimum lower CI end, the paper's speedup), from issues 17 and 18, per CPU kind:
+# with native bf16 (AVX512-BF16 / AMX) the paper's magnitudes; on AVX2-only CPUs what the int runtimes make possible
+SPEEDUP_TARGETS = {
+    "native bf16": (("humaneval", 0.0, 2.5, None, None), ("humaneval", 0.8, 2.3, None, 2.46),
+                    ("xsum", 0.0, 1.6, None, 2.01), ("xsum", 1.0, 1.4, None, 1.92)),
+    "AVX2 only": (("humaneval", 0.0, 1.5, None, None), ("humaneval", 0.8, None, None, 2.46),
+                  ("xsum", 0.0, None, None, 2.01), ("xsum", 1.0, None, None, 1.92)),
+}
 MOONSHOT = 2.5  # HumanEval greedy
 MIN_EFFICIENCY = 0.9  # model drafts: decode-loop speedup / Leviathan prediction
-MIN_SPS_OVER_HF_ASSISTED = 1.2  # HF assisted ms/token / our SpS ms/token, same pair, bf16
+MIN_SPS_OVER_HF_ASSISTED = 1.3  # HF assisted ms/token / our SpS ms/token, same pair
 MAX_ARS_OVER_GENERATE = 1.0  # our ArS ms/token / bf16 generate() ms/token
 
 
@@ -44,18 +45,18 @@ def _model_draft(config: dict, name: str | None) -> bool:
     return spec is not None and draft_kind(spec).is_model
 
 
-def speedup_checks(points: list[dict]) -> list[dict]:
+def speedup_checks(points: list[dict], cpu_kind: str) -> list[dict]:
     checks = []
-    for task, temperature, minimum, min_low, paper in SPEEDUP_TARGETS:
-        target = (f"{task} T={temperature:g}: speedup >= {minimum}x" + (f", 95% CI above {min_low}" if min_low else "")
-                  + (f" (paper {paper}x)" if paper else ""))
+    for task, temperature, minimum, min_low, paper in SPEEDUP_TARGETS[cpu_kind]:
+        target = (f"{task} T={temperature:g}: speedup" + (f" >= {minimum}x" if minimum else " (reported)")
+                  + (f", 95% CI above {min_low}" if min_low else "") + (f" (paper {paper}x)" if paper else ""))
         here = [p for p in points if p["task"] == task and p["temperature"] == temperature and p["speedup"]]
         best = max(here, key=lambda p: p["speedup"], default=None)
         if best is None:
             checks.append(_check(target, None, "no SpS rows at this setting"))
             continue
         low, high = best["speedup_ci"]
-        met = best["speedup"] >= minimum and (min_low is None or low > min_low)
+        met = None if minimum is None else best["speedup"] >= minimum and (min_low is None or low > min_low)
         extra = f"; moonshot {MOONSHOT}x {'met' if best['speedup'] >= MOONSHOT else 'not met'}" if min_low else ""
         checks.append(_check(target, met, f"{best['speedup']:.2f}x [{low:.2f}, {high:.2f}] with {best['draft']} "
                                           f"K={best['k']} on {best['n']} prompts (best of {len(here)}){extra}"))
@@ -130,7 +131,8 @@ def pair_tables(out_dir: Path) -> dict:
     summary = json.loads((Path(out_dir) / SUMMARY_FILE).read_text())
     config = summary["manifest"]["config"]
     entries = [e for e in summary["methods"] if e["block"] == "main"]
-    checks = (speedup_checks(tables["points"]) + [efficiency_check(tables["points"], config)]
+    native = any(session.get("cpu_native_bf16") for session in summary["manifest"]["sessions"])
+    checks = (speedup_checks(tables["points"], "native bf16" if native else "AVX2 only") + [efficiency_check(tables["points"], config)]
               + peer_checks(tables["peers"]) + [greedy_identity_check(entries)])
     return {**tables, "pair_checks": checks, "pass_at_1": pass_at_1(entries)}
 
@@ -164,7 +166,7 @@ def _f(value, digits: int = 2) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="results/pair", help="a pair-profile run (default results/pair)")
+    parser.add_argument("--out", default="results/default", help="a run of the pair (default results/default)")
     args = parser.parse_args(argv)
     command = f"python -m benchmarks.pair --out {args.out}"
     try:

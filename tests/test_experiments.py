@@ -327,6 +327,6 @@ def test_the_pool_builds_one_copy_of_a_models_weights_per_runtime(tmp_path):
     pool = ModelPool(config)
     assert len(pool._loaded) == 1 and len(pool._built) == 2
     int8, hybrid, fp32 = (pool.drafters[name] for name in ("d8", "h8", "d32"))
-    assert int8.lm.layers_int8[0].qkv is hybrid.model.lm.layers_int8[0].qkv  # shared weights ...
+    assert int8.lm.layers[0].qkv is hybrid.model.lm.layers[0].qkv  # shared weights ...
     assert int8.lm.keys is not hybrid.model.lm.keys  # ... separate caches
-    assert fp32.lm.linear_mode == "fp32" and fp32.lm.layers_fp32[0].qkv is not None
+    assert fp32.lm.linear_mode == "fp32" and fp32.lm.layers[0].qkv is not None

@@ -45,7 +45,6 @@ from reproduce.engine.decoding import autoregressive_decode, speculative_decode
 from reproduce.engine.drafters import ModelDrafter, NgramDrafter
 from reproduce.engine.lm import CachedLM, CacheSync
 from reproduce.engine.models import tiny_random_model
-from reproduce.engine.runtime import cpu_has_native_bf16
 from reproduce.engine.sampling import (
     SamplingParams,
     acceptance_probability,
@@ -290,9 +289,20 @@ def test_verify_monte_carlo_rejects_wrong_rule(k, rule, record_property):
 # 3. Whole sequences with tiny random models
 
 
+def perturbed(model: torch.nn.Module, noise: float, seed: int = 5) -> torch.nn.Module:
+    """A copy of `model` with Gaussian noise of std `noise` added to every parameter: a related draft."""
+    import copy
+
+    draft, generator = copy.deepcopy(model), torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in draft.parameters():
+            param.add_(torch.randn(param.shape, generator=generator) * noise)
+    return draft
+
+
 @functools.cache
-def tiny_model(seed: int, architecture: str = "llama") -> torch.nn.Module:
-    return tiny_random_model(architecture, vocab_size=VOCAB, seed=seed).model
+def tiny_model(seed: int, architecture: str = "llama", **sizes) -> torch.nn.Module:
+    return tiny_random_model(architecture, vocab_size=VOCAB, seed=seed, **sizes).model
 
 
 @torch.inference_mode()
@@ -417,23 +427,33 @@ def exact_sequence_probs_through(lm, prompt: list[int], params: SamplingParams, 
 
 @pytest.mark.parametrize("architecture", ["llama", "qwen2"])
 @pytest.mark.parametrize("runtime, draft_runtime", [
-    pytest.param("fast-bf16", "fast-bf16", marks=pytest.mark.skipif(not cpu_has_native_bf16(), reason="auto picks bf16 only on CPUs with native bf16")),
     ("fast-fp32", "fast-fp32"),
+    ("fast-bf16", "fast-bf16"),
+    ("fast-int8", "fast-int8"),
+    ("fast-int4", "fast-int4"),
     ("fast-fp32", "fast-int8"),  # a draft with cheaper numerics: only acceptance may change, never the output
 ])
 def test_fast_runtime_target_sequences_follow_its_exact_distribution(architecture, runtime, draft_runtime,
                                                                       record_property):
-    """The fast runtime (static cache, rollback by rewinding an index, bf16 GEMMs; Llama and Qwen2, whose q/k/v
-    biases it adds itself) as target and draft runtime, and a draft in weight-only int8."""
+    """The fast runtime (static cache, rollback by rewinding an index, row-by-row attention in the batch-invariant
+    modes; Llama and Qwen2, whose q/k/v biases it adds itself) in every linear mode as target and draft runtime,
+    and a draft in weight-only int8 under an fp32 target. These are tiny models: the modes' numerics, not their
+    speed, so every mode runs on every CPU (bf16 is emulated where the CPU lacks it)."""
     from reproduce.engine.runtime import build_lm
 
     k, setting = POWER_CASE
     params = SETTINGS[setting]
-    target = build_lm(tiny_model(TARGET_SEED, architecture), VOCAB, runtime)
-    # a draft seed whose tiny model overlaps the target's enough that both accept and reject paths run (qwen2 with
-    # draft seed 1 accepted 15%: first-token overlap sum(min(p, q)) 0.18; seed 11 (0.38) 20%; seed 12: 0.63)
-    draft_seed = {"llama": DRAFT_SEED, "qwen2": 12}[architecture]
-    drafter = ModelDrafter(build_lm(tiny_model(draft_seed, architecture), VOCAB, draft_runtime))
+    if runtime == "fast-int4":  # int4 groups 32 inputs: models 64 wide, whose random seeds overlap too little, so
+        # the draft is the target's weights plus noise (first-token overlap sum(min(p, q)) 0.66 llama, 0.79 qwen2)
+        model = tiny_model(TARGET_SEED, architecture, hidden_size=64, intermediate_size=128, initializer_range=0.3)
+        draft_model = perturbed(model, {"llama": 0.12, "qwen2": 0.06}[architecture])
+    else:
+        model = tiny_model(TARGET_SEED, architecture)
+        # a draft seed whose tiny model overlaps the target's enough that both accept and reject paths run (qwen2
+        # with draft seed 1 accepted 15%: first-token overlap sum(min(p, q)) 0.18; seed 11 (0.38) 20%; seed 12: 0.63)
+        draft_model = tiny_model({"llama": DRAFT_SEED, "qwen2": 12}[architecture], architecture)
+    target = build_lm(model, VOCAB, runtime)
+    drafter = ModelDrafter(build_lm(draft_model, VOCAB, draft_runtime))
     probs = exact_sequence_probs_through(target.fresh(), PROMPT, params)
     generator = torch.Generator().manual_seed(SEQUENCE_SEED)
     drawn = count_sequences(lambda: speculative_decode(target, drafter, PROMPT, k, LENGTH, params, generator))

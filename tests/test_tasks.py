@@ -146,11 +146,31 @@ def test_examples_are_hashable_so_they_can_key_dicts():
     assert {example: 1}[load_examples("humaneval", [0])[0]] == 1
 
 
-def test_humaneval_stays_a_raw_completion_prompt_even_with_the_chat_template(byte_tokenizer):
+def test_humaneval_is_raw_for_base_models_and_evalplus_chat_for_instruct_ones(byte_tokenizer):
     problem = load_examples("humaneval", [0])[0]
-    ids = build_prompt_ids(problem, byte_tokenizer, 100_000, use_chat_template=True)
-    assert byte_tokenizer.decode(ids) == problem.extra["prompt"]
-    assert problem.prompt_messages is None
+    raw = build_prompt_ids(problem, byte_tokenizer, 100_000, use_chat_template=False)
+    assert byte_tokenizer.decode(raw) == problem.extra["prompt"]
+    chat = byte_tokenizer.decode(build_prompt_ids(problem, byte_tokenizer, 100_000, use_chat_template=True))
+    assert "self-contained Python script" in chat and "```\n" + problem.extra["prompt"] + "\n```" in chat
+    assert chat.endswith("<|im_start|>assistant\nBelow is a Python script with a self-contained function that solves "
+                         "the problem and passes corresponding tests:\n```python\n")  # the answer opens the block
+    # the code block, up to its closing fence, is what runs (after the problem's prompt, whose function it redefines)
+    program = problem.extra["prompt"] + problem.reference
+    assert postprocess_output("humaneval", program + "```\n\nThis sorts the list.", "chat") == "\n" + program
+    assert postprocess_output("humaneval", program, "chat") == "\n" + program  # cut off before the fence
+
+
+def test_a_chat_answer_runs_as_a_whole_program_in_the_sandbox():
+    """A full script in the chat format passes where it is right and fails where it is wrong (the sandbox runs
+    prompt + scored text + tests, so the answer's own definition is the one tested)."""
+    from reproduce.analysis.sandbox import evaluate_completions
+
+    problem = load_examples("humaneval", [0])[0]
+    right = "from typing import List\n\n" + problem.extra["prompt"].split("from typing import List")[-1] + problem.reference
+    wrong = right.replace("return True", "return False")
+    results = evaluate_completions([problem.extra] * 2, [postprocess_output("humaneval", answer + "```", "chat")
+                                                          for answer in (right, wrong)])
+    assert [r["passed"] for r in results] == [True, False]
 
 
 def test_truncate_completion_cuts_at_the_first_codex_stop_sequence():

@@ -19,7 +19,9 @@ def add_quality(frame: pd.DataFrame) -> pd.DataFrame:
     (the offline file holds only the label, no long answer). ROUGE and perplexity come from the suite's
     `evaluate` modules (metrics.load_metric), as does pass@k in quality_summary."""
     frame = frame.copy()
-    frame["scored_text"] = [tasks.postprocess_output(t, x) for t, x in zip(frame["task"], frame["text"])]
+    # rows written before the chat format for HumanEval existed carry no prompt_format: they were all raw
+    formats = frame["prompt_format"].fillna("raw") if "prompt_format" in frame else ["raw"] * len(frame)
+    frame["scored_text"] = [tasks.postprocess_output(t, x, f) for t, x, f in zip(frame["task"], frame["text"], formats)]
     perplexity = metrics.load_metric("perplexity").compute(logprobs=list(frame["target_logprobs"]))
     frame["perplexity"] = perplexity["perplexities"]
     frame["log_perplexity"] = np.log(frame["perplexity"])

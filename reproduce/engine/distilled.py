@@ -73,7 +73,7 @@ def load_distilled(path: Path, vocab_size: int, runtime: str = "auto"):
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(path) if (path / "tokenizer_config.json").exists() else None
     loaded = LoadedModel("distilled", model, tokenizer, str(path))
-    runtime = resolve_runtime(runtime, loaded.model)
+    runtime = resolve_runtime(runtime, loaded.model, "draft", vocab_size=vocab_size)
     if runtime == "hf":  # e.g. on a GPU: the full-vocabulary model (kept rows trained, the rest the target's)
         return loaded, runtime, lambda: build_lm(loaded.model, vocab_size, runtime)
     kept = torch.load(path / "kept_tokens.pt")

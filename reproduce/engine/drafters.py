@@ -172,6 +172,6 @@ def build_drafter(name: str, target, target_runtime: str = "auto", draft_runtime
         return Draft(name, PromptVocabularyDrafter(new_lm(), name="distilled"), model, runtime, new_lm)
     loaded = (load_model or models.load_model)(name, dtype)
     models.shared_vocab_size(target, loaded)
-    runtime = resolve_runtime(draft_runtime, loaded.model)
+    runtime = resolve_runtime(draft_runtime, loaded.model, "draft", vocab_size=vocab)
     lm = (make_lm or build_lm)(loaded.model, vocab, runtime)
     return Draft(name, ModelDrafter(lm, name=name), loaded, runtime, lm.fresh)

@@ -27,9 +27,10 @@ import torch
 from reproduce.engine.linear import make_linear
 from reproduce.offline import cache_dir
 
-PROBE_VERSION = 1
+PROBE_VERSION = 2
 PROBE_MODES = ("int4", "int8", "bf16", "fp32")  # fastest first where they tie
 PROBE_LAYERS = 4  # enough weight bytes to leave the caches: what a real forward reads
+HEAD_ROWS = 32768  # the head is probed on this many vocabulary rows and its time scaled (GEMV cost ~ rows)
 MAX_ROWS = 9  # verification of K <= 8
 REPEATS = 5
 FLAT_BOUND = 1.3  # t(K+1) / t(1) at or below this counts as flat
@@ -88,7 +89,8 @@ def probe_mode(mode: str, layer_shapes, head_shape, num_layers: int, seed: int =
     try:
         layers = [make_linear(torch.randn(shape, generator=generator) * 0.02, mode)
                   for _ in range(probed) for shape in layer_shapes]
-        head = make_linear(torch.randn(head_shape, generator=generator) * 0.02, mode, head=True)
+        head_rows = min(head_shape[0], HEAD_ROWS)
+        head = make_linear(torch.randn(head_rows, head_shape[1], generator=generator) * 0.02, mode, head=True)
     except Exception as exc:  # noqa: BLE001 - a kernel refusing these shapes rules the mode out, with its reason
         return ModeProbe(mode, {}, False, ok=False, note=str(exc).splitlines()[0][:200])
     x = {cols: torch.randn(MAX_ROWS, cols, generator=generator) for _, cols in [*layer_shapes, head_shape]}
@@ -102,7 +104,8 @@ def probe_mode(mode: str, layer_shapes, head_shape, num_layers: int, seed: int =
         layers_s = time.perf_counter() - start
         start = time.perf_counter()
         head(x[head_shape[1]][:n])
-        return (layers_s * num_layers / probed + time.perf_counter() - start) * 1e3
+        head_s = (time.perf_counter() - start) * head_shape[0] / head_rows
+        return (layers_s * num_layers / probed + head_s) * 1e3
 
     forward(1)  # warm-up: first calls allocate and pack
     samples = {n: [] for n in range(1, MAX_ROWS + 1)}

@@ -39,7 +39,7 @@ def auto_choice(model, vocab_size: int, role: str = "target", k: int = 4, name: 
     if not fast_eligible(model):
         return None
     choice = choose(probe_model(model.config, vocab_size), role, k)
-    key = (name or model.config.name_or_path, role, k)
+    key = (model.config.name_or_path, role, k if role == "target" else None)
     if key not in _announced:
         _announced.add(key)
         print(format_choice(f"{name or model.config.model_type} as {role}", choice, k if role == "target" else None),

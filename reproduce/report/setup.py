@@ -14,6 +14,8 @@ RUNTIME_NUMERICS = {
     "fast-fp32": "fp32",
     "fast-bf16": "bf16 GEMMs (weights rounded to bf16, fp32 accumulation); fp32 norms, attention, KV cache",
     "fast-int8": "int8 weights (per-row bf16 scales), bf16 activations; fp32 norms, attention, KV cache",
+    "fast-int4": "int4 weights (groups of 32 inputs, bf16 scale and zero; head in int8), bf16 activations; fp32 "
+                 "norms, attention, KV cache",
 }
 
 

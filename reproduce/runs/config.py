@@ -99,6 +99,16 @@ class SweepSpec:
 
 
 @dataclass(frozen=True)
+class ControlSpec:
+    """Rows that are controls, or drafts the last run showed dominated: they run on the first `prompts` prompts
+    of each main task and mode only, beside the full rows, so the run's time goes to the rows Table 1 judges."""
+
+    prompts: int = 2
+    methods: tuple[str, ...] = ()  # method kinds (e.g. hf_generate, draft_only)
+    drafts: tuple[str, ...] = ()  # drafts all of whose rows are controls (e.g. target: the price of speculation)
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     name: str
     target: ModelSpec
@@ -112,6 +122,7 @@ class ExperimentConfig:
     seeds: tuple[int, ...] = (0,)
     methods: tuple[str, ...] = DEFAULT_METHODS
     sweeps: dict[str, SweepSpec] = field(default_factory=dict)
+    controls: ControlSpec | None = None
     data_source: str = "offline"  # or "hub"
     threads: int = 2
     warmup_tokens: int = 8
@@ -213,6 +224,8 @@ def resolve_config(data: dict, source: str) -> ExperimentConfig:
     data["modes"] = {n: _build(ModeSpec, m, f"{source}: modes.{n}") for n, m in (data.get("modes") or {}).items()}
     data["tasks"] = {n: _build(TaskSpec, t, f"{source}: tasks.{n}") for n, t in (data.get("tasks") or {}).items()}
     data["sweeps"] = {n: _build(SweepSpec, s, f"{source}: sweeps.{n}") for n, s in (data.get("sweeps") or {}).items()}
+    if data.get("controls") is not None:
+        data["controls"] = _build(ControlSpec, data["controls"], f"{source}: controls")
     config = _build(ExperimentConfig, data, source)
     _validate(config, source)
     return config
@@ -267,6 +280,11 @@ def _validate(config: ExperimentConfig, source: str) -> None:
         if sweep.task not in config.tasks or sweep.mode not in config.modes or sweep.draft not in draft_names:
             fail(f"sweeps.{name} names a task, mode or draft not defined above ({sweep.task}, {sweep.mode}, {sweep.draft}): "
                  "define it, or drop the sweep (from the command line: --set sweeps={})")
+    if config.controls is not None:
+        unknown = [m for m in config.controls.methods if m not in config.methods] + \
+                  [d for d in config.controls.drafts if d not in draft_names]
+        if unknown or config.controls.prompts < 1:
+            fail(f"controls: prompts must be >= 1 and methods / drafts must be ones the config runs, got {unknown}")
     for where, runtime in [("target", config.target.runtime)] + [(f"drafts.{d.name}", d.runtime) for d in config.drafts]:
         if runtime not in RUNTIMES:
             fail(f"{where}.runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")

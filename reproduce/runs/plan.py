@@ -73,6 +73,12 @@ def main_methods(config: ExperimentConfig, mode: ModeSpec | None = None) -> tupl
     return tuple(methods)
 
 
+def is_control(config: ExperimentConfig, method: Method) -> bool:
+    """A row that runs only on the first config.controls.prompts prompts of each main task and mode."""
+    controls = config.controls
+    return controls is not None and (method.kind in controls.methods or method.draft in controls.drafts)
+
+
 def plan_units(config: ExperimentConfig) -> list[Unit]:
     """The whole experiment as a list of units, in a fixed order (the resume logic relies on keys, not order)."""
     units = []
@@ -81,11 +87,13 @@ def plan_units(config: ExperimentConfig) -> list[Unit]:
         for mode_name in task.modes:
             mode = config.modes[mode_name]
             main = main_methods(config, mode)
+            without_controls = tuple(m for m in main if not is_control(config, m))
             for seed in config.seeds:
-                for example in examples:
+                for index, example in enumerate(examples):
+                    methods = main if config.controls is None or index < config.controls.prompts else without_controls
                     for sample in range(mode.num_samples):
                         units.append(Unit("main", task_name, example, mode_name, _params(mode),
-                                          task.max_new_tokens, task.max_prompt_tokens, seed, sample, main))
+                                          task.max_new_tokens, task.max_prompt_tokens, seed, sample, methods))
     for sweep_name, sweep in config.sweeps.items():
         task, mode = config.tasks[sweep.task], config.modes[sweep.mode]
         draft = config.draft(sweep.draft)

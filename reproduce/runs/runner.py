@@ -27,7 +27,7 @@ from reproduce.engine.drafters import ModelDrafter, build_drafter
 from reproduce.engine.lm import CachedLM
 from reproduce.engine.gguf_parts import SplitGGUF
 from reproduce.engine.models import OFFLINE_ALIASES, TINY_PREFIX, load_model
-from reproduce.engine.runtime import build_lm, build_target, cpu_has_native_bf16
+from reproduce.engine.runtime import auto_choice, build_lm, build_target, cpu_has_native_bf16
 from reproduce.engine.sampling import SamplingParams
 from reproduce.engine.scoring import token_logprobs
 from reproduce.errors import ReproduceError
@@ -61,8 +61,15 @@ class ModelPool:
         self.vocab_size = self.target.vocab_size
         # The runtime (HF forward, or FastLlamaLM in fp32 / bf16) is part of the target's definition: ArS, SpS
         # and the target-as-draft all use it. The HF peers and perplexity use the HF model as loaded.
-        target_runtime, self.target_lm = build_target(self.target, config.target.runtime)
+        # `auto` picks the target's mode for the largest K a model draft verifies (reproduce.engine.probe)
+        self.verify_k = max([k for spec in config.drafts if spec.kind.kind != "ngram"
+                             for k in (spec.k_values or config.k_values)] or config.k_values)
+        target_runtime, self.target_lm = build_target(self.target, config.target.runtime, self.verify_k)
         self.runtimes = {"target": target_runtime}
+        self.runtime_choices = {}  # model -> what runtime auto chose, why, and t(n) per mode (for the manifest)
+        if config.target.runtime == "auto" and (choice := auto_choice(self.target.model, self.vocab_size, "target",
+                                                                          self.verify_k, self.target.name)):
+            self.runtime_choices["target"] = {**choice.as_record(), "k": self.verify_k}
         self.scoring_lm = self.target_lm.fresh()  # target log-probs of every output, under the target's runtime
         self.draft_models = {}  # drafts that are models on their own: draft-only rows and HF assisted peers
         self._loaded = {}
@@ -78,6 +85,9 @@ class ModelPool:
             if draft.model is not None and spec.kind.kind != "target":
                 self.loaded_drafts[spec.name] = draft.model
                 self.runtimes[spec.name] = draft.runtime
+                if spec.runtime == "auto" and (choice := auto_choice(draft.model.model, self.vocab_size, "draft",
+                                                                         name=draft.model.name)):
+                    self.runtime_choices[spec.name] = choice.as_record()
             if spec.kind.is_model:
                 self.draft_models[spec.name] = draft.model
                 # draft-only decoding gets its own cache (over the same weights) so it never disturbs the drafter's
@@ -202,6 +212,7 @@ def run_method(pool: ModelPool, unit: Unit, method: Method, prompt_ids: list[int
         "temperature": unit.params.temperature, "top_p": unit.params.top_p, "top_k": unit.params.top_k,
         "max_new_tokens": unit.max_new_tokens, "max_prompt_tokens": unit.max_prompt_tokens,
         "prompt_tokens": len(prompt_ids),
+        "prompt_format": tasks.prompt_format(unit.task, pool.target.tokenizer),  # how the text is scored
         **{k: v for k, v in summary.items() if k not in ("method", "accepted_per_step")},
         # per step: [drafted, accepted, draft ms, target ms, mean overlap]; the raw material of theory checks
         "steps": [[len(s.proposed), s.num_accepted, round(s.draft_ms, 3), round(s.target_ms, 3),
@@ -254,11 +265,7 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, progress: bool = Tru
     todo = sum(unit.row_key(m) not in done for unit in units for m in unit.methods)
     pool = ModelPool(config)
     manifest["models"] = pool.describe()
-    if pool.runtimes["target"] == "fast-fp32" and pool.target.num_parameters > 1e9:
-        # what the report must not hide: the paper's regime needs a verification call that costs about one token
-        tqdm.write(f"note: this CPU has no native bf16 (AVX512-BF16 / AMX), so the {pool.target.name} target runs in "
-                   "fp32, where scoring K+1 tokens costs several single-token calls: expect little or no speedup "
-                   "from model drafts here (the report's cost curve t(n) shows by how much)")
+    manifest["runtime_choices"] = pool.runtime_choices
     manifest["prompt_formats"] = {task: tasks.prompt_format(task, pool.target.tokenizer) for task in config.tasks}
     # what this session ran on: the model and data files' sha256 (cached by size and mtime: rehashed only if changed)
     session["files"] = {"models": pool.files(), "data": data_files(config.tasks, config.data_source)}
