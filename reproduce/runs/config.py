@@ -104,6 +104,7 @@ class ControlSpec:
     of each main task and mode only, beside the full rows, so the run's time goes to the rows Table 1 judges."""
 
     prompts: int = 2
+    tasks: tuple[str, ...] = ()  # the tasks that run them (empty: every task)
     methods: tuple[str, ...] = ()  # method kinds (e.g. hf_generate, draft_only)
     drafts: tuple[str, ...] = ()  # drafts all of whose rows are controls (e.g. target: the price of speculation)
 
@@ -282,9 +283,10 @@ def _validate(config: ExperimentConfig, source: str) -> None:
                  "define it, or drop the sweep (from the command line: --set sweeps={})")
     if config.controls is not None:
         unknown = [m for m in config.controls.methods if m not in config.methods] + \
-                  [d for d in config.controls.drafts if d not in draft_names]
+                  [d for d in config.controls.drafts if d not in draft_names] + \
+                  [t for t in config.controls.tasks if t not in config.tasks]
         if unknown or config.controls.prompts < 1:
-            fail(f"controls: prompts must be >= 1 and methods / drafts must be ones the config runs, got {unknown}")
+            fail(f"controls: prompts must be >= 1 and tasks / methods / drafts must be ones the config runs, got {unknown}")
     for where, runtime in [("target", config.target.runtime)] + [(f"drafts.{d.name}", d.runtime) for d in config.drafts]:
         if runtime not in RUNTIMES:
             fail(f"{where}.runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")

@@ -90,7 +90,10 @@ def plan_units(config: ExperimentConfig) -> list[Unit]:
             without_controls = tuple(m for m in main if not is_control(config, m))
             for seed in config.seeds:
                 for index, example in enumerate(examples):
-                    methods = main if config.controls is None or index < config.controls.prompts else without_controls
+                    controls = config.controls
+                    with_controls = controls is None or (index < controls.prompts
+                                                         and (not controls.tasks or task_name in controls.tasks))
+                    methods = main if with_controls else without_controls
                     for sample in range(mode.num_samples):
                         units.append(Unit("main", task_name, example, mode_name, _params(mode),
                                           task.max_new_tokens, task.max_prompt_tokens, seed, sample, methods))
