@@ -112,6 +112,22 @@ def test_rollback_then_forward_equals_a_fresh_forward(architecture, mode, single
         assert torch.equal(want, got)
 
 
+def test_the_target_drafting_for_itself_adopts_its_prefill_bitwise(tiny_llama, single_thread):
+    """A drafter over the target's own weights starts from the target's prefilled cache (no second prefill): the
+    logits it then gives are bitwise those of prefilling itself; another model's cache is never taken."""
+    target = FastLlamaLM.from_hf(tiny_llama, linear_mode="bf16")
+    prompt = [3, 1, 4, 1, 5, 9, 2, 6]
+    target.reset()
+    target.forward(prompt[:-1], last_only=True)
+    adopted, computed = target.fresh(), target.fresh()
+    assert not adopted.adopt_cache(FastLlamaLM.from_hf(tiny_llama, linear_mode="bf16")) and not adopted.cache_tokens
+    assert adopted.adopt_cache(target) and adopted.cache_tokens == prompt[:-1]
+    assert torch.equal(adopted.next_logits(prompt + [7]), computed.next_logits(prompt + [7]))
+    trace = speculative_decode(target, ModelDrafter(target.fresh()), prompt, 3, 12, SamplingParams(temperature=0.0),
+                               torch.Generator().manual_seed(0))
+    assert trace.acceptance_rate == 1.0
+
+
 def test_greedy_autoregressive_decode_matches_cached_lm(tiny_llama, single_thread):
     params = SamplingParams(temperature=0.0)
     for prompt in ([1, 2, 3], [7], [4, 4, 4, 4, 4, 9]):

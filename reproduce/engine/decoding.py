@@ -196,6 +196,8 @@ def speculative_decode(
     start = time.perf_counter()
     drafter.reset()
     _prefill(target, prompt_ids, trace)
+    if hasattr(drafter, "adopt_prefill"):  # the target drafting for itself need not prefill the prompt twice
+        drafter.adopt_prefill(target)
     sequence = list(prompt_ids)
     while len(trace.tokens) < max_new_tokens:
         k_step = min(k, max_new_tokens - len(trace.tokens) - 1)

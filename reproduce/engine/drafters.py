@@ -46,6 +46,12 @@ class ModelDrafter:
     def reset(self) -> None:
         self.lm.reset()
 
+    def adopt_prefill(self, target) -> None:
+        """After the target's prefill: a drafter over the target's own weights starts from that cache instead of
+        prefilling the prompt a second time (reproduce.engine.fast_lm.FastLlamaLM.adopt_cache)."""
+        if hasattr(self.lm, "adopt_cache"):
+            self.lm.adopt_cache(target)
+
     def propose(self, sequence: list[int], k: int, params: SamplingParams, generator: torch.Generator):
         tokens: list[int] = []
         probs = []
@@ -110,6 +116,9 @@ class HybridDrafter:
         self.lookup.reset()
         self.model.reset()
 
+    def adopt_prefill(self, target) -> None:
+        self.model.adopt_prefill(target)
+
     def propose(self, sequence: list[int], k: int, params: SamplingParams, generator: torch.Generator):
         tokens, probs = self.lookup.propose(sequence, k, params, generator)
         if tokens:
@@ -172,6 +181,6 @@ def build_drafter(name: str, target, target_runtime: str = "auto", draft_runtime
         return Draft(name, PromptVocabularyDrafter(new_lm(), name="distilled"), model, runtime, new_lm)
     loaded = (load_model or models.load_model)(name, dtype)
     models.shared_vocab_size(target, loaded)
-    runtime = resolve_runtime(draft_runtime, loaded.model, "draft", vocab_size=vocab)
+    runtime = resolve_runtime(draft_runtime, loaded.model, "draft", vocab_size=vocab, name=loaded.name)
     lm = (make_lm or build_lm)(loaded.model, vocab, runtime)
     return Draft(name, ModelDrafter(lm, name=name), loaded, runtime, lm.fresh)

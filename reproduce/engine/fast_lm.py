@@ -174,6 +174,20 @@ class FastLlamaLM(CacheSync):
     def reset(self) -> None:
         self.cache_tokens = []  # stale cache entries are never read: attention only looks at positions < length
 
+    def adopt_cache(self, other) -> bool:
+        """Take `other`'s cache if it is this very model (same weights, same mode: the target drafting for itself
+        via fresh()). Its prefill is the call this LM's own would make, so the copy is bitwise what recomputing
+        gives, for the price of a memory copy. Returns whether it did."""
+        if not (isinstance(other, FastLlamaLM) and other.layers is self.layers and other is not self):
+            return False
+        length = len(other.cache_tokens)
+        if length > self.max_len:
+            self._allocate(max(length, 2 * self.max_len))
+        self.keys[:, :, :length] = other.keys[:, :, :length]
+        self.values[:, :, :length] = other.values[:, :, :length]
+        self.cache_tokens = list(other.cache_tokens)
+        return True
+
     def rollback(self, length: int) -> None:
         """Keep the first `length` cached tokens: rewinding the position is all it takes."""
         del self.cache_tokens[length:]

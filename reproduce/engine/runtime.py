@@ -47,14 +47,15 @@ def auto_choice(model, vocab_size: int, role: str = "target", k: int = 4, name: 
     return choice
 
 
-def resolve_runtime(runtime: str, model, role: str = "target", k: int = 4, vocab_size: int | None = None) -> str:
+def resolve_runtime(runtime: str, model, role: str = "target", k: int = 4, vocab_size: int | None = None,
+                    name: str = "") -> str:
     """A concrete runtime: `runtime` itself, or for `auto` the probe's choice (hf for models the fast runtime does
     not serve)."""
     if runtime not in RUNTIMES:
         raise ReproduceError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
     if runtime != "auto":
         return runtime
-    choice = auto_choice(model, vocab_size or model.config.vocab_size, role, k)
+    choice = auto_choice(model, vocab_size or model.config.vocab_size, role, k, name)
     return "hf" if choice is None else choice.runtime
 
 
@@ -69,5 +70,5 @@ def build_lm(model, vocab_size: int, runtime: str = "auto", role: str = "target"
 def build_target(loaded, runtime: str = "auto", k: int = 4) -> tuple[str, object]:
     """(resolved runtime, cached LM) of a loaded target (reproduce.engine.models.LoadedModel) verifying K drafts:
     the one assembly the command line and the experiment runner share."""
-    runtime = resolve_runtime(runtime, loaded.model, "target", k, loaded.vocab_size)
+    runtime = resolve_runtime(runtime, loaded.model, "target", k, loaded.vocab_size, loaded.name)
     return runtime, build_lm(loaded.model, loaded.vocab_size, runtime)
