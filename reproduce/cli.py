@@ -202,13 +202,16 @@ def _prompt_ids(args, target) -> list[int]:
 
 
 def _load(args):
-    """(target LoadedModel, drafter, vocabulary size)."""
+    """(target LoadedModel, its resolved runtime, its cached LM, drafter): the target is built once, at --k (auto
+    picks its mode for K+1-token verification), and the `target` draft drafts over its weights."""
     from reproduce.engine.drafters import build_drafter
     from reproduce.engine.models import load_model
+    from reproduce.engine.runtime import build_target
 
     target = load_model(args.target)
-    draft = build_drafter(args.draft, target, args.runtime, args.runtime, args.ngram_size)
-    return target, draft.drafter, target.vocab_size
+    runtime, target_lm = build_target(target, args.runtime, args.k)
+    draft = build_drafter(args.draft, target, runtime, args.runtime, args.ngram_size, target_lm=target_lm)
+    return target, runtime, target_lm, draft.drafter
 
 
 def generate(args) -> int:
@@ -216,16 +219,14 @@ def generate(args) -> int:
     from transformers.utils import logging as hf_logging
 
     from reproduce.engine.decoding import autoregressive_decode, speculative_decode
-    from reproduce.engine.runtime import build_target
 
     params = _validate(args)
     hf_logging.disable_progress_bar()  # "Loading weights" bars would clutter the comparison
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
-        target, drafter, vocab = _load(args)
+        target, runtime, target_lm, drafter = _load(args)
         prompt_ids = _prompt_ids(args, target)
-        runtime, target_lm = build_target(target, args.runtime, args.k)
         eos = target.eos_token_id
 
         def run_ars(max_new_tokens):
