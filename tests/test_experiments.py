@@ -254,9 +254,9 @@ def test_results_of_a_config_without_a_newer_setting_still_resume():
     assert _same_config(saved, {**saved, "peer_k_values": None})  # added later, at its default
     assert not _same_config(saved, {**saved, "peer_k_values": [4]})
     assert not _same_config({**saved, "peer_k_values": None}, {**saved, "peer_k_values": [4]})
-    # a setting added inside a sweep (ignore_eos): the committed default run's manifest still resumes, and a
+    # a setting added inside a sweep (ignore_eos): the SmolLM2 run of 2026-11-22 still resumes, and a
     # changed value still refuses
-    manifest = json.loads((REPO / "reports/raw/default/manifest.json").read_text())["config"]
+    manifest = json.loads((REPO / "tests/fixtures/smollm2-run-2026-11-22/manifest.json").read_text())["config"]
     resolved = json.loads(json.dumps(json_safe(dataclasses.asdict(resolve_config(manifest, "saved")))))
     assert "ignore_eos" not in manifest["sweeps"]["k"] and resolved["sweeps"]["k"]["ignore_eos"] is False
     assert _same_config(manifest, resolved)

@@ -1,5 +1,5 @@
 """benchmarks/pair.py: the pair's targets, judged from a run's rows. Method: a copy of the committed SmolLM2 default
-run (reports/raw/default) goes through the real analysis; the checks are compared with what its rows say (known
+run of 2026-11-22 (tests/fixtures/smollm2-run-2026-11-22, once reports/raw/default) goes through the real analysis; the checks are compared with what its rows say (known
 from the committed report: best greedy HumanEval speedup 1.48x with ngram, 162/162 greedy SpS rows identical to ArS,
 no model draft in that run). The numbers are that run's, not the pair's: this tests the judging, not the pair."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from benchmarks.pair import pair_tables, render
 
-RAW = Path(__file__).resolve().parent.parent / "reports" / "raw" / "default"
+RAW = Path(__file__).resolve().parent / "fixtures" / "smollm2-run-2026-11-22"
 
 
 def test_targets_are_judged_from_the_rows(tmp_path):
