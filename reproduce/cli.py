@@ -202,16 +202,18 @@ def _prompt_ids(args, target) -> list[int]:
 
 
 def _load(args):
-    """(target LoadedModel, its resolved runtime, its cached LM, drafter): the target is built once, at --k (auto
-    picks its mode for K+1-token verification), and the `target` draft drafts over its weights."""
+    """(target LoadedModel, prompt ids, its resolved runtime, its cached LM, drafter): the prompt is checked before
+    anything is built; the target is built once, at --k (auto picks its mode for K+1-token verification), and the
+    `target` draft drafts over its weights."""
     from reproduce.engine.drafters import build_drafter
     from reproduce.engine.models import load_model
     from reproduce.engine.runtime import build_target
 
     target = load_model(args.target)
+    prompt_ids = _prompt_ids(args, target)
     runtime, target_lm = build_target(target, args.runtime, args.k)
     draft = build_drafter(args.draft, target, runtime, args.runtime, args.ngram_size, target_lm=target_lm)
-    return target, runtime, target_lm, draft.drafter
+    return target, prompt_ids, runtime, target_lm, draft.drafter
 
 
 def generate(args) -> int:
@@ -225,8 +227,7 @@ def generate(args) -> int:
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
-        target, runtime, target_lm, drafter = _load(args)
-        prompt_ids = _prompt_ids(args, target)
+        target, prompt_ids, runtime, target_lm, drafter = _load(args)
         eos = target.eos_token_id
 
         def run_ars(max_new_tokens):

@@ -171,7 +171,7 @@ threads: 4
     # --set on a profile: one key changed, everything else as the profile says
     default = load_config("default")
     changed = build_config(profile="default", sets=["tasks.xsum.rows=[0,5]", "drafts.0.k_values=[3]"])
-    assert changed.tasks["xsum"].rows == (0, 5) and changed.draft("ngram").k_values == (3,)
+    assert changed.tasks["xsum"].rows == (0, 5) and changed.draft("qwen-0.5b").k_values == (3,)
     assert changed.tasks["humaneval"] == default.tasks["humaneval"] and changed.sweeps == default.sweeps
     # --print-config writes the resolved config as YAML that loads back to the same object
     assert main(["run", "--profile", "default", "--set", "tasks.xsum.rows=[0,5]", "--print-config"]) == 0
