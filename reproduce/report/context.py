@@ -14,7 +14,7 @@ import yaml
 
 from reproduce.errors import ReproduceError
 from reproduce.report.discussion import discussion_view
-from reproduce.report.groups import draft_sources, main_groups, verdict_counts
+from reproduce.report.groups import draft_sources, is_control, main_groups, verdict_counts
 from reproduce.report.labels import TASK_LABELS, config_draft_kind, entry_label, mode_label, short_draft
 from reproduce.report.lossless import losslessness_view
 from reproduce.report.quality import quality_failures
@@ -28,7 +28,9 @@ def build_context(summary: dict, manifest: dict, paper: dict, losslessness: list
     """Every value the templates show. `losslessness`: render.load_losslessness's rows (None: not attached);
     `losslessness_run`: when, at which commit and on which CPU they ran (render.losslessness_provenance)."""
     config = manifest["config"]
-    theory_rows = [{**t, "label": entry_label(t), "k_plus_1": t["k"] + 1} for t in summary["theory"]]
+    # a control's theory row says so (its rows ran on the first controls.prompts prompts only)
+    theory_rows = [{**t, "label": entry_label(t) + (" (control)" if is_control({**t, "method": "sps"}, config) else ""),
+                    "k_plus_1": t["k"] + 1} for t in summary["theory"]]
     theory = {(t["block"], t["task"], t["mode"], t["variant"], t["sweep_value"]): t for t in theory_rows}
     groups, not_run = main_groups(summary, config, manifest["models"], paper, theory)
     if not groups:
