@@ -78,6 +78,9 @@ def build_context(summary: dict, manifest: dict, paper: dict, losslessness: list
         "spread_margin_fraction": summary.get("spread_margin_fraction"),
         "seed_per_row": summary.get("seed_per_row", False),  # summaries written before it: rows without seed_used
         "price_per_hour": config["price_per_hour_usd"],
+        # ArS again on the same prompts against ArS: how much the timing alone moves a speedup
+        "aa_checks": [{"title": g["title"], "speedup": v["speedup"]} for g in groups for v in g["views"]
+                      if v["method"] == "ars_repeat" and v["speedup"]],
         "verdicts": verdict_counts(groups),
         "draft_sources": draft_sources(groups, config),
         "task_labels": TASK_LABELS,
