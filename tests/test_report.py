@@ -289,11 +289,12 @@ def test_models_table_shows_the_runtimes_numerics_and_the_load_dtype_apart():
     def numerics(runtime, dtype="torch.float32"):
         return setup.numerics({"runtime": runtime, "dtype": dtype})
 
-    assert numerics("fast-bf16") == {"numerics": setup.RUNTIME_NUMERICS["fast-bf16"], "load_dtype": "fp32"}
+    assert numerics("fast-bf16") == {"numerics": setup.RUNTIME_NUMERICS["fast-bf16"], "load_dtype": "fp32",
+                                     "quantization": None}
     assert numerics("fast-bf16")["numerics"].startswith("bf16 GEMMs") and "fp32 norms" in numerics("fast-bf16")["numerics"]
     assert numerics("fast-fp32")["numerics"] == "fp32"
-    assert numerics("fast-int8", "torch.bfloat16") == {"numerics": setup.RUNTIME_NUMERICS["fast-int8"], "load_dtype": "bf16"}
-    assert numerics("hf", "torch.bfloat16") == {"numerics": "bf16", "load_dtype": "bf16"}  # HF computes as loaded
+    assert numerics("fast-int8", "torch.bfloat16")["numerics"] == setup.RUNTIME_NUMERICS["fast-int8"]
+    assert numerics("hf", "torch.bfloat16")["numerics"] == "bf16"  # HF computes as loaded
 
 
 def test_peers_put_the_like_for_like_comparison_first(rendered, paper):
@@ -437,7 +438,8 @@ def test_lossless_is_claimed_only_for_tests_on_the_runs_cpu_that_cover_its_runti
     assert "1 of the 2 tests that run the target's runtime fast-int8 were skipped" in render.render_markdown(context)
     context["losslessness"] = same
     text = render.render_markdown(context)
-    assert "- **Lossless** as far as its tests and outputs show: all 3 tests" in text and "not shown" not in text
+    assert "- **Lossless** as far as its tests and outputs show: all 3 tests" in text
+    assert "not shown for this run" not in text and "not shown lossless" not in text
     # the fixture: no suite attached, so nothing is claimed
     assert "**Losslessness: not shown for this run**: the results of `tests/test_losslessness.py` are not attached" \
         in rendered["text"]
@@ -470,7 +472,8 @@ def test_every_sps_row_has_its_quality_tests_and_the_failed_ones_are_discussed(r
             assert f"| {group['title']} | {view['label']}" in quality, (group["title"], view["label"])
     failures = context["quality_failures"]
     discussion = _section(text, "## 12. Discussion", "## 13. Conclusion")
-    assert f"{len(failures['failed'])} of the {failures['tested']} quality tests" in discussion
+    assert f"{len(failures['failed'])} of the {failures['tested']} quality tests of SpS against ArS that could fail" \
+        in discussion
     for failure in failures["failed"]:
         assert f"| {failure['title']} | {failure['view']['label']} | {failure['row']['metric']['name']} |" in discussion
     assert failures["failed"]  # the fixture has failed tests (two prompts per setting)

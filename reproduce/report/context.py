@@ -63,7 +63,7 @@ def build_context(summary: dict, manifest: dict, paper: dict, losslessness: list
         "without_paper_row": [g["title"] for g in groups if not g["paper"]],
         # set by render_report, which knows the paths: the tidy table's link, and how to rerun a non-profile run
         "tidy_csv": None,
-        "rerun": None,
+        "rerun": {"profile": None, "make": None, "changed_profile": None, "config": None, "results_dir": None},
         "sweeps": sweeps,
         "k_sweeps": k_sweeps,
         "cost_curve": curve,

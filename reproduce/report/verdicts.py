@@ -144,7 +144,8 @@ def quality_verdict(primary: dict, perplexity: dict | None, greedy_identical: bo
     if greedy_identical:
         return {"level": VACUOUS, "primary": primary, "perplexity": perplexity,
                 "text": "identical by construction (greedy SpS emitted ArS's exact tokens on every prompt)"}
-    if primary["level"] in (VACUOUS, UNTESTED) and perplexity is not None and perplexity["level"] != UNTESTED:
+    # the perplexity decides when it was tested (from 2 or more values), whatever its level
+    if primary["level"] in (VACUOUS, UNTESTED) and perplexity is not None and perplexity["test"] is not None:
         return {"level": perplexity["level"], "primary": primary, "perplexity": perplexity,
                 "text": f"{primary['text']}; {perplexity['text']}"}
     return {"level": primary["level"], "primary": primary, "perplexity": perplexity, "text": primary["text"]}
