@@ -266,7 +266,7 @@ def draw_sweep(sweep: dict, path: Path) -> Path:
     left.set_ylabel("ms per token (end to end)")
     left.set_ylim(bottom=0)
     middle.plot(values, [p["sps"]["acceptance_pooled"] for p in points], "o-", color="tab:blue", label="SpS")
-    middle.set_ylabel("acceptance rate (accepted / drafted)")
+    middle.set_ylabel("acceptance rate\n(accepted / drafted)")
     middle.set_ylim(0, 1.05)
     with_ci = [p for p in points if p["sps"]["speedup"]]
     if with_ci:
