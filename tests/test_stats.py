@@ -4,7 +4,8 @@ Method: tiny cases computed by hand (an exact Wilcoxon p from counting sign patt
 closed form of Student's t with 2 degrees of freedom, a Yates chi-square, Leviathan's formulas), and
 synthetic data with fixed seeds whose truth we set: intervals must contain the true value and exclude 1
 when there is a real effect, and the negative controls (no effect, a difference far outside the margin,
-one distribution against another) must come out the other way.
+one distribution against another) must come out the other way. What a test could detect: the 80%-power
+difference of a paired t-test against the normal approximation at large n and against a simulation at n = 5.
 """
 
 import math
@@ -13,7 +14,9 @@ import numpy as np
 import pytest
 
 from reproduce.analysis.stats import (
+    min_detectable_difference,
     paired_symmetry_test,
+    ratio_of_sums_ci,
     speedup_ci,
     tost_equivalence,
     two_sample_distribution_test,
@@ -121,6 +124,38 @@ def test_tost_identical_outputs_are_exactly_equivalent():
     assert not offset["equivalent"] and offset["p_value"] == 1.0
     with pytest.raises(ReproduceError, match="margin"):
         tost_equivalence([1.0, 2.0], [1.0, 2.0], margin=0.0)
+
+
+def test_tost_records_what_the_data_could_show():
+    # d = (0.1, -0.1, 0): mean 0, so the t-test of d = 0 has p = 1; the 90% t interval is ±t(0.95, 2) 0.1 / sqrt(3)
+    result = tost_equivalence([0.1, -0.1, 0.0], [0.0, 0.0, 0.0], margin=0.1)
+    assert result["p_difference"] == pytest.approx(1.0) and result["n"] == 3
+    assert result["smallest_equivalence_margin"] == pytest.approx(2.919986 * 0.1 / math.sqrt(3), rel=1e-5)
+    assert result["min_detectable_difference"] == pytest.approx(min_detectable_difference(0.1, 3))
+    exact = tost_equivalence([0.3, 0.5], [0.3, 0.5], margin=0.1)  # d known exactly: nothing to detect
+    assert exact["p_difference"] is None and exact["min_detectable_difference"] is None
+
+
+def test_min_detectable_difference_has_the_stated_power():
+    # large n: the normal approximation (z_0.975 + z_0.8) sd / sqrt(n) = 2.8016 sd / sqrt(n)
+    assert min_detectable_difference(1.0, 400) == pytest.approx(2.8016 / 20, rel=0.01)
+    assert min_detectable_difference(0.0, 5) == 0.0 and min_detectable_difference(1.0, 1) is None
+    # n = 5: a paired t-test at 5% rejects a true difference of that size in 80% of samples (seeded simulation)
+    from scipy import stats as scipy_stats
+
+    delta = min_detectable_difference(1.0, 5)
+    draws = np.random.default_rng(11).normal(delta, 1.0, size=(40000, 5))
+    rejected = scipy_stats.ttest_1samp(draws, 0.0, axis=1).pvalue < 0.05
+    assert rejected.mean() == pytest.approx(0.8, abs=0.01)
+
+
+def test_ratio_of_sums_ci_pools_and_resamples_pairs():
+    result = ratio_of_sums_ci([10.0, 20.0, 30.0, 40.0], [1, 2, 2, 3], np.random.default_rng(0))
+    assert result["value"] == pytest.approx(100 / 8) and result["n"] == 4
+    low, high = result["ci"]
+    assert low <= 100 / 8 <= high and low >= 10 and high <= 15  # within the per-pair ratios' range
+    assert ratio_of_sums_ci([5.0], [2.0], np.random.default_rng(0)) == {"value": 2.5, "ci": None, "n": 1}
+    assert ratio_of_sums_ci([5.0, 1.0], [0.0, 0.0], np.random.default_rng(0))["value"] is None
 
 
 # --- same distribution? --------------------------------------------------------------------------------------

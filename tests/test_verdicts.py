@@ -2,9 +2,9 @@
 
 Method: every level of reproduce/report/verdicts.py on a hand-made statistic that sits clearly in it (a speedup
 interval reaching the paper's value, one short of it, one reaching 1, a task the paper does not have; a TOST
-record equivalent within a spread-justified margin, within only a fixed one, inconclusive, different, and
-vacuous), and the numbers the verdicts rest on against values computed by hand: the share of the paper's
-gain and its interval, the Wilson interval of pass@1 (0 of 12 problems: [0, 0.2425]), the PubMedQA decision
+record equivalent within a spread-justified margin, within only a fixed one, inconclusive ("not testable at
+this size", saying what it could detect), different, and vacuous), and the numbers the verdicts rest on against
+values computed by hand: the share of the paper's gain and its interval, the Wilson interval of pass@1 (0 of 12 problems: [0, 0.2425]), the PubMedQA decision
 extracted from an answer, acceptance by draft position from a trace's steps, and Figure 1's time for the
 whole budget of tokens, measured from the rows that generated all of it, never extrapolated. Statistics with
 a bootstrap use fixed seeds.
@@ -76,7 +76,8 @@ def test_a_setting_the_paper_does_not_have_is_reported_but_never_counted():
 def _tost(diff: float, ci_95: tuple, equivalent: bool, source: str, constant: bool = False, ars_mean=0.03) -> dict:
     return {"diff": diff, "ci": ci_95, "ci_95": ci_95, "bootstrap_ci_95": ci_95, "p_value": 0.01 if equivalent else 0.4,
             "equivalent": equivalent, "margin": 0.01, "margin_source": source, "constant": constant,
-            "mine_mean": ars_mean + diff, "ars_mean": ars_mean}
+            "mine_mean": ars_mean + diff, "ars_mean": ars_mean, "n": 5, "min_detectable_difference": 0.03,
+            "smallest_equivalence_margin": max(abs(ci_95[0]), abs(ci_95[1]))}
 
 
 MARGIN = {"margin": 0.01, "source": "ars_repeat", "ars_mean": 0.03}
@@ -89,7 +90,9 @@ def test_quality_levels_each_on_a_case_that_sits_in_it():
                                     {**MARGIN, "source": "fixed", "reason": "no ars_repeat rows"})
     assert fixed["level"] == "partly reproduced" and "fixed margin" in fixed["text"]
     inconclusive = verdicts.metric_verdict(_tost(0.002, (-0.02, 0.024), False, "ars_repeat"), "ROUGE-2", MARGIN)
-    assert inconclusive["level"] == "partly reproduced" and "inconclusive" in inconclusive["text"]
+    assert inconclusive["level"] == "not testable" and "not testable at this size" in inconclusive["text"]
+    assert ("with n = 5 pairs, the test detects a difference of 0.0300 or more with 80% power, and shows "
+            "equivalence only within ±0.0240 or wider") in inconclusive["text"]
     different = verdicts.metric_verdict(_tost(-0.03, (-0.05, -0.01), False, "ars_repeat"), "ROUGE-2", MARGIN)
     assert different["level"] == "not reproduced" and "differs" in different["text"]
     assert verdicts.metric_verdict(None, "ROUGE-2", MARGIN)["level"] == "not testable"
@@ -108,8 +111,8 @@ def test_vacuous_comparisons_are_named_and_perplexity_decides():
     perplexity = verdicts.metric_verdict(_tost(-0.2, (-0.4, 0.02), False, "fixed", ars_mean=1.0), "log-perplexity",
                                          {"ars_mean": 1.0}, log_scale=True)
     combined = verdicts.quality_verdict(nobody, perplexity, greedy_identical=False)
-    assert combined["level"] == "partly reproduced"  # the perplexity's inconclusive, not the vacuous pass@1
-    assert combined["text"].startswith("pass@1: vacuous") and "log-perplexity: inconclusive" in combined["text"]
+    assert combined["level"] == "not testable"  # the perplexity's inconclusive test, not the vacuous pass@1
+    assert combined["text"].startswith("pass@1: vacuous") and "log-perplexity: not testable at this size" in combined["text"]
     greedy = verdicts.quality_verdict(nobody, perplexity, greedy_identical=True)
     assert greedy["level"] == "vacuous" and greedy["text"].startswith("identical by construction")
 

@@ -7,6 +7,7 @@ Speedups are computed from per-prompt ms per token: speedup_i = ArS_ms_i / SpS_m
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 
@@ -195,6 +196,14 @@ def tost_equivalence(a: Sequence[float], b: Sequence[float], margin: float, pair
         p_value = float(max(p_lower, p_upper))
         ci = tuple(float(x) for x in stats.ttest_ind(a, b, equal_var=False).confidence_interval(1 - 2 * alpha))
         ci_95 = tuple(float(x) for x in stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95))
+    # what the data could show at this size: the difference test's p (d = 0, two-sided), the smallest difference
+    # it detects with 80% power, and the smallest margin within which this TOST would have shown equivalence
+    p_difference, detectable = None, None
+    if not constant:
+        test = stats.ttest_1samp(diff, 0) if paired else stats.ttest_ind(a, b, equal_var=False)
+        p_difference = float(test.pvalue)
+        sd = float(diff.std(ddof=1)) if paired else None
+        detectable = min_detectable_difference(sd, diff.size) if paired else None
     bootstrap_ci = None
     if rng is not None and constant:
         bootstrap_ci = (estimate, estimate)
@@ -210,7 +219,54 @@ def tost_equivalence(a: Sequence[float], b: Sequence[float], margin: float, pair
         "equivalent": p_value < alpha,
         "margin": margin,
         "bootstrap_ci_95": bootstrap_ci,
+        "p_difference": p_difference,  # the paired t-test of d = 0 (two-sided); None when d is known exactly
+        "min_detectable_difference": detectable,  # None when d is known exactly (or unpaired)
+        # TOST shows equivalence within m exactly when the 90% interval lies inside (-m, m)
+        "smallest_equivalence_margin": float(max(abs(ci[0]), abs(ci[1]))),
+        "n": int(a.size),
     }
+
+
+def min_detectable_difference(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float | None:
+    """The smallest true mean difference a two-sided paired t-test at level alpha detects with probability
+    `power`, for n pairs whose differences have standard deviation sd (the sample's sd standing in for the true
+    one): delta = ncp sd / sqrt(n), where ncp solves P(|T| > t_crit) = power for T noncentral t with n - 1
+    degrees of freedom and noncentrality ncp (exact, not the normal approximation (z_a + z_b) sd / sqrt(n)).
+    None below 2 pairs; 0 when sd is 0."""
+    from scipy.optimize import brentq
+
+    if n < 2 or sd is None or not np.isfinite(sd):
+        return None
+    if sd == 0:
+        return 0.0
+    df = n - 1
+    critical = stats.t.ppf(1 - alpha / 2, df)
+
+    def shortfall(ncp):
+        lower = stats.nct.cdf(-critical, df, ncp)  # the wrong-sign tail, NaN where it underflows
+        return stats.nct.sf(critical, df, ncp) + (0.0 if np.isnan(lower) else lower) - power
+
+    upper = 1.0
+    while shortfall(upper) < 0:  # bracket the root by doubling (the power rises with ncp; 1 pair of df needs ~16)
+        upper *= 2
+    return float(brentq(shortfall, 0.0, upper) * sd / math.sqrt(n))
+
+
+def ratio_of_sums_ci(numerators: Sequence[float], denominators: Sequence[float], rng: np.random.Generator,
+                     n_boot: int = 5000, level: float = 0.95) -> dict:
+    """sum(numerators) / sum(denominators) (a pooled rate, e.g. ms per loop over every loop of every row) with a
+    percentile-bootstrap interval resampling the (numerator, denominator) pairs together; no interval from fewer
+    than two pairs, value None when the denominators sum to 0."""
+    num, den = np.asarray(numerators, dtype=float), np.asarray(denominators, dtype=float)
+    if num.shape != den.shape or num.ndim != 1:
+        raise ReproduceError(f"need two paired 1-D arrays, got shapes {num.shape} and {den.shape}")
+    if num.size == 0 or not den.sum() > 0:
+        return {"value": None, "ci": None, "n": int(num.size)}
+    value = float(num.sum() / den.sum())
+    if num.size < 2 or (_is_constant(num) and _is_constant(den)):
+        return {"value": value, "ci": None if num.size < 2 else (value, value), "n": int(num.size)}
+    return {"value": value, "ci": _percentile_bootstrap((num, den), _mean_ratio, rng, n_boot, level, paired=True),
+            "n": int(num.size)}
 
 
 def _is_constant(values: np.ndarray) -> bool:

@@ -6,12 +6,15 @@ acceptance alpha, the draft cost c (one drafted token, in single-token target ca
 curve t(n). From them: per draft, the speedup predicted at the measured alpha, at alpha = 1 (the ceiling: a draft
 that costs too much cannot win however well it guesses) and with flat verification (the paper's premise); per
 paper setting, the alpha our costs would need to match the paper's speedup; the small target's per-token
-verification cost; the peer comparisons (like for like first); and the CPU flags the run recorded.
+verification cost; the peer comparisons (like for like first); the CPU flags the run recorded and, from the
+runtime probe (manifest runtime_choices), each linear mode's measured t(1) and t(K+1)/t(1) on that CPU; which
+rows the model misses by more than CLOSE, and where it over-predicts; and the best K of a K sweep with its test.
 """
 
 from __future__ import annotations
 
 from reproduce.analysis import theory
+from reproduce.report.labels import TASK_LABELS
 
 # t(K+1)/t(1) up to this counts as "about flat" (the paper's premise); above it, verification costs extra tokens
 FLAT_ENOUGH = 1.1
@@ -118,17 +121,53 @@ def peer_spans(peers: dict) -> dict:
 
 
 def hardware(setup: dict) -> dict:
-    """The last session's CPU: its flags (None when not recorded), which are present, and native bf16."""
+    """The last session's CPU: its flags (None when not recorded), which are present, and native bf16; and the
+    target's runtime probe on it (None when the manifest has none): per usable mode, t(1) and t(K+1)/t(1) and
+    batch invariance, the flattest batch-invariant mode and the chosen one."""
     machine = setup["hardware"][-1]
     flags = machine["cpu_flags"]
+    choice = next((m for m in setup.get("runtime_choices", {}).get("models", []) if m["role"] == "target"), None)
+    probe = None
+    if choice and choice["k"]:
+        modes = [p for p in choice["probes"] if p["ok"] and p["ratio"] is not None]
+        invariant = [p for p in modes if p["batch_invariant"]]
+        probe = {"k": choice["k"], "k_plus_1": choice["k"] + 1, "runtime": choice["runtime"], "reason": choice["reason"],
+                 "modes": [{"runtime": p["runtime"], "t1": p["ms"][0], "ratio": p["ratio"],
+                            "batch_invariant": p["batch_invariant"]} for p in modes],
+                 "flattest": min(invariant, key=lambda p: p["ratio"])["runtime"] if invariant else None}
     return {"cpu": machine["cpu"], "cpu_id": machine["cpu_id"], "flags_recorded": flags is not None,
             "present": [f["name"] for f in flags if f["present"]] if flags else [],
             "absent": [f["name"] for f in flags if not f["present"]] if flags else [],
-            "native_bf16": machine["cpu_native_bf16"], "runtime": setup["target"]["runtime"]}
+            "native_bf16": machine["cpu_native_bf16"], "runtime": setup["target"]["runtime"], "probe": probe}
+
+
+def model_misses(theory_rows: list[dict]) -> dict:
+    """The rows whose measured speedup is more than CLOSE off the prediction: those the model over-predicts
+    (measured / predicted below 1 - CLOSE) and under-predicts, each with its setting, label and ratio."""
+    rows = [{"setting": f"{TASK_LABELS.get(t['task'], t['task'])} {t['mode']}", "label": t["label"],
+             "efficiency": t["efficiency"], "predicted": t["predicted_speedup"], "measured": t["measured_speedup"]}
+            for t in theory_rows if t["efficiency"] is not None and abs(t["efficiency"] - 1) > CLOSE]
+    return {"rows": rows, "over": [r for r in rows if r["efficiency"] < 1], "under": [r for r in rows if r["efficiency"] > 1]}
+
+
+def best_k(k_sweeps: list[dict], k_values: list[int]) -> list[dict]:
+    """Per K sweep (sweeps.figure1_view), its best K with its speedup, the K values that cannot be told apart from
+    it, and the paired test of the best K against the K the main block ran (when the sweep has that K)."""
+    out = []
+    for f in k_sweeps:
+        main = [p for p in f["points"] if int(p["value"]) in k_values and p is not f["best"]]
+        out.append({"name": f["sweep"]["name"], "title": f["sweep"]["title"], "confident": f["confident"],
+                    "best": f["best"]["value"] if f["best"] else None,
+                    "speedup": f["measured"]["best_speedup"], "tokens": f["measured"]["tokens"],
+                    "indistinguishable": [p["value"] for p in f["indistinguishable"]],
+                    "main_k": k_values, "best_is_main": bool(f["best"]) and int(f["best"]["value"]) in k_values,
+                    "vs_main": [{"k": p["value"], "test": p["measured"]["vs_best"]} for p in main
+                                if p["measured"] and p["measured"]["vs_best"] and p["measured"]["vs_best"]["ci"]]})
+    return out
 
 
 def discussion_view(groups: list[dict], theory_rows: list[dict], cost_curve: list[dict], setup: dict, peers: dict,
-                    paper: dict, drafts: dict) -> dict:
+                    paper: dict, drafts: dict, k_sweeps: list[dict] | None = None) -> dict:
     costs = draft_costs(theory_rows, drafts)
     target = target_costs(cost_curve)
     # the conclusion sets ours beside the paper's: only the settings both ran (rows the paper lacks are not counted)
@@ -154,7 +193,9 @@ def discussion_view(groups: list[dict], theory_rows: list[dict], cost_curve: lis
         # "all": the model accounts for every row; "most": for at least half; "few": for fewer
         "efficiency_fit": "all" if close == len(theory_rows) else "most" if 2 * close >= len(theory_rows) else "few",
         "efficiency_short": efficiency is not None and efficiency["low"] < 1 - CLOSE,
-        "close": CLOSE,
+        "misses": model_misses(theory_rows),
+        "best_k": best_k(k_sweeps or [], sorted({t["k"] for t in theory_rows}) or []),
+        "close": CLOSE, "close_low": 1 - CLOSE, "close_high": 1 + CLOSE,
         "target": target,
         "verification": verification,
         "verification_flat": verification is not None and verification["high"] <= FLAT_ENOUGH,

@@ -150,50 +150,53 @@ def draw_speedups(groups: list[dict], colors: dict, path: Path, pick, title: str
                        legend)
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
 def draw_scatter(groups: list[dict], colors: dict, path: Path) -> Path | None:
-    """Speedup vs acceptance, one point per (task/mode, SpS draft); marker area grows with draft parameters."""
+    """Speedup vs acceptance, one point per (task/mode, SpS draft): colour = task and mode, marker = draft, both
+    named in the legend beside the axes, so no label is written on the plot (where points crowd, labels overlap)."""
     views = [(g, v) for g in groups for v in g["sps"] if v["speedup"] and v["acceptance_pooled"] is not None]
     if not views:
         return None
     plt = _pyplot()
+    from matplotlib.lines import Line2D
+
     fig, ax = plt.subplots(figsize=(10, 5), layout="constrained")
     group_colors = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink"]
-    largest = max((v["draft_parameters"] for _, v in views), default=0) or 1
-
-    def area(parameters):
-        return 30 + 400 * parameters / largest
-
-    for index, group in enumerate(groups):
+    drafts = list(dict.fromkeys(v["draft"] for _, v in views))
+    markers = {d: MARKERS[i % len(MARKERS)] for i, d in enumerate(drafts)}
+    shown = [g for g in groups if any(gg is g for gg, _ in views)]
+    for index, group in enumerate(shown):
         color = group_colors[index % len(group_colors)]
-        points = [v for g, v in views if g is group]
-        for view in points:
+        for view in (v for g, v in views if g is group):
             x, speedup = view["acceptance_pooled"], view["speedup"]
             ax.errorbar(x, speedup["ratio_of_means"], capsize=3, fmt="none", ecolor=color, elinewidth=0.8,
                         yerr=[[e] for e in _ci_error(speedup["ratio_of_means"], speedup["ratio_of_means_ci"])])
-            ax.scatter(x, speedup["ratio_of_means"], s=area(view["draft_parameters"]), color=color, alpha=0.7,
-                       edgecolor="black", linewidth=0.5, label=group["title"] if view is points[0] else None)
-            ax.annotate(short_draft(view["draft"]), (x, speedup["ratio_of_means"]), textcoords="offset points",
-                        xytext=(7, 4), fontsize=7)
-    ax.axhline(1.0, color="black", linewidth=1, linestyle="--", label="ArS (1x)")
-    sizes = sorted({v["draft_parameters"] for _, v in views})
-    for parameters in sizes:  # marker-area key
-        ax.scatter([], [], s=area(parameters), color="0.8", edgecolor="black", linewidth=0.5,
-                   label=f"draft with {fmt_params(parameters)} parameters")
+            ax.scatter(x, speedup["ratio_of_means"], s=60, marker=markers[view["draft"]], color=color, alpha=0.8,
+                       edgecolor="black", linewidth=0.5)
+    ax.axhline(1.0, color="black", linewidth=1, linestyle="--")
+    parameters = {v["draft"]: v["draft_parameters"] for _, v in views}
+    handles = ([Line2D([], [], linestyle="none", marker="o", color=group_colors[i % len(group_colors)],
+                       markeredgecolor="black", label=g["title"]) for i, g in enumerate(shown)]
+               + [Line2D([], [], linestyle="none", marker=markers[d], color="0.75", markeredgecolor="black",
+                         label=f"{short_draft(d)} ({fmt_params(parameters[d])} parameters)") for d in drafts]
+               + [Line2D([], [], color="black", linestyle="--", label="ArS (1x)")])
     ax.set_xlim(-0.05, 1.05)
     ax.set_xlabel("acceptance rate (accepted / drafted tokens, pooled over prompts)")
     ax.set_ylabel("speedup over ArS (ratio of mean ms/token)")
-    ax.set_title("Drafts: speedup (bars: 95% CI) vs acceptance; marker area grows with the draft's parameters",
+    ax.set_title("Drafts: speedup (bars: 95% CI) vs acceptance; colour = task and mode, marker = draft",
                  fontsize=9, loc="left")
-    fig.legend(loc="outside right upper", framealpha=0.9, labelspacing=1.2)
+    fig.legend(handles=handles, loc="outside right upper", framealpha=0.9, labelspacing=1.0)
     return _save(fig, path)
 
 
-def _with_interval(cis: list[dict], scale: float = 1.0) -> tuple[list[float], list[list[float]]]:
-    """Means and asymmetric error bars (95% bootstrap CIs over prompts) for matplotlib's errorbar."""
-    means = [ci["mean"] * scale for ci in cis]
-    low = [(ci["mean"] - ci["ci"][0]) * scale for ci in cis]
-    high = [(ci["ci"][1] - ci["mean"]) * scale for ci in cis]
-    return means, [low, high]
+def _legend_below(ax, rows: int = 1) -> None:
+    """The legend under the axes, outside them, so it never hides a point or an error bar."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=max(1, math.ceil(len(handles) / rows)),
+                  fontsize=7, framealpha=0.9)
 
 
 def draw_figure1(view: dict, path: Path) -> Path:
@@ -232,14 +235,17 @@ def draw_figure1(view: dict, path: Path) -> Path:
                 label="acceptance rate (accepted / drafted)")
     middle.set_ylabel("acceptance")
     middle.set_ylim(0, 1.05)
-    means, errors = _with_interval([p["sps"]["loop_ms_ci"] for p in points])
-    right.errorbar(ks, means, yerr=errors, fmt="o-", color="tab:blue", capsize=3, label="SpS loop (draft K + verify)")
+    # the pooled loop time the table gives (all decode time over all loops), with its bootstrap interval over rows
+    pooled = [p["sps"].get("loop_ms_pooled") or {"value": p["sps"]["loop_ms"], "ci": None} for p in points]
+    right.errorbar(ks, [x["value"] for x in pooled], fmt="o-", color="tab:blue", capsize=3,
+                   yerr=list(zip(*[_ci_error(x["value"], x["ci"]) if x["ci"] else [0.0, 0.0] for x in pooled])),
+                   label="SpS loop (draft K + verify), pooled")
     right.set_ylabel("mean time per loop (ms)")
     right.set_ylim(bottom=0)
     for ax in (left, middle, right):
         ax.set_xlabel("K (tokens drafted per loop)")
         ax.set_xticks(ks, [fmt_value(k) for k in ks])
-        ax.legend(loc="best", framealpha=0.9)
+        _legend_below(ax, rows=2)
     sweep = view["sweep"]
     fig.suptitle(f"Figure 1 reproduced, sweep {sweep['name']}: {sweep['title']} "
                  "(error bars: 95% bootstrap CIs of the mean over prompts; none from a single prompt)",
@@ -260,7 +266,7 @@ def draw_sweep(sweep: dict, path: Path) -> Path:
     left.set_ylabel("ms per token (end to end)")
     left.set_ylim(bottom=0)
     middle.plot(values, [p["sps"]["acceptance_pooled"] for p in points], "o-", color="tab:blue", label="SpS")
-    middle.set_ylabel("acceptance rate (accepted / drafted)")
+    middle.set_ylabel("acceptance rate\n(accepted / drafted)")
     middle.set_ylim(0, 1.05)
     with_ci = [p for p in points if p["sps"]["speedup"]]
     if with_ci:
@@ -273,7 +279,7 @@ def draw_sweep(sweep: dict, path: Path) -> Path:
     for ax in (left, middle, right):
         ax.set_xlabel(sweep["axis"])
         ax.set_xticks(values, [fmt_value(v) for v in values])
-        ax.legend(loc="best", framealpha=0.9)
+        _legend_below(ax, rows=2)
     fig.suptitle(f"Sweep {sweep['name']}: {sweep['title']}", fontsize=10, x=0.01, ha="left")
     fig.tight_layout()
     return _save(fig, path)
@@ -298,7 +304,7 @@ def draw_cost_curve(curves: list[dict], path: Path) -> Path:
     for ax in (left, right):
         ax.set_xlabel("tokens scored in one target call (n = K+1)")
         ax.set_xticks(ns)
-        ax.legend(loc="best", framealpha=0.9)
+        _legend_below(ax, rows=2)
     fig.suptitle("Verification cost curve of the target", fontsize=10, x=0.01, ha="left")
     fig.tight_layout()
     return _save(fig, path)

@@ -31,12 +31,24 @@ def _draft_parameters(draft: str, models: dict, config: dict) -> int:
     return models[draft]["parameters"]
 
 
-def entry_view(entry: dict, theory: dict) -> dict:
-    """An analysis entry plus its display label, its (optional) paired comparison with ArS, and its theory row."""
+def is_control(entry: dict, config: dict) -> bool:
+    """A row of the config's controls (runs.plan.is_control): its method kind or draft is listed under
+    `controls`, so it ran on the first `controls.prompts` prompts of the main block only."""
+    controls = config.get("controls")
+    return bool(entry["block"] == "main" and controls
+                and (entry["method"] in controls["methods"] or entry["draft"] in controls["drafts"]))
+
+
+def entry_view(entry: dict, theory: dict, config: dict | None = None) -> dict:
+    """An analysis entry plus its display label (a control's says so, with its prompt count), its (optional)
+    paired comparison with ArS, and its theory row."""
     vs_ars = entry.get("vs_ars", {})
+    control = is_control(entry, config or {})
+    label = entry_label(entry)
     return {
         **entry,
-        "label": entry_label(entry),
+        "control": control,
+        "label": f"{label} (control, {entry['n']} prompt{'s' if entry['n'] != 1 else ''})" if control else label,
         "speedup": vs_ars.get("speedup"),
         "wilcoxon": vs_ars.get("wilcoxon"),
         "equivalence": vs_ars.get("equivalence", {}),
@@ -75,19 +87,19 @@ def _greedy_identical(best: dict) -> bool:
     return best["temperature"] == 0 and best["quality"].get("exact_match_ars") == 1.0
 
 
-def _quality_rows(ars: dict, best: dict, metric: dict) -> list[dict]:
-    """The quality table's rows of one group: the task's metric, then log-perplexity; each with ArS's and SpS's
+def _quality_rows(ars: dict, view: dict, metric: dict) -> list[dict]:
+    """The quality table's rows of one SpS row: the task's metric, then log-perplexity; each with ArS's and SpS's
     value, the paired test, its margin and verdict (vacuous throughout where greedy SpS matched ArS exactly)."""
     margins = ars.get("margins", {})
     rows = []
     for m in (metric, PERPLEXITY_METRIC):
-        test = best["equivalence"].get(m["tost_key"])
+        test = view["equivalence"].get(m["tost_key"])
         verdict = verdicts.metric_verdict(test, m["name"], margins.get(m["tost_key"]), m["digits"], m["percent"],
                                           m["log_scale"])
-        if _greedy_identical(best):
+        if _greedy_identical(view):
             verdict = {**verdict, "level": verdicts.VACUOUS, "text": f"{m['name']}: identical by construction"}
-        rows.append({"metric": m, "ars": ars["quality"].get(m["quality_key"]), "sps": best["quality"].get(m["quality_key"]),
-                     "test": test, "verdict": verdict})
+        rows.append({"metric": m, "ars": ars["quality"].get(m["quality_key"]), "sps": view["quality"].get(m["quality_key"]),
+                     "test": test, "verdict": verdict, "view": view})
     return rows
 
 
@@ -107,18 +119,22 @@ def main_groups(summary: dict, config: dict, models: dict, paper: dict, theory: 
             if not entries:
                 not_run.append({"task": task, "task_label": TASK_LABELS[task], "mode": mode})
                 continue
-            views = sorted((entry_view(e, theory) for e in entries), key=lambda v: _order(v, draft_order))
+            views = sorted((entry_view(e, theory, config) for e in entries), key=lambda v: _order(v, draft_order))
             ars = [v for v in views if v["method"] == "ars"]
             if not ars:
                 raise ReproduceError(f"{task}/{mode} has no ArS rows, and every comparison is against ArS: "
                                      "keep 'ars' in the config's methods")
             ars = ars[0]
             sps = [v for v in views if v["method"] == "sps"]
-            # same prompts for every method, so the lowest mean ms/token is also the highest ratio-of-means speedup
-            best = min(sps, key=lambda v: v["ms_per_token_mean"]) if sps else None
+            # same prompts for every non-control method, so the lowest mean ms/token is also the highest
+            # ratio-of-means speedup; a control ran on a subset of the prompts and is never the best
+            full = [v for v in sps if not v["control"]]
+            best = min(full, key=lambda v: v["ms_per_token_mean"]) if full else None
             metric = task_metric(task)
             paper_match = paper_row(task, ars["temperature"], ars["top_p"], paper)
             quality_rows = _quality_rows(ars, best, metric) if best else []
+            for view in sps:  # every SpS row's quality, the fastest's (which decides the verdict) included
+                view["quality_rows"] = quality_rows if view is best else _quality_rows(ars, view, metric)
             for view in sps + [v for v in views if v["method"] == "draft_only"]:
                 view["draft_parameters"] = _draft_parameters(view["draft"], models, config)
             positions = max((len(v.get("acceptance_by_position") or []) for v in sps), default=0)

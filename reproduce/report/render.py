@@ -14,6 +14,7 @@ The report names the commit that rendered it (`rendering_commit`) beside the com
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -26,8 +27,8 @@ from reproduce.report.figures import draw_figures
 from reproduce.report.format import FILTERS
 from reproduce.provenance import git_commit
 from reproduce.report.context import build_context
-from reproduce.runs.config import EXPERIMENTS_DIR
-from reproduce.runs.results import CONFIG_FILE, MANIFEST_FILE, ROWS_FILE, SUMMARY_FILE, TIDY_FILE
+from reproduce.runs.config import EXPERIMENTS_DIR, load_config, resolve_config
+from reproduce.runs.results import CONFIG_FILE, MANIFEST_FILE, ROWS_FILE, SUMMARY_FILE, TIDY_FILE, json_safe
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,6 +43,9 @@ PAPER_FILE = REPO / "reports" / "paper.yaml"
 
 
 FIGURE_PREFIXES = ("figure1_", "drafts_", "sweep_", "cost_curve", "peers")
+
+
+MAKE_PROFILE = "default"  # the Makefile's `PROFILE ?= default`: the profile a bare `make reproduce` runs
 
 
 def load_summary(results_dir: Path) -> dict:
@@ -62,8 +66,9 @@ def load_summary(results_dir: Path) -> dict:
 
 def _read_losslessness(path: Path) -> tuple[list, dict | None]:
     """(records, provenance) of the JSON `pytest tests/test_losslessness.py --stats-json PATH` writes: an object
-    with the commit the tests ran at (git_hash, git_dirty), their start and finish times and the records; or,
-    as written before those were recorded, the bare list of records (provenance None)."""
+    with the commit the tests ran at (git_hash, git_dirty), their start and finish times, the CPU they ran on
+    (cpu, cpu_id, cpu_flags; None in files written before it was recorded) and the records; or, as written
+    before any of those were recorded, the bare list of records (provenance None)."""
     hint = "write it with `pytest tests/test_losslessness.py --stats-json PATH`"
     try:
         data = json.loads(path.read_text())
@@ -72,7 +77,8 @@ def _read_losslessness(path: Path) -> tuple[list, dict | None]:
     records, meta = data, None
     if isinstance(data, dict) and "records" in data:
         records = data["records"]
-        meta = {key: data.get(key) for key in ("git_hash", "git_dirty", "started", "finished")}
+        meta = {key: data.get(key) for key in ("git_hash", "git_dirty", "started", "finished", "cpu", "cpu_id",
+                                               "cpu_flags")}
     if not isinstance(records, list) or not all(isinstance(r, dict) and {"test", "outcome"} <= set(r) for r in records):
         raise ReproduceError(f"{path}: expected a JSON list of test records with 'test' and 'outcome': {hint}")
     return records, meta
@@ -97,8 +103,9 @@ def load_losslessness(path: Path | None) -> list[dict] | None:
 
 
 def losslessness_provenance(path: Path | None) -> dict | None:
-    """When and at which commit the losslessness tests ran: {"git_hash", "git_dirty", "started", "finished"} (each
-    None if not recorded), or None when no results are attached or their file predates these fields."""
+    """When, at which commit and on which CPU the losslessness tests ran: {"git_hash", "git_dirty", "started",
+    "finished", "cpu", "cpu_id", "cpu_flags"} (each None if not recorded), or None when no results are attached
+    or their file predates these fields."""
     if path is None:
         return None
     return _read_losslessness(Path(path))[1]
@@ -130,7 +137,8 @@ def render_report(results_dir, out_md="reports/results.md", figures_dir=None, lo
     figures_dir = Path(figures_dir) if figures_dir is not None else out_md.parent / "figures"
     summary = load_summary(results_dir) if summary is None else summary
     paper = yaml.safe_load(PAPER_FILE.read_text())
-    context = build_context(summary, summary["manifest"], paper, load_losslessness(losslessness))
+    context = build_context(summary, summary["manifest"], paper, load_losslessness(losslessness),
+                            losslessness_provenance(losslessness))
     figures_dir.mkdir(parents=True, exist_ok=True)
     written = draw_figures(context, figures_dir)
     for stale in figures_dir.glob("*.png"):  # figures of an earlier render that this run does not have
@@ -140,20 +148,41 @@ def render_report(results_dir, out_md="reports/results.md", figures_dir=None, lo
     context["figures"] = {name: Path(_relative(path, out_md.parent)).as_posix() for name, path in written.items()}
     if (results_dir / TIDY_FILE).is_file():
         context["tidy_csv"] = Path(_relative(results_dir / TIDY_FILE, out_md.parent)).as_posix()
-    context["rerun"] = rerun_commands(results_dir, context["config_name"])
+    context["rerun"] = rerun_commands(results_dir, context["config_name"], summary["manifest"]["config"])
     context["rendered_by"] = rendered_by
-    context["losslessness_run"] = losslessness_provenance(losslessness)
     out_md.write_text(render_markdown(context))
     return out_md
 
 
-def rerun_commands(results_dir: Path, config_name: str) -> dict | None:
-    """For a run that is not a profile of experiments/ (flags, or a YAML file elsewhere) but stored its resolved
-    config.yaml: the paths that rerun it. None for a profile (the report names the profile instead)."""
+def same_as_profile(config_name: str, saved_config: dict) -> bool:
+    """Whether experiments/<config_name>.yaml, as today's code resolves it, is the config this run stored: a
+    profile can change after a run (the default moved from SmolLM2 to the Qwen pair), and rerunning it would then
+    run another experiment."""
+    if not (EXPERIMENTS_DIR / f"{config_name}.yaml").is_file():
+        return False
+    try:
+        profile, saved = load_config(config_name), resolve_config(saved_config, "the run's stored config")
+    except (ReproduceError, TypeError, KeyError):  # a config today's code cannot resolve is not today's profile
+        return False
+    plain = [json.loads(json.dumps(json_safe(dataclasses.asdict(c)))) for c in (profile, saved)]
+    return plain[0] == plain[1]
+
+
+def rerun_commands(results_dir: Path, config_name: str, saved_config: dict) -> dict:
+    """How to run this experiment again: {"profile": the profile that reruns it (only when
+    experiments/<name>.yaml still resolves to the stored config), "make": the `make reproduce` line for it (its
+    PROFILE only when it is not the Makefile's default), "changed_profile": the name when the profile exists but
+    now holds another experiment, "config" / "results_dir": the resolved config.yaml stored with the results,
+    when there is one (None otherwise)}."""
+    current = same_as_profile(config_name, saved_config)
     config_file = results_dir / CONFIG_FILE
-    if (EXPERIMENTS_DIR / f"{config_name}.yaml").is_file() or not config_file.is_file():
-        return None
-    return {"config": config_file.as_posix(), "results_dir": results_dir.as_posix()}
+    return {
+        "profile": config_name if current else None,
+        "make": None if not current else "make reproduce" + ("" if config_name == MAKE_PROFILE else f" PROFILE={config_name}"),
+        "changed_profile": config_name if not current and (EXPERIMENTS_DIR / f"{config_name}.yaml").is_file() else None,
+        "config": config_file.as_posix() if config_file.is_file() else None,
+        "results_dir": results_dir.as_posix(),
+    }
 
 
 def _relative(path: Path, start: Path) -> str:

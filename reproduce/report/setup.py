@@ -4,7 +4,9 @@ from the run's manifest."""
 from __future__ import annotations
 
 import datetime
+import re
 
+from reproduce.catalogue import METHOD_KINDS
 from reproduce.report.labels import TASK_LABELS, config_draft_kind, short_draft
 from reproduce.tasks import TASKS
 
@@ -21,11 +23,68 @@ RUNTIME_NUMERICS = {
 
 DTYPE_NAMES = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}
 
+# The quantization of a GGUF the weights were dequantized from, by the sha256 the run records in the model's
+# source (the split GGUFs of reproduce.engine.models.OFFLINE_ALIASES); other GGUFs name it in their file name
+GGUF_QUANTIZATION = {
+    "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046": "4-bit (Q4_K_M)",
+    "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32": "4- and 5-bit (an AWQ-derived Q5_0/Q4_K mix)",
+}
+
+
+def source_quantization(source: str) -> str | None:
+    """'4-bit (Q4_K_M)' for a model converted from a quantized GGUF, from the source string the manifest records
+    (the GGUF's sha256, or a file name such as SmolLM2-135M-Instruct.Q4_1.gguf); None for any other source."""
+    digest = re.search(r"sha256 ([0-9a-f]{64})", source)
+    if digest and digest.group(1) in GGUF_QUANTIZATION:
+        return GGUF_QUANTIZATION[digest.group(1)]
+    named = re.search(r"\.((?:I?Q)(\d)[A-Z0-9_]*)\.gguf", source, flags=re.I)
+    return f"{named.group(2)}-bit ({named.group(1)})" if named else None
+
 
 def numerics(model: dict) -> dict:
-    """A model's numerics under its runtime, and the dtype its Hugging Face model was loaded in."""
+    """A model's numerics under its runtime, the dtype its Hugging Face model was loaded in, and the quantized
+    GGUF its weights were dequantized from (None if they were not)."""
     load_dtype = DTYPE_NAMES.get(model["dtype"], model["dtype"])
-    return {"numerics": RUNTIME_NUMERICS.get(model["runtime"], load_dtype), "load_dtype": load_dtype}
+    return {"numerics": RUNTIME_NUMERICS.get(model["runtime"], load_dtype), "load_dtype": load_dtype,
+            "quantization": source_quantization(model.get("source") or "")}
+
+
+def runtime_choices_view(manifest: dict) -> dict:
+    """What `runtime: auto` chose per model (manifest runtime_choices): the runtime, the probe's reason and its
+    t(n) per mode with batch invariance; `recorded` False for manifests written before it. A model absent from
+    runtime_choices had its runtime set in the config (or has no model: the n-gram draft, the target itself)."""
+    choices = manifest.get("runtime_choices")
+    if choices is None:
+        return {"recorded": False, "models": [], "fixed": []}
+    fixed = [{"label": "target" if role == "target" else f"draft {short_draft(role)}", "runtime": model["runtime"]}
+             for role, model in manifest["models"].items() if role not in choices]
+    models = []
+    for role, choice in choices.items():
+        ns = sorted({int(n) for probe in choice["probes"] for n in probe["ms"]})
+        k = choice.get("k")
+        probes = []
+        for probe in choice["probes"]:
+            ms = {int(n): v for n, v in probe["ms"].items()}
+            probes.append({"mode": probe["mode"], "runtime": f"fast-{probe['mode']}", "ok": probe["ok"],
+                           "note": probe.get("note") or "", "batch_invariant": probe["batch_invariant"],
+                           "ms": [ms.get(n) for n in ns],
+                           "ratio": ms[k + 1] / ms[1] if k and probe["ok"] and k + 1 in ms and 1 in ms else None})
+        models.append({"role": role, "label": "target" if role == "target" else f"draft {short_draft(role)}",
+                       "runtime": choice["runtime"], "reason": choice["reason"], "k": k,
+                       "k_plus_1": k + 1 if k else None, "ns": ns, "probes": probes})
+    return {"recorded": True, "models": models, "fixed": fixed}
+
+
+def methods_view(config: dict, summary: dict) -> dict:
+    """The configured methods that have rows, those that have none (never listed as run), and the controls."""
+    ran = {e["method"] for e in summary["methods"]}
+    controls = config.get("controls")
+    return {"ran": [m for m in config["methods"] if m in ran],
+            "without_rows": [m for m in config["methods"] if m not in ran],
+            "labels": {m: METHOD_KINDS[m].label for m in config["methods"]},
+            "controls": None if not controls else {
+                **controls, "task_labels": [TASK_LABELS[t] for t in controls["tasks"]] or ["every task"],
+                "drafts": [short_draft(d) for d in controls["drafts"]]}}
 
 
 def _flags_view(flags: dict | None) -> list[dict] | None:
@@ -81,7 +140,7 @@ def setup_view(manifest: dict, summary: dict) -> dict:
         if kind == "ngram":
             drafts.append({"name": name, "kind": f"n-gram prompt lookup (longest n-gram {draft['ngram_size']})",
                            "parameters": 0, "source": "the prompt and the tokens generated so far", "numerics": "n/a",
-                           "load_dtype": "n/a", "runtime": "n/a", "k_values": k_values})
+                           "load_dtype": "n/a", "quantization": None, "runtime": "n/a", "k_values": k_values})
         elif kind == "target":
             drafts.append({"name": name, "kind": "the target drafting for itself (acceptance 1 by construction)",
                            "parameters": models["target"]["parameters"], "source": "the target's own weights",
@@ -103,6 +162,9 @@ def setup_view(manifest: dict, summary: dict) -> dict:
                      "row_count": spec["rows"][1] - spec["rows"][0], "prompts": prompts, "metric": definition.metric,
                      "role": definition.role, "max_new_tokens": spec["max_new_tokens"],
                      "max_prompt_tokens": spec["max_prompt_tokens"], "modes": spec["modes"],
+                     # samples per prompt of this task's own modes (never another task's)
+                     "samples": {mode: config["modes"][mode]["num_samples"] for mode in spec["modes"]},
+                     "prompt_format": (manifest.get("prompt_formats") or {}).get(task),
                      "raw_template": definition.raw_template, "chat_template": definition.chat_user_template})
     return {
         "hardware": hardware, "last": sessions[-1], "sessions": sessions,
@@ -112,4 +174,10 @@ def setup_view(manifest: dict, summary: dict) -> dict:
         "sandbox": summary.get("sandbox"),
         "target": {**models["target"], **numerics(models["target"])}, "drafts": drafts, "data": data,
         "files": files_view(sessions),
+        "runtime_choices": runtime_choices_view(manifest),
+        # the tasks (and sweeps) that use each sampling mode: a mode's samples never count for another task's
+        "mode_tasks": {name: [TASK_LABELS[t] for t, spec in config["tasks"].items() if name in spec["modes"]]
+                       + [f"sweep {n}" for n, sweep in config["sweeps"].items() if sweep["mode"] == name]
+                       for name in config["modes"]},
+        "methods": methods_view(config, summary),
     }

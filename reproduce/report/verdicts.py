@@ -10,9 +10,11 @@ A task and mode the paper does not have is reported (faster / not faster than Ar
 Quality, SpS against ArS on the same prompts (paired), from the equivalence test (TOST) and the 95% paired t
 interval of the difference:
   reproduced          TOST equivalent within a margin justified by the ArS-vs-ArS spread (ars_repeat)
-  partly reproduced   equivalent only within a fixed margin no spread justifies; or inconclusive: no difference
-                      detected, but the interval is wider than the margin
+  partly reproduced   equivalent only within a fixed margin no spread justifies
   not reproduced      the difference's 95% interval excludes 0 and equivalence is not shown
+  not testable        at this size: no difference detected, but the interval is wider than the margin (the text
+                      gives the smallest difference the test detects with 80% power and the smallest margin the
+                      data could have shown equivalence within); or fewer than 2 paired values
   vacuous             nothing could differ: greedy SpS emits ArS's tokens by construction, or both methods score
                       one constant (e.g. neither solves any problem); never counted either way
 Pure functions of plain dicts, so each level is tested on its own (tests/test_verdicts.py).
@@ -98,9 +100,24 @@ def metric_verdict(test: dict | None, name: str, margin: dict | None, digits: in
     elif low > 0 or high < 0:
         level, text = NOT, f"{name}: not reproduced, SpS differs from ArS; {diff}"
     else:
-        level, text = PARTLY, (f"{name}: inconclusive, no difference detected but not shown equivalent within "
-                               f"{margin_text}; {diff}")
-    return {"level": level, "text": text, "test": test, "margin_text": margin_text}
+        level, text = UNTESTED, (f"{name}: not testable at this size, no difference detected but not shown "
+                                 f"equivalent within {margin_text}; {diff}; {detectable_text(test, digits, percent)}")
+    return {"level": level, "text": text, "test": test, "margin_text": margin_text,
+            "detectable": detectable_text(test, digits, percent)}
+
+
+def detectable_text(test: dict, digits: int = 3, percent: bool = False) -> str:
+    """What a paired test of n values could show: 'with n = 5 pairs the test detects a difference of 0.0412 or
+    more with 80% power, and shows equivalence only within ±0.0655 or wider'."""
+    digits_diff = digits if percent else digits + 1
+    parts = [f"with n = {test['n']} pairs"] if test.get("n") else []
+    if test.get("min_detectable_difference") is not None:
+        parts.append(f"the test detects a difference of "
+                     f"{_number(test['min_detectable_difference'], digits_diff, percent, True)} or more with 80% power")
+    if test.get("smallest_equivalence_margin") is not None:
+        parts.append(f"{'and ' if len(parts) > 1 else ''}shows equivalence only within "
+                     f"±{_number(test['smallest_equivalence_margin'], digits_diff, percent, True)} or wider")
+    return ", ".join(parts) if len(parts) > 1 else "the summary predates the detectable difference"
 
 
 def margin_description(value: float, source: str, margin: dict | None, digits: int = 3, percent: bool = False,
@@ -121,12 +138,14 @@ def margin_description(value: float, source: str, margin: dict | None, digits: i
 
 def quality_verdict(primary: dict, perplexity: dict | None, greedy_identical: bool) -> dict:
     """The quality verdict of one task and mode: the primary metric's, unless greedy SpS matched ArS token for
-    token (identical by construction) or the primary metric is vacuous, when the log-perplexity under the
-    target decides (the primary metric's vacuity is still said). {"level", "text", "primary", "perplexity"}."""
+    token (identical by construction) or the primary metric is vacuous or not testable (at this size, or from
+    fewer than 2 values), when the log-perplexity under the target decides (the primary metric's text is still
+    said). {"level", "text", "primary", "perplexity"}."""
     if greedy_identical:
         return {"level": VACUOUS, "primary": primary, "perplexity": perplexity,
                 "text": "identical by construction (greedy SpS emitted ArS's exact tokens on every prompt)"}
-    if primary["level"] in (VACUOUS, UNTESTED) and perplexity is not None and perplexity["level"] != UNTESTED:
+    # the perplexity decides when it was tested (from 2 or more values), whatever its level
+    if primary["level"] in (VACUOUS, UNTESTED) and perplexity is not None and perplexity["test"] is not None:
         return {"level": perplexity["level"], "primary": primary, "perplexity": perplexity,
                 "text": f"{primary['text']}; {perplexity['text']}"}
     return {"level": primary["level"], "primary": primary, "perplexity": perplexity, "text": primary["text"]}
