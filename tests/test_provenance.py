@@ -146,6 +146,8 @@ def test_losslessness_json_records_its_commit_and_time(tmp_path):
     assert data["records"] and all(r["outcome"] == "passed" for r in data["records"])
     # the report reads both the records and their provenance (and still reads the bare list written before)
     assert len(render.load_losslessness(out)) == len(data["records"])
-    assert render.losslessness_provenance(out) == {k: data[k] for k in ("git_hash", "git_dirty", "started", "finished")}
+    assert render.losslessness_provenance(out) == {k: data[k] for k in ("git_hash", "git_dirty", "started", "finished",
+                                                                        "cpu", "cpu_id", "cpu_flags")}
+    assert data["cpu_flags"]["avx2"] in (True, False)  # the CPU the tests ran on, compared with the run's by the report
     out.write_text(json.dumps(data["records"]))
     assert render.losslessness_provenance(out) is None and len(render.load_losslessness(out)) == len(data["records"])
