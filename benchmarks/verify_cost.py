@@ -4,9 +4,9 @@ Prints:
 1. t(n): median ms of one call scoring n = 1..9 new tokens on a ~300-token cache, for every variant, interleaved
    round-robin over (repeat, n, variant) so machine-load drift hits all of them alike; then t(n)/t(1) per variant
    and each variant's t(n) relative to the Hugging Face fp32 t(1) (what a speculative step costs in ArS calls).
-2. numerics on real XSum prompts: logits of each variant vs Hugging Face fp32, and in "dual" mode the bf16
-   multi-row path vs the fp32 single-row path over the same bf16-rounded weights (the noise between the
-   verification call and the ArS baseline's call): max |diff|, argmax agreement, total variation at T=1.
+2. numerics on real XSum prompts: logits of each variant vs Hugging Face fp32, and each variant's multi-row call vs
+   its single-row calls (zero where the mode is batch-invariant: the verification call sees what the ArS baseline's
+   call sees): max |diff|, argmax agreement, total variation at T=1.
 
 Timings drift 20-35% within an hour on shared machines: quote ratios from one run; the load average is printed.
 
@@ -33,7 +33,8 @@ def variants(model, vocab_size: int) -> dict:
     return {
         "hf-fp32": CachedLM(model, vocab_size),
         "fast-fp32": FastLlamaLM.from_hf(model, vocab_size, linear_mode="fp32"),
-        "fast-dual": FastLlamaLM.from_hf(model, vocab_size, linear_mode="dual"),
+        "fast-int8": FastLlamaLM.from_hf(model, vocab_size, linear_mode="int8"),
+        "fast-int4": FastLlamaLM.from_hf(model, vocab_size, linear_mode="int4"),
         "fast-bf16": FastLlamaLM.from_hf(model, vocab_size, linear_mode="bf16"),
         "bf16-masked": masked,
     }
