@@ -79,6 +79,10 @@ class TaskSpec:
     modes: tuple[str, ...]
     max_new_tokens: int = 64
     max_prompt_tokens: int = 400  # documents are truncated to this budget, identically for every method
+    # decode exactly max_new_tokens, EOS sampled like any token (the paper's Figure 1 times 128 tokens), so speed is
+    # compared over equal lengths; quality is scored on the output cut at EOS and the task's stop (tasks.quality_length)
+    ignore_eos: bool = False
+    chat: bool | None = None  # the prompt format: None = the chat template when the tokenizer has one; False = raw
 
 
 @dataclass(frozen=True)
