@@ -54,13 +54,17 @@ def _entry(summary, variant):
     return next(m for m in summary["methods"] if m["variant"] == variant)
 
 
-def test_speedup_is_the_geometric_mean_of_paired_ratios(results):
+def test_speedup_is_the_geometric_mean_of_paired_ratios_with_a_t_interval(results):
+    """Assumes (as the analysis states) independent prompts and roughly normal log ratios."""
     summary = analyse(results, write=False)
     speedup = _entry(summary, "SpS[ngram,K=2]")["vs_ars"]["speedup"]
+    assert speedup["measure"] == "decode_ms_per_token"  # no prefill here: decode ms/token = ms_per_token
     assert speedup["point"] == pytest.approx(24 ** 0.25)  # (2 * 3 * 2 * 2) ** (1/4)
     assert speedup["ratio_of_means"] == pytest.approx(sum(ARS_MS) / sum(SPS_MS))
-    low, high = speedup["ci"]
-    assert 2.0 <= low <= speedup["point"] <= high <= 3.0
+    # log ratios ln 2, ln 3, ln 2, ln 2: mean ln(24)/4, sd = (ln 3 - ln 2) / 2 (one of four apart), t(0.975, 3) = 3.182446
+    half = 3.182446 * (math.log(3) - math.log(2)) / 2 / math.sqrt(4)
+    assert speedup["ci"] == (pytest.approx(24 ** 0.25 * math.exp(-half)), pytest.approx(24 ** 0.25 * math.exp(half)))
+    assert speedup["df"] == 3 and speedup["n"] == 4
 
 
 def test_latency_acceptance_and_cost(results):

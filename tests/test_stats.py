@@ -75,14 +75,15 @@ def test_speedup_rejects_unpaired_or_non_positive_latencies():
 
 
 def test_wilcoxon_exact_p_value_by_hand():
-    # log-ratios 1, 2, 3, 4, -0.5: |.| ranks 2, 3, 4, 5, 1, so W+ = 14. Of the 2^5 equally likely sign
-    # patterns under H0, W+ >= 14 only for {all +} (15) and {all + but rank 1} (14): p = 2/32.
+    # log-ratios 1, 2, 3, 4, -0.5: |.| ranks 2, 3, 4, 5, 1, so W+ = 14 and W- = 1. Of the 2^5 equally likely sign
+    # patterns under H0, W+ >= 14 only for {all +} (15) and {all + but rank 1} (14): two-sided p = 2 x 2/32.
     ars = np.exp([1.0, 2.0, 3.0, 4.0, -0.5])
     result = wilcoxon_speedup(ars, np.ones(5))
-    assert result["statistic"] == 14.0
-    assert result["p_value"] == pytest.approx(2 / 32)
-    assert wilcoxon_speedup(np.exp([1.0, 2.0, 3.0, 4.0, 0.5]), np.ones(5))["p_value"] == pytest.approx(1 / 32)
-    assert wilcoxon_speedup(np.ones(5), np.exp([1.0, 2.0, 3.0, 4.0, 0.5]))["p_value"] == pytest.approx(1.0)
+    assert result["statistic"] == 1.0
+    assert result["p_value"] == pytest.approx(4 / 32)
+    # all five faster: the most extreme pattern, p = 2/32 = 0.0625, which is the test's floor at n = 5
+    assert wilcoxon_speedup(np.exp([1.0, 2.0, 3.0, 4.0, 0.5]), np.ones(5))["p_value"] == pytest.approx(2 / 32)
+    assert wilcoxon_speedup(np.ones(5), np.exp([1.0, 2.0, 3.0, 4.0, 0.5]))["p_value"] == pytest.approx(2 / 32)
 
 
 # --- equivalence ---------------------------------------------------------------------------------------------
