@@ -39,7 +39,7 @@ SAMPLED_TESTS = {
 }
 
 
-def paired_speedup(slow: pd.DataFrame, fast: pd.DataFrame, rng=None) -> dict | None:
+def paired_speedup(slow: pd.DataFrame, fast: pd.DataFrame) -> dict | None:
     """slow ms/token over fast ms/token, paired per unit, end to end (ms_per_token: a Hugging Face peer's rows
     have no decode-loop time of their own): ratios.log_ratio_interval. None with fewer than two pairs."""
     slow = slow.set_index(UNIT) if "block" in slow.columns else slow
@@ -99,7 +99,7 @@ def seeds_independent(mine: pd.DataFrame, base: pd.DataFrame) -> bool | None:
         return None
     return bool((mine["seed_used"].to_numpy() != base["seed_used"].to_numpy()).all())
 
-def ours_vs_hf(hf_rows: pd.DataFrame, group: pd.DataFrame, rng) -> dict:
+def ours_vs_hf(hf_rows: pd.DataFrame, group: pd.DataFrame) -> dict:
     """A Hugging Face peer's rows against ours on the same prompts (> 1: ours is faster): `ours_vs_hf` for our
     loop in the configured runtime (ArS vs generate, SpS vs assisted at the same draft and K), and, when run,
     `ours_hf_forward_vs_hf` for our loop over the same HF forward (ars_hf, sps_hf), the like-for-like engines."""
@@ -109,7 +109,7 @@ def ours_vs_hf(hf_rows: pd.DataFrame, group: pd.DataFrame, rng) -> dict:
     if METHOD_KINDS[first["method"]].uses_draft:  # assisted: the same draft and K
         same_setting = (group["draft"] == first["draft"]) & (group["k"] == first["k"])
     ours, ours_hf_forward = (group["method"] == ours_kind) & same_setting, (group["method"] == hf_forward_kind) & same_setting
-    out = {"ours_vs_hf": paired_speedup(hf_rows, group[ours], rng)}
+    out = {"ours_vs_hf": paired_speedup(hf_rows, group[ours])}
     if ours_hf_forward.any():  # only when those rows were run, so other profiles' summaries stay as they were
-        out["ours_hf_forward_vs_hf"] = paired_speedup(hf_rows, group[ours_hf_forward], rng)
+        out["ours_hf_forward_vs_hf"] = paired_speedup(hf_rows, group[ours_hf_forward])
     return out

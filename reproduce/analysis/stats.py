@@ -1,7 +1,9 @@
 """Statistics over paired per-prompt measurements, as pure functions: arrays in, (point, interval) out.
 
 In the spirit of rliable: the random state is always passed in (a numpy Generator), nothing is global.
-Intervals are percentile bootstraps over prompts (scipy.stats.bootstrap); tests come from scipy.stats.
+Intervals here are percentile bootstraps over prompts (scipy.stats.bootstrap), kept for means of many values
+and for legacy speedup fields; the reported speedups use t intervals on log ratios (ratios.py), which hold at
+4-30 prompts. Tests come from scipy.stats, each with its smallest attainable p (attainable.py).
 Speedups are computed from per-prompt ms per token: speedup_i = ArS_ms_i / SpS_ms_i (> 1: SpS is faster).
 """
 
@@ -62,26 +64,6 @@ def speedup_ci(ars_ms: Sequence[float], sps_ms: Sequence[float], rng: np.random.
         "level": level,
         "n": int(ars.size),
     }
-
-
-def ratio_of_speedups_ci(ars_a: Sequence[float], sps_a: Sequence[float], ars_b: Sequence[float],
-                         sps_b: Sequence[float], rng: np.random.Generator, n_boot: int = 10000,
-                         level: float = 0.95) -> dict:
-    """Setting a's speedup over setting b's on the same prompts: (mean(ars_a)/mean(sps_a)) / (mean(ars_b)/mean(sps_b)),
-    each speedup the ratio of means as in speedup_ci, with a percentile bootstrap resampling the prompts jointly
-    (the four arrays are paired by prompt). An interval above 1: a is faster than b beyond the noise."""
-    arrays = [np.asarray(x, dtype=float) for x in (ars_a, sps_a, ars_b, sps_b)]
-    if len({x.shape for x in arrays}) != 1 or arrays[0].ndim != 1 or arrays[0].size < 2:
-        raise ReproduceError(f"need four paired 1-D arrays of >= 2 prompts, got shapes {[x.shape for x in arrays]}")
-    if not all(np.all(x > 0) for x in arrays):
-        raise ReproduceError("times must be positive for every prompt")
-
-    def ratio(a1, s1, a2, s2, axis=-1):
-        return _mean_ratio(a1, s1, axis) / _mean_ratio(a2, s2, axis)
-
-    return {"ratio": float(ratio(*arrays)),
-            "ci": _percentile_bootstrap(tuple(arrays), ratio, rng, n_boot, level, paired=True),
-            "level": level, "n": int(arrays[0].size)}
 
 
 def mean_ci(values: Sequence[float], rng: np.random.Generator, n_boot: int = 5000, level: float = 0.95) -> dict:

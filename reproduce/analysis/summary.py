@@ -3,7 +3,10 @@
 `analyse(out_dir)` reads rows.jsonl and manifest.json and returns one nested dict of plain numbers, written to
 summary.json (with the manifest inside it: the report reads nothing else) and, flat per row, to rows.csv.
 Nothing here times or generates anything; the report only picks and formats. The pieces: frame.py (rows and
-pairing keys), quality.py (scores), paired.py (each method against ArS), speed.py (cost curve, theory, Figure 1).
+pairing keys, the decode-loop timing of old rows), quality.py (scores), paired.py (each method against ArS),
+ratios.py (speedups: t intervals on per-prompt log ratios, the A/A check), equivalence.py (quality within the
+config's margins), attainable.py (whether a test can reach p < 0.05 at all), speed.py (cost curve, theory,
+Figure 1).
 """
 
 from __future__ import annotations
@@ -81,7 +84,7 @@ def method_table(frame: pd.DataFrame, price_per_hour: float, margins: dict) -> l
             else:
                 entry["vs_ars"] = paired_vs_ars(rows, ars, rng, margins)
             if METHOD_KINDS[first["method"]].hf_peer:
-                entry.update(ours_vs_hf(rows, group, rng))
+                entry.update(ours_vs_hf(rows, group))
             out.append(entry)
     return out
 
