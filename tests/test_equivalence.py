@@ -125,7 +125,8 @@ def test_equivalent_not_equivalent_and_inconclusive():
     # five noisy prompts: the interval straddles the margin, and 80% power would need far more prompts
     noisy = equivalence.equivalence_test(*_frames(base[:5] + rng.normal(0, 0.05, 5), base[:5]), "rouge2", MARGIN)
     assert noisy["outcome"] == "inconclusive" and noisy["n_for_80_power"] > 5
-    assert noisy["note"].startswith(equivalence.CANNOT_REACH)
+    assert noisy["note"].startswith(equivalence.CANNOT_REACH) and noisy["margin_reachable"] is False
+    assert same["margin_reachable"] is True
     assert set(equivalence.OUTCOMES) == {"equivalent", "not equivalent", "inconclusive"}
 
 

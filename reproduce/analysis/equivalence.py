@@ -89,7 +89,7 @@ def outcome(test: dict) -> str:
 def equivalence_test(mine: pd.DataFrame, base: pd.DataFrame, column: str, margin: dict) -> dict | None:
     """The TOST of one quality column, method rows against ArS rows on the same units (both indexed by unit, in
     the same order), at the config's margin: stats.tost_equivalence plus "outcome", "note", "exactly_equal",
-    "n_for_80_power", "margin_reason", "margin_source" ("config"), "constant", "mine_mean", "ars_mean".
+    "n_for_80_power", "margin_reachable" (n >= n_for_80_power), "margin_reason", "margin_source" ("config"), "constant", "mine_mean", "ars_mean".
     None with fewer than 2 prompts scored by both."""
     a, b = mine[column].to_numpy(float), base[column].to_numpy(float)
     keep = ~(np.isnan(a) | np.isnan(b))
@@ -104,12 +104,14 @@ def equivalence_test(mine: pd.DataFrame, base: pd.DataFrame, column: str, margin
                 "equivalent": True, "margin": margin["margin"], "n": int(a.size), "p_difference": None,
                 "min_detectable_difference": None, "smallest_equivalence_margin": 0.0, "bootstrap_ci_95": None,
                 "min_p": None, "usable": True, "reason": None, **common, "outcome": "equivalent",
-                "exactly_equal": True, "n_for_80_power": None,
+                "exactly_equal": True, "n_for_80_power": None, "margin_reachable": True,
                 "note": "identical tokens on every prompt: the difference is exactly 0 (no test run)"}
     test = stats.tost_equivalence(a, b, margin["margin"], alpha=ALPHA)
     sd = float(np.std(a - b, ddof=1))
     needed = n_for_power(sd, margin["margin"])
-    result = {**test, **common, "outcome": outcome(test), "exactly_equal": False, "n_for_80_power": needed}
+    result = {**test, **common, "outcome": outcome(test), "exactly_equal": False, "n_for_80_power": needed,
+              # whether this n gives the TOST 80% power at the observed sd (below it, inconclusive is expected)
+              "margin_reachable": needed is not None and test["n"] >= needed}
     result["note"] = _note(result)
     return result
 
