@@ -115,7 +115,6 @@ class MethodKind:
     uses_k: bool = False  # rows carry K
     hf_peer: bool = False  # Hugging Face's own generate(), a peer of ours
     hf_forward: bool = False  # our loop over the Hugging Face forward (the like-for-like peer of generate())
-    sampled_only: bool = False  # runs in sampled modes only
     # ours: the Hugging Face peer this loop is compared with (HF's ms/token over ours on the same prompts)
     hf_counterpart: str | None = None
     legend_rank: int | None = None  # place in the figures' method legends (None: no legend entry)

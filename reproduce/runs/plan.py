@@ -50,15 +50,13 @@ def _params(mode: ModeSpec, temperature: float | None = None) -> SamplingParams:
                           top_p=mode.top_p, top_k=mode.top_k)
 
 
-def main_methods(config: ExperimentConfig, mode: ModeSpec | None = None) -> tuple[Method, ...]:
+def main_methods(config: ExperimentConfig) -> tuple[Method, ...]:
     """The configured methods as catalogue.METHOD_KINDS plans them: the once-per-prompt kinds (ArS; ArS again on
-    its own seed stream, for a sampled `mode` only: a greedy repeat is ArS itself; our ArS on the HF forward; HF
-    generate), then per draft: per K SpS, and at the peer K values the Hugging Face peers (assisted generation, our
-    SpS on the HF forward) for drafts HF can run; draft-only for a model drafting alone. Without a mode, every
-    method a mode could run."""
+    its own seed stream, the A/A check; our ArS on the HF forward; HF generate), then per draft: per K SpS, and at
+    the peer K values the Hugging Face peers (assisted generation, our SpS on the HF forward) for drafts HF can
+    run; draft-only for a model drafting alone. The same in every mode."""
     def kinds(plan: str) -> list[str]:
-        return [name for name, kind in METHOD_KINDS.items() if kind.plan == plan and name in config.methods
-                and not (kind.sampled_only and mode is not None and mode.temperature == 0)]
+        return [name for name, kind in METHOD_KINDS.items() if kind.plan == plan and name in config.methods]
 
     methods = [Method(kind) for kind in kinds("prompt")]
     peered = set()  # HF runs a model as loaded: one model in two of our runtimes has one HF peer, the first's
@@ -83,6 +81,7 @@ def is_control(config: ExperimentConfig, method: Method) -> bool:
 def plan_units(config: ExperimentConfig) -> list[Unit]:
     """The whole experiment as a list of units, in a fixed order (the resume logic relies on keys, not order)."""
     units = []
+    main = main_methods(config)
     # a prompt's units are adjacent (its modes, samples and sweep values), so the runner prefills it once for all
     for task_name, task in config.tasks.items():
         examples = tasks.load_examples(task_name, range(*task.rows), source=config.data_source)
@@ -91,10 +90,9 @@ def plan_units(config: ExperimentConfig) -> list[Unit]:
             for index, example in enumerate(examples):
                 with_controls = controls is None or (index < controls.prompts
                                                      and (not controls.tasks or task_name in controls.tasks))
+                methods = main if with_controls else tuple(m for m in main if not is_control(config, m))
                 for mode_name in task.modes:
                     mode = config.modes[mode_name]
-                    main = main_methods(config, mode)
-                    methods = main if with_controls else tuple(m for m in main if not is_control(config, m))
                     for sample in range(mode.num_samples):
                         units.append(Unit("main", task_name, example, mode_name, _params(mode),
                                           task.max_new_tokens, task.max_prompt_tokens, seed, sample, methods,
