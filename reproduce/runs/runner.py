@@ -4,7 +4,8 @@ Methods are interleaved per prompt (their order rotates from unit to unit), so m
 within an hour here, hits every method alike. Each prompt is prefilled once per model (`PromptCaches`): the
 target's prefill is timed once and shared by every method and mode that decodes the prompt, a draft's is timed
 and charged to the SpS rows that use it, and the rows time the decode loop apart from both. Each finished
-(unit, method) is one JSONL row, written and fsynced at once: rerunning the same config skips finished rows, so an interrupted run resumes losing nothing.
+(unit, method) is one JSONL row, written and fsynced at once: rerunning the same config skips finished rows, so an
+interrupted run resumes losing nothing.
 
 Rows hold raw measurements only (trace summary, generated ids and text, target log-probs); every statistic is
 derived later by `reproduce.analysis` from these rows.
