@@ -1,7 +1,7 @@
 """Verdicts: what reproduced and what did not, from the analysis's statistics, in three levels.
 
-Speed, against the paper's Table 1 speedup P, from our speedup's 95% CI [lo, hi] (ratio of mean ms/token,
-end-to-end):
+Speed, against the paper's Table 1 speedup P, from our speedup's 95% CI [lo, hi] (ratio of mean ms/token; the
+report passes the decode loop's, the paper's mean sampling time per token):
   reproduced          hi >= P: the interval reaches the paper's value
   partly reproduced   lo > 1 and hi < P: faster than ArS, but short of the paper (the share of its gain says how far)
   not reproduced      lo <= 1: no speedup shown
