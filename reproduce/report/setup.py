@@ -46,7 +46,8 @@ ABSOLUTE_PATH = re.compile(r"(^|[\s(=])(/[^\s,;()\[\]`'\"]+)")
 
 def portable_path(path: str) -> str:
     """An absolute path as the report may print it: inside the repository relative to it, inside the installed
-    packages as site-packages/..., inside the cache as $REPRODUCE_CACHE/...; any other only by its name."""
+    packages as site-packages/..., inside the cache as $REPRODUCE_CACHE/...; any other by its last two
+    components (.../folder/file)."""
     if not path.startswith("/"):
         return path
     for root, name in ((str(REPO), None), (str(cache_dir()), "$REPRODUCE_CACHE")):
@@ -57,7 +58,7 @@ def portable_path(path: str) -> str:
                          ("/.cache/reproduce/", "$REPRODUCE_CACHE")):
         if marker in path:
             return f"{name}/{path.split(marker, 1)[1]}"
-    return f".../{Path(path).name}"
+    return ".../" + "/".join(Path(path).parts[-2:])
 
 
 def portable(text: str | None) -> str | None:
