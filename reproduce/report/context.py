@@ -56,7 +56,9 @@ class PaperSetup:
 
 @dataclass(frozen=True)
 class AACheck:
-    """ArS again on the same prompts with its own seeds, against ArS: the decode loop's ratio should be 1."""
+    """ArS again on the same prompts with its own seeds, against ArS: the decode loop's ratio should be 1.
+    `within` is judged here against AA_TOLERANCE; once the analysis writes the check itself, build_report reads
+    it into these fields instead."""
     setting: str
     speedup: Speedup | None  # decode loop
     end_to_end: Speedup | None

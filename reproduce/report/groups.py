@@ -56,7 +56,10 @@ class TheoryRow:
 
 @dataclass(frozen=True)
 class QualityTest:
-    """One SpS row's paired test against ArS on one metric: the TOST record's numbers, its margin and outcome."""
+    """One SpS row's paired test against ArS on one metric: the TOST record's numbers, its margin and outcome.
+    `outcome` is mapped from verdicts.py's levels (OUTCOMES); once the analysis writes the outcome, whether the
+    test can reach p < 0.05 at this n, or the n that 80% power needs, quality_tests reads each into a field
+    here and sections/quality.md.j2 shows it in one cell."""
     metric: QualityMetric
     ars: Stat | None
     sps: Stat | None
@@ -116,6 +119,7 @@ class MethodRow:
     draft_parameters: int | None
     position_cells: tuple[PositionCell | None, ...]
     quality_tests: tuple[QualityTest, ...]  # SpS rows: the task's metric, then log-perplexity
+    quality: Verdict | None  # SpS rows: the outcome the tests give together (verdicts.quality_verdict)
     time_full: Stat | None  # sweeps: the wall time of rows that generated the whole budget
     r: float | None  # tokens per loop / (K+1)
     loop_ms: float | None
@@ -216,8 +220,9 @@ def _sampled(vs_ars: dict) -> tuple[SampledTest | None, ...]:
 
 
 def method_row(entry: dict, theory: dict, config: dict, models: dict, positions: int = 0,
-               quality_tests: tuple[QualityTest, ...] = ()) -> MethodRow:
-    """An analysis entry as a MethodRow (a control's label says so, with its prompt count)."""
+               tested: tuple[tuple[QualityTest, ...], Verdict | None] = ((), None)) -> MethodRow:
+    """An analysis entry as a MethodRow (a control's label says so, with its prompt count); `tested`: an SpS
+    row's quality tests and their outcome (quality_tests)."""
     vs_ars = entry.get("vs_ars", {})
     control = is_control(entry, config)
     label = entry_label(entry)
@@ -243,7 +248,7 @@ def method_row(entry: dict, theory: dict, config: dict, models: dict, positions:
         seeds_independent=vs_ars.get("seeds_independent"), sampled_tests=_sampled(vs_ars),
         theory=theory.get((entry["block"], entry["task"], entry["mode"], entry["variant"], entry["sweep_value"])),
         draft_parameters=draft_parameters(entry["draft"], models, config), position_cells=cells,
-        quality_tests=quality_tests, time_full=Stat.read(entry.get("time_full")), r=entry.get("r"),
+        quality_tests=tested[0], quality=tested[1], time_full=Stat.read(entry.get("time_full")), r=entry.get("r"),
         loop_ms=entry.get("loop_ms"), loop_ms_ci=pooled.get("ci") and tuple(pooled["ci"]),
         ours_vs_hf=Speedup.read(entry.get("ours_vs_hf"), END_TO_END),
         ours_hf_forward_vs_hf=Speedup.read(entry.get("ours_hf_forward_vs_hf"), END_TO_END))
@@ -264,9 +269,10 @@ def _greedy_identical(entry: dict) -> bool:
     return entry["temperature"] == 0 and entry["quality"].get("exact_match_ars") == 1.0
 
 
-def quality_tests(ars: dict, entry: dict, metric: QualityMetric) -> tuple[tuple[QualityTest, ...], dict]:
-    """An SpS entry's tests against ArS (the task's metric, then log-perplexity) and verdicts.quality_verdict's
-    record for them (which decides the setting's quality when the entry is the fastest SpS)."""
+def quality_tests(ars: dict, entry: dict, metric: QualityMetric) -> tuple[tuple[QualityTest, ...], Verdict]:
+    """An SpS entry's tests against ArS (the task's metric, then log-perplexity) and the outcome they give
+    together (verdicts.quality_verdict: the log-perplexity decides where the metric cannot tell the methods
+    apart), which is the setting's when the entry is its fastest SpS."""
     margins = ars.get("margins", {})
     equivalence = entry.get("vs_ars", {}).get("equivalence", {})
     identical = _greedy_identical(entry)
@@ -287,7 +293,8 @@ def quality_tests(ars: dict, entry: dict, metric: QualityMetric) -> tuple[tuple[
             min_detectable=test.get("min_detectable_difference") if test else None,
             smallest_margin=test.get("smallest_equivalence_margin") if test else None,
             text=f"{m.name}: identical by construction" if identical else verdict["text"]))
-    return tuple(tests), verdicts.quality_verdict(verdict_records[0], verdict_records[1], identical)
+    record = verdicts.quality_verdict(verdict_records[0], verdict_records[1], identical)
+    return tuple(tests), Verdict(IDENTICAL if identical else OUTCOMES[record["level"]], record["text"])
 
 
 def _speed_verdict(best: MethodRow | None, paper: PaperRow | None) -> Verdict:
@@ -297,13 +304,6 @@ def _speed_verdict(best: MethodRow | None, paper: PaperRow | None) -> Verdict:
                                       paper.speedup if paper else None)
     share = Share.of(best.speedup, paper.speedup) if record["share"] else None
     return Verdict(record["level"], record["text"], record["counted"], share)
-
-
-def _quality_verdict(best: MethodRow | None, record: dict | None) -> Verdict:
-    if best is None or record is None:
-        return Verdict("inconclusive", "no SpS run")
-    identical = record["level"] == verdicts.VACUOUS and best.exact_match_ars == 1.0
-    return Verdict(IDENTICAL if identical else OUTCOMES[record["level"]], record["text"])
 
 
 def _order(entry: dict, draft_order: list[str]) -> tuple:
@@ -322,11 +322,8 @@ def setting(task: str, mode: str, entries: list[dict], config: dict, models: dic
                              "keep 'ars' in the config's methods")
     metric = TASKS[task].quality
     positions = max((len(e.get("acceptance_by_position") or []) for e in entries if e["method"] == "sps"), default=0)
-    rows, records = [], {}
-    for e in entries:
-        tests, record = quality_tests(ars, e, metric) if e["method"] == "sps" else ((), None)
-        rows.append(method_row(e, theory, config, models, positions if e["method"] == "sps" else 0, tests))
-        records[id(rows[-1])] = record
+    rows = [method_row(e, theory, config, models, positions, quality_tests(ars, e, metric)) if e["method"] == "sps"
+            else method_row(e, theory, config, models) for e in entries]
     sps = tuple(r for r in rows if r.method == "sps")
     full = [r for r in sps if not r.control and r.speedup]
     best = max(full, key=lambda r: r.speedup.ratio) if full else None
@@ -339,7 +336,7 @@ def setting(task: str, mode: str, entries: list[dict], config: dict, models: dic
         greedy=ars["temperature"] == 0, prompts=ars["n"], metric=metric, rows=tuple(rows), ars=ars_row, sps=sps,
         best=best, repeat=next((r for r in rows if r.method == "ars_repeat"), None), paper=paper_match,
         speed=_speed_verdict(best, paper_match),
-        quality=_quality_verdict(best, records[id(best)] if best else None),
+        quality=best.quality if best else Verdict("inconclusive", "no SpS run on every prompt"),
         ars_quality=Stat.read(ars["quality"].get(metric.quality_key)),
         best_quality=best.quality_tests[0].sps if best else None,
         margin_reasons=tuple(sorted({m["reason"] for m in ars.get("margins", {}).values() if m.get("reason")})),

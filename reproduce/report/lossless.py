@@ -72,6 +72,11 @@ class Losslessness:
     def lossless(self) -> bool:
         return not self.reasons
 
+    @property
+    def mismatched(self) -> tuple[SettingRow, ...]:
+        """The greedy SpS rows that did not emit ArS's tokens on every prompt."""
+        return tuple(g for g in self.greedy if g.row.exact_match_ars < 1)
+
 
 def runs_runtime(test: str, runtime: str) -> bool:
     """Whether a test (its id after '::') runs `runtime`: the runtime's name among its parameters, e.g.
@@ -159,7 +164,7 @@ def losslessness(settings: tuple[Setting, ...], results: list[dict] | None, prov
         if skipped:
             reasons.append(Reason("covering_skipped", f"{len(skipped)} of the {len(covering)} tests that run the "
                                                       f"target's runtime {runtime} were skipped"))
-    mismatched = [g for g in greedy if g.row.exact_match_ars < 1]
+    mismatched = [g for g in greedy if g.row.exact_match_ars < 1]  # (the record's `mismatched`)
     if mismatched:
         reasons.append(Reason("greedy_mismatch", f"greedy SpS emitted other tokens than greedy ArS in "
                                                  f"{len(mismatched)} of the {len(greedy)} greedy SpS rows"))

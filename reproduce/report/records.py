@@ -21,7 +21,10 @@ def _pair(values) -> tuple[float, float] | None:
 @dataclass(frozen=True)
 class Speedup:
     """ArS's ms per token over a method's on the same prompts (ratio of means) with its 95% CI (None from fewer
-    than 2 prompts). `basis`: what was timed, "decode loop" (after the prefill) or "end to end"."""
+    than 2 prompts). `basis`: what was timed, "decode loop" (after the prefill) or "end to end".
+
+    The interval is the analysis's as written (`ratio_of_means_ci`): should the analysis give another interval
+    (e.g. a t-interval on per-prompt log ratios) under another key, `read` is the one place that changes."""
     ratio: float
     ci: tuple[float, float] | None
     n: int
