@@ -4,10 +4,11 @@
     python -m benchmarks.pair --out results/default # prints the targets; writes pair.md / pair.json beside the rows
 
 Every number comes from the run's rows through the analysis (reproduce.analysis.summary) and the drafts benchmark's
-tables (benchmarks/drafts.py: per-point speedup with its paired-bootstrap CI, the Leviathan prediction, the peers).
-Speedup = mean ArS ms/token / mean SpS ms/token over the same prompts, end to end (prefill included); efficiency =
-decode-loop speedup / predicted speedup. A target is judged at its best draft (named), which is a best-of choice:
-read its CI, not only its point.
+tables (benchmarks/drafts.py: per-point speedup with its CI, the Leviathan prediction, the peers). Speedup = ArS
+decode-loop ms/token / SpS decode-loop ms/token, the geometric mean over prompts with a t-interval on the per-prompt
+log ratios (prefills apart); efficiency = that speedup / predicted speedup. A target is judged at its best draft
+(named), which is a best-of choice: read its CI, not only its point. Then the measurement's own checks (issue 22):
+prompts per Table 1 setting, the ArS-vs-ArS (A/A) check on the decode loop, and ArS's HumanEval pass@1.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ MOONSHOT = 2.5  # HumanEval greedy
 MIN_EFFICIENCY = 0.9  # model drafts: decode-loop speedup / Leviathan prediction
 MIN_SPS_OVER_HF_ASSISTED = 1.3  # HF assisted ms/token / our SpS ms/token, same pair
 MAX_ARS_OVER_GENERATE = 1.0  # our ArS ms/token / bf16 generate() ms/token
+MIN_PROMPTS = 20  # per Table 1 setting
+AA_TOLERANCE = 0.05  # ArS over ArS again, decode loop: within 5% of 1
+MIN_ARS_PASS_AT_1 = 0.30  # HumanEval: a quality comparison that can say something
 
 
 def _check(target: str, met: bool | None, measured: str) -> dict:
@@ -115,6 +119,28 @@ def greedy_identity_check(entries: list[dict]) -> dict:
                                    + (f"; differing: {', '.join(e['variant'] for e in bad)}" if bad else ""))
 
 
+def measurement_checks(summary: dict, entries: list[dict]) -> list[dict]:
+    """Issue 22's targets: enough prompts per setting, timing that an A/A check cannot tell from 1, informative pass@1."""
+    ars = [e for e in entries if e["method"] == "ars"]
+    fewest = min(ars, key=lambda e: e["n"], default=None)
+    checks = [_check(f">= {MIN_PROMPTS} prompts in every Table 1 setting", None if fewest is None else
+                     fewest["n"] >= MIN_PROMPTS, "no ArS rows" if fewest is None else
+                     ", ".join(f"{e['task']} {e['mode']} {e['n']}" for e in ars))]
+    aa = [a for a in summary.get("aa_checks", []) if a["block"] == "main"]
+    drifted = [a for a in aa if abs(a["ratio"]["point"] - 1) > AA_TOLERANCE]
+    checks.append(_check(f"ArS vs ArS again on the decode loop within {AA_TOLERANCE:.0%} of 1 in every setting",
+                         None if not aa else not drifted,
+                         "no ars_repeat rows" if not aa else "; ".join(
+                             f"{a['task']} {a['mode']} {a['ratio']['point']:.3f} [{a['ratio']['ci'][0]:.3f}, "
+                             f"{a['ratio']['ci'][1]:.3f}]" for a in aa)))
+    passes = [e for e in ars if e["task"] == "humaneval" and "pass" in e["quality"]]
+    checks.append(_check(f"ArS HumanEval pass@1 >= {MIN_ARS_PASS_AT_1:.0%}", None if not passes else
+                         all(e["quality"]["pass"]["mean"] >= MIN_ARS_PASS_AT_1 for e in passes),
+                         "; ".join(f"{e['mode']} {e['quality']['pass']['mean']:.1%} of {e['quality']['pass']['n']}"
+                                   for e in passes) or "no HumanEval ArS rows"))
+    return checks
+
+
 def pass_at_1(entries: list[dict]) -> list[dict]:
     """HumanEval pass@1 of ArS and each SpS, with its 95% bootstrap CI over problems (reported, not a target)."""
     rows = []
@@ -133,7 +159,7 @@ def pair_tables(out_dir: Path) -> dict:
     entries = [e for e in summary["methods"] if e["block"] == "main"]
     native = any(session.get("cpu_native_bf16") for session in summary["manifest"]["sessions"])
     checks = (speedup_checks(tables["points"], "native bf16" if native else "AVX2 only") + [efficiency_check(tables["points"], config)]
-              + peer_checks(tables["peers"]) + [greedy_identity_check(entries)])
+              + peer_checks(tables["peers"]) + [greedy_identity_check(entries)] + measurement_checks(summary, entries))
     return {**tables, "pair_checks": checks, "pass_at_1": pass_at_1(entries)}
 
 
@@ -149,13 +175,13 @@ def render(tables: dict, command: str) -> str:
                                f"[{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]", str(r["n"])] for r in tables["pass_at_1"]]),
              "", "## Every SpS point", "",
              _markdown_table(["task", "T", "draft", "K", "n", "c", "alpha", "tokens/call", "ms/token", "ArS ms/token",
-                              "speedup [95% CI]", "decode speedup", "predicted", "efficiency"],
+                              "speedup, decode loop [95% CI]", "end to end", "predicted", "efficiency"],
                              [[p["task"], f"{p['temperature']:g}", p["draft"], str(p["k"]), str(p["n"]),
                                _f(p["c"], 3), _f(p["alpha"], 3), _f(p["tokens_per_call"]), _f(p["ms_per_token"], 1),
                                _f(p["ars_ms_per_token"], 1),
                                f"{_f(p['speedup'])}x [{_f(p['speedup_ci'][0])}, {_f(p['speedup_ci'][1])}]"
                                if p["speedup"] else "n/a",
-                               _f(p["decode_speedup"]), _f(p["predicted_speedup"]), _f(p["efficiency"])]
+                               _f(p["speedup_e2e"]), _f(p["predicted_speedup"]), _f(p["efficiency"])]
                               for p in tables["points"]])]
     return "\n".join(lines) + "\n"
 

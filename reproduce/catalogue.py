@@ -115,7 +115,6 @@ class MethodKind:
     uses_k: bool = False  # rows carry K
     hf_peer: bool = False  # Hugging Face's own generate(), a peer of ours
     hf_forward: bool = False  # our loop over the Hugging Face forward (the like-for-like peer of generate())
-    sampled_only: bool = False  # runs in sampled modes only
     # ours: the Hugging Face peer this loop is compared with (HF's ms/token over ours on the same prompts)
     hf_counterpart: str | None = None
     legend_rank: int | None = None  # place in the figures' method legends (None: no legend entry)
@@ -129,10 +128,9 @@ class MethodKind:
 # In the order a unit plans them (runs.plan); `order` sorts tables.
 METHOD_KINDS = {m.name: m for m in (
     MethodKind("ars", "ArS", "ArS (ours)", 0, None, "prompt", hf_counterpart="hf_generate"),
-    # ArS again on the same prompts with its own seed stream: the ArS-vs-ArS spread that sets the quality
-    # equivalence margins (sampled modes only: a greedy repeat is ArS itself)
-    MethodKind("ars_repeat", "ArS (repeat)", "ArS again (own seed)", 1, "--", "prompt", sampled_only=True,
-               legend_rank=0),
+    # ArS again on the same prompts with its own seed stream: the A/A check of timing drift (every mode) and the
+    # ArS-vs-ArS spread of quality (sampled modes; a greedy repeat emits ArS's tokens)
+    MethodKind("ars_repeat", "ArS (repeat)", "ArS again (own seed)", 1, "--", "prompt", legend_rank=0),
     MethodKind("ars_hf", "ArS (HF forward)", "ArS (ours, HF forward)", 2, "\\\\", "prompt", hf_forward=True,
                hf_counterpart="hf_generate", legend_rank=5),
     MethodKind("hf_generate", "HF generate", "HF generate", 3, "...", "prompt", hf_peer=True, legend_rank=4),
@@ -145,7 +143,7 @@ METHOD_KINDS = {m.name: m for m in (
     MethodKind("draft_only", "draft-only", "draft only", 7, "xx", "model_draft", uses_draft=True, legend_rank=3),
 )}
 # ars_hf / sps_hf run only when a config lists them: they are the slow like-for-like engine comparisons;
-# ars_repeat too (it costs one more ArS decode per sampled prompt)
+# ars_repeat too (it costs one more ArS decode per prompt)
 DEFAULT_METHODS = ("ars", "sps", "draft_only", "hf_generate", "hf_assisted")
 # what a sweep runs at every value: the baseline and speculative sampling
 SWEEP_METHODS = ("ars", "sps")

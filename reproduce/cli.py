@@ -249,7 +249,9 @@ def generate(args) -> int:
     text = None
     if target.tokenizer is not None:
         text = target.tokenizer.decode(sps.tokens, skip_special_tokens=True)
-    speedup = ars.ms_per_token / sps.ms_per_token
+    # the decode loop's ms/token (the paper's "mean sampling time per token"); end to end adds each method's prefills
+    speedup = ars.decode_ms_per_token / sps.decode_ms_per_token
+    speedup_e2e = ars.ms_per_token / sps.ms_per_token
     if args.json:
         record = {
             "prompt": args.prompt,
@@ -262,9 +264,12 @@ def generate(args) -> int:
             "acceptance_rate": _finite_or_none(sps.acceptance_rate),
             "alpha": _finite_or_none(sps.alpha),
             "tokens_per_target_call": sps.tokens_per_target_call,
-            "sps_ms_per_token": sps.ms_per_token,
-            "ars_ms_per_token": ars.ms_per_token,
+            "sps_ms_per_token": sps.decode_ms_per_token,
+            "ars_ms_per_token": ars.decode_ms_per_token,
             "speedup": speedup,
+            "sps_prefill_ms": sps.prefill_ms + sps.draft_prefill_ms,
+            "ars_prefill_ms": ars.prefill_ms,
+            "speedup_end_to_end": speedup_e2e,
             "settings": {
                 "target": args.target, "draft": args.draft, "k": args.k, "temperature": args.temperature,
                 "top_p": args.top_p, "top_k": args.top_k, "seed": args.seed, "max_new_tokens": args.max_new_tokens,
@@ -279,11 +284,12 @@ def generate(args) -> int:
     shaping = "greedy" if params.greedy else f"temperature {args.temperature}, top-p {args.top_p}, top-k {args.top_k}"
     print(f"target {args.target} ({runtime}), draft {args.draft}, K={args.k}, {shaping}, seed {args.seed}")
     print(f"SpS: {len(sps.tokens)} tokens in {sps.target_calls} target calls "
-          f"({sps.tokens_per_target_call:.2f} tokens per call), {sps.ms_per_token:.1f} ms/token")
+          f"({sps.tokens_per_target_call:.2f} tokens per call), {sps.decode_ms_per_token:.1f} ms/token")
     print(f"     acceptance {sps.acceptance_rate:.3f} ({sps.accepted}/{sps.proposed} drafted tokens), "
           f"expected acceptance alpha {sps.alpha:.3f}")
-    print(f"ArS: {len(ars.tokens)} tokens in {ars.target_calls} target calls, {ars.ms_per_token:.1f} ms/token")
-    print(f"speedup: {speedup:.2f}x (ArS ms/token / SpS ms/token)")
+    print(f"ArS: {len(ars.tokens)} tokens in {ars.target_calls} target calls, {ars.decode_ms_per_token:.1f} ms/token")
+    print(f"speedup: {speedup:.2f}x (ArS ms/token / SpS ms/token, decode loop); end to end with prefills "
+          f"{speedup_e2e:.2f}x (prefill: ArS {ars.prefill_ms:.0f} ms, SpS {sps.prefill_ms + sps.draft_prefill_ms:.0f} ms)")
     if params.greedy:
         # At temperature 0 the rule is exact and deterministic: SpS must emit ArS's tokens.
         print(f"SpS tokens identical to ArS: {'yes' if sps.tokens == ars.tokens else 'NO'}")

@@ -317,6 +317,18 @@ def truncate_completion(text: str, stop_sequences: Sequence[str] = HUMANEVAL_STO
     return text[:cut]
 
 
+def quality_length(task: str, token_ids: list[int], decode, eos_token_id: int | None,
+                   prompt_format: str = "raw") -> int:
+    """How many generated tokens quality is scored on: of the tokens up to the first EOS (ArS stops there; a
+    timing row that ignores EOS decodes on), the fewest whose text already gives the scored text
+    (postprocess_output): tokens past a HumanEval stop sequence or XSum's first line are not part of the answer,
+    so they enter neither its score nor its perplexity. `decode` maps token ids to text."""
+    end = token_ids.index(eos_token_id) + 1 if eos_token_id in token_ids else len(token_ids)
+    scored = postprocess_output(task, decode(token_ids[:end]), prompt_format)
+    return next((m for m in range(1, end) if postprocess_output(task, decode(token_ids[:m]), prompt_format) == scored),
+                end)
+
+
 def postprocess_output(task: str, text: str, prompt_format: str = "raw") -> str:
     """The text a metric scores: for HumanEval the completion up to a stop sequence (raw format), or the code
     block the chat format's answer opened (up to its closing fence; run after the problem's prompt, whose

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from reproduce.analysis.frame import load_frame
@@ -54,13 +55,17 @@ def _entry(summary, variant):
     return next(m for m in summary["methods"] if m["variant"] == variant)
 
 
-def test_speedup_is_the_geometric_mean_of_paired_ratios(results):
+def test_speedup_is_the_geometric_mean_of_paired_ratios_with_a_t_interval(results):
+    """Assumes (as the analysis states) independent prompts and roughly normal log ratios."""
     summary = analyse(results, write=False)
     speedup = _entry(summary, "SpS[ngram,K=2]")["vs_ars"]["speedup"]
+    assert speedup["measure"] == "decode_ms_per_token"  # no prefill here: decode ms/token = ms_per_token
     assert speedup["point"] == pytest.approx(24 ** 0.25)  # (2 * 3 * 2 * 2) ** (1/4)
     assert speedup["ratio_of_means"] == pytest.approx(sum(ARS_MS) / sum(SPS_MS))
-    low, high = speedup["ci"]
-    assert 2.0 <= low <= speedup["point"] <= high <= 3.0
+    # log ratios ln 2, ln 3, ln 2, ln 2: mean ln(24)/4, sd = (ln 3 - ln 2) / 2 (one of four apart), t(0.975, 3) = 3.182446
+    half = 3.182446 * (math.log(3) - math.log(2)) / 2 / math.sqrt(4)
+    assert speedup["ci"] == (pytest.approx(24 ** 0.25 * math.exp(-half)), pytest.approx(24 ** 0.25 * math.exp(half)))
+    assert speedup["df"] == 3 and speedup["n"] == 4
 
 
 def test_latency_acceptance_and_cost(results):
@@ -167,3 +172,127 @@ def test_pass_at_k_over_several_samples_per_problem_uses_the_estimator_per_probl
     assert quality["pass_at_k"]["k"] == 3 and quality["pass_at_k"]["mean"] == pytest.approx(np.mean(per_problem))
     assert quality["pass_at_3"] == pytest.approx(np.mean(per_problem))
     assert quality["pass_at_1"] == pytest.approx(6 / 12) and quality["pass"]["mean"] == pytest.approx(6 / 12)
+
+
+# --- the decode-loop timing schema, the A/A check, margins from the config --------------------------------------
+
+DECODE_NOISE = [1.00, 1.02, 0.98, 1.01, 0.99, 1.00]  # per prompt, so no ratio is constant
+
+
+def _timed_row(example: int, method: str, decode_per_token: float, **extra) -> dict:
+    """A row of the new schema: a shared 400 ms target prefill, the draft's own 40 ms prefill for SpS, 4 tokens."""
+    draft_prefill = 40.0 if method == "sps" else 0.0
+    row = _row(example, method, 0.0, "same", [[0, 0, 0.0, 60.0, None]] * 4, **extra)
+    decode = decode_per_token * 4
+    wall = 400.0 + draft_prefill + decode
+    row.update(prefill_ms=400.0, draft_prefill_ms=draft_prefill, decode_ms=decode, decode_ms_per_token=decode / 4,
+               wall_ms=wall, ms_per_token=wall / 4, quality_tokens=3)
+    return row
+
+
+@pytest.fixture
+def timed_results(tmp_path):
+    """Six greedy prompts: SpS's decode loop exactly 2x ArS's (times the per-prompt noise), ars_repeat within 1%
+    of ArS, every method emitting ArS's tokens."""
+    rows = []
+    for i, noise in enumerate(DECODE_NOISE):
+        rows.append(_timed_row(i, "ars", 100.0))
+        rows.append(_timed_row(i, "ars_repeat", 100.0 * (1 + (noise - 1) / 2)))
+        rows.append(_timed_row(i, "sps", 50.0 * noise, draft="ngram", k=2))
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = {"price_per_hour_usd": 0.36, "quality_margins": {"rouge2": {"margin": 0.02, "reason": "r"},
+                                                              "log_perplexity": {"margin": 0.05, "reason": "p"}}}
+    (tmp_path / "manifest.json").write_text(json.dumps({"config": config, "sessions": []}))
+    return tmp_path
+
+
+def test_primary_speedup_is_the_decode_loop_and_end_to_end_sits_beside_it(timed_results):
+    summary = analyse(timed_results, write=False)
+    assert summary["decode_timing"] == "measured"
+    vs_ars = _entry(summary, "SpS[ngram,K=2]")["vs_ars"]
+    decode_ratios = [100.0 / (50.0 * x) for x in DECODE_NOISE]
+    assert vs_ars["speedup"]["point"] == pytest.approx(float(np.exp(np.mean(np.log(decode_ratios)))))
+    assert vs_ars["speedup"]["measure"] == "decode_ms_per_token"
+    # end to end: (400 + 400) / (400 + 40 + 200 x noise) per prompt, both prefills charged
+    e2e = [(400.0 + 400.0) / (440.0 + 200.0 * x) for x in DECODE_NOISE]
+    assert vs_ars["speedup_e2e"]["point"] == pytest.approx(float(np.exp(np.mean(np.log(e2e)))))
+    assert vs_ars["speedup"]["ci"][0] > vs_ars["speedup_e2e"]["ci"][1]  # the prefills dilute it
+    assert vs_ars["ttest"]["usable"] and vs_ars["ttest"]["p_value"] < 1e-6
+    assert vs_ars["wilcoxon"]["usable"] and vs_ars["wilcoxon"]["min_p"] == pytest.approx(2 / 64)
+    assert summary["speedup_method"]["assumption"].startswith("prompts are independent")
+
+
+def test_aa_check_per_setting_and_the_repeat_tested_at_the_same_margin(timed_results):
+    summary = analyse(timed_results, write=False)
+    (check,) = summary["aa_checks"]
+    assert (check["task"], check["mode"], check["n"]) == ("xsum", "greedy", 6)
+    assert check["within_tolerance"] and abs(check["drift"]) < 0.01 and summary["aa_tolerance"] == 0.05
+    # greedy: the repeat emitted ArS's tokens, so its quality difference is exactly 0 and no test ran
+    assert check["quality"]["rouge2"]["outcome"] == "equivalent"
+    assert "exactly 0" in check["quality"]["rouge2"]["note"]
+
+
+def test_aa_check_flags_a_drifted_machine(tmp_path, timed_results):
+    rows = [json.loads(line) for line in (timed_results / "rows.jsonl").read_text().splitlines()]
+    for row in rows:
+        if row["method"] == "ars_repeat":  # the repeat ran 10% slower
+            row["decode_ms_per_token"] *= 1.10
+            row["decode_ms"] *= 1.10
+    (timed_results / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (check,) = analyse(timed_results, write=False)["aa_checks"]
+    assert not check["within_tolerance"] and check["drift"] == pytest.approx(1 / 1.1 - 1, abs=0.01)
+
+
+def test_margins_come_from_the_config_with_the_n_that_80_percent_power_needs(timed_results):
+    summary = analyse(timed_results, write=False)
+    assert summary["margins"]["rouge2"] == {"margin": 0.02, "reason": "r"} and summary["margins_source"] == "config"
+    assert summary["equivalence"]["outcomes"] == ["equivalent", "not equivalent", "inconclusive"]
+    ars_margins = _entry(summary, "ArS")["margins"]["rouge2"]
+    assert ars_margins["margin"] == 0.02 and ars_margins["reason"] == "r"
+    assert ars_margins["n_for_80_power"] is None  # every paired difference is 0: nothing to size n from
+    test = _entry(summary, "SpS[ngram,K=2]")["vs_ars"]["equivalence"]["rouge2"]
+    assert test["exactly_equal"] and test["margin_source"] == "config"
+    assert "fail" not in json.dumps([summary["aa_checks"], [m.get("vs_ars") for m in summary["methods"]]],
+                                    default=str).lower()
+
+
+def test_rows_csv_documents_the_decode_timing(timed_results):
+    import pandas as pd
+
+    analyse(timed_results)
+    table = pd.read_csv(timed_results / "rows.csv")
+    for column in ("decode_ms", "draft_prefill_ms", "decode_ms_per_token", "quality_tokens", "prefill_ms"):
+        assert column in table.columns
+    sps = table[table["method"] == "sps"].iloc[0]
+    assert sps["wall_ms"] == pytest.approx(sps["prefill_ms"] + sps["draft_prefill_ms"] + sps["decode_ms"])
+
+
+def test_old_rows_derive_the_decode_loop_from_wall_minus_prefill(results):
+    """The hand-made rows above predate decode_ms: decode = wall - prefill (0 here), draft prefill 0."""
+    summary = analyse(results, write=False)
+    assert summary["decode_timing"].startswith("derived")
+    frame = load_frame(results)
+    assert (frame["decode_ms"] == frame["wall_ms"] - frame["prefill_ms"]).all()
+    assert (frame["draft_prefill_ms"] == 0).all() and (frame["quality_tokens"] == frame["num_tokens"]).all()
+    # an old manifest has no quality_margins: base.yaml's, and the summary says so
+    assert summary["margins"]["rouge2"]["margin"] == 0.02 and "predates" in summary["margins_source"]
+
+
+@pytest.mark.parametrize("fixture", ["tests/fixtures/report",
+                                     "reports/raw/default"])
+def test_committed_old_runs_still_analyse(tmp_path, fixture):
+    """Rows written before the decode-loop schema: analyse runs, and every reported test says if it is usable."""
+    import shutil
+    from pathlib import Path
+
+    source = Path(__file__).resolve().parents[1] / fixture
+    for name in ("rows.jsonl", "manifest.json"):
+        shutil.copy(source / name, tmp_path / name)
+    summary = analyse(tmp_path)
+    assert (tmp_path / "summary.json").exists() and (tmp_path / "rows.csv").exists()
+    for entry in summary["methods"]:
+        for name, test in (entry.get("vs_ars") or {}).items():
+            if name in ("ttest", "wilcoxon", "first_token_test", "sequence_logprob_test", "length_test"):
+                assert isinstance(test["usable"], bool) and (test["usable"] or test["reason"])
+        for test in (entry.get("vs_ars") or {}).get("equivalence", {}).values():
+            assert test["outcome"] in ("equivalent", "not equivalent", "inconclusive")

@@ -75,14 +75,15 @@ def test_speedup_rejects_unpaired_or_non_positive_latencies():
 
 
 def test_wilcoxon_exact_p_value_by_hand():
-    # log-ratios 1, 2, 3, 4, -0.5: |.| ranks 2, 3, 4, 5, 1, so W+ = 14. Of the 2^5 equally likely sign
-    # patterns under H0, W+ >= 14 only for {all +} (15) and {all + but rank 1} (14): p = 2/32.
+    # log-ratios 1, 2, 3, 4, -0.5: |.| ranks 2, 3, 4, 5, 1, so W+ = 14 and W- = 1. Of the 2^5 equally likely sign
+    # patterns under H0, W+ >= 14 only for {all +} (15) and {all + but rank 1} (14): two-sided p = 2 x 2/32.
     ars = np.exp([1.0, 2.0, 3.0, 4.0, -0.5])
     result = wilcoxon_speedup(ars, np.ones(5))
-    assert result["statistic"] == 14.0
-    assert result["p_value"] == pytest.approx(2 / 32)
-    assert wilcoxon_speedup(np.exp([1.0, 2.0, 3.0, 4.0, 0.5]), np.ones(5))["p_value"] == pytest.approx(1 / 32)
-    assert wilcoxon_speedup(np.ones(5), np.exp([1.0, 2.0, 3.0, 4.0, 0.5]))["p_value"] == pytest.approx(1.0)
+    assert result["statistic"] == 1.0
+    assert result["p_value"] == pytest.approx(4 / 32)
+    # all five faster: the most extreme pattern, p = 2/32 = 0.0625, which is the test's floor at n = 5
+    assert wilcoxon_speedup(np.exp([1.0, 2.0, 3.0, 4.0, 0.5]), np.ones(5))["p_value"] == pytest.approx(2 / 32)
+    assert wilcoxon_speedup(np.ones(5), np.exp([1.0, 2.0, 3.0, 4.0, 0.5]))["p_value"] == pytest.approx(2 / 32)
 
 
 # --- equivalence ---------------------------------------------------------------------------------------------
@@ -260,3 +261,106 @@ def test_mean_ci_drops_nan_and_covers_the_mean():
     assert 1.0 <= result["ci"][0] < 2.0 < result["ci"][1] <= 3.0
     assert mean_ci([0.5, 0.5], np.random.default_rng(0))["ci"] == (0.5, 0.5)
     assert mean_ci([float("nan")], np.random.default_rng(0)) == {"mean": None, "ci": None, "n": 0}
+
+
+# --- small-n speed ratios (ratios.py) and attainable p-values (attainable.py) ---------------------------------
+# Assumption of the t interval and t-test: prompts independent, per-prompt log ratios roughly normal. The
+# simulations below draw exactly that (lognormal ms/token), so ~95% coverage is what the method promises.
+
+
+def test_log_ratio_t_interval_covers_the_true_ratio_95_percent_of_the_time_at_n_5():
+    from reproduce.analysis.ratios import log_ratio_interval
+
+    rng = np.random.default_rng(2023)
+    covered = []
+    for _ in range(2000):
+        ars, sps = _latencies(1.3, n=5, seed=int(rng.integers(1 << 31)))
+        low, high = log_ratio_interval(ars, sps)["ci"]
+        covered.append(low < 1.3 < high)
+    assert np.mean(covered) == pytest.approx(0.95, abs=0.015)  # binomial(2000, 0.95): sd 0.005
+
+
+def test_log_ratio_t_interval_is_wider_than_the_percentile_bootstrap_at_n_4():
+    """The issue's complaint: a percentile bootstrap over 4 prompts (35 distinct resamples) is too narrow."""
+    from reproduce.analysis.ratios import log_ratio_interval
+
+    ars, sps = _latencies(1.2, n=4, seed=3)
+    t_low, t_high = log_ratio_interval(ars, sps)["ci"]
+    b_low, b_high = speedup_ci(ars, sps, np.random.default_rng(0), n_boot=2000)["ci"]
+    assert t_low < b_low and b_high < t_high
+
+
+def test_log_ratio_t_interval_excludes_one_for_a_real_speedup_and_not_without_one():  # negative control
+    from reproduce.analysis.ratios import log_ratio_interval
+
+    ars, sps = _latencies(1.5, n=20, seed=0)
+    shifted = log_ratio_interval(ars, sps, bca_rng=np.random.default_rng(1))
+    assert 1.0 < shifted["ci"][0] < 1.5 < shifted["ci"][1]
+    assert shifted["bca_ci"][0] > 1.0  # the optional BCa check agrees
+    ars, sps = _latencies(1.0, n=20, seed=0)
+    low, high = log_ratio_interval(ars, sps)["ci"]
+    assert low < 1.0 < high
+
+
+def test_log_ratio_ttest_by_hand_and_its_level():
+    from reproduce.analysis.ratios import log_ratio_ttest
+
+    # log ratios 0.1, 0.2, 0.3: mean 0.2, sd 0.1, t = 0.2 / (0.1 / sqrt 3) = 2 sqrt 3, df 2:
+    # two-sided p = 1 - t / sqrt(t^2 + 2) = 1 - sqrt(12 / 14)
+    result = log_ratio_ttest(np.exp([0.1, 0.2, 0.3]), np.ones(3))
+    assert result["statistic"] == pytest.approx(2 * math.sqrt(3))
+    assert result["p_value"] == pytest.approx(1 - math.sqrt(12 / 14))
+    assert result["usable"] and result["min_p"] == 0.0 and result["df"] == 2
+    constant = log_ratio_ttest([2.0, 4.0], [1.0, 2.0])  # every ratio 2: t undefined, no p, not evidence
+    assert constant["p_value"] is None and not constant["usable"] and "same ratio" in constant["reason"]
+    # under H0 (true ratio 1) it rejects ~5% of 1000 simulated runs of 8 prompts; a 1.5x speedup it finds
+    rng = np.random.default_rng(8)
+    rejections = [log_ratio_ttest(*_latencies(1.0, 8, int(rng.integers(1 << 31))))["p_value"] < 0.05 for _ in range(1000)]
+    assert 0.03 < np.mean(rejections) < 0.07
+    assert log_ratio_ttest(*_latencies(1.5, 8, 1))["p_value"] < 0.01
+
+
+def test_wilcoxon_at_n_5_cannot_reach_significance_and_is_marked_unusable():
+    # the most extreme result five prompts can give (all faster) has p = 2/2^5 = 0.0625 > 0.05
+    five = wilcoxon_speedup(np.exp([1.0, 2.0, 3.0, 4.0, 5.0]), np.ones(5))
+    assert five["p_value"] == pytest.approx(0.0625) == five["min_p"]
+    assert five["usable"] is False and "0.0625" in five["reason"]
+    six = wilcoxon_speedup(np.exp([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]), np.ones(6))  # 2/64 = 0.03125: it can
+    assert six["usable"] is True and six["min_p"] == pytest.approx(2 / 64) and six["reason"] is None
+    assert six["p_value"] < 0.05
+    # the sampled outputs' signed-rank test counts only the nonzero differences: 6 pairs, 2 tied, 4 left
+    tied = paired_symmetry_test([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [0.0, 0.0, 0.0, 0.0, 5.0, 6.0])
+    assert tied["nonzero"] == 4 and tied["min_p"] == pytest.approx(2 / 16) and not tied["usable"]
+
+
+def test_chi_square_usability_follows_what_the_pooled_table_can_show():
+    one_column = two_sample_distribution_test(list("abcde"), list("fghij"))  # all pooled: p is always 1
+    assert one_column["dof"] == 0 and one_column["usable"] is False and one_column["min_p"] == 1.0
+    big = two_sample_distribution_test(["x"] * 30 + ["y"] * 10, ["x"] * 10 + ["y"] * 30)
+    assert big["usable"] is True and big["min_p"] < 1e-10 and big["p_value"] < 0.05
+
+
+def test_attainable_p_bounds():
+    from reproduce.analysis import attainable
+
+    assert attainable.wilcoxon_min_p(5) == pytest.approx(0.0625)
+    assert attainable.wilcoxon_min_p(5, "greater") == pytest.approx(1 / 32)
+    assert attainable.wilcoxon_min_p(0) == 1.0
+    assert attainable.t_test_min_p(2) == 0.0 and attainable.t_test_min_p(1) == 1.0
+    # a 2 x 2 table of 6 values: chi-square at most 6 with 1 df, p >= 0.0143
+    assert attainable.chi_square_min_p(6, 1) == pytest.approx(0.014306, rel=1e-3)
+    assert attainable.usability(0.0625, "x")["usable"] is False
+    assert attainable.usability(0.01, "x") == {"min_p": 0.01, "usable": True, "reason": None}
+
+
+def test_aa_check_flags_a_ten_percent_drift_and_passes_a_steady_machine():
+    from reproduce.analysis.ratios import aa_check
+
+    rng = np.random.default_rng(4)
+    ars = rng.lognormal(3.0, 0.3, size=20)  # ms/token per prompt
+    steady = ars * rng.lognormal(0.0, 0.02, size=20)
+    held = aa_check(ars, steady)
+    assert held["within_tolerance"] and abs(held["drift"]) < 0.02 and held["ratio"]["ci"][0] < 1 < held["ratio"]["ci"][1]
+    drifted = aa_check(ars, steady * 1.10)  # the repeat ran 10% slower: ArS / repeat = 1 / 1.1
+    assert not drifted["within_tolerance"] and drifted["drift"] == pytest.approx(1 / 1.1 - 1, abs=0.01)
+    assert not drifted["ci_within_tolerance"]

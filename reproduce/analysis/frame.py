@@ -37,6 +37,31 @@ def load_frame(out_dir: Path) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     frame["variant"] = [method_label(m, d, k) for m, d, k in zip(frame["method"], frame["draft"], frame["k"])]
     frame["sweep_value"] = frame["sweep_value"].astype(object).where(frame["sweep_value"].notna(), None)
+    return add_timing_columns(frame)
+
+
+def add_timing_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """The decode-loop timing of every row, for rows written before the runner recorded it too.
+
+    New rows carry decode_ms (the decode loop alone), prefill_ms (the target's prefill of the prompt, run once and
+    shared by the unit's methods), draft_prefill_ms (the draft's own prefill, charged to SpS), wall_ms = the sum
+    of the three, decode_ms_per_token and quality_tokens (the tokens kept for quality, cut at EOS or a stop
+    sequence). Older rows lack the decode fields: there each row paid its own prefill inside wall_ms, so
+    decode_ms = wall_ms - prefill_ms, draft_prefill_ms = 0, and every generated token counts for quality."""
+    frame = frame.copy()
+    frame["decode_measured"] = frame["decode_ms"].notna() if "decode_ms" in frame.columns else False
+    if "draft_prefill_ms" not in frame.columns:
+        frame["draft_prefill_ms"] = 0.0
+    frame["draft_prefill_ms"] = frame["draft_prefill_ms"].fillna(0.0).astype(float)
+    derived = frame["wall_ms"] - frame["prefill_ms"] - frame["draft_prefill_ms"]
+    frame["decode_ms"] = frame["decode_ms"].fillna(derived) if "decode_ms" in frame.columns else derived
+    per_token = frame["decode_ms"] / frame["num_tokens"].clip(lower=1)
+    if "decode_ms_per_token" in frame.columns:
+        per_token = frame["decode_ms_per_token"].fillna(per_token)
+    frame["decode_ms_per_token"] = per_token.astype(float)
+    if "quality_tokens" not in frame.columns:
+        frame["quality_tokens"] = frame["num_tokens"]
+    frame["quality_tokens"] = frame["quality_tokens"].fillna(frame["num_tokens"]).astype(int)
     return frame
 
 

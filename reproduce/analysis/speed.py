@@ -8,7 +8,7 @@ from collections import defaultdict
 import numpy as np
 import pandas as pd
 
-from reproduce.analysis import stats, theory
+from reproduce.analysis import ratios, stats, theory
 from reproduce.analysis.frame import PROMPT, rng_for
 from reproduce.catalogue import COST_CURVE_METHODS, SWEEP_METHODS
 
@@ -43,8 +43,8 @@ def theory_table(table: list[dict], curve: dict[int, float]) -> list[dict]:
             continue
         alpha = min(max(alpha, 0.0), 1.0)
         predicted = theory.predicted_speedup(alpha, k, c, curve)
-        # the model describes the decode loop: compare with the speedup without the (shared) prefill
-        measured = entry["vs_ars"].get("decode_speedup", entry["vs_ars"]["speedup"])["ratio_of_means"]
+        # the model describes the decode loop: the primary speedup is the decode loop's (prefills excluded)
+        measured = entry["vs_ars"]["speedup"]["point"]
         best_k = None
         covered = [n - 1 for n in curve if n > 1 and all(m in curve for m in range(1, n + 1))]
         if covered:
@@ -53,50 +53,55 @@ def theory_table(table: list[dict], curve: dict[int, float]) -> list[dict]:
                     "draft": entry["draft"], "k": k, "sweep_value": entry["sweep_value"], "alpha": alpha,
                     "acceptance": entry["acceptance_pooled"], "c": c, "t_ratio": curve[k + 1] / curve[1],
                     "predicted_speedup": predicted, "measured_speedup": measured,
-                    "measured_speedup_end_to_end": entry["vs_ars"]["speedup"]["ratio_of_means"],
+                    "measured_speedup_end_to_end": entry["vs_ars"]["speedup_e2e"]["point"],
                     "efficiency": measured / predicted if predicted else None, "optimal_k_predicted": best_k})
     return out
 
 
 def k_sweep(frame: pd.DataFrame, block: str) -> dict:
     """Figure 1 from a sweep over K, measured: per K, the speedup of SpS over the ArS run beside it on the
-    prompts where both generated the whole budget (the ratio of their mean wall times for max_new_tokens
-    tokens, prefill included; rows that stopped at EOS are left out and counted, never extrapolated); the best
-    K (the highest such speedup) and, per other K, a paired test against it: the best K's speedup over that
-    K's on the prompts both have (stats.ratio_of_speedups_ci); an interval reaching 1 means the two cannot be
-    told apart on these prompts."""
+    prompts where both generated the whole budget of max_new_tokens (rows that stopped at EOS are left out and
+    counted, never extrapolated), on decode-loop ms/token like Table 1's (ratios.log_ratio_interval: t on
+    per-prompt log ratios); the best K (the highest speedup) and, per other K, a paired comparison with it: the
+    best K's per-prompt speedup over that K's, t interval on the log of that ratio; an interval reaching 1 means
+    the two cannot be told apart on these prompts. Each speedup keeps `ratio_of_means_ci` (percentile
+    bootstrap) for readers of older summaries only: use `ci`."""
     rows = frame[frame["block"] == block]
     complete = rows["num_tokens"] >= rows["max_new_tokens"]
     kept = rows[complete & rows["method"].isin(SWEEP_METHODS)]
-    wall = {}  # K -> DataFrame of ArS and SpS wall ms per prompt (complete pairs only)
+    decode = {}  # K -> DataFrame of ArS and SpS decode ms/token per prompt (complete pairs only)
     points = []
     for k in sorted(rows["sweep_value"].dropna().unique()):
         at_k = kept[kept["sweep_value"] == k]
-        pairs = pd.DataFrame({m: at_k[at_k["method"] == m].set_index(PROMPT)["wall_ms"] for m in SWEEP_METHODS}).dropna()
-        wall[k] = pairs
+        pairs = pd.DataFrame({m: at_k[at_k["method"] == m].set_index(PROMPT)["decode_ms_per_token"]
+                              for m in SWEEP_METHODS}).dropna()
+        decode[k] = pairs
         if len(pairs) >= 2:
-            speedup = stats.speedup_ci(pairs["ars"], pairs["sps"], rng_for(block, k, "speedup"))
+            speedup = ratios.log_ratio_interval(pairs["ars"], pairs["sps"])
+            speedup["ratio_of_means_ci"] = stats.speedup_ci(pairs["ars"], pairs["sps"], rng_for(block, k, "speedup"))["ratio_of_means_ci"]
         elif len(pairs) == 1:
-            speedup = {"ratio_of_means": float(pairs["ars"].iloc[0] / pairs["sps"].iloc[0]), "ratio_of_means_ci": None, "n": 1}
+            single = float(pairs["ars"].iloc[0] / pairs["sps"].iloc[0])
+            speedup = {"point": single, "ci": None, "ratio_of_means": single, "ratio_of_means_ci": None, "n": 1}
         else:
             speedup = None
         at_k_all = rows[(rows["sweep_value"] == k) & rows["method"].isin(SWEEP_METHODS)]
         points.append({"k": int(k), "speedup": speedup, "pairs": len(pairs), "prompts": int(at_k_all[PROMPT].drop_duplicates().shape[0])})
     with_speedup = [p for p in points if p["speedup"]]
-    best = max(with_speedup, key=lambda p: p["speedup"]["ratio_of_means"], default=None)
+    best = max(with_speedup, key=lambda p: p["speedup"]["point"], default=None)
     for point in points:
         if best is None or point is best or not point["speedup"]:
             point["vs_best"] = None
             continue
-        common = wall[best["k"]].index.intersection(wall[point["k"]].index)
+        common = decode[best["k"]].index.intersection(decode[point["k"]].index)
         if len(common) < 2:
             point["vs_best"] = {"n": len(common), "ratio": None, "ci": None, "distinguishable": None}
             continue
-        a, b = wall[best["k"]].loc[common], wall[point["k"]].loc[common]
-        test = stats.ratio_of_speedups_ci(a["ars"], a["sps"], b["ars"], b["sps"], rng_for(block, point["k"], "vs_best"))
-        point["vs_best"] = {**test, "distinguishable": test["ci"][0] > 1}
+        a, b = decode[best["k"]].loc[common], decode[point["k"]].loc[common]
+        test = ratios.log_ratio_interval(a["ars"] / a["sps"], b["ars"] / b["sps"])
+        point["vs_best"] = {"ratio": test["point"], "ci": test["ci"], "level": test["level"], "n": test["n"],
+                            "interval": test["interval"], "distinguishable": test["ci"][0] > 1}
     total = int(rows["method"].isin(SWEEP_METHODS).sum())
-    return {"block": block, "tokens": int(rows["max_new_tokens"].max()), "rows": total,
+    return {"block": block, "tokens": int(rows["max_new_tokens"].max()), "rows": total, "measure": "decode_ms_per_token",
             "excluded": total - int(len(kept)), "points": points, "best_k": best["k"] if best else None,
             "best_speedup": best["speedup"] if best else None,
             "indistinguishable_from_best": [p["k"] for p in points if p["vs_best"] and p["vs_best"]["distinguishable"] is False]}

@@ -1,7 +1,9 @@
 """Statistics over paired per-prompt measurements, as pure functions: arrays in, (point, interval) out.
 
 In the spirit of rliable: the random state is always passed in (a numpy Generator), nothing is global.
-Intervals are percentile bootstraps over prompts (scipy.stats.bootstrap); tests come from scipy.stats.
+Intervals here are percentile bootstraps over prompts (scipy.stats.bootstrap), kept for means of many values
+and for legacy speedup fields; the reported speedups use t intervals on log ratios (ratios.py), which hold at
+4-30 prompts. Tests come from scipy.stats, each with its smallest attainable p (attainable.py).
 Speedups are computed from per-prompt ms per token: speedup_i = ArS_ms_i / SpS_ms_i (> 1: SpS is faster).
 """
 
@@ -14,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
+from reproduce.analysis import attainable
 from reproduce.errors import ReproduceError
 
 
@@ -61,26 +64,6 @@ def speedup_ci(ars_ms: Sequence[float], sps_ms: Sequence[float], rng: np.random.
         "level": level,
         "n": int(ars.size),
     }
-
-
-def ratio_of_speedups_ci(ars_a: Sequence[float], sps_a: Sequence[float], ars_b: Sequence[float],
-                         sps_b: Sequence[float], rng: np.random.Generator, n_boot: int = 10000,
-                         level: float = 0.95) -> dict:
-    """Setting a's speedup over setting b's on the same prompts: (mean(ars_a)/mean(sps_a)) / (mean(ars_b)/mean(sps_b)),
-    each speedup the ratio of means as in speedup_ci, with a percentile bootstrap resampling the prompts jointly
-    (the four arrays are paired by prompt). An interval above 1: a is faster than b beyond the noise."""
-    arrays = [np.asarray(x, dtype=float) for x in (ars_a, sps_a, ars_b, sps_b)]
-    if len({x.shape for x in arrays}) != 1 or arrays[0].ndim != 1 or arrays[0].size < 2:
-        raise ReproduceError(f"need four paired 1-D arrays of >= 2 prompts, got shapes {[x.shape for x in arrays]}")
-    if not all(np.all(x > 0) for x in arrays):
-        raise ReproduceError("times must be positive for every prompt")
-
-    def ratio(a1, s1, a2, s2, axis=-1):
-        return _mean_ratio(a1, s1, axis) / _mean_ratio(a2, s2, axis)
-
-    return {"ratio": float(ratio(*arrays)),
-            "ci": _percentile_bootstrap(tuple(arrays), ratio, rng, n_boot, level, paired=True),
-            "level": level, "n": int(arrays[0].size)}
 
 
 def mean_ci(values: Sequence[float], rng: np.random.Generator, n_boot: int = 5000, level: float = 0.95) -> dict:
@@ -155,12 +138,18 @@ def share_of_gain(speedup: float, ci: Sequence[float] | None, reference: float) 
 
 
 def wilcoxon_speedup(ars_ms: Sequence[float], sps_ms: Sequence[float]) -> dict:
-    """Wilcoxon signed-rank test on the paired log-ratios log(ars_i / sps_i), one-sided.
-    H0: the log-ratios are symmetric about 0 (no speedup); H1: shifted above 0 (SpS faster).
-    statistic is W+, the sum of the ranks of |log-ratio| over the positive log-ratios."""
+    """Wilcoxon signed-rank test on the paired log-ratios log(ars_i / sps_i), two-sided (SpS may be slower).
+    H0: the log-ratios are symmetric about 0 (same speed). statistic is min(W+, W-). Assumes the prompts are
+    independent. With usability (attainable.py): at n <= 5 the exact test cannot reach p < 0.05."""
     ars, sps = _paired_positive(ars_ms, sps_ms)
-    result = stats.wilcoxon(np.log(ars / sps), alternative="greater")
-    return {"statistic": float(result.statistic), "p_value": float(result.pvalue), "n": int(ars.size)}
+    log_ratios = np.log(ars / sps)
+    nonzero = int(np.count_nonzero(log_ratios))
+    result = stats.wilcoxon(log_ratios, alternative="two-sided") if nonzero else None
+    return {"test": "Wilcoxon signed-rank on log ratios (two-sided)",
+            "statistic": float(result.statistic) if result else 0.0, "p_value": float(result.pvalue) if result else 1.0,
+            "n": int(ars.size), "nonzero": nonzero,
+            **attainable.usability(attainable.wilcoxon_min_p(nonzero),
+                                   f"a two-sided Wilcoxon signed-rank test of {nonzero} nonzero pairs")}
 
 
 def tost_equivalence(a: Sequence[float], b: Sequence[float], margin: float, paired: bool = True,
@@ -224,6 +213,9 @@ def tost_equivalence(a: Sequence[float], b: Sequence[float], margin: float, pair
         # TOST shows equivalence within m exactly when the 90% interval lies inside (-m, m)
         "smallest_equivalence_margin": float(max(abs(ci[0]), abs(ci[1]))),
         "n": int(a.size),
+        # t-based: any p is attainable from 2 pairs on (whether the margin can be met is a matter of power:
+        # equivalence.n_for_power); a difference known exactly needs no test
+        **attainable.usability(0.0 if constant else attainable.t_test_min_p(a.size), f"a TOST of {a.size} pairs"),
     }
 
 
@@ -285,11 +277,14 @@ def two_sample_distribution_test(samples_a: Sequence, samples_b: Sequence, min_e
     if len(samples_a) == 0 or len(samples_b) == 0:
         raise ReproduceError("distribution test needs at least one value in each sample")
     table, categories = _pooled_table(Counter(samples_a), Counter(samples_b), min_expected)
+    what = f"a chi-square test of {int(table.sum())} values in {table.shape[1]} categories (after pooling)"
     if table.shape[1] < 2:  # everything fell into one category: nothing distinguishes the samples
-        return {"test": "chi2_contingency", "statistic": 0.0, "p_value": 1.0, "dof": 0, "categories": categories}
+        return {"test": "chi2_contingency", "statistic": 0.0, "p_value": 1.0, "dof": 0, "categories": categories,
+                **attainable.usability(1.0, what)}
     result = stats.chi2_contingency(table)
     return {"test": "chi2_contingency", "statistic": float(result.statistic), "p_value": float(result.pvalue),
-            "dof": int(result.dof), "categories": categories}
+            "dof": int(result.dof), "categories": categories,
+            **attainable.usability(attainable.chi_square_min_p(int(table.sum()), int(result.dof)), what)}
 
 
 def paired_symmetry_test(values_a: Sequence[float], values_b: Sequence[float]) -> dict:
@@ -305,11 +300,13 @@ def paired_symmetry_test(values_a: Sequence[float], values_b: Sequence[float]) -
     if a.shape != b.shape or a.ndim != 1 or a.size == 0:
         raise ReproduceError(f"need two paired 1-D arrays of >= 1 value, got shapes {a.shape} and {b.shape}")
     nonzero = int(np.count_nonzero(a - b))
+    usable = attainable.usability(attainable.wilcoxon_min_p(nonzero),
+                                  f"a two-sided Wilcoxon signed-rank test of {nonzero} nonzero pairs")
     if nonzero == 0:
-        return {"test": "wilcoxon", "statistic": 0.0, "p_value": 1.0, "n": int(a.size), "nonzero": 0}
+        return {"test": "wilcoxon", "statistic": 0.0, "p_value": 1.0, "n": int(a.size), "nonzero": 0, **usable}
     result = stats.wilcoxon(a, b, zero_method="wilcox", alternative="two-sided")
     return {"test": "wilcoxon", "statistic": float(result.statistic), "p_value": float(result.pvalue),
-            "n": int(a.size), "nonzero": nonzero}
+            "n": int(a.size), "nonzero": nonzero, **usable}
 
 
 def _pooled_table(counts_a: Counter, counts_b: Counter, min_expected: float) -> tuple[np.ndarray, list]:

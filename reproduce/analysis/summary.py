@@ -3,7 +3,10 @@
 `analyse(out_dir)` reads rows.jsonl and manifest.json and returns one nested dict of plain numbers, written to
 summary.json (with the manifest inside it: the report reads nothing else) and, flat per row, to rows.csv.
 Nothing here times or generates anything; the report only picks and formats. The pieces: frame.py (rows and
-pairing keys), quality.py (scores), paired.py (each method against ArS), speed.py (cost curve, theory, Figure 1).
+pairing keys, the decode-loop timing of old rows), quality.py (scores), paired.py (each method against ArS),
+ratios.py (speedups: t intervals on per-prompt log ratios, the A/A check), equivalence.py (quality within the
+config's margins), attainable.py (whether a test can reach p < 0.05 at all), speed.py (cost curve, theory,
+Figure 1).
 """
 
 from __future__ import annotations
@@ -14,16 +17,9 @@ from pathlib import Path
 import pandas as pd
 
 from reproduce import tasks
-from reproduce.analysis import metrics, stats
+from reproduce.analysis import attainable, equivalence, metrics, ratios, stats
 from reproduce.analysis.frame import BOOTSTRAP_SEED, UNIT, load_frame, pct, ratio, rng_for
-from reproduce.analysis.paired import (
-    MARGINS,
-    SAMPLED_TESTS,
-    SPREAD_MARGIN_FRACTION,
-    equivalence_margins,
-    ours_vs_hf,
-    paired_vs_ars,
-)
+from reproduce.analysis.paired import SAMPLED_TESTS, ours_vs_hf, paired_vs_ars
 from reproduce.analysis.quality import add_quality, quality_summary
 from reproduce.analysis.sandbox import isolation_level
 from reproduce.analysis.speed import cost_curve, k_sweep, theory_table
@@ -32,14 +28,14 @@ from reproduce.catalogue import METHOD_KINDS
 from reproduce.runs.results import MANIFEST_FILE, SUMMARY_FILE, json_safe
 
 
-def method_table(frame: pd.DataFrame, price_per_hour: float) -> list[dict]:
-    """One row per (block, task, mode, variant): speed, acceptance, quality and the paired tests vs ArS.
-    The ArS entry of each group also carries the group's equivalence margins (equivalence_margins)."""
+def method_table(frame: pd.DataFrame, price_per_hour: float, margins: dict) -> list[dict]:
+    """One row per (block, task, mode, variant): speed, acceptance, quality and the paired tests vs ArS (ArS's
+    repeat included: the A/A check, at the same margins). The ArS entry of each group also carries the group's
+    margins with the n 80% power needs (equivalence.group_margins)."""
     out = []
     for (block, task, mode, sweep_value), group in frame.groupby(["block", "task", "mode", "sweep_value"], dropna=False, sort=False):
         sweep_value = None if pd.isna(sweep_value) else sweep_value
         ars = group[group["method"] == "ars"].set_index(UNIT)
-        margins = equivalence_margins(group, rng_for(block, task, mode, sweep_value, "margins"))
         for variant, rows in group.groupby("variant", sort=False):
             first = rows.iloc[0]
             rng = rng_for(block, task, mode, sweep_value, variant)
@@ -52,6 +48,12 @@ def method_table(frame: pd.DataFrame, price_per_hour: float) -> list[dict]:
                 "n": len(rows), "tokens_mean": float(rows["num_tokens"].mean()),
                 "prompt_tokens_mean": float(rows["prompt_tokens"].mean()),
                 **metrics.latency_summary(rows["ms_per_token"].tolist()),
+                # the decode loop alone (the primary speed measure) and the prefills it excludes
+                "decode_ms_per_token_mean": float(rows["decode_ms_per_token"].mean()),
+                "decode_ms_per_token_p50": pct(rows["decode_ms_per_token"], 50),
+                "prefill_ms_mean": float(rows["prefill_ms"].mean()),
+                "draft_prefill_ms_mean": float(rows["draft_prefill_ms"].mean()),
+                "quality_tokens_mean": float(rows["quality_tokens"].mean()),
                 "acceptance_p50": pct(rows["acceptance_rate"], 50), "acceptance_p95": pct(rows["acceptance_rate"], 95),
                 "acceptance_pooled": ratio(rows["accepted"].sum(), rows["proposed"].sum()),
                 "alpha": pct(rows["alpha"], 50) if rows["alpha"].notna().any() else None,
@@ -61,10 +63,10 @@ def method_table(frame: pd.DataFrame, price_per_hour: float) -> list[dict]:
                 "accepted_per_call": ratio(rows["accepted"].sum(), rows["target_calls"].sum()) if ours_drafting else None,
                 "acceptance_by_position": metrics.acceptance_by_position(rows["steps"]) if ours_drafting else [],
                 # one loop = draft K + verify + bookkeeping; the prefill is not part of any loop
-                "loop_ms": ratio((rows["wall_ms"] - rows["prefill_ms"]).sum(), rows["target_calls"].sum()),
+                "loop_ms": ratio(rows["decode_ms"].sum(), rows["target_calls"].sum()),
                 # loop_ms with its interval over rows (pairs resampled): what Figure 1 plots beside the table's value;
                 # Hugging Face's generate() counts no target calls: no loop time (not an infinite one)
-                "loop_ms_pooled": stats.ratio_of_sums_ci((rows["wall_ms"] - rows["prefill_ms"]), rows["target_calls"],
+                "loop_ms_pooled": stats.ratio_of_sums_ci(rows["decode_ms"], rows["target_calls"],
                                                          rng_for(block, task, mode, sweep_value, variant, "loop_ms")),
                 # Chen et al. Figure 1: the mean time to generate max_new_tokens tokens, measured (prefill included)
                 "time_full": full_budget_time(rows, rng_for(block, task, mode, sweep_value, variant, "time_full")),
@@ -78,13 +80,11 @@ def method_table(frame: pd.DataFrame, price_per_hour: float) -> list[dict]:
             entry["usd_per_million_tokens"] = metrics.cost_per_million_tokens(entry["tokens_per_s_p50"], price_per_hour)
             entry["quality"] = quality_summary(rows, rng, rng_for(block, task, mode, sweep_value, variant, "proportions"))
             if first["method"] == "ars":
-                entry["margins"] = margins
-            elif first["method"] == "ars_repeat":  # its spread sets the margins: testing it against them is circular
-                entry["vs_ars"] = paired_vs_ars(rows, ars, rng, margins, equivalence=False)
+                entry["margins"] = equivalence.group_margins(group, margins, UNIT)
             else:
                 entry["vs_ars"] = paired_vs_ars(rows, ars, rng, margins)
             if METHOD_KINDS[first["method"]].hf_peer:
-                entry.update(ours_vs_hf(rows, group, rng))
+                entry.update(ours_vs_hf(rows, group))
             out.append(entry)
     return out
 
@@ -98,12 +98,45 @@ def full_budget_time(rows: pd.DataFrame, rng) -> dict:
     return {"tokens": int(rows["max_new_tokens"].max()), "rows": len(rows), "excluded": int((~complete).sum()),
             "mean": ci["mean"], "ci": ci["ci"] if len(times) >= 2 else None, "n": int(len(times))}
 
+def aa_checks(frame: pd.DataFrame, table: list[dict]) -> list[dict]:
+    """The ArS-vs-ArS check of every setting with ars_repeat rows: ArS decode ms/token over the repeat's, paired by
+    prompt (ratios.aa_check: within 5% of 1, or the machine drifted by `drift`), the same end to end, and the
+    repeat's quality TOST outcomes at the config's margins (from its method entry)."""
+    out = []
+    for (block, task, mode, sweep_value), group in frame.groupby(["block", "task", "mode", "sweep_value"], dropna=False, sort=False):
+        ars = group[group["method"] == "ars"].set_index(UNIT)
+        repeat = group[group["method"] == "ars_repeat"].set_index(UNIT)
+        common = ars.index.intersection(repeat.index)
+        if len(common) < 2:
+            continue
+        sweep_value = None if pd.isna(sweep_value) else sweep_value
+        check = ratios.aa_check(ars.loc[common, "decode_ms_per_token"], repeat.loc[common, "decode_ms_per_token"])
+        entry = next(e for e in table if e["method"] == "ars_repeat" and
+                     (e["block"], e["task"], e["mode"], e["sweep_value"]) == (block, task, mode, sweep_value))
+        quality = {column: {key: test[key] for key in ("outcome", "note", "diff", "ci", "margin", "n", "n_for_80_power")}
+                   for column, test in entry["vs_ars"].get("equivalence", {}).items()}
+        out.append({"block": block, "task": task, "mode": mode, "sweep_value": sweep_value, "n": len(common), **check,
+                    "ratio_e2e": ratios.log_ratio_interval(ars.loc[common, "ms_per_token"], repeat.loc[common, "ms_per_token"]),
+                    "quality": quality})
+    return out
+
+
+def decode_timing(frame: pd.DataFrame) -> str:
+    """Whether the rows timed their decode loop, or it is derived (wall_ms - prefill_ms) for older rows."""
+    measured = frame["decode_measured"].astype(bool)
+    if measured.all():
+        return "measured"
+    return "derived: decode_ms = wall_ms - prefill_ms (rows written before decode_ms was recorded)" \
+        if not measured.any() else "mixed: some rows measured decode_ms, older ones derive it as wall_ms - prefill_ms"
+
+
 def analyse(out_dir: Path, write: bool = True) -> dict:
     out_dir = Path(out_dir)
     manifest = json.loads((out_dir / MANIFEST_FILE).read_text())
     frame = add_quality(load_frame(out_dir))
     price = manifest["config"]["price_per_hour_usd"]
-    table = method_table(frame, price)
+    margins, margins_source = equivalence.run_margins(manifest["config"])
+    table = method_table(frame, price, margins)
     k_sweeps = {name: k_sweep(frame, name) for name, spec in manifest["config"].get("sweeps", {}).items()
                 if spec.get("vary") == "k" and (frame["block"] == name).any()}
     # one cost curve per task: t(n) depends on the context length, and XSum prompts are longer than HumanEval's
@@ -115,8 +148,23 @@ def analyse(out_dir: Path, write: bool = True) -> dict:
         "cost_curves_ms": {task: {str(n): ms for n, ms in curve.items()} for task, curve in curves.items()},
         "theory": [row for task, curve in curves.items()
                    for row in theory_table([e for e in table if e["task"] == task], curve)],
-        "margins": MARGINS,  # the fixed fallbacks; each group's own are on its ArS entry ("margins")
-        "spread_margin_fraction": SPREAD_MARGIN_FRACTION,
+        # how speed is compared: the primary speedup and its interval, and what they assume
+        "speedup_method": {"measure": "decode_ms_per_token", "measure_e2e": "ms_per_token",
+                           "interval": "t on per-prompt log ratios, paired by prompt, exponentiated",
+                           "level": 0.95, "assumption": ratios.LOG_RATIO_ASSUMPTION,
+                           "test": "paired t-test on the log ratios (two-sided)"},
+        "decode_timing": decode_timing(frame),
+        # a test whose smallest attainable p is not below this is marked usable: false and is no evidence
+        "significance": attainable.SIGNIFICANCE,
+        "aa_checks": aa_checks(frame, table),
+        "aa_tolerance": ratios.AA_TOLERANCE,
+        # the config's quality margins ({metric: {margin, reason}}); each group's, with n for 80% power, are on
+        # its ArS entry ("margins")
+        "margins": margins,
+        "margins_source": margins_source,
+        "equivalence": {"outcomes": list(equivalence.OUTCOMES), "alpha": equivalence.ALPHA,
+                        "power": equivalence.POWER, "assumption": equivalence.TOST_ASSUMPTION,
+                        "cannot_reach": equivalence.CANNOT_REACH},
         "k_sweeps": k_sweeps,
         "sampled_tests": SAMPLED_TESTS,
         "bootstrap_seed": BOOTSTRAP_SEED,

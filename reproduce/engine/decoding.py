@@ -40,9 +40,16 @@ class Trace:
     prompt_ids: list[int]
     tokens: list[int] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
-    prefill_ms: float = 0.0  # the target's prefill, a target call outside the steps
-    wall_ms: float = 0.0
+    prefill_ms: float = 0.0  # the target's prefill, a target call outside the steps (see `prefill`)
+    draft_prefill_ms: float = 0.0  # the draft's own prefill, charged to SpS (see `Drafter.prefill`)
+    decode_ms: float = 0.0  # the decode loop alone: every step after the prefills
+    prefill_inside_decode: bool = False  # Hugging Face generate(): one timing, its own prefill included
     stop_reason: str = "max_new_tokens"
+
+    @property
+    def wall_ms(self) -> float:
+        """End to end: the prefills plus the decode loop."""
+        return self.prefill_ms + self.draft_prefill_ms + self.decode_ms
 
     @property
     def target_calls(self) -> int:
@@ -63,7 +70,13 @@ class Trace:
 
     @property
     def ms_per_token(self) -> float:
+        """End to end, prefills included."""
         return self.wall_ms / max(len(self.tokens), 1)
+
+    @property
+    def decode_ms_per_token(self) -> float:
+        """The decode loop's time per token: the paper's "mean sampling time per token"."""
+        return self.decode_ms / max(len(self.tokens), 1)
 
     @property
     def alpha(self) -> float:
@@ -81,12 +94,13 @@ class Trace:
 
     @property
     def target_ms(self) -> float:
-        return self.prefill_ms + sum(s.target_ms for s in self.steps)
+        """The target's calls inside the decode loop."""
+        return sum(s.target_ms for s in self.steps)
 
     @property
     def overhead_share(self) -> float:
-        """Share of wall time spent outside draft and target forward calls (sampling, verification, Python)."""
-        return (self.wall_ms - self.draft_ms - self.target_ms) / self.wall_ms if self.wall_ms else float("nan")
+        """Share of the decode loop spent outside draft and target forward calls (sampling, verification, Python)."""
+        return (self.decode_ms - self.draft_ms - self.target_ms) / self.decode_ms if self.decode_ms else float("nan")
 
     def summary(self) -> dict:
         return {
@@ -95,6 +109,8 @@ class Trace:
             "stop_reason": self.stop_reason,
             "wall_ms": self.wall_ms,
             "ms_per_token": self.ms_per_token,
+            "decode_ms": self.decode_ms,
+            "decode_ms_per_token": self.decode_ms_per_token,
             "target_calls": self.target_calls,
             "proposed": self.proposed,
             "accepted": self.accepted,
@@ -104,6 +120,8 @@ class Trace:
             "draft_ms": self.draft_ms,
             "target_ms": self.target_ms,
             "prefill_ms": self.prefill_ms,
+            "draft_prefill_ms": self.draft_prefill_ms,
+            "prefill_inside_decode": self.prefill_inside_decode,
             "overhead_share": self.overhead_share,
             "accepted_per_step": [s.num_accepted for s in self.steps],
         }
@@ -118,13 +136,27 @@ def _check_inputs(prompt_ids: list[int], max_new_tokens: int, vocab_size: int) -
         raise ReproduceError(f"prompt token ids must lie in [0, {vocab_size}): was it tokenized for another model?")
 
 
-def _prefill(target: CachedLM, prompt_ids: list[int], trace: Trace) -> None:
-    """Fill the target's cache with all prompt tokens but the last (the cache invariant above)."""
-    target.reset()
-    if len(prompt_ids) > 1:
-        start = time.perf_counter()
-        target.forward(prompt_ids[:-1], last_only=True)
-        trace.prefill_ms = (time.perf_counter() - start) * 1e3
+def prefill(lm, prompt_ids: list[int]) -> float:
+    """Fill `lm`'s cache with every prompt token but the last (the cache invariant above); returns its ms.
+
+    A caller decoding one prompt with several methods prefills once and passes `prefilled=True` to each loop:
+    the loops only append past the prompt, so rolling back to the prompt restores bitwise this cache."""
+    lm.reset()
+    if len(prompt_ids) < 2:
+        return 0.0
+    start = time.perf_counter()
+    lm.forward(prompt_ids[:-1], last_only=True)
+    return (time.perf_counter() - start) * 1e3
+
+
+def _start(target, prompt_ids: list[int], trace: Trace, prefilled: bool) -> None:
+    """Bring the target's cache to the prompt: prefill it (timed into the trace), or reuse the caller's prefill."""
+    if not prefilled:
+        trace.prefill_ms = prefill(target, prompt_ids)
+        return
+    if target.cache_tokens[: len(prompt_ids) - 1] != prompt_ids[:-1]:
+        raise ReproduceError("prefilled=True, but the target's cache does not hold this prompt: call prefill() first")
+    target.rollback(len(prompt_ids) - 1)
 
 
 def _cut_at_eos(tokens: list[int], eos_token_id: int | None) -> list[int]:
@@ -152,12 +184,14 @@ def autoregressive_decode(
     params: SamplingParams,
     generator: torch.Generator,
     eos_token_id: int | None = None,
+    prefilled: bool = False,
 ) -> Trace:
-    """The baseline: one target call per token."""
+    """The baseline: one target call per token. `prefilled`: the target's cache already holds the prompt
+    (`prefill`), so the trace times the decode loop only."""
     _check_inputs(prompt_ids, max_new_tokens, target.vocab_size)
     trace = Trace("ArS", list(prompt_ids))
+    _start(target, prompt_ids, trace, prefilled)
     start = time.perf_counter()
-    _prefill(target, prompt_ids, trace)
     sequence = list(prompt_ids)
     while len(trace.tokens) < max_new_tokens:
         t0 = time.perf_counter()
@@ -167,7 +201,7 @@ def autoregressive_decode(
         sequence.append(token)
         if _append_step(trace, Step([], 0, [token], 0.0, (t1 - t0) * 1e3), eos_token_id):
             break
-    trace.wall_ms = (time.perf_counter() - start) * 1e3
+    trace.decode_ms = (time.perf_counter() - start) * 1e3
     return trace
 
 
@@ -182,22 +216,26 @@ def speculative_decode(
     generator: torch.Generator,
     eos_token_id: int | None = None,
     rule=verify,
+    prefilled: bool = False,
 ) -> Trace:
     """Speculative sampling (Chen et al. 2023 Algorithm 2) with K drafted tokens per target call.
 
     Near the end K is cut to the tokens left minus the one the target always adds; the rule is lossless for
     any K per step, so this changes speed, not the distribution. `rule` is the verification function; the
-    tests pass deliberately wrong rules through it to show the statistical checks can fail.
+    tests pass deliberately wrong rules through it to show the statistical checks can fail. `prefilled`: the
+    target's cache already holds the prompt and the drafter's holds what its `prefill` put there, so the trace
+    times the decode loop only; otherwise both prefills run here, timed apart from the loop.
     """
     if not (isinstance(k, int) and k >= 1):
         raise ReproduceError(f"K (tokens drafted per target call) must be an integer >= 1, got {k!r}")
     _check_inputs(prompt_ids, max_new_tokens, target.vocab_size)
     trace = Trace("SpS", list(prompt_ids))
+    _start(target, prompt_ids, trace, prefilled)
+    if not prefilled:
+        drafter.reset()
+        trace.draft_prefill_ms = drafter.prefill(prompt_ids, target)
     start = time.perf_counter()
-    drafter.reset()
-    _prefill(target, prompt_ids, trace)
-    if hasattr(drafter, "adopt_prefill"):  # the target drafting for itself need not prefill the prompt twice
-        drafter.adopt_prefill(target)
+    drafter.start(prompt_ids, target)  # the target drafting for itself copies the target's prefilled cache here
     sequence = list(prompt_ids)
     while len(trace.tokens) < max_new_tokens:
         k_step = min(k, max_new_tokens - len(trace.tokens) - 1)
@@ -219,5 +257,5 @@ def speculative_decode(
                     overlap[: num_accepted + 1])
         if _append_step(trace, step, eos_token_id):
             break
-    trace.wall_ms = (time.perf_counter() - start) * 1e3
+    trace.decode_ms = (time.perf_counter() - start) * 1e3
     return trace

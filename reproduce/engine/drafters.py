@@ -4,8 +4,10 @@ Drafts by name (`build_drafter`): "ngram" (prompt lookup), "target" (the target 
 "distilled" (the draft `python -m reproduce distill` built for this target), "ngram+<draft>" (prompt lookup where
 the sequence repeats itself, <draft> elsewhere), or any model name `load_model` takes.
 
-The interface is two methods (in the spirit of transformers' candidate generators):
-  reset()                                    a new sequence starts
+The interface (in the spirit of transformers' candidate generators; `Drafter` gives the defaults):
+  prefill(prompt_ids, target)                a new prompt: fill the draft's own cache with it; returns its ms
+  start(prompt_ids, target)                  a decode of that prompt begins (prefilled earlier, maybe shared by
+                                             several decodes); the target's cache holds the prompt
   propose(sequence, k, params, generator)    -> (tokens: list[int] of length <= k, probs: Tensor [len(tokens), V])
 A drafter may propose fewer than k tokens (even none); the speculative loop then verifies what it got.
 `probs[i]` must be the exact distribution tokens[i] was drawn from, shaped by the same SamplingParams as the
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
+
+import time
 
 import torch
 
@@ -30,11 +34,25 @@ from reproduce.engine.sampling import SamplingParams, logits_to_probs, sample
 from reproduce.errors import ReproduceError
 
 
-class ModelDrafter:
+class Drafter:
+    """What a drafter without a cache of its own does at a new prompt: nothing."""
+
+    def reset(self) -> None:
+        pass
+
+    def prefill(self, prompt_ids: list[int], target) -> float:
+        return 0.0
+
+    def start(self, prompt_ids: list[int], target) -> None:
+        pass
+
+
+class ModelDrafter(Drafter):
     """A small causal LM sharing the target's vocabulary, with its own KV cache.
 
     Each call re-syncs the cache to the sequence (crop to the common prefix, feed the rest), so tokens the
-    target accepted are never recomputed and rejected ones are dropped.
+    target accepted are never recomputed and rejected ones are dropped, and a decode that starts over on the
+    prompt just prefilled rolls back to it.
     """
 
     def __init__(self, model, vocab_size: int | None = None, name: str = "model"):
@@ -46,10 +64,23 @@ class ModelDrafter:
     def reset(self) -> None:
         self.lm.reset()
 
-    def adopt_prefill(self, target) -> None:
-        """After the target's prefill: a drafter over the target's own weights starts from that cache instead of
-        prefilling the prompt a second time (reproduce.engine.fast_lm.FastLlamaLM.adopt_cache)."""
-        if hasattr(self.lm, "adopt_cache"):
+    def _shares_target_weights(self, target) -> bool:
+        return hasattr(self.lm, "adopt_cache") and getattr(self.lm, "layers", None) is getattr(target, "layers", 0)
+
+    def prefill(self, prompt_ids: list[int], target) -> float:
+        """Every prompt token but the last into the draft's cache (the target's loops split a prompt the same
+        way). A drafter over the target's own weights prefills nothing: `start` copies the target's cache."""
+        self.lm.reset()
+        if self._shares_target_weights(target) or len(prompt_ids) < 2:
+            return 0.0
+        start = time.perf_counter()
+        self.lm.forward(prompt_ids[:-1], last_only=True)
+        return (time.perf_counter() - start) * 1e3
+
+    def start(self, prompt_ids: list[int], target) -> None:
+        """The target drafting for itself starts from the target's prefilled cache, bitwise what its own prefill
+        would compute (reproduce.engine.fast_lm.FastLlamaLM.adopt_cache), for the price of a memory copy."""
+        if self._shares_target_weights(target):
             self.lm.adopt_cache(target)
 
     def propose(self, sequence: list[int], k: int, params: SamplingParams, generator: torch.Generator):
@@ -68,7 +99,7 @@ class ModelDrafter:
         return tokens, torch.stack(probs)  # [k], [k, V]
 
 
-class NgramDrafter:
+class NgramDrafter(Drafter):
     """Prompt lookup (Saxena 2023; transformers' `prompt_lookup_num_tokens`): find the latest earlier occurrence
     of the sequence's last n tokens (n from max_ngram down to min_ngram) and propose what followed it.
 
@@ -85,9 +116,6 @@ class NgramDrafter:
         self.max_ngram = max_ngram
         self.min_ngram = min_ngram
 
-    def reset(self) -> None:
-        pass  # stateless: the sequence itself is the draft model
-
     def lookup(self, sequence: list[int], k: int) -> list[int]:
         for n in range(min(self.max_ngram, len(sequence) - 1), self.min_ngram - 1, -1):
             tail = sequence[-n:]
@@ -103,7 +131,7 @@ class NgramDrafter:
         return tokens, probs.reshape(len(tokens), self.vocab_size)  # [k'], [k', V]
 
 
-class HybridDrafter:
+class HybridDrafter(Drafter):
     """Prompt lookup where the sequence repeats an earlier n-gram (free and often right when copying from the
     prompt), a model drafter elsewhere. Which one proposes depends on the sequence only, so each proposal is
     still drawn from the distribution it reports: lossless like either drafter alone."""
@@ -116,8 +144,11 @@ class HybridDrafter:
         self.lookup.reset()
         self.model.reset()
 
-    def adopt_prefill(self, target) -> None:
-        self.model.adopt_prefill(target)
+    def prefill(self, prompt_ids: list[int], target) -> float:
+        return self.model.prefill(prompt_ids, target)
+
+    def start(self, prompt_ids: list[int], target) -> None:
+        self.model.start(prompt_ids, target)
 
     def propose(self, sequence: list[int], k: int, params: SamplingParams, generator: torch.Generator):
         tokens, probs = self.lookup.propose(sequence, k, params, generator)
@@ -134,6 +165,10 @@ class PromptVocabularyDrafter(ModelDrafter):
 
     def reset(self) -> None:
         super().reset()
+        self.needs_prompt = True
+
+    def start(self, prompt_ids: list[int], target) -> None:
+        super().start(prompt_ids, target)
         self.needs_prompt = True
 
     def propose(self, sequence: list[int], k: int, params: SamplingParams, generator: torch.Generator):

@@ -11,13 +11,16 @@ tokens). Both are properties of the CPU's GEMM kernels, which differ between AVX
 - `choose` (pure) picks, for a target verifying K drafts, the fastest single-token mode among those that are
   batch-invariant and flat at K+1 rows (t(K+1)/t(1) <= FLAT_BOUND); for a draft, the fastest single-token mode.
 
-Results are cached in $REPRODUCE_CACHE/probes/, keyed by the CPU, torch, the thread count and the shapes.
+Results are cached in $REPRODUCE_CACHE/probes/, keyed by the CPU, torch, the thread count, the environment
+variables that pick torch's kernels (KERNEL_ENV: a run on torch's AVX2 paths must not read the native probe) and
+the shapes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -25,6 +28,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from reproduce.engine.linear import make_linear
+from reproduce.errors import ReproduceError
 from reproduce.offline import cache_dir
 
 PROBE_VERSION = 2
@@ -34,6 +38,8 @@ HEAD_ROWS = 32768  # the head is probed on this many vocabulary rows and its tim
 MAX_ROWS = 9  # verification of K <= 8
 REPEATS = 5
 FLAT_BOUND = 1.3  # t(K+1) / t(1) at or below this counts as flat
+# what selects torch's CPU kernels besides the CPU itself (ATen's dispatch, oneDNN's and MKL's instruction sets)
+KERNEL_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 
 
 @dataclass
@@ -124,6 +130,9 @@ def choose(probes: list[ModeProbe], role: str, k: int) -> Choice:
     usable = [p for p in probes if p.ok]
     fastest = lambda candidates, rows=1: min(candidates, key=lambda p: p.ms[rows])  # noqa: E731
     rows = k + 1
+    if role == "target" and rows > MAX_ROWS:
+        raise ReproduceError(f"runtime auto measures verification of K <= {MAX_ROWS - 1} drafts, got K={k}: use a "
+                             "smaller K or name the runtime (e.g. --runtime fast-int8)")
     if role == "draft":
         best = fastest(usable)
         return Choice(f"fast-{best.mode}", f"fastest single token for a draft ({best.ms[1]:.0f} ms)", probes)
@@ -156,7 +165,7 @@ def probe_model(config, vocab_size: int, modes=PROBE_MODES) -> list[ModeProbe]:
     """Probes of every mode on this model's shapes, from the cache when this CPU measured them before."""
     layer_shapes, head_shape = model_shapes(config, vocab_size)
     key = json.dumps([PROBE_VERSION, _cpu_key(), torch.__version__, torch.get_num_threads(), layer_shapes,
-                      head_shape, config.num_hidden_layers, list(modes)])
+                      head_shape, config.num_hidden_layers, list(modes), {v: os.environ.get(v) for v in KERNEL_ENV}])
     path = cache_dir() / "probes" / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".json")
     if path.exists():
         return [ModeProbe(**{**p, "ms": {int(n): ms for n, ms in p["ms"].items()}}) for p in json.loads(path.read_text())]

@@ -26,7 +26,7 @@ from reproduce.catalogue import (
     draft_source,
 )
 from reproduce.errors import ReproduceError
-from reproduce.tasks import TASKS
+from reproduce.tasks import PERPLEXITY, TASKS
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 
@@ -79,6 +79,10 @@ class TaskSpec:
     modes: tuple[str, ...]
     max_new_tokens: int = 64
     max_prompt_tokens: int = 400  # documents are truncated to this budget, identically for every method
+    # decode exactly max_new_tokens, EOS sampled like any token (the paper's Figure 1 times 128 tokens), so speed is
+    # compared over equal lengths; quality is scored on the output cut at EOS and the task's stop (tasks.quality_length)
+    ignore_eos: bool = False
+    chat: bool | None = None  # the prompt format: None = the chat template when the tokenizer has one; False = raw
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,42 @@ class ControlSpec:
 
 
 @dataclass(frozen=True)
+class QualityMargin:
+    """The equivalence margin of one quality metric (TOST, paired by prompt): fixed in the config before the run,
+    used as it is, with the reason it is that size. Units: the metric's own (ROUGE-2 F absolute, pass@1 and
+    decision accuracy as proportions, log-perplexity in nats per token)."""
+
+    margin: float
+    reason: str
+
+
+# The metrics a margin can be set for: each task's quality number and the log-perplexity every task gets
+# (reproduce.tasks: QualityMetric.quality_key), so a new task's metric needs no second list here.
+QUALITY_MARGIN_METRICS = tuple(dict.fromkeys([t.quality.quality_key for t in TASKS.values()] + [PERPLEXITY.quality_key]))
+BASE_CONFIG = "base.yaml"
+
+
+def base_quality_margins() -> dict[str, QualityMargin]:
+    """The margins experiments/base.yaml sets: the default of a config that does not include it, and of a run's
+    saved config written before margins were configured (the analysis reads them through here too)."""
+    data = yaml.safe_load((EXPERIMENTS_DIR / BASE_CONFIG).read_text()) or {}
+    return _quality_margins(data.get("quality_margins") or {}, BASE_CONFIG)
+
+
+def _quality_margins(data, source: str) -> dict[str, QualityMargin]:
+    if not isinstance(data, dict):
+        raise ReproduceError(f"{source}: quality_margins must map metric names to {{margin, reason}}, got {data!r}")
+    out = {}
+    for metric, spec in data.items():
+        if metric not in QUALITY_MARGIN_METRICS:
+            close = difflib.get_close_matches(str(metric), QUALITY_MARGIN_METRICS, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(QUALITY_MARGIN_METRICS)}"
+            raise ReproduceError(f"{source}: quality_margins: unknown metric {metric!r}; {hint}")
+        out[metric] = spec if isinstance(spec, QualityMargin) else _build(QualityMargin, spec, f"{source}: quality_margins.{metric}")
+    return out
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     name: str
     target: ModelSpec
@@ -128,6 +168,8 @@ class ExperimentConfig:
     threads: int = 2
     warmup_tokens: int = 8
     price_per_hour_usd: float = 0.10  # for the $ per 1M tokens estimate
+    # quality equivalence margins per metric (QUALITY_MARGIN_METRICS), fixed before the run: base.yaml's by default
+    quality_margins: dict[str, QualityMargin] = field(default_factory=base_quality_margins)
     description: str = ""
 
     def draft(self, name: str) -> DraftSpec:
@@ -227,6 +269,8 @@ def resolve_config(data: dict, source: str) -> ExperimentConfig:
     data["sweeps"] = {n: _build(SweepSpec, s, f"{source}: sweeps.{n}") for n, s in (data.get("sweeps") or {}).items()}
     if data.get("controls") is not None:
         data["controls"] = _build(ControlSpec, data["controls"], f"{source}: controls")
+    if "quality_margins" in data:
+        data["quality_margins"] = {**base_quality_margins(), **_quality_margins(data["quality_margins"], source)}
     config = _build(ExperimentConfig, data, source)
     _validate(config, source)
     return config
@@ -290,6 +334,9 @@ def _validate(config: ExperimentConfig, source: str) -> None:
     for where, runtime in [("target", config.target.runtime)] + [(f"drafts.{d.name}", d.runtime) for d in config.drafts]:
         if runtime not in RUNTIMES:
             fail(f"{where}.runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    for metric, spec in config.quality_margins.items():
+        if not (isinstance(spec.margin, (int, float)) and spec.margin > 0) or not str(spec.reason).strip():
+            fail(f"quality_margins.{metric} needs a margin > 0 and a reason, got {spec.margin!r} and {spec.reason!r}")
     if config.data_source not in ("offline", "hub"):
         fail(f"data_source must be 'offline' or 'hub', got {config.data_source!r}")
 

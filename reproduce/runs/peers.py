@@ -6,6 +6,7 @@ It takes the models it runs (never the runner's pool), so the runner imports it 
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import time
 
@@ -38,11 +39,15 @@ def _without_internal_deprecation():
 
 @torch.inference_mode()
 def hf_generate(target, unit: Unit, method: Method, prompt_ids: list[int], seed: int, assistant=None,
-                ngram_size: int | None = None) -> Trace:
+                ngram_size: int | None = None, ignore_eos: bool = False) -> Trace:
     """Hugging Face `generate()` of `target` (a LoadedModel) as a peer, timed the same way: plain for hf_generate;
     for hf_assisted, assisted by the `assistant` model (a Hugging Face model) or, without one, by prompt lookup
-    matching n-grams up to `ngram_size`. `seed` seeds torch's global generator, which generate() samples from."""
-    kwargs = dict(max_new_tokens=unit.max_new_tokens, eos_token_id=target.eos_token_id,
+    matching n-grams up to `ngram_size`. `seed` seeds torch's global generator, which generate() samples from.
+    `ignore_eos`: decode exactly max_new_tokens, EOS sampled like any token (our loops' ignore_eos).
+    generate() prefills inside its timing: the trace's decode_ms is end to end (prefill_inside_decode)."""
+    generation_config = copy.deepcopy(target.model.generation_config)
+    generation_config.eos_token_id = None if ignore_eos else target.eos_token_id
+    kwargs = dict(max_new_tokens=unit.max_new_tokens, generation_config=generation_config,
                   pad_token_id=target.eos_token_id)
     if unit.params.greedy:
         kwargs.update(do_sample=False)
@@ -62,9 +67,9 @@ def hf_generate(target, unit: Unit, method: Method, prompt_ids: list[int], seed:
         start = time.perf_counter()
         output = target.model.generate(input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
         wall_ms = (time.perf_counter() - start) * 1e3
-    trace = Trace(method.kind, list(prompt_ids), tokens=output[0, len(prompt_ids):].tolist())
-    trace.wall_ms = wall_ms
-    if trace.tokens and trace.tokens[-1] == target.eos_token_id:
+    trace = Trace(method.kind, list(prompt_ids), tokens=output[0, len(prompt_ids):].tolist(), decode_ms=wall_ms,
+                  prefill_inside_decode=True)
+    if not ignore_eos and trace.tokens and trace.tokens[-1] == target.eos_token_id:
         trace.stop_reason = "eos"
     return trace
 

@@ -34,7 +34,8 @@ class Unit:
     sample: int
     methods: tuple[Method, ...]
     sweep_value: float | int | None = None
-    ignore_eos: bool = False  # decode exactly max_new_tokens (timing sweeps)
+    ignore_eos: bool = False  # decode exactly max_new_tokens (config.TaskSpec.ignore_eos)
+    chat: bool | None = None  # the prompt format (config.TaskSpec.chat)
 
     def row_key(self, method: Method) -> str:
         return row_key(dict(self.identity(), method=method.kind, draft=method.draft, k=method.k))
@@ -49,15 +50,13 @@ def _params(mode: ModeSpec, temperature: float | None = None) -> SamplingParams:
                           top_p=mode.top_p, top_k=mode.top_k)
 
 
-def main_methods(config: ExperimentConfig, mode: ModeSpec | None = None) -> tuple[Method, ...]:
+def main_methods(config: ExperimentConfig) -> tuple[Method, ...]:
     """The configured methods as catalogue.METHOD_KINDS plans them: the once-per-prompt kinds (ArS; ArS again on
-    its own seed stream, for a sampled `mode` only: a greedy repeat is ArS itself; our ArS on the HF forward; HF
-    generate), then per draft: per K SpS, and at the peer K values the Hugging Face peers (assisted generation, our
-    SpS on the HF forward) for drafts HF can run; draft-only for a model drafting alone. Without a mode, every
-    method a mode could run."""
+    its own seed stream, the A/A check; our ArS on the HF forward; HF generate), then per draft: per K SpS, and at
+    the peer K values the Hugging Face peers (assisted generation, our SpS on the HF forward) for drafts HF can
+    run; draft-only for a model drafting alone. The same in every mode."""
     def kinds(plan: str) -> list[str]:
-        return [name for name, kind in METHOD_KINDS.items() if kind.plan == plan and name in config.methods
-                and not (kind.sampled_only and mode is not None and mode.temperature == 0)]
+        return [name for name, kind in METHOD_KINDS.items() if kind.plan == plan and name in config.methods]
 
     methods = [Method(kind) for kind in kinds("prompt")]
     peered = set()  # HF runs a model as loaded: one model in two of our runtimes has one HF peer, the first's
@@ -82,37 +81,38 @@ def is_control(config: ExperimentConfig, method: Method) -> bool:
 def plan_units(config: ExperimentConfig) -> list[Unit]:
     """The whole experiment as a list of units, in a fixed order (the resume logic relies on keys, not order)."""
     units = []
+    main = main_methods(config)
+    # a prompt's units are adjacent (its modes, samples and sweep values), so the runner prefills it once for all
     for task_name, task in config.tasks.items():
         examples = tasks.load_examples(task_name, range(*task.rows), source=config.data_source)
-        for mode_name in task.modes:
-            mode = config.modes[mode_name]
-            main = main_methods(config, mode)
-            without_controls = tuple(m for m in main if not is_control(config, m))
-            for seed in config.seeds:
-                for index, example in enumerate(examples):
-                    controls = config.controls
-                    with_controls = controls is None or (index < controls.prompts
-                                                         and (not controls.tasks or task_name in controls.tasks))
-                    methods = main if with_controls else without_controls
+        controls = config.controls
+        for seed in config.seeds:
+            for index, example in enumerate(examples):
+                with_controls = controls is None or (index < controls.prompts
+                                                     and (not controls.tasks or task_name in controls.tasks))
+                methods = main if with_controls else tuple(m for m in main if not is_control(config, m))
+                for mode_name in task.modes:
+                    mode = config.modes[mode_name]
                     for sample in range(mode.num_samples):
                         units.append(Unit("main", task_name, example, mode_name, _params(mode),
-                                          task.max_new_tokens, task.max_prompt_tokens, seed, sample, methods))
+                                          task.max_new_tokens, task.max_prompt_tokens, seed, sample, methods,
+                                          ignore_eos=task.ignore_eos, chat=task.chat))
     for sweep_name, sweep in config.sweeps.items():
         task, mode = config.tasks[sweep.task], config.modes[sweep.mode]
         draft = config.draft(sweep.draft)
         examples = tasks.load_examples(sweep.task, range(*sweep.rows), source=config.data_source)
-        for value in sweep.values:
-            k = value if sweep.vary == "k" else sweep.k
-            methods = tuple(Method(kind, draft.name if METHOD_KINDS[kind].uses_draft else None,
-                                   k if METHOD_KINDS[kind].uses_k else None)
-                            for kind in SWEEP_METHODS if kind in config.methods)
-            for example in examples:
+        for example in examples:
+            for value in sweep.values:
+                k = value if sweep.vary == "k" else sweep.k
+                methods = tuple(Method(kind, draft.name if METHOD_KINDS[kind].uses_draft else None,
+                                       k if METHOD_KINDS[kind].uses_k else None)
+                                for kind in SWEEP_METHODS if kind in config.methods)
                 units.append(Unit(
                     sweep_name, sweep.task, example, sweep.mode,
                     _params(mode, temperature=value if sweep.vary == "temperature" else None),
                     value if sweep.vary == "max_new_tokens" else sweep.max_new_tokens or task.max_new_tokens,
                     value if sweep.vary == "max_prompt_tokens" else task.max_prompt_tokens,
-                    config.seeds[0], 0, methods, sweep_value=value, ignore_eos=sweep.ignore_eos,
+                    config.seeds[0], 0, methods, sweep_value=value, ignore_eos=sweep.ignore_eos, chat=task.chat,
                 ))
     return units
 

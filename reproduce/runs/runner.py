@@ -1,8 +1,10 @@
 """Run an experiment config: every unit (one prompt under one setting) runs each method back to back.
 
 Methods are interleaved per prompt (their order rotates from unit to unit), so machine drift, which is 20-35%
-within an hour here, hits every method alike. Each finished (unit, method) is one JSONL row, written and
-fsynced at once: rerunning the same config skips finished rows, so an interrupted run resumes losing nothing.
+within an hour here, hits every method alike. Each prompt is prefilled once per model (`PromptCaches`): the
+target's prefill is timed once and shared by every method and mode that decodes the prompt, a draft's is timed
+and charged to the SpS rows that use it, and the rows time the decode loop apart from both. Each finished
+(unit, method) is one JSONL row, written and fsynced at once: rerunning the same config skips finished rows, so an interrupted run resumes losing nothing.
 
 Rows hold raw measurements only (trace summary, generated ids and text, target log-probs); every statistic is
 derived later by `reproduce.analysis` from these rows.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import json
 import os
 import platform
@@ -22,7 +25,7 @@ from tqdm.auto import tqdm
 
 from reproduce import tasks
 from reproduce.catalogue import METHOD_KINDS
-from reproduce.engine.decoding import autoregressive_decode, speculative_decode
+from reproduce.engine.decoding import autoregressive_decode, prefill, speculative_decode
 from reproduce.engine.drafters import ModelDrafter, build_drafter
 from reproduce.engine.lm import CachedLM
 from reproduce.engine.gguf_parts import SplitGGUF
@@ -157,30 +160,70 @@ def _dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
-def _ars(pool: ModelPool, unit: Unit, method: Method, prompt_ids, generator, eos, seed):
-    return autoregressive_decode(pool.target_lm, prompt_ids, unit.max_new_tokens, unit.params, generator, eos)
+class PromptCaches:
+    """One prompt's prefills, each run once per model however many methods decode the prompt: the loops only
+    append past the prompt, so each decode rolls back to it (prefilled=True) and starts from bitwise the same cache.
+    `ms` holds each prefill's time, keyed by the LM or drafter prefilled."""
+
+    def __init__(self, prompt_ids: list[int]):
+        self.prompt_ids = prompt_ids
+        self.ms: dict[int, float] = {}
+        self.scores: dict[tuple[int, ...], list[float]] = {}  # target log-probs per distinct scored output
+
+    def lm(self, lm) -> float:
+        """Prefill a cached LM (the target, or a model decoding alone) on first use; its prefill's ms."""
+        if id(lm) not in self.ms:
+            self.ms[id(lm)] = prefill(lm, self.prompt_ids)
+        return self.ms[id(lm)]
+
+    def drafter(self, drafter, target) -> float:
+        """Prefill a drafter's own cache on first use (after the target's: the target drafting for itself copies
+        the target's); its prefill's ms."""
+        self.lm(target)
+        if id(drafter) not in self.ms:
+            self.ms[id(drafter)] = drafter.prefill(self.prompt_ids, target)
+        return self.ms[id(drafter)]
 
 
-def _sps(pool: ModelPool, unit: Unit, method: Method, prompt_ids, generator, eos, seed):
-    return speculative_decode(pool.target_lm, pool.drafters[method.draft], prompt_ids, method.k, unit.max_new_tokens,
-                              unit.params, generator, eos)
+def _decode_ars(lm, unit: Unit, prompt_ids, generator, eos, caches: PromptCaches):
+    prefill_ms = caches.lm(lm)
+    trace = autoregressive_decode(lm, prompt_ids, unit.max_new_tokens, unit.params, generator, eos, prefilled=True)
+    trace.prefill_ms = prefill_ms
+    return trace
 
 
-def _ars_hf(pool: ModelPool, unit: Unit, method: Method, prompt_ids, generator, eos, seed):
-    return autoregressive_decode(pool.target_hf_lm, prompt_ids, unit.max_new_tokens, unit.params, generator, eos)
+def _decode_sps(target, drafter, k: int, unit: Unit, prompt_ids, generator, eos, caches: PromptCaches):
+    draft_prefill_ms = caches.drafter(drafter, target)
+    trace = speculative_decode(target, drafter, prompt_ids, k, unit.max_new_tokens, unit.params, generator, eos,
+                               prefilled=True)
+    trace.prefill_ms, trace.draft_prefill_ms = caches.lm(target), draft_prefill_ms
+    return trace
 
 
-def _sps_hf(pool: ModelPool, unit: Unit, method: Method, prompt_ids, generator, eos, seed):
-    return speculative_decode(pool.target_hf_lm, pool.hf_drafters[method.draft], prompt_ids, method.k,
-                              unit.max_new_tokens, unit.params, generator, eos)
+def _ars(pool: ModelPool, unit: Unit, method: Method, prompt_ids, generator, eos, seed, caches):
+    return _decode_ars(pool.target_lm, unit, prompt_ids, generator, eos, caches)
 
 
-def _draft_only(pool: ModelPool, unit: Unit, method: Method, prompt_ids, generator, eos, seed):
-    return autoregressive_decode(pool.draft_lms[method.draft], prompt_ids, unit.max_new_tokens, unit.params,
-                                 generator, eos)
+def _sps(pool: ModelPool, unit: Unit, method: Method, prompt_ids, generator, eos, seed, caches):
+    return _decode_sps(pool.target_lm, pool.drafters[method.draft], method.k, unit, prompt_ids, generator, eos,
+                       caches)
 
 
-def _hf(pool: ModelPool, unit: Unit, method: Method, prompt_ids, generator, eos, seed):
+def _ars_hf(pool: ModelPool, unit: Unit, method: Method, prompt_ids, generator, eos, seed, caches):
+    return _decode_ars(pool.target_hf_lm, unit, prompt_ids, generator, eos, caches)
+
+
+def _sps_hf(pool: ModelPool, unit: Unit, method: Method, prompt_ids, generator, eos, seed, caches):
+    return _decode_sps(pool.target_hf_lm, pool.hf_drafters[method.draft], method.k, unit, prompt_ids, generator,
+                       eos, caches)
+
+
+def _draft_only(pool: ModelPool, unit: Unit, method: Method, prompt_ids, generator, eos, seed, caches):
+    """The draft decoding alone: its own prefill stands where the target's stands for ArS."""
+    return _decode_ars(pool.draft_lms[method.draft], unit, prompt_ids, generator, eos, caches)
+
+
+def _hf(pool: ModelPool, unit: Unit, method: Method, prompt_ids, generator, eos, seed, caches):
     assistant, ngram_size = None, None
     if method.draft is not None:
         spec = pool.config.draft(method.draft)
@@ -188,7 +231,7 @@ def _hf(pool: ModelPool, unit: Unit, method: Method, prompt_ids, generator, eos,
             assistant = pool.draft_models[method.draft].model
         else:
             ngram_size = spec.ngram_size
-    return hf_generate(pool.target, unit, method, prompt_ids, seed, assistant, ngram_size)
+    return hf_generate(pool.target, unit, method, prompt_ids, seed, assistant, ngram_size, ignore_eos=eos is None)
 
 
 # How each method kind of catalogue.METHOD_KINDS decodes one unit; each returns a Trace.
@@ -198,13 +241,22 @@ DECODERS = {"ars": _ars, "ars_repeat": _ars, "sps": _sps, "ars_hf": _ars_hf, "sp
 assert set(DECODERS) == set(METHOD_KINDS), "every method kind needs a decoder"
 
 
-def run_method(pool: ModelPool, unit: Unit, method: Method, prompt_ids: list[int]) -> dict:
-    """Run one method on one unit and return its raw row."""
+def run_method(pool: ModelPool, unit: Unit, method: Method, prompt_ids: list[int],
+               caches: PromptCaches | None = None) -> dict:
+    """Run one method on one unit and return its raw row. `caches`: the prompt's prefills, shared with the other
+    methods decoding it (a fresh PromptCaches when not given)."""
+    caches = caches or PromptCaches(prompt_ids)
     seed = row_seed(unit, method)
     generator = torch.Generator().manual_seed(seed)
-    eos = None if unit.ignore_eos else pool.target.eos_token_id
-    trace = DECODERS[method.kind](pool, unit, method, prompt_ids, generator, eos, seed)
+    eos_token_id = pool.target.eos_token_id
+    trace = DECODERS[method.kind](pool, unit, method, prompt_ids, generator, None if unit.ignore_eos else eos_token_id,
+                                  seed, caches)
     summary = trace.summary()
+    prompt_format = tasks.prompt_format(unit.task, pool.target.tokenizer, unit.chat)
+    decode = functools.partial(pool.target.tokenizer.decode, skip_special_tokens=True)
+    # quality sees the answer only: up to EOS and, within it, the task's stop (tasks.quality_length)
+    scored_ids = trace.tokens[: tasks.quality_length(unit.task, trace.tokens, decode, eos_token_id, prompt_format)] \
+        if trace.tokens else []
     return {
         **unit.identity(),
         "method": method.kind, "draft": method.draft, "k": method.k,
@@ -212,18 +264,34 @@ def run_method(pool: ModelPool, unit: Unit, method: Method, prompt_ids: list[int
         "temperature": unit.params.temperature, "top_p": unit.params.top_p, "top_k": unit.params.top_k,
         "max_new_tokens": unit.max_new_tokens, "max_prompt_tokens": unit.max_prompt_tokens,
         "prompt_tokens": len(prompt_ids),
-        "prompt_format": tasks.prompt_format(unit.task, pool.target.tokenizer),  # how the text is scored
+        "prompt_format": prompt_format,  # how the text is scored
+        "ignore_eos": unit.ignore_eos,
         **{k: v for k, v in summary.items() if k not in ("method", "accepted_per_step")},
         # per step: [drafted, accepted, draft ms, target ms, mean overlap]; the raw material of theory checks
         "steps": [[len(s.proposed), s.num_accepted, round(s.draft_ms, 3), round(s.target_ms, 3),
                    round(sum(s.overlap) / len(s.overlap), 5) if s.overlap else None] for s in trace.steps],
         "generated_ids": trace.tokens,
-        "text": pool.target.tokenizer.decode(trace.tokens, skip_special_tokens=True),
+        "quality_tokens": len(scored_ids),  # the first tokens of generated_ids that text and target_logprobs cover
+        "text": decode(scored_ids),
         "reference": unit.example.reference,
         # under the unshaped target, for perplexity and the SpS-vs-ArS distribution test
-        "target_logprobs": [round(x, 5) for x in token_logprobs(pool.scoring_lm, prompt_ids, trace.tokens)]
-        if trace.tokens else [],
+        "target_logprobs": _target_logprobs(pool, caches, scored_ids),
     }
+
+
+def _target_logprobs(pool: ModelPool, caches: PromptCaches, scored_ids: list[int]) -> list[float]:
+    """The scored tokens' log-probs under the unshaped target, once per distinct output of a prompt (greedy methods
+    that agree share it). The scoring LM starts from the target's prefilled cache where it can copy it."""
+    if not scored_ids:
+        return []
+    key = tuple(scored_ids)
+    if key not in caches.scores:
+        lm, prompt_ids = pool.scoring_lm, caches.prompt_ids
+        copied = hasattr(lm, "adopt_cache") and id(pool.target_lm) in caches.ms and lm.adopt_cache(pool.target_lm)
+        if not copied:
+            caches.lm(lm)
+        caches.scores[key] = [round(x, 5) for x in token_logprobs(lm, prompt_ids, scored_ids, prefilled=True)]
+    return caches.scores[key]
 
 
 def provenance() -> dict:
@@ -266,7 +334,8 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, progress: bool = Tru
     pool = ModelPool(config)
     manifest["models"] = pool.describe()
     manifest["runtime_choices"] = pool.runtime_choices
-    manifest["prompt_formats"] = {task: tasks.prompt_format(task, pool.target.tokenizer) for task in config.tasks}
+    manifest["prompt_formats"] = {name: tasks.prompt_format(name, pool.target.tokenizer, task.chat)
+                                  for name, task in config.tasks.items()}
     # what this session ran on: the model and data files' sha256 (cached by size and mtime: rehashed only if changed)
     session["files"] = {"models": pool.files(), "data": data_files(config.tasks, config.data_source)}
     write_json(manifest_path, manifest)
@@ -274,21 +343,24 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, progress: bool = Tru
     if todo:
         _warm_up(pool, units[0])
     block_rows: dict[str, int] = {}
+    caches = PromptCaches([])
     with open(rows_path, "a") as rows_file, tqdm(total=todo, desc=config.name, unit="row", disable=not progress) as bar:
         for index, unit in enumerate(units):
             pending = [m for m in rotate_methods(unit.methods, index) if unit.row_key(m) not in done]
             if not pending:
                 continue
-            prompt_ids = tasks.build_prompt_ids(unit.example, pool.target.tokenizer, unit.max_prompt_tokens)
+            prompt_ids = tasks.build_prompt_ids(unit.example, pool.target.tokenizer, unit.max_prompt_tokens, unit.chat)
+            if prompt_ids != caches.prompt_ids:  # units of one prompt are adjacent (plan_units): one prefill each
+                caches = PromptCaches(prompt_ids)
             for method in pending:
-                row = run_method(pool, unit, method, prompt_ids)
+                row = run_method(pool, unit, method, prompt_ids, caches)
                 rows_file.write(json.dumps(json_safe(row)) + "\n")
                 rows_file.flush()
                 os.fsync(rows_file.fileno())
                 bar.update(1)
-            block = f"{unit.block}/{unit.task}/{unit.mode}"
+            block = f"{unit.block}/{unit.task}"  # its modes interleave per prompt
             block_rows[block] = block_rows.get(block, 0) + len(pending)
-            if index + 1 == len(units) or f"{units[index + 1].block}/{units[index + 1].task}/{units[index + 1].mode}" != block:
+            if index + 1 == len(units) or f"{units[index + 1].block}/{units[index + 1].task}" != block:
                 tqdm.write(f"finished {block}: {block_rows[block]} rows")
     session["end"] = _now()
     write_json(manifest_path, manifest)
@@ -323,7 +395,7 @@ def _same_config(saved: dict, resolved: dict) -> bool:
 
 def _warm_up(pool: ModelPool, unit: Unit) -> None:
     """Untimed calls so no method pays first-call costs (allocator, kernels, lazy init)."""
-    prompt_ids = tasks.build_prompt_ids(unit.example, pool.target.tokenizer, unit.max_prompt_tokens)
+    prompt_ids = tasks.build_prompt_ids(unit.example, pool.target.tokenizer, unit.max_prompt_tokens, unit.chat)
     params = SamplingParams(temperature=0)
     n = pool.config.warmup_tokens
     generator = torch.Generator().manual_seed(0)
