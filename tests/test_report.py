@@ -15,8 +15,10 @@ gives each Table 1 setting with a CI; the main body has at most 300 lines; no ab
 twice (across both files); every relative link resolves to a file; "failed" never labels an inconclusive test;
 no template tests whether a value is defined. Each check is shown to fail on a hand-made string that breaks it.
 The other tests: figures are real PNGs; a field no record has fails the render (StrictUndefined on frozen
-records); the filters; what the report may claim about losslessness (hand-made suites and CPUs); no p-value where
-rows share seeds; the runtime probe and checksums in the appendix with portable paths; the peers like for like
+records); the filters; the speedups and quality outcomes read from the analysis's records as they are (t intervals,
+TOST outcomes with their notes), the A/A check's drift wording, no removed analysis key read; what the report may
+claim about losslessness (hand-made suites and CPUs); no p-value where rows share seeds or a test cannot reach
+p < 0.05; the runtime probe and checksums in the appendix with portable paths; the peers like for like
 first; the cost-model paragraph switching on the numbers; controls never the fastest; rerun commands only for a
 profile that still resolves to the run's config.
 """
@@ -183,7 +185,7 @@ def check_report(run: dict, settings=SETTINGS) -> None:
 def test_the_committed_default_run_renders_with_every_property(committed):
     run = committed["default"]
     check_report(run)
-    assert "| HumanEval greedy | SpS[ngram,K=2] | 1.78x [1.63, 1.95] | 1.49x [1.38, 1.60] | no row |" in run["text"]
+    assert "| HumanEval greedy | SpS[ngram,K=2] | 1.77x [1.53, 2.06] | 1.48x [1.31, 1.67] | no row |" in run["text"]
     assert "**Greedy SpS = ArS**: token for token on every prompt" in run["text"]
     assert "168 passed on this run's CPU" in run["text"]
 
@@ -350,9 +352,12 @@ def test_the_primary_speedup_is_the_decode_loop_and_decides_the_fastest_and_the_
                    if e["block"] == "main" and e["task"] == s.task and e["mode"] == s.mode}
         for row in s.sps:
             vs_ars = entries[row.label.split(" (control")[0]].get("vs_ars", {})
-            if row.speedup:
-                assert row.speedup.ratio == vs_ars["decode_speedup"]["ratio_of_means"]
-                assert row.end_to_end.ratio == vs_ars["speedup"]["ratio_of_means"]
+            if row.speedup:  # the t-interval records: geometric mean of per-prompt ratios, decode loop first
+                assert (row.speedup.ratio, row.speedup.ci) == (vs_ars["speedup"]["point"], tuple(vs_ars["speedup"]["ci"]))
+                assert row.end_to_end.ratio == vs_ars["speedup_e2e"]["point"]
+        for row in s.rows:  # Hugging Face's generate() times its prefill inside its loop: end to end only
+            assert row.end_to_end_only == (row.method in ("hf_generate", "hf_assisted"))
+            assert not (row.end_to_end_only and row.speedup)
         full = [r for r in s.sps if not r.control and r.speedup]
         assert s.best is max(full, key=lambda r: r.speedup.ratio)
         if s.paper:
@@ -589,19 +594,95 @@ def test_every_tested_sps_row_is_in_the_quality_table_with_its_outcome(rendered,
                 assert f"| {s.short} | {row.label}" in quality and t.outcome in quality, (s.short, row.label)
         for row in s.identical_rows:
             assert row.label in quality
-    assert all(t.outcome in ("equivalent", "equivalent (fixed margin)", "not equivalent", "inconclusive",
-                             groups.IDENTICAL)
+    assert all(t.outcome in ("equivalent", "not equivalent", "inconclusive", groups.IDENTICAL)
                for s in report.settings for row in s.sps for t in row.quality_tests)
     assert "failed" not in quality.lower() and "not testable" not in quality
 
 
-def test_an_inconclusive_quality_test_says_what_it_could_detect():
-    test = stats.tost_equivalence([0.05, 0.01, 0.09, 0.02], [0.03, 0.04, 0.02, 0.05], 0.01)
-    test.update(margin_source="ars_repeat", constant=False, mine_mean=0.0425, ars_mean=0.035)
-    verdict = verdicts.metric_verdict(test, "ROUGE-2", {"ars_mean": 0.035})
-    assert verdict["level"] == "not testable" and groups.OUTCOMES[verdict["level"]] == "inconclusive"
-    detectable = f"{test['min_detectable_difference']:.4f}"
-    assert f"with n = 4 pairs, the test detects a difference of {detectable} or more with 80% power" in verdict["text"]
+def test_quality_reads_the_analysis_outcome_and_says_when_the_margin_cannot_be_reached():
+    """A real TOST record (analysis: equivalence_test) of 4 prompts, inconclusive below the n 80% power needs: the
+    outcome, the note and the n pass to the table's record as they are, and the setting's outcome says the margin
+    cannot be reached at this n."""
+    import pandas as pd
+
+    from reproduce.analysis.equivalence import equivalence_test
+    from reproduce.report import quality
+    from reproduce.tasks import PERPLEXITY, TASKS
+
+    ids = [[1], [2], [3], [4]]
+    mine = pd.DataFrame({"rouge2": [0.05, 0.01, 0.09, 0.02], "log_perplexity": [1.0, 1.2, 0.9, 1.1], "generated_ids": ids})
+    base = pd.DataFrame({"rouge2": [0.03, 0.04, 0.02, 0.05], "log_perplexity": [1.1, 1.0, 1.0, 1.2],
+                         "generated_ids": [[5], [6], [7], [8]]})
+    equivalence = {"rouge2": equivalence_test(mine, base, "rouge2", {"margin": 0.02, "reason": "r"}),
+                   "log_perplexity": equivalence_test(mine, base, "log_perplexity", {"margin": 0.05, "reason": "r"})}
+    record = equivalence["rouge2"]
+    assert record["outcome"] == "inconclusive" and not record["margin_reachable"]
+    ars = {"quality": {}}
+    entry = {"temperature": 1.0, "quality": {}, "vs_ars": {"equivalence": equivalence}}
+    tests, verdict = quality.quality_tests(ars, entry, TASKS["xsum"].quality)
+    assert [t.metric for t in tests] == [TASKS["xsum"].quality, PERPLEXITY]
+    rouge = tests[0]
+    assert (rouge.outcome, rouge.note, rouge.n, rouge.n_for_80_power) == (
+        "inconclusive", record["note"], 4, record["n_for_80_power"])
+    assert rouge.note.startswith("margin cannot be reached at this n (80% power needs n = ")
+    assert rouge.ci == tuple(record["ci"]) and not rouge.vacuous and not rouge.exactly_equal
+    assert verdict.level == "inconclusive" and verdict.note == "margin cannot be reached at this n"
+
+
+def _aa_check(task: str, mode: str, point: float) -> dict:
+    """An A/A record as the analysis writes it (summary: aa_checks[])."""
+    ratio = {"point": point, "ci": [point - 0.03, point + 0.03], "n": 2, "level": 0.95}
+    return {"block": "main", "task": task, "mode": mode, "sweep_value": None, "n": 2, "ratio": ratio,
+            "tolerance": 0.05, "drift": point - 1, "within_tolerance": abs(point - 1) <= 0.05,
+            "ci_within_tolerance": False, "ratio_e2e": {**ratio, "point": 1.0},
+            "quality": {"rouge2": {"outcome": "inconclusive", "diff": 0.001, "ci": [-0.01, 0.012], "margin": 0.02, "n": 2,
+                                   "note": "margin cannot be reached at this n (80% power needs n = 40, the run has 2)",
+                                   "n_for_80_power": 40}}}
+
+
+def test_the_aa_check_says_when_the_machine_drifted(rendered, paper):
+    """The fixture has no ars_repeat rows, so the check is 'not measured'; with A/A records as the analysis writes
+    them, one within 5% reads 'within', one 10% off says the machine drifted by that much (Table 1 and the first
+    screen), and the repeat's quality is tabled at the same margins in section 3."""
+    assert "this run has no `ars_repeat` rows" in rendered["text"]
+    summary = copy.deepcopy(rendered["summary"])
+    summary["aa_checks"] = [_aa_check("xsum", "greedy", 1.01), _aa_check("xsum", "xsum_nucleus", 0.9)]
+    text = render.render_markdown(_report(rendered, paper, summary=summary))
+    assert "XSum greedy 1.01x [0.98, 1.04] (within; its interval is wider), end to end 1.00x [0.98, 1.04]" in text
+    assert ("XSum nucleus 0.90x [0.87, 0.93] (**outside: the machine drifted by -10% between the two ArS runs, the "
+            "repeat running slower; this setting's speedups carry that much doubt**)") in text
+    row = next(line for line in first_screen(text) if line.startswith("| XSum nucleus |"))
+    assert row.endswith("; **the A/A check drifted -10%** |")
+    assert not next(line for line in first_screen(text) if line.startswith("| XSum greedy |")).count("A/A")
+    assert "No A/A rows in: HumanEval greedy, HumanEval nucleus, PubMedQA greedy." in text
+    assert ("| XSum nucleus | ROUGE-2 | 0.0010 [-0.0100, 0.0120] | ±0.0200 | inconclusive (margin cannot be reached at "
+            "this n (80% power needs n = 40, the run has 2)) | 40 (run: 2) |") in text
+    check_first_screen(text, SETTINGS + ("PubMedQA greedy",))
+
+
+def test_a_test_that_cannot_reach_significance_is_not_offered_as_evidence(rendered, paper):
+    """A sampled test marked usable: false (its smallest attainable p is not below 0.05 at its n) shows that
+    instead of its p, even where the rows drew from seeds of their own."""
+    summary = copy.deepcopy(rendered["summary"])
+    entry = next(e for e in summary["methods"] if e["block"] == "main" and e["task"] == "xsum"
+                 and e["mode"] == "xsum_nucleus" and e["method"] == "sps")
+    vs_ars = entry["vs_ars"]
+    vs_ars["seeds_independent"] = True
+    vs_ars["length_test"].update(statistic=0.0, p_value=0.5, nonzero=2, usable=False, min_p=0.5)
+    vs_ars["sequence_logprob_test"].update(statistic=1.0, p_value=0.031, nonzero=9, usable=True, min_p=0.004)
+    appendix = render.render_markdown(_report(rendered, paper, summary=summary), render.APPENDIX_TEMPLATE)
+    table = appendix[appendix.index("| setting | SpS | n | first token"):]
+    row = next(line for line in table.splitlines() if line.startswith(f"| XSum nucleus | {entry_label(entry)} |"))
+    assert row.endswith("| 1.000 (0.031) | cannot reach p < 0.05: n = 2 nonzero pairs |")
+
+
+def test_the_report_reads_no_removed_analysis_key():
+    """The analysis dropped decode_speedup and spread_margin_fraction, ratio_of_means(_ci) is descriptive or
+    legacy, and margin_source is always "config" (nothing to branch on): no report module or template reads them."""
+    for path in list((REPO / "reproduce" / "report").glob("*.py")) + list((REPO / "reports" / "templates").rglob("*.j2")):
+        text = path.read_text()
+        for key in ("ratio_of_means", "decode_speedup", "spread_margin_fraction", "margin_source"):
+            assert key not in text, (path.name, key)
 
 
 def test_controls_are_labelled_and_never_the_fastest(rendered, paper):
@@ -630,8 +711,9 @@ def test_peers_put_the_like_for_like_comparison_first(rendered, paper):
     ars = next(e for e in main if e["method"] == "ars")
     generate = next(e for e in main if e["method"] == "hf_generate")
     summary["methods"].append({**copy.deepcopy(ars), "method": "ars_hf", "variant": "ArS (HF forward)",
-                               "vs_ars": {"n": 2, "speedup": {"ratio_of_means": 0.55, "ratio_of_means_ci": [0.5, 0.6], "n": 2}}})
-    generate["ours_hf_forward_vs_hf"] = {"ratio_of_means": 1.04, "ratio_of_means_ci": [0.98, 1.1], "n": 2}
+                               "vs_ars": {"n": 2, "speedup": {"point": 0.55, "ci": [0.5, 0.6], "n": 2},
+                                          "speedup_e2e": {"point": 0.6, "ci": [0.55, 0.65], "n": 2}}})
+    generate["ours_hf_forward_vs_hf"] = {"point": 1.04, "ci": [0.98, 1.1], "n": 2}
     text = render.render_markdown(_report(rendered, paper, summary=summary))
     peers = text[text.index("## 7. Hugging Face peers"):text.index("## 8. Limitations")]
     like = "| XSum greedy | ArS (HF forward) | HF generate | 1.04x [0.98, 1.10] |"

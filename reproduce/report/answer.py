@@ -1,5 +1,6 @@
-"""The report's first screen: per Table 1 setting the fastest SpS's speedup against the paper's, whether greedy SpS
-matched ArS on every prompt, the quality outcomes, and one line on why (the cost model's alpha, c and t(K+1)/t(1)
+"""The report's first screen: per Table 1 setting the fastest SpS's speedup against the paper's (flagged where the
+A/A check says the machine drifted), whether greedy SpS matched ArS on every prompt, the quality outcomes, and one
+line on why (the cost model's alpha, c and t(K+1)/t(1)
 of the fastest drafts). Every number is one the tables below show, taken from the same records."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ class HeadlineRow:
     end_to_end: Speedup | None
     paper: float | None
     verdict: Verdict
+    drift: float | None  # the setting's A/A check, where it lies outside its tolerance: point - 1
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,9 @@ class GreedyCheck:
 
 @dataclass(frozen=True)
 class OutcomeGroup:
+    """The settings whose fastest SpS got one quality outcome (the analysis's, or identical), with its note."""
     outcome: str
+    note: str | None  # e.g. "margin cannot be reached at this n", "by log-perplexity; pass@1 vacuous"
     settings: tuple[str, ...]
 
 
@@ -74,13 +78,15 @@ def _why(settings: tuple[Setting, ...]) -> Why | None:
                Span.of(t.predicted for t in theory), Span.of(t.measured for t in theory))
 
 
-def answer(settings: tuple[Setting, ...]) -> Answer:
+def answer(settings: tuple[Setting, ...], drifts: dict[str, float]) -> Answer:
+    """`drifts`: by setting, the A/A check's drift where it lies outside its tolerance."""
     rows = tuple(HeadlineRow(s.short, s.best.label if s.best else None, s.best.speedup if s.best else None,
-                             s.best.end_to_end if s.best else None, s.paper.speedup if s.paper else None, s.speed)
+                             s.best.end_to_end if s.best else None, s.paper.speedup if s.paper else None, s.speed,
+                             drifts.get(s.short))
                  for s in settings)
-    outcomes: dict[str, list[str]] = {}
+    outcomes: dict[tuple[str, str | None], list[str]] = {}
     for s in settings:
         if s.best:
-            outcomes.setdefault(s.quality.level, []).append(s.short)
-    return Answer(rows, _greedy(settings), tuple(OutcomeGroup(o, tuple(v)) for o, v in outcomes.items()),
+            outcomes.setdefault((s.quality.level, s.quality.note), []).append(s.short)
+    return Answer(rows, _greedy(settings), tuple(OutcomeGroup(o, note, tuple(v)) for (o, note), v in outcomes.items()),
                   _why(settings))

@@ -4,8 +4,9 @@ transcribed from Table 1 of arXiv 2302.01318).
 
 The views only pick rows (which SpS is fastest, which sweep varies K), attach labels, the paper's numbers and
 verdicts; every statistic comes from reproduce.analysis. Module by module: groups.py (the settings, their rows,
-verdicts), answer.py (the first screen), discussion.py (the cost model: why), sweeps.py (sweeps, Figure 1),
-setup.py (the appendix's provenance), peers.py, lossless.py (every claim of losslessness).
+verdicts), quality.py (the quality tests and margins), answer.py (the first screen), discussion.py (the cost
+model: why), sweeps.py (sweeps, Figure 1), setup.py (the appendix's provenance), peers.py, lossless.py (every
+claim of losslessness); the A/A check is read here.
 """
 
 from __future__ import annotations
@@ -16,18 +17,18 @@ from types import MappingProxyType
 import yaml
 
 from reproduce.errors import ReproduceError
+from reproduce.report import verdicts
 from reproduce.report.answer import Answer, answer
 from reproduce.report.discussion import CostModel, cost_model
-from reproduce.report.groups import Setting, main_settings, theory_rows
+from reproduce.report.groups import DECODE, END_TO_END, Setting, main_settings, theory_rows
 from reproduce.report.labels import config_draft_kind, short_draft
 from reproduce.report.lossless import Losslessness, losslessness
 from reproduce.report.peers import Peers, peers
-from reproduce.report.records import Commit, Speedup
+from reproduce.report.quality import MetricMargin, metric_margins
+from reproduce.report.records import Commit, Speedup, SpeedupMethod
 from reproduce.report.setup import Setup, portable, setup_view
 from reproduce.report.sweeps import Figure1, Sweep, figure1_views, sweeps
-
-# the A/A check (ArS against ArS again on its own seeds, decode loop) should read within this of 1 (issue 22)
-AA_TOLERANCE = 0.05
+from reproduce.tasks import PERPLEXITY, QualityMetric
 
 
 @dataclass(frozen=True)
@@ -55,23 +56,64 @@ class PaperSetup:
 
 
 @dataclass(frozen=True)
+class AAQuality:
+    """ArS's repeat against ArS on one metric at the config's margin (analysis: aa_checks[].quality[column])."""
+    metric: QualityMetric
+    outcome: str
+    note: str
+    diff: float
+    ci: tuple[float, float]  # the TOST's 90% interval
+    margin: float
+    n: int
+    n_for_80_power: int | None
+
+    @property
+    def constant_difference(self) -> bool:
+        return self.ci[0] == self.ci[1]
+
+
+@dataclass(frozen=True)
 class AACheck:
-    """ArS again on the same prompts with its own seeds, against ArS: the decode loop's ratio should be 1.
-    `within` is judged here against AA_TOLERANCE; once the analysis writes the check itself, build_report reads
-    it into these fields instead."""
+    """ArS again on the same prompts with its own seeds, against ArS (analysis: aa_checks[]): the decode loop's
+    ratio, ArS ms/token over the repeat's, should read within `tolerance` of 1; where it does not, the machine
+    drifted between the two runs by `drift` (point - 1), and every speedup of the setting carries that doubt.
+    The repeat's quality against ArS at the same margins as SpS's."""
     setting: str
-    speedup: Speedup | None  # decode loop
-    end_to_end: Speedup | None
-    tolerance: float = AA_TOLERANCE
+    n: int
+    speedup: Speedup  # decode loop
+    end_to_end: Speedup
+    tolerance: float
+    drift: float
+    within: bool  # the point within tolerance of 1
+    ci_within: bool  # the whole interval within it
+    quality: tuple[AAQuality, ...]
 
-    @property
-    def within(self) -> bool:
-        return self.speedup is not None and abs(self.speedup.ratio - 1) <= self.tolerance
+    @classmethod
+    def read(cls, setting: str, check: dict, metrics: tuple[QualityMetric, ...], repeat: dict | None) -> AACheck:
+        """`repeat`: the ArS-repeat method entry, whose full TOST records say whether both runs scored one
+        constant (vacuous: the note says so instead of the analysis's)."""
+        by_column = {m.tost_key: m for m in metrics}
+        records = (repeat or {}).get("vs_ars", {}).get("equivalence", {})
+        quality = []
+        for column, q in check["quality"].items():
+            if column not in by_column:
+                continue
+            metric = by_column[column]
+            vacuous = records.get(column) and verdicts.vacuous_reason(records[column], metric.name, metric.digits,
+                                                                      metric.percent)
+            quality.append(AAQuality(metric, q["outcome"], f"vacuous: {vacuous}" if vacuous else q["note"], q["diff"],
+                                     tuple(q["ci"]), q["margin"], q["n"], q["n_for_80_power"]))
+        return cls(setting, check["n"], Speedup.read(check["ratio"], DECODE), Speedup.read(check["ratio_e2e"], END_TO_END),
+                   check["tolerance"], check["drift"], check["within_tolerance"], check["ci_within_tolerance"],
+                   tuple(quality))
 
-    @property
-    def drift(self) -> float | None:
-        """How far the ratio lies from 1 (a share: 0.2 = 20%)."""
-        return None if self.speedup is None else abs(self.speedup.ratio - 1)
+
+def aa_checks(settings: tuple[Setting, ...], summary: dict) -> tuple[AACheck, ...]:
+    """The main block's A/A checks, in the settings' order."""
+    checks = {(c["task"], c["mode"]): c for c in summary["aa_checks"] if c["block"] == "main"}
+    repeats = {(e["task"], e["mode"]): e for e in summary["methods"] if e["block"] == "main" and e["method"] == "ars_repeat"}
+    return tuple(AACheck.read(s.short, checks[(s.task, s.mode)], (s.metric, PERPLEXITY), repeats.get((s.task, s.mode)))
+                 for s in settings if (s.task, s.mode) in checks)
 
 
 @dataclass(frozen=True)
@@ -116,8 +158,13 @@ class Report:
     losslessness_run: LosslessRun | None
     peers: Peers
     aa: tuple[AACheck, ...]
-    fixed_margins: tuple[tuple[str, float], ...]
-    spread_margin_fraction: float | None
+    aa_missing: tuple[str, ...]  # the settings without ArS-repeat rows
+    speedup_method: SpeedupMethod
+    margins: tuple[MetricMargin, ...]
+    margins_source: str  # "config", or a sentence saying where they came from
+    equivalence_assumption: str
+    cannot_reach: str  # the analysis's words for an inconclusive test below the n 80% power needs
+    significance: float
     sampled_tests: tuple[tuple[str, str, str], ...]  # statistic, test, assumption
     price_per_hour: float
     config_yaml: str
@@ -145,20 +192,23 @@ def build_report(summary: dict, manifest: dict, paper: dict, losslessness_result
     k_sweeps = figure1_views(all_sweeps, summary)
     drafts = {d["name"]: (config_draft_kind(config, d["name"]), short_draft(d["name"])) for d in config["drafts"]}
     provenance = losslessness_provenance
+    aa = aa_checks(settings, summary)
     return Report(
         config_name=manifest["config_name"], description=portable(config["description"]),
         paper=PaperSetup.read(paper), settings=settings, not_run=not_run,
         paper_not_run=tuple(f"{r['benchmark']} {r['mode']}" for r in paper["table1"]
                             if r["benchmark"] + r["mode"] not in matched),
-        answer=answer(settings), sweeps=all_sweeps, k_sweeps=k_sweeps,
+        answer=answer(settings, {c.setting: c.drift for c in aa if not c.within}), sweeps=all_sweeps, k_sweeps=k_sweeps,
         model=cost_model(settings, theory, summary, drafts, k_sweeps), setup=setup_view(manifest, summary),
         losslessness=losslessness(settings, losslessness_results, provenance, manifest["sessions"],
                                   models["target"]["runtime"]),
         losslessness_run=None if provenance is None else LosslessRun(Commit.read(provenance), provenance.get("started"),
                                                                      provenance.get("finished")),
         peers=peers(settings),
-        aa=tuple(AACheck(s.short, s.repeat.speedup, s.repeat.end_to_end) for s in settings if s.repeat),
-        fixed_margins=tuple(summary["margins"].items()), spread_margin_fraction=summary.get("spread_margin_fraction"),
+        aa=aa, aa_missing=tuple(s.short for s in settings if s.short not in {c.setting for c in aa}),
+        speedup_method=SpeedupMethod.read(summary), margins=metric_margins(summary["margins"], settings),
+        margins_source=summary["margins_source"], equivalence_assumption=summary["equivalence"]["assumption"],
+        cannot_reach=summary["equivalence"]["cannot_reach"], significance=summary["significance"],
         sampled_tests=tuple((t["statistic"], t["test"], t["assumption"]) for t in summary["sampled_tests"].values()),
         price_per_hour=config["price_per_hour_usd"],
         config_yaml=portable(yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=110).rstrip()))

@@ -59,8 +59,8 @@ def fmt_p(value) -> str:
 
 @_strict
 def fmt_x(speedup, digits: int = 2) -> str:
-    """A speedup: a number ('1.92x'), or a records.Speedup ('1.23x [1.05, 1.41]': the ratio of mean ms/token,
-    ArS over the method, with its 95% interval; '1.23x (n=1, no CI)' from a single prompt)."""
+    """A speedup: a number ('1.92x'), or a records.Speedup ('1.23x [1.05, 1.41]': the geometric mean of the
+    per-prompt ratios, ArS over the method, with its 95% interval; '1.23x (n=1, no CI)' from a single prompt)."""
     if _missing(speedup):
         return "n/a"
     if isinstance(speedup, (int, float)):

@@ -2,9 +2,11 @@
 analysis entry with its label, speedups over ArS, quality tests and theory row), the fastest SpS, the paper's
 Table 1 row at the same settings, and the speed and quality verdicts.
 
-The primary speedup is the decode loop's (ratio of mean ms/token after the prefill: the paper's "mean sampling
-time per token"); the end-to-end speedup (prefill included) is kept beside it. The fastest SpS of a setting is
-the one with the highest primary speedup among those run on every prompt: a control never is.
+The primary speedup is the decode loop's (ms/token after the prefill: the paper's "mean sampling time per
+token"), the analysis's geometric mean of per-prompt ratios with a t interval on their logs; the end-to-end
+speedup (prefill included) is kept beside it. Hugging Face's generate() rows time their own prefill inside their
+loop, so they are compared end to end only. The fastest SpS of a setting is the one with the highest primary
+speedup among those run on every prompt: a control never is.
 """
 
 from __future__ import annotations
@@ -15,16 +17,11 @@ from reproduce.catalogue import METHOD_KINDS
 from reproduce.errors import ReproduceError
 from reproduce.report import verdicts
 from reproduce.report.labels import TASK_LABELS, config_draft_kind, entry_label, mode_label
+from reproduce.report.quality import IDENTICAL, Margin, QualityTest, margins, quality_tests
 from reproduce.report.records import PaperRow, Share, Speedup, Stat, Verdict
-from reproduce.tasks import PERPLEXITY, TASKS, QualityMetric
+from reproduce.tasks import TASKS, QualityMetric
 
 DECODE, END_TO_END = "decode loop", "end to end"
-
-# what a quality comparison concluded, in the report's words (never "failed"): verdict level -> outcome
-# (equivalence within a fixed margin, which no ArS-vs-ArS spread justifies, says so)
-OUTCOMES = {verdicts.REPRODUCED: "equivalent", verdicts.PARTLY: "equivalent (fixed margin)", verdicts.NOT: "not equivalent",
-            verdicts.UNTESTED: "inconclusive", verdicts.VACUOUS: "inconclusive"}
-IDENTICAL = "identical (greedy)"
 
 # the methods whose rows are decoding loops with target calls (tokens per target call means something)
 LOOP_METHODS = ("ars", "ars_repeat", "sps", "draft_only", "ars_hf", "sps_hf")
@@ -55,28 +52,6 @@ class TheoryRow:
 
 
 @dataclass(frozen=True)
-class QualityTest:
-    """One SpS row's paired test against ArS on one metric: the TOST record's numbers, its margin and outcome.
-    `outcome` is mapped from verdicts.py's levels (OUTCOMES); once the analysis writes the outcome, whether the
-    test can reach p < 0.05 at this n, or the n that 80% power needs, quality_tests reads each into a field
-    here and sections/quality.md.j2 shows it in one cell."""
-    metric: QualityMetric
-    ars: Stat | None
-    sps: Stat | None
-    tested: bool  # a paired test exists (2 or more paired values)
-    diff: float | None
-    ci: tuple[float, float] | None  # the paired t interval of the difference (95%)
-    p_difference: float | None
-    tost_p: float | None
-    margin_text: str | None
-    outcome: str  # equivalent / not equivalent / inconclusive / identical (greedy)
-    note: str | None  # why an outcome is inconclusive without a test of the difference (e.g. both score 0)
-    min_detectable: float | None  # the difference the test detects with 80% power at this n
-    smallest_margin: float | None  # the smallest margin these data could show equivalence within
-    text: str  # the verdict's sentence
-
-
-@dataclass(frozen=True)
 class PositionCell:
     rate: float
     drafted: int
@@ -84,8 +59,12 @@ class PositionCell:
 
 @dataclass(frozen=True)
 class SampledTest:
+    """A test of sampled outputs against ArS's (first token, sequence log-prob, length). A test that cannot reach
+    p < 0.05 at its n (`usable` false) is no evidence: the report shows that instead of its p."""
     statistic: float
     p_value: float
+    usable: bool
+    unusable_at: str | None  # why it cannot be evidence, short: "n = 4" (nonzero pairs), "1 category after pooling"
 
 
 @dataclass(frozen=True)
@@ -108,9 +87,11 @@ class MethodRow:
     accepted_per_call: float | None
     tokens_per_call: float | None
     prompt_tokens_mean: float
+    decode_ms_per_token_mean: float
     usd_per_million_tokens: float | None
-    speedup: Speedup | None  # primary: the decode loop
+    speedup: Speedup | None  # primary: the decode loop (None for rows timed end to end only)
     end_to_end: Speedup | None
+    end_to_end_only: bool  # Hugging Face generate(): its prefill runs inside its timed loop
     exact_match_ars: float | None  # greedy rows: the share of prompts with ArS's exact tokens
     mismatched: tuple[str, ...]
     seeds_independent: bool | None
@@ -148,13 +129,12 @@ class Setting:
     ars: MethodRow
     sps: tuple[MethodRow, ...]
     best: MethodRow | None
-    repeat: MethodRow | None  # ArS again on its own seeds: the A/A check
     paper: PaperRow | None
     speed: Verdict
-    quality: Verdict  # level: an outcome of OUTCOMES (or IDENTICAL)
+    quality: Verdict  # level: an outcome of quality.OUTCOMES (or IDENTICAL), note: what qualifies it
     ars_quality: Stat | None
     best_quality: Stat | None
-    margin_reasons: tuple[str, ...]
+    margins: tuple[Margin, ...]
     position_columns: tuple[int, ...]
 
     @property
@@ -216,7 +196,16 @@ def draft_parameters(draft: str | None, models: dict, config: dict) -> int | Non
 
 def _sampled(vs_ars: dict) -> tuple[SampledTest | None, ...]:
     tests = [vs_ars.get(key) for key in ("first_token_test", "sequence_logprob_test", "length_test")]
-    return tuple(SampledTest(t["statistic"], t["p_value"]) if t else None for t in tests)
+    return tuple(SampledTest(t["statistic"], t["p_value"], t["usable"], None if t["usable"] else _unusable_at(t)) if t
+                 else None for t in tests)
+
+
+def _unusable_at(test: dict) -> str:
+    """What keeps a test from p < 0.05, short: a signed-rank test's nonzero pairs, a chi-square test's categories."""
+    if "nonzero" in test:
+        return f"n = {test['nonzero']} nonzero pairs"
+    categories = len(test["categories"])
+    return f"{categories} categor{'y' if categories == 1 else 'ies'} after pooling"
 
 
 def method_row(entry: dict, theory: dict, config: dict, models: dict, positions: int = 0,
@@ -233,6 +222,7 @@ def method_row(entry: dict, theory: dict, config: dict, models: dict, positions:
                   for i in range(1, positions + 1))
     quality = entry.get("quality", {})
     pooled = entry.get("loop_ms_pooled") or {}
+    end_to_end_only = METHOD_KINDS[entry["method"]].hf_peer
     return MethodRow(
         method=entry["method"], label=label, draft=entry["draft"], k=entry["k"], n=entry["n"], control=control,
         ms_per_token_mean=entry["ms_per_token_mean"], ms_per_token_p50=entry["ms_per_token_p50"],
@@ -240,9 +230,10 @@ def method_row(entry: dict, theory: dict, config: dict, models: dict, positions:
         tokens_per_s_p95=entry["tokens_per_s_p95"], acceptance_pooled=entry.get("acceptance_pooled"),
         acceptance_p50=entry.get("acceptance_p50"), acceptance_p95=entry.get("acceptance_p95"),
         accepted_per_call=entry.get("accepted_per_call"), tokens_per_call=entry.get("tokens_per_call"),
-        prompt_tokens_mean=entry["prompt_tokens_mean"], usd_per_million_tokens=entry.get("usd_per_million_tokens"),
-        speedup=Speedup.read(vs_ars.get("decode_speedup"), DECODE),
-        end_to_end=Speedup.read(vs_ars.get("speedup"), END_TO_END),
+        prompt_tokens_mean=entry["prompt_tokens_mean"], decode_ms_per_token_mean=entry["decode_ms_per_token_mean"],
+        usd_per_million_tokens=entry.get("usd_per_million_tokens"),
+        speedup=None if end_to_end_only else Speedup.read(vs_ars.get("speedup"), DECODE),
+        end_to_end=Speedup.read(vs_ars.get("speedup_e2e"), END_TO_END), end_to_end_only=end_to_end_only,
         exact_match_ars=quality.get("exact_match_ars") if entry["temperature"] == 0 else None,
         mismatched=tuple(quality.get("mismatched_examples") or ()),
         seeds_independent=vs_ars.get("seeds_independent"), sampled_tests=_sampled(vs_ars),
@@ -263,38 +254,6 @@ def paper_row(task: str, temperature: float, top_p: float, paper: dict) -> dict 
                 row["mode"] != "greedy" and temperature == row["temperature"] and top_p == row["top_p"]):
             return row
     return None
-
-
-def _greedy_identical(entry: dict) -> bool:
-    return entry["temperature"] == 0 and entry["quality"].get("exact_match_ars") == 1.0
-
-
-def quality_tests(ars: dict, entry: dict, metric: QualityMetric) -> tuple[tuple[QualityTest, ...], Verdict]:
-    """An SpS entry's tests against ArS (the task's metric, then log-perplexity) and the outcome they give
-    together (verdicts.quality_verdict: the log-perplexity decides where the metric cannot tell the methods
-    apart), which is the setting's when the entry is its fastest SpS."""
-    margins = ars.get("margins", {})
-    equivalence = entry.get("vs_ars", {}).get("equivalence", {})
-    identical = _greedy_identical(entry)
-    tests, verdict_records = [], []
-    for m in (metric, PERPLEXITY):
-        test = equivalence.get(m.tost_key)
-        verdict = verdicts.metric_verdict(test, m.name, margins.get(m.tost_key), m.digits, m.percent, m.log_scale)
-        verdict_records.append(verdict)
-        outcome = IDENTICAL if identical else OUTCOMES[verdict["level"]]
-        ci = (test.get("ci_95") or test["bootstrap_ci_95"]) if test else None
-        tests.append(QualityTest(
-            metric=m, ars=Stat.read(ars["quality"].get(m.quality_key)), sps=Stat.read(entry["quality"].get(m.quality_key)),
-            tested=test is not None, diff=test["diff"] if test else None, ci=tuple(ci) if ci else None,
-            p_difference=test.get("p_difference") if test else None, tost_p=test["p_value"] if test else None,
-            margin_text=verdict["margin_text"], outcome=outcome,
-            note=verdict["text"].split("vacuous, ", 1)[1] if verdict["level"] == verdicts.VACUOUS and not identical
-            else None,
-            min_detectable=test.get("min_detectable_difference") if test else None,
-            smallest_margin=test.get("smallest_equivalence_margin") if test else None,
-            text=f"{m.name}: identical by construction" if identical else verdict["text"]))
-    record = verdicts.quality_verdict(verdict_records[0], verdict_records[1], identical)
-    return tuple(tests), Verdict(IDENTICAL if identical else OUTCOMES[record["level"]], record["text"])
 
 
 def _speed_verdict(best: MethodRow | None, paper: PaperRow | None) -> Verdict:
@@ -334,12 +293,12 @@ def setting(task: str, mode: str, entries: list[dict], config: dict, models: dic
         task=task, task_label=TASK_LABELS[task], mode=mode, mode_label=mode_words,
         title=f"{TASK_LABELS[task]}, {mode_words}", short=f"{TASK_LABELS[task]} {mode_words.split(' (')[0]}",
         greedy=ars["temperature"] == 0, prompts=ars["n"], metric=metric, rows=tuple(rows), ars=ars_row, sps=sps,
-        best=best, repeat=next((r for r in rows if r.method == "ars_repeat"), None), paper=paper_match,
+        best=best, paper=paper_match,
         speed=_speed_verdict(best, paper_match),
         quality=best.quality if best else Verdict("inconclusive", "no SpS run on every prompt"),
         ars_quality=Stat.read(ars["quality"].get(metric.quality_key)),
         best_quality=best.quality_tests[0].sps if best else None,
-        margin_reasons=tuple(sorted({m["reason"] for m in ars.get("margins", {}).values() if m.get("reason")})),
+        margins=margins(ars, metric),
         position_columns=tuple(range(1, positions + 1)))
 
 

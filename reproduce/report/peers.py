@@ -14,7 +14,7 @@ class PeerPair:
     setting: str
     ours: MethodRow
     hf: MethodRow
-    ours_over_hf: Speedup | None  # HF's mean ms/token over ours, paired 95% CI (> 1: ours faster)
+    ours_over_hf: Speedup | None  # HF's ms/token over ours, end to end, paired by prompt (> 1: ours faster)
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,10 @@ def _pair(values) -> tuple[float, float] | None:
 
 @dataclass(frozen=True)
 class Speedup:
-    """ArS's ms per token over a method's on the same prompts (ratio of means) with its 95% CI (None from fewer
-    than 2 prompts). `basis`: what was timed, "decode loop" (after the prefill) or "end to end".
-
-    The interval is the analysis's as written (`ratio_of_means_ci`): should the analysis give another interval
-    (e.g. a t-interval on per-prompt log ratios) under another key, `read` is the one place that changes."""
+    """ArS's ms per token over a method's on the same prompts with its 95% CI (None from fewer than 2 prompts):
+    the analysis's t-interval record (reproduce.analysis.ratios.log_ratio_interval), whose point is the geometric
+    mean of the per-prompt ratios and whose interval is a t interval on their logs, paired by prompt. `basis`:
+    what was timed, "decode loop" (after the prefill) or "end to end"."""
     ratio: float
     ci: tuple[float, float] | None
     n: int
@@ -32,13 +31,13 @@ class Speedup:
 
     @classmethod
     def read(cls, record: dict | None, basis: str) -> Speedup | None:
-        if not record or record.get("ratio_of_means") is None:
+        if not record or record.get("point") is None:
             return None
-        return cls(float(record["ratio_of_means"]), _pair(record.get("ratio_of_means_ci")), int(record["n"]), basis)
+        return cls(float(record["point"]), _pair(record.get("ci")), int(record["n"]), basis)
 
     def as_analysis(self) -> dict:
         """The analysis's form, for verdicts.speedup_verdict."""
-        return {"ratio_of_means": self.ratio, "ratio_of_means_ci": self.ci, "n": self.n}
+        return {"point": self.ratio, "ci": self.ci, "n": self.n}
 
     @property
     def faster(self) -> bool:
@@ -93,11 +92,13 @@ class Span:
 
 @dataclass(frozen=True)
 class Verdict:
-    """A verdict (verdicts.py's levels) with its sentence and, for speed against a paper row, the share of the gain."""
+    """A verdict (verdicts.py's levels, or a quality outcome) with its sentence and, for speed against a paper row,
+    the share of the gain."""
     level: str
     text: str
     counted: bool = False
     share: Share | None = None
+    note: str | None = None  # quality: what qualifies the outcome (decided by the log-perplexity; n too small)
 
 
 @dataclass(frozen=True)
@@ -128,3 +129,21 @@ class Commit:
     @classmethod
     def read(cls, record: dict | None) -> Commit | None:
         return None if record is None else cls(record.get("git_hash"), bool(record.get("git_dirty")))
+
+
+@dataclass(frozen=True)
+class SpeedupMethod:
+    """How the speedups were computed (summary: speedup_method, decode_timing): the report says it once."""
+    interval: str  # e.g. "t on per-prompt log ratios, paired by prompt, exponentiated"
+    level: float
+    assumption: str
+    decode_timing: str  # "measured", or how older rows derive it ("derived: decode_ms = wall_ms - prefill_ms ...")
+
+    @classmethod
+    def read(cls, summary: dict) -> SpeedupMethod:
+        method = summary["speedup_method"]
+        return cls(method["interval"], method["level"], method["assumption"], summary["decode_timing"])
+
+    @property
+    def decode_measured(self) -> bool:
+        return self.decode_timing == "measured"

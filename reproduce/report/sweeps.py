@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from reproduce.catalogue import SWEEPABLE
-from reproduce.report.groups import END_TO_END, MethodRow, method_row
+from reproduce.report.groups import DECODE, MethodRow, method_row
 from reproduce.report.labels import TASK_LABELS, short_draft
 from reproduce.report.records import Speedup
 
@@ -41,7 +41,7 @@ class Figure1Point:
     ars: MethodRow | None
     pairs: int  # prompts where both methods generated the whole budget
     prompts: int | None
-    speedup: Speedup | None  # end to end: time for the whole budget, ArS over SpS
+    speedup: Speedup | None  # decode loop, ArS over SpS, on the prompts where both generated the whole budget
     vs_best: Speedup | None  # the best K's speedup over this K's (None: not testable, or the best itself)
     distinguishable: bool | None
     best: bool
@@ -86,7 +86,7 @@ def sweeps(summary: dict, config: dict, models: dict, theory: dict) -> tuple[Swe
 def _vs_best(record: dict | None) -> Speedup | None:
     if not record or record.get("ci") is None:
         return None
-    return Speedup(record["ratio"], tuple(record["ci"]), record["n"], END_TO_END)
+    return Speedup(record["ratio"], tuple(record["ci"]), record["n"], DECODE)
 
 
 def figure1(sweep: Sweep, measured: dict) -> Figure1:
@@ -98,9 +98,9 @@ def figure1(sweep: Sweep, measured: dict) -> Figure1:
         m = by_k.get(int(p.value)) or {}
         vs_best = m.get("vs_best") or {}
         points.append(Figure1Point(p.value, p.sps, p.ars, m.get("pairs", 0), m.get("prompts"),
-                                   Speedup.read(m.get("speedup"), END_TO_END), _vs_best(vs_best),
+                                   Speedup.read(m.get("speedup"), DECODE), _vs_best(vs_best),
                                    vs_best.get("distinguishable"), p.value == measured["best_k"]))
-    best_speedup = Speedup.read(measured["best_speedup"], END_TO_END)
+    best_speedup = Speedup.read(measured["best_speedup"], DECODE)
     return Figure1(sweep.name, sweep.title, measured["tokens"], measured["rows"], measured["excluded"], sweep.ignore_eos,
                    tuple(points), measured["best_k"], best_speedup, bool(best_speedup and best_speedup.ci))
 
