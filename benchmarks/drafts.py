@@ -4,7 +4,7 @@ Runs an experiment config (default experiments/drafts.yaml) through the experime
 prompt in a rotating order, warm-up, resumable rows.jsonl), analyses it with reproduce.analysis.summary, and prints and
 writes <out>/benchmark.md and <out>/benchmark.json:
 1. per (task, T, draft, K): draft cost c, per-token acceptance alpha (and accepted / proposed), tokens per
-   target call, ms/token, speedup over ArS with its paired-bootstrap 95% CI, the Leviathan prediction from
+   target call, ms/token, decode-loop speedup over ArS with its 95% t interval, the Leviathan prediction from
    the measured alpha, c and cost curve, and efficiency = measured / predicted;
 2. the best K per draft;
 3. the peers on the same pair and prompts: our ArS and SpS against HF generate() and assisted generation,
@@ -260,8 +260,8 @@ def render_markdown(tables: dict, command: str) -> str:
         f"# Drafts as points ({tables['config_name']})",
         f"Command: `{command}`",
         _run_line(tables["sessions"], tables["models"]),
-        "Speedup = mean ArS ms/token / mean SpS ms/token over the same prompts (ms/token includes the prefill), "
-        "with a paired-bootstrap 95% CI. c = draft ms per drafted token / t(1), t(n) = median target call scoring "
+        "Speedup = ArS decode-loop ms/token / SpS's on the same prompts (prefills apart), the geometric mean of the "
+        "per-prompt ratios with a 95% t interval on their logs (ms/token columns: end to end). c = draft ms per drafted token / t(1), t(n) = median target call scoring "
         "n tokens in this run's ArS and SpS traces, per task. alpha = expected per-token acceptance up to the "
         "first rejection (Leviathan et al.); predicted = (1 - alpha^(K+1)) / ((1 - alpha)(K c + t(K+1)/t(1))); "
         "efficiency = decode-loop speedup (prefill excluded: the model leaves it out) / predicted.",
@@ -287,7 +287,8 @@ def render_markdown(tables: dict, command: str) -> str:
              for p in tables["best_k"]]),
         "## Ours vs Hugging Face (same target, draft and prompts)",
         f"ArS and SpS run the target in runtime {runtime}; the HF-forward rows run our loops on the fp32 model "
-        "generate() runs. HF/ours > 1: ours is faster (ratio of mean ms/token, paired-bootstrap 95% CI).",
+        "generate() runs. HF/ours > 1: ours is faster (HF's ms/token over ours, end to end, geometric mean of the "
+        "per-prompt ratios with a 95% t interval).",
         _markdown_table(
             ["task", "T", "ours", "HF peer", "ours ms/token", "HF ms/token", "HF/ours [95% CI]", "ours vs HF ms"],
             [[p["task"], _t(p["temperature"]), p["ours"], p["peer"], _num(p["ours_ms_per_token"], 1),
