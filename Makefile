@@ -50,7 +50,8 @@ draft: install
 # smoke profile).
 #   results/$(PROFILE)/rows.jsonl      raw rows, one per (unit, method); rerunning resumes
 #   results/$(PROFILE)/losslessness.json  statistics of tests/test_losslessness.py from this machine
-#   $(REPORT_DIR)/results.md + figures/  Table 1, Figure 1, drafts, sweeps, peers, losslessness, cost
+#   $(REPORT_DIR)/results.md           the answer first, Table 1, speed, quality, why, Figure 1, losslessness
+#   $(REPORT_DIR)/appendix.md, rows.csv, figures/  provenance, probes, config, test list, cost; per-prompt rows
 #   $(REPORT_DIR)/raw/$(PROFILE)/      a copy of the raw results the report was built from (committed for default)
 # The SmolLM2 distilled draft (~28 min) is built only for profiles that name it
 PROFILE_DRAFT := $(shell grep -qs distilled experiments/$(PROFILE).yaml && echo draft)

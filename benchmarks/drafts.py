@@ -263,7 +263,8 @@ def render_markdown(tables: dict, command: str) -> str:
         f"Command: `{command}`",
         _run_line(tables["sessions"], tables["models"]),
         "Speedup = ArS decode-loop ms/token / SpS decode-loop ms/token (prefills apart), the geometric mean over "
-        "the same prompts with a 95% t-interval on the per-prompt log ratios. c = draft ms per drafted token / t(1), t(n) = median target call scoring "
+        "the same prompts with a 95% t-interval on the per-prompt log ratios (ms/token columns: the decode loop). "
+        "c = draft ms per drafted token / t(1), t(n) = median target call scoring "
         "n tokens in this run's ArS and SpS traces, per task. alpha = expected per-token acceptance up to the "
         "first rejection (Leviathan et al.); predicted = (1 - alpha^(K+1)) / ((1 - alpha)(K c + t(K+1)/t(1))); "
         "efficiency = speedup / predicted.",

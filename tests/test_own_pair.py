@@ -82,13 +82,14 @@ def test_one_command_runs_a_pair_the_paper_never_ran_to_a_report(run, pair):
     assert manifest["config_name"] == "mine" and manifest["config"]["target"]["name"] == pair["target"]
 
     text = (run / "report.md").read_text()  # beside the results: the committed reports/results.md is untouched
-    assert "results of the `mine` experiment" in text
+    appendix = (run / "appendix.md").read_text()
+    assert "# Speculative sampling on a CPU: the `mine` experiment" in text
     # XSum greedy has a paper row; PubMedQA was never in the paper's Table 1: it is said, not broken
-    assert "XSum, greedy | XSum (ROUGE-2)" in text
-    assert ("PubMedQA, greedy: no paper row, so its speedup is compared with our own ArS only and never counted as a "
-            "reproduction.") in text
-    assert "[`rows.csv`](rows.csv)" in text
-    assert f"python -m reproduce run --config {run}/config.yaml --out {run}" in text
+    assert "| XSum, greedy | 14.10 ms / 7.00 ms | 2.01x |" in text
+    assert "PubMedQA, greedy: no paper row, so it is compared with our ArS only and never counted as a reproduction." \
+        in text
+    assert "[`rows.csv`](rows.csv)" in text and "[Appendix](appendix.md)" in text
+    assert "python -m reproduce run --config RESULTS/config.yaml --out RESULTS" in appendix
     for figure in (run / "figures").glob("*.png"):
         assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -106,9 +107,10 @@ def test_the_run_records_the_files_and_cpu_it_ran_on(run, pair):
     assert set(session["files"]["data"]) == {"xsum", "pubmedqa"}
     assert all(len(r["sha256"]) == 64 for r in session["files"]["data"].values())
     assert set(session["cpu_flags"]) == {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16"}
-    text = (run / "report.md").read_text()
-    assert f"| target | `{weights}` |" in text and f"`{target['model.safetensors']['sha256']}` |" in text
-    assert "CPU flags: avx2 " in text and "- Rendered at: `" in text
+    text = (run / "appendix.md").read_text()  # no absolute path: the user's files by their last two components
+    assert f"`.../{weights.parent.name}/model.safetensors` |" in text and str(weights) not in text
+    assert f"`{target['model.safetensors']['sha256']}` |" in text
+    assert "; flags avx2" in text and "- **Rendered** at `" in text
 
 
 def test_rows_csv_is_one_flat_row_per_prompt_and_method(run):

@@ -1,9 +1,9 @@
 """What reproduced and what did not: the verdict levels and the statistics behind them.
 
 Method: every level of reproduce/report/verdicts.py on a hand-made statistic that sits clearly in it (a speedup
-interval reaching the paper's value, one short of it, one reaching 1, a task the paper does not have; a TOST
-record equivalent within a spread-justified margin, within only a fixed one, inconclusive ("not testable at
-this size", saying what it could detect), different, and vacuous), and the numbers the verdicts rest on against
+t interval reaching the paper's value, one short of it, one reaching 1, a task the paper does not have; TOST
+records as the analysis writes them, one per outcome, each passed through as it is, a vacuous one (both score 0)
+where the log-perplexity decides, an exactly equal one, and a missing one), and the numbers the verdicts rest on against
 values computed by hand: the share of the paper's gain and its interval, the Wilson interval of pass@1 (0 of 12 problems: [0, 0.2425]), the PubMedQA decision
 extracted from an answer, acceptance by draft position from a trace's steps, and Figure 1's time for the
 whole budget of tokens, measured from the rows that generated all of it, never extrapolated. Statistics with
@@ -26,8 +26,9 @@ from reproduce.report import verdicts
 # --- speed: the paper's magnitude ---------------------------------------------------------------------------
 
 
-def _speedup(ratio: float, low: float, high: float) -> dict:
-    return {"ratio_of_means": ratio, "ratio_of_means_ci": (low, high), "n": 30}
+def _speedup(point: float, low: float, high: float) -> dict:
+    """The analysis's t-interval record (ratios.log_ratio_interval), the fields the verdict reads."""
+    return {"point": point, "ci": (low, high), "n": 30, "interval": "t on per-prompt log ratios"}
 
 
 def test_share_of_gain_and_its_interval_by_hand():
@@ -71,51 +72,70 @@ def test_a_setting_the_paper_does_not_have_is_reported_but_never_counted():
     assert untested["level"] == "not testable" and not untested["counted"]
 
 
-# --- quality: equivalence within a justified margin -------------------------------------------------------
+# --- quality: the analysis's outcome within the config's margin -----------------------------------------------
 
 
-def _tost(diff: float, ci_95: tuple, equivalent: bool, source: str, constant: bool = False, ars_mean=0.03) -> dict:
-    return {"diff": diff, "ci": ci_95, "ci_95": ci_95, "bootstrap_ci_95": ci_95, "p_value": 0.01 if equivalent else 0.4,
-            "equivalent": equivalent, "margin": 0.01, "margin_source": source, "constant": constant,
-            "mine_mean": ars_mean + diff, "ars_mean": ars_mean, "n": 5, "min_detectable_difference": 0.03,
-            "smallest_equivalence_margin": max(abs(ci_95[0]), abs(ci_95[1]))}
+def _tost(outcome: str, diff: float, ci: tuple, note: str, constant: bool = False, ars_mean=0.03,
+          exactly_equal: bool = False) -> dict:
+    """A TOST record with the fields reproduce.analysis.equivalence.equivalence_test writes."""
+    return {"diff": diff, "ci": ci, "ci_95": ci, "p_value": None if exactly_equal else 0.2, "equivalent": outcome == "equivalent",
+            "margin": 0.02, "n": 20, "outcome": outcome, "note": note, "exactly_equal": exactly_equal,
+            "constant": constant, "mine_mean": ars_mean + diff, "ars_mean": ars_mean, "n_for_80_power": 34,
+            "margin_reachable": False, "margin_source": "config", "usable": True}
 
 
-MARGIN = {"margin": 0.01, "source": "ars_repeat", "ars_mean": 0.03}
-
-
-def test_quality_levels_each_on_a_case_that_sits_in_it():
-    reproduced = verdicts.metric_verdict(_tost(0.001, (-0.004, 0.006), True, "ars_repeat"), "ROUGE-2", MARGIN)
-    assert reproduced["level"] == "reproduced" and "ArS-vs-ArS spread" in reproduced["text"]
-    fixed = verdicts.metric_verdict(_tost(0.001, (-0.004, 0.006), True, "fixed"), "ROUGE-2",
-                                    {**MARGIN, "source": "fixed", "reason": "no ars_repeat rows"})
-    assert fixed["level"] == "partly reproduced" and "fixed margin" in fixed["text"]
-    inconclusive = verdicts.metric_verdict(_tost(0.002, (-0.02, 0.024), False, "ars_repeat"), "ROUGE-2", MARGIN)
-    assert inconclusive["level"] == "not testable" and "not testable at this size" in inconclusive["text"]
-    assert ("with n = 5 pairs, the test detects a difference of 0.0300 or more with 80% power, and shows "
-            "equivalence only within ±0.0240 or wider") in inconclusive["text"]
-    different = verdicts.metric_verdict(_tost(-0.03, (-0.05, -0.01), False, "ars_repeat"), "ROUGE-2", MARGIN)
-    assert different["level"] == "not reproduced" and "differs" in different["text"]
-    assert verdicts.metric_verdict(None, "ROUGE-2", MARGIN)["level"] == "not testable"
+def test_each_outcome_is_the_analysis_s_as_it_is():
+    cases = {"equivalent": (0.001, (-0.004, 0.006), "the 90% interval lies inside ±0.02"),
+             "not equivalent": (-0.05, (-0.07, -0.03), "the 90% interval lies outside ±0.02: a difference larger than the margin"),
+             "inconclusive": (0.002, (-0.03, 0.034), "margin cannot be reached at this n (80% power needs n = 34, the run has 20)")}
+    for outcome, (diff, ci, note) in cases.items():
+        verdict = verdicts.metric_verdict(_tost(outcome, diff, ci, note), "ROUGE-2")
+        assert verdict["outcome"] == outcome and not verdict["vacuous"]
+        assert verdict["text"].startswith(f"ROUGE-2: {outcome}, SpS - ArS = ") and verdict["text"].endswith(note)
+        assert "margin ±0.0200" in verdict["text"] and "90% CI" in verdict["text"]
+        assert "failed" not in verdict["text"] and "reproduced" not in verdict["text"]
+    missing = verdicts.metric_verdict(None, "ROUGE-2")
+    assert missing["outcome"] is None and "fewer than 2 paired values" in missing["text"]
 
 
 def test_the_margin_is_stated_against_arss_mean():
-    text = verdicts.margin_description(0.02, "fixed", {"ars_mean": 0.03, "reason": "x"})
-    assert text == "±0.020 (fixed; 67% of ArS's mean 0.030)"
-    assert "perplexity within x0.90 to x1.11" in verdicts.margin_description(0.1, "fixed", None, log_scale=True)
+    assert verdicts.margin_description(0.02, 0.03) == "±0.020 (67% of ArS's mean 0.030)"
+    assert verdicts.margin_description(0.1, None, 1, True) == "±10.0 points"
+    assert verdicts.margin_description(0.05, 1.2, log_scale=True) == "±0.050 (perplexity within x0.95 to x1.05)"
 
 
 def test_vacuous_comparisons_are_named_and_perplexity_decides():
-    nobody = verdicts.metric_verdict(_tost(0.0, (0.0, 0.0), True, "fixed", constant=True, ars_mean=0.0), "pass@1",
-                                     None, 1, True)
-    assert nobody["level"] == "vacuous" and nobody["text"] == "pass@1: vacuous, neither method solves any problem"
-    perplexity = verdicts.metric_verdict(_tost(-0.2, (-0.4, 0.02), False, "fixed", ars_mean=1.0), "log-perplexity",
-                                         {"ars_mean": 1.0}, log_scale=True)
+    nobody = verdicts.metric_verdict(_tost("equivalent", 0.0, (0.0, 0.0), "the score difference is 0 on every prompt",
+                                           constant=True, ars_mean=0.0), "pass@1", 1, True)
+    assert nobody["outcome"] == "equivalent" and nobody["vacuous"] == "neither method solves any problem"
+    assert nobody["text"] == "pass@1: equivalent but vacuous, neither method solves any problem"
+    perplexity = verdicts.metric_verdict(_tost("inconclusive", -0.2, (-0.4, 0.02), "margin cannot be reached at this n",
+                                               ars_mean=1.0), "log-perplexity")
     combined = verdicts.quality_verdict(nobody, perplexity, greedy_identical=False)
-    assert combined["level"] == "not testable"  # the perplexity's inconclusive test, not the vacuous pass@1
-    assert combined["text"].startswith("pass@1: vacuous") and "log-perplexity: not testable at this size" in combined["text"]
+    assert combined["outcome"] == "inconclusive" and combined["decided_by"] == "log-perplexity"
+    assert combined["text"].startswith("pass@1: equivalent but vacuous") and "log-perplexity: inconclusive" in combined["text"]
     greedy = verdicts.quality_verdict(nobody, perplexity, greedy_identical=True)
-    assert greedy["level"] == "vacuous" and greedy["text"].startswith("identical by construction")
+    assert greedy["outcome"] == verdicts.IDENTICAL and greedy["text"].startswith("identical by construction")
+    # a metric that says something decides, whatever the log-perplexity says
+    rouge = verdicts.metric_verdict(_tost("inconclusive", 0.002, (-0.03, 0.034), "n"), "ROUGE-2")
+    equivalent = verdicts.metric_verdict(_tost("equivalent", 0.0, (-0.01, 0.01), "inside", ars_mean=1.0), "log-perplexity")
+    assert verdicts.quality_verdict(rouge, equivalent, False)["outcome"] == "inconclusive"
+    assert verdicts.quality_verdict(rouge, equivalent, False)["decided_by"] == "metric"
+    # nothing tested at all, or a vacuous metric with no log-perplexity to decide: inconclusive, never "failed",
+    # and a vacuous "equivalent" is never the setting's outcome
+    none = verdicts.metric_verdict(None, "ROUGE-2")
+    assert verdicts.quality_verdict(none, None, False)["outcome"] == "inconclusive"
+    alone = verdicts.quality_verdict(nobody, None, False)
+    assert (alone["outcome"], alone["decided_by"]) == ("inconclusive", None)
+
+
+def test_identical_outputs_are_equivalent_exactly_not_vacuous():
+    same = _tost("equivalent", 0.0, (0.0, 0.0), "identical tokens on every prompt: the difference is exactly 0 (no test run)",
+                 constant=True, exactly_equal=True)
+    verdict = verdicts.metric_verdict(same, "ROUGE-2")
+    assert verdict["outcome"] == "equivalent" and not verdict["vacuous"]
+    assert verdict["text"] == ("ROUGE-2: equivalent, identical tokens on every prompt: the difference is exactly 0 "
+                               "(no test run)")
 
 
 # --- the numbers behind them --------------------------------------------------------------------------------

@@ -1,20 +1,21 @@
-"""The report's Discussion and Conclusion, as numbers the template words conditionally: no sentence of them is
-hand-written around a number, and no number is hand-written.
+"""Why the speedups are what they are: the Leviathan et al. cost model (reproduce.analysis.theory) with this run's
+measured numbers, as records the one "Why" section words conditionally (no number is hand-written).
 
-Everything comes from the analysis's measured cost model (Leviathan et al., reproduce.analysis.theory): the
-acceptance alpha, the draft cost c (one drafted token, in single-token target calls) and the verification cost
-curve t(n). From them: per draft, the speedup predicted at the measured alpha, at alpha = 1 (the ceiling: a draft
-that costs too much cannot win however well it guesses) and with flat verification (the paper's premise); per
-paper setting, the alpha our costs would need to match the paper's speedup; the small target's per-token
-verification cost; the peer comparisons (like for like first); the CPU flags the run recorded and, from the
-runtime probe (manifest runtime_choices), each linear mode's measured t(1) and t(K+1)/t(1) on that CPU; which
-rows the model misses by more than CLOSE, and where it over-predicts; and the best K of a K sweep with its test.
+From the acceptance alpha, the draft cost c (one drafted token, in single-token target calls) and the
+verification cost curve t(n): per draft, the speedup predicted at the measured alpha, at alpha = 1 (the ceiling:
+a draft that costs too much cannot win however well it guesses) and with flat verification (the paper's premise);
+per paper setting, the alpha our costs would need to match the paper's speedup; the target's per-token
+verification cost; which rows the model misses by more than CLOSE; and the best K of a K sweep.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from reproduce.analysis import theory
+from reproduce.report.groups import Setting, TheoryRow
 from reproduce.report.labels import TASK_LABELS
+from reproduce.report.records import Span, Speedup
 
 # t(K+1)/t(1) up to this counts as "about flat" (the paper's premise); above it, verification costs extra tokens
 FLAT_ENOUGH = 1.1
@@ -26,16 +27,100 @@ CLOSE = 0.2
 CHEAP_DRAFT = 0.05
 
 
-def span(values) -> dict | None:
-    """{low, high} of the values that are not None (None when there are none): the template prints one number
-    when low == high, else the range."""
-    values = [v for v in values if v is not None]
-    return {"low": min(values), "high": max(values)} if values else None
+@dataclass(frozen=True)
+class CurvePoint:
+    n: int
+    ms: float
+    ratio: float
 
 
-def _curve(row: dict) -> dict[int, float]:
+@dataclass(frozen=True)
+class Curve:
+    """A task's verification cost curve: t(n) in ms (median over target calls) and t(n)/t(1)."""
+    label: str
+    points: tuple[CurvePoint, ...]
+
+    @property
+    def last(self) -> CurvePoint:
+        return self.points[-1]
+
+
+@dataclass(frozen=True)
+class DraftCost:
+    """One draft over the main settings' SpS rows."""
+    label: str
+    kind: str
+    k: Span
+    alpha: Span
+    c: Span
+    t_ratio: Span
+    predicted: Span
+    measured: Span
+    flat: Span  # predicted with flat verification
+    ceiling: Span  # predicted at alpha = 1
+    predicted_below_one: bool
+    measured_above_one: bool
+    measured_below_one: bool
+    cheap: bool  # c below CHEAP_DRAFT everywhere
+
+
+@dataclass(frozen=True)
+class PaperGap:
+    setting: str
+    label: str
+    k_plus_1: int
+    paper_speedup: float
+    alpha: float
+    c: float
+    t_ratio: float
+    ceiling: float
+    alpha_needed: float | None  # None: out of reach at any alpha
+    alpha_needed_flat: float | None
+
+
+@dataclass(frozen=True)
+class Miss:
+    setting: str
+    label: str
+    predicted: float
+    measured: float
+
+
+@dataclass(frozen=True)
+class BestK:
+    name: str
+    title: str
+    best: float | None
+    confident: bool  # a best K is named only with an interval
+    speedup: Speedup | None
+    tokens: int
+    indistinguishable: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class CostModel:
+    curves: tuple[Curve, ...]
+    rows: tuple[TheoryRow, ...]  # the main block's
+    sweep_rows: tuple[TheoryRow, ...]
+    drafts: tuple[DraftCost, ...]
+    gaps: tuple[PaperGap, ...]
+    efficiency: Span | None
+    close_rows: int
+    over: tuple[Miss, ...]
+    under: tuple[Miss, ...]
+    verification: Span | None  # t(K+1)/t(1) at the K values run
+    verification_flat: bool
+    per_token: Span | None  # each token beyond the first, in single-token calls
+    t1_ms: Span | None
+    best_k: tuple[BestK, ...]
+    close: float = CLOSE
+    flat_enough: float = FLAT_ENOUGH
+    cheap_draft: float = CHEAP_DRAFT
+
+
+def _curve(row: TheoryRow) -> dict[int, float]:
     """The two points of the cost curve a theory row uses, in single-token calls."""
-    return {1: 1.0, row["k"] + 1: row["t_ratio"]}
+    return {1: 1.0, row.k + 1: row.t_ratio}
 
 
 def alpha_needed(speedup: float, k: int, c: float, curve: dict[int, float] | None) -> float | None:
@@ -50,160 +135,72 @@ def alpha_needed(speedup: float, k: int, c: float, curve: dict[int, float] | Non
     return high
 
 
-def draft_costs(theory_rows: list[dict], drafts: dict) -> list[dict]:
-    """Per draft (config order), over the main block's SpS rows: alpha, c, t(K+1)/t(1), predicted and measured
-    (decode-loop) speedups, and the predictions at alpha = 1 (ceiling) and with flat verification."""
+def cost_curves(summary: dict) -> tuple[Curve, ...]:
+    """Per task, t(n) and t(n)/t(1) (tasks whose run has no single-token call are left out)."""
+    curves = []
+    for task, curve_ms in summary["cost_curves_ms"].items():
+        curve = {int(n): ms for n, ms in curve_ms.items()}
+        if 1 in curve:
+            curves.append(Curve(TASK_LABELS.get(task, task),
+                                tuple(CurvePoint(n, ms, ms / curve[1]) for n, ms in sorted(curve.items()))))
+    return tuple(curves)
+
+
+def draft_costs(rows: tuple[TheoryRow, ...], drafts: dict[str, tuple[str, str]]) -> tuple[DraftCost, ...]:
+    """Per draft (config order; `drafts`: name -> (kind, label)), over its main-block SpS rows."""
     out = []
-    for name, info in drafts.items():
-        rows = [t for t in theory_rows if t["draft"] == name]
-        if not rows:
+    for name, (kind, label) in drafts.items():
+        mine = [t for t in rows if t.draft == name]
+        if not mine:
             continue
-        ceilings = [theory.predicted_speedup(1.0, t["k"], t["c"], _curve(t)) for t in rows]
-        out.append({
-            "name": name, "label": info["label"], "kind": info["kind"], "settings": len(rows),
-            "k": span(t["k"] for t in rows),
-            "alpha": span(t["alpha"] for t in rows), "c": span(t["c"] for t in rows),
-            "t_ratio": span(t["t_ratio"] for t in rows),
-            "predicted": span(t["predicted_speedup"] for t in rows),
-            "measured": span(t["measured_speedup"] for t in rows),
-            "flat": span(theory.predicted_speedup(t["alpha"], t["k"], t["c"]) for t in rows),
-            "ceiling": span(ceilings),
-            "predicted_below_one": all(t["predicted_speedup"] < 1 for t in rows),
-            "measured_below_one": all(t["measured_speedup"] < 1 for t in rows),
-            "measured_above_one": all(t["measured_speedup"] > 1 for t in rows),
-            "ceiling_below_one": max(ceilings) < 1,
-        })
-    return out
+        ceilings = [theory.predicted_speedup(1.0, t.k, t.c, _curve(t)) for t in mine]
+        out.append(DraftCost(
+            label=label, kind=kind, k=Span.of(t.k for t in mine), alpha=Span.of(t.alpha for t in mine),
+            c=Span.of(t.c for t in mine), t_ratio=Span.of(t.t_ratio for t in mine),
+            predicted=Span.of(t.predicted for t in mine), measured=Span.of(t.measured for t in mine),
+            flat=Span.of(theory.predicted_speedup(t.alpha, t.k, t.c) for t in mine), ceiling=Span.of(ceilings),
+            predicted_below_one=all(t.predicted < 1 for t in mine),
+            measured_above_one=all(t.measured > 1 for t in mine), measured_below_one=all(t.measured < 1 for t in mine),
+            cheap=all(t.c < CHEAP_DRAFT for t in mine)))
+    return tuple(out)
 
 
-def paper_gaps(groups: list[dict]) -> list[dict]:
+def paper_gaps(settings: tuple[Setting, ...]) -> tuple[PaperGap, ...]:
     """For each setting with a paper row and a theory row for its fastest SpS: the alpha our measured costs (c,
     t(K+1)/t(1) at the same K) would need to give the paper's speedup, on our curve and with flat verification."""
     out = []
-    for g in groups:
-        t = g["best"]["theory"] if g["best"] else None
-        if not g["paper"] or not t:
+    for s in settings:
+        t = s.best.theory if s.best else None
+        if not s.paper or not t:
             continue
-        out.append({"title": g["title"], "label": t["label"], "k": t["k"], "k_plus_1": t["k"] + 1,
-                    "paper_speedup": g["paper"]["speedup"],
-                    "alpha": t["alpha"], "c": t["c"], "t_ratio": t["t_ratio"],
-                    "ceiling": theory.predicted_speedup(1.0, t["k"], t["c"], _curve(t)),
-                    "alpha_needed": alpha_needed(g["paper"]["speedup"], t["k"], t["c"], _curve(t)),
-                    "alpha_needed_flat": alpha_needed(g["paper"]["speedup"], t["k"], t["c"], None)})
-    return out
+        out.append(PaperGap(s.short, t.label, t.k_plus_1, s.paper.speedup, t.alpha, t.c, t.t_ratio,
+                            theory.predicted_speedup(1.0, t.k, t.c, _curve(t)),
+                            alpha_needed(s.paper.speedup, t.k, t.c, _curve(t)),
+                            alpha_needed(s.paper.speedup, t.k, t.c, None)))
+    return tuple(out)
 
 
-def target_costs(cost_curve: list[dict]) -> dict | None:
-    """The target's verification cost from the per-task curves: t(1) in ms, the largest n measured and its
-    t(n)/t(1), and the mean extra cost of each token beyond the first, in single-token calls."""
-    tasks = [c for c in cost_curve if len(c["points"]) > 1]
-    if not tasks:
-        return None
-    per_task = [{"label": c["label"], "t1_ms": c["points"][0]["ms"], "n": c["points"][-1]["n"],
-                 "ratio": c["points"][-1]["ratio"],
-                 "per_token": (c["points"][-1]["ratio"] - 1) / (c["points"][-1]["n"] - 1)} for c in tasks]
-    per_token = span(t["per_token"] for t in per_task)
-    return {"tasks": per_task, "t1_ms": span(t["t1_ms"] for t in per_task), "per_token": per_token,
-            "ratio": span(t["ratio"] for t in per_task),
-            # each further token costs under half a single-token call: most of a call is its fixed part
-            "fixed_part_dominates": per_token["high"] < 0.5}
+def best_k(k_sweeps) -> tuple[BestK, ...]:
+    """Per K sweep (sweeps.Figure1), its best K with its speedup and the K values that cannot be told apart."""
+    return tuple(BestK(f.name, f.title, f.best_k, f.confident, f.best_speedup, f.tokens,
+                       tuple(p.value for p in f.points if p.distinguishable is False)) for f in k_sweeps)
 
 
-def peer_spans(peers: dict) -> dict:
-    """Ours over HF (ratio of mean ms/token, HF over ours: > 1 ours faster), as ranges over settings: like for
-    like (our loops on HF's forward) and stacks (our loops in the fast runtime), for generate() and assisted."""
-    def ratios(pairs, kind):
-        return span(p["ours_over_hf"]["ratio_of_means"] for p in pairs
-                    if p["hf"]["method"] == kind and p["ours_over_hf"])
-
-    return {f"{which}_{kind}": ratios(peers[which], f"hf_{kind}")
-            for which in ("like_for_like", "stack") for kind in ("generate", "assisted")}
-
-
-def hardware(setup: dict) -> dict:
-    """The last session's CPU: its flags (None when not recorded), which are present, and native bf16; and the
-    target's runtime probe on it (None when the manifest has none): per usable mode, t(1) and t(K+1)/t(1) and
-    batch invariance, the flattest batch-invariant mode and the chosen one."""
-    machine = setup["hardware"][-1]
-    flags = machine["cpu_flags"]
-    choice = next((m for m in setup.get("runtime_choices", {}).get("models", []) if m["role"] == "target"), None)
-    probe = None
-    if choice and choice["k"]:
-        modes = [p for p in choice["probes"] if p["ok"] and p["ratio"] is not None]
-        invariant = [p for p in modes if p["batch_invariant"]]
-        probe = {"k": choice["k"], "k_plus_1": choice["k"] + 1, "runtime": choice["runtime"], "reason": choice["reason"],
-                 "modes": [{"runtime": p["runtime"], "t1": p["ms"][0], "ratio": p["ratio"],
-                            "batch_invariant": p["batch_invariant"]} for p in modes],
-                 "flattest": min(invariant, key=lambda p: p["ratio"])["runtime"] if invariant else None}
-    return {"cpu": machine["cpu"], "cpu_id": machine["cpu_id"], "flags_recorded": flags is not None,
-            "present": [f["name"] for f in flags if f["present"]] if flags else [],
-            "absent": [f["name"] for f in flags if not f["present"]] if flags else [],
-            "native_bf16": machine["cpu_native_bf16"], "runtime": setup["target"]["runtime"], "probe": probe}
-
-
-def model_misses(theory_rows: list[dict]) -> dict:
-    """The rows whose measured speedup is more than CLOSE off the prediction: those the model over-predicts
-    (measured / predicted below 1 - CLOSE) and under-predicts, each with its setting, label and ratio."""
-    rows = [{"setting": f"{TASK_LABELS.get(t['task'], t['task'])} {t['mode']}", "label": t["label"],
-             "efficiency": t["efficiency"], "predicted": t["predicted_speedup"], "measured": t["measured_speedup"]}
-            for t in theory_rows if t["efficiency"] is not None and abs(t["efficiency"] - 1) > CLOSE]
-    return {"rows": rows, "over": [r for r in rows if r["efficiency"] < 1], "under": [r for r in rows if r["efficiency"] > 1]}
-
-
-def best_k(k_sweeps: list[dict], k_values: list[int]) -> list[dict]:
-    """Per K sweep (sweeps.figure1_view), its best K with its speedup, the K values that cannot be told apart from
-    it, and the paired test of the best K against the K the main block ran (when the sweep has that K)."""
-    out = []
-    for f in k_sweeps:
-        main = [p for p in f["points"] if int(p["value"]) in k_values and p is not f["best"]]
-        out.append({"name": f["sweep"]["name"], "title": f["sweep"]["title"], "confident": f["confident"],
-                    "best": f["best"]["value"] if f["best"] else None,
-                    "speedup": f["measured"]["best_speedup"], "tokens": f["measured"]["tokens"],
-                    "indistinguishable": [p["value"] for p in f["indistinguishable"]],
-                    "main_k": k_values, "best_is_main": bool(f["best"]) and int(f["best"]["value"]) in k_values,
-                    "vs_main": [{"k": p["value"], "test": p["measured"]["vs_best"]} for p in main
-                                if p["measured"] and p["measured"]["vs_best"] and p["measured"]["vs_best"]["ci"]]})
-    return out
-
-
-def discussion_view(groups: list[dict], theory_rows: list[dict], cost_curve: list[dict], setup: dict, peers: dict,
-                    paper: dict, drafts: dict, k_sweeps: list[dict] | None = None) -> dict:
-    costs = draft_costs(theory_rows, drafts)
-    target = target_costs(cost_curve)
-    # the conclusion sets ours beside the paper's: only the settings both ran (rows the paper lacks are not counted)
-    compared = [g for g in groups if g.get("paper") and g["best"] and g["best"]["speedup"]]
-    best = span(g["best"]["speedup"]["ratio_of_means"] for g in compared)
-    paper_speedups = span(g["paper"]["speedup"] for g in compared)
-    efficiency = span(t["efficiency"] for t in theory_rows)
-    close = sum(1 for t in theory_rows if t["efficiency"] and abs(t["efficiency"] - 1) <= CLOSE)
-    verification = span(t["t_ratio"] for t in theory_rows)  # t(K+1)/t(1) at the K values run
-    return {
-        "drafts": costs,
-        "winners": [d for d in costs if d["measured_above_one"]],
-        "losers": [d for d in costs if d["measured_below_one"]],
-        "model_drafts": [d for d in costs if d["kind"] in ("model", "distilled", "hybrid")],
-        "target_draft": next((d for d in costs if d["kind"] == "target"), None),
-        "ngram_draft": next((d for d in costs if d["kind"] == "ngram"), None),
-        "has_model_draft": any(info["kind"] in ("model", "distilled", "hybrid") for info in drafts.values()),
-        "paper_gaps": paper_gaps(groups),
-        "efficiency": efficiency,
-        # measured / predicted within CLOSE of 1: the model accounts for that measurement
-        "efficiency_close": close,
-        "efficiency_rows": len(theory_rows),
-        # "all": the model accounts for every row; "most": for at least half; "few": for fewer
-        "efficiency_fit": "all" if close == len(theory_rows) else "most" if 2 * close >= len(theory_rows) else "few",
-        "efficiency_short": efficiency is not None and efficiency["low"] < 1 - CLOSE,
-        "misses": model_misses(theory_rows),
-        "best_k": best_k(k_sweeps or [], sorted({t["k"] for t in theory_rows}) or []),
-        "close": CLOSE, "close_low": 1 - CLOSE, "close_high": 1 + CLOSE,
-        "target": target,
-        "verification": verification,
-        "verification_flat": verification is not None and verification["high"] <= FLAT_ENOUGH,
-        "flat_enough": FLAT_ENOUGH,
-        "cheap_draft": CHEAP_DRAFT,
-        "peers": peer_spans(peers),
-        "hardware": hardware(setup),
-        "best_speedups": best,
-        "paper_speedups": paper_speedups,
-        "below_paper": best is not None and paper_speedups is not None and best["high"] < paper_speedups["low"],
-    }
+def cost_model(settings: tuple[Setting, ...], theory_rows: dict[tuple, TheoryRow], summary: dict,
+               drafts: dict[str, tuple[str, str]], k_sweeps) -> CostModel:
+    rows = tuple(t for t in theory_rows.values() if t.block == "main")
+    curves = cost_curves(summary)
+    misses = [Miss(t.setting, t.label, t.predicted, t.measured) for t in rows
+              if t.efficiency is not None and abs(t.efficiency - 1) > CLOSE]
+    multi = [c for c in curves if len(c.points) > 1]
+    verification = Span.of(t.t_ratio for t in rows)
+    return CostModel(
+        curves=curves, rows=rows, sweep_rows=tuple(t for t in theory_rows.values() if t.block != "main"),
+        drafts=draft_costs(rows, drafts), gaps=paper_gaps(settings),
+        efficiency=Span.of(t.efficiency for t in rows),
+        close_rows=sum(1 for t in rows if t.efficiency is not None and abs(t.efficiency - 1) <= CLOSE),
+        over=tuple(m for m in misses if m.measured < m.predicted),
+        under=tuple(m for m in misses if m.measured > m.predicted),
+        verification=verification, verification_flat=verification is not None and verification.high <= FLAT_ENOUGH,
+        per_token=Span.of((c.last.ratio - 1) / (c.last.n - 1) for c in multi),
+        t1_ms=Span.of(c.points[0].ms for c in multi), best_k=best_k(k_sweeps))

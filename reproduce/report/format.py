@@ -59,29 +59,32 @@ def fmt_p(value) -> str:
 
 @_strict
 def fmt_x(speedup, digits: int = 2) -> str:
-    """A speedup: a number ('1.92x'), or the analysis's speedup record ('1.23x [1.05, 1.41]': the ratio of
-    mean ms/token, ArS over the method, with its paired-bootstrap 95% interval)."""
+    """A speedup: a number ('1.92x'), or a records.Speedup ('1.23x [1.05, 1.41]': the geometric mean of the
+    per-prompt ratios, ArS over the method, with its 95% interval; '1.23x (n=1, no CI)' from a single prompt)."""
     if _missing(speedup):
         return "n/a"
-    if isinstance(speedup, dict):
-        if speedup.get("ratio_of_means_ci") is None:  # a single prompt: a ratio, no interval
-            return f"{speedup['ratio_of_means']:.{digits}f}x (n={speedup['n']}, no CI)"
-        low, high = speedup["ratio_of_means_ci"]
-        return f"{speedup['ratio_of_means']:.{digits}f}x [{low:.{digits}f}, {high:.{digits}f}]"
-    return f"{speedup:.{digits}f}x"
+    if isinstance(speedup, (int, float)):
+        return f"{speedup:.{digits}f}x"
+    if speedup.ci is None:
+        return f"{speedup.ratio:.{digits}f}x (n={speedup.n}, no CI)"
+    low, high = speedup.ci
+    return f"{speedup.ratio:.{digits}f}x [{low:.{digits}f}, {high:.{digits}f}]"
 
 
 @_strict
 def fmt_ci(stat, digits: int = 3, percent: bool = False) -> str:
-    """A mean with its interval, from the analysis's {mean, ci, n} record: '0.112 [0.090, 0.131]'."""
-    if _missing(stat) or stat["mean"] is None:
+    """A mean with its interval, from a records.Stat: '0.112 [0.090, 0.131]' (a share of problems with its
+    count: '3/12: 25.0% [8.9, 53.2]')."""
+    if _missing(stat) or stat.mean is None:
         return "n/a"
     scale, suffix = (100, "%") if percent else (1, "")
-    mean = f"{scale * stat['mean']:.{digits}f}{suffix}"
-    if stat["ci"] is None:
-        return mean
-    low, high = stat["ci"]
-    return f"{mean} [{scale * low:.{digits}f}, {scale * high:.{digits}f}]"
+    text = f"{scale * stat.mean:.{digits}f}{suffix}"
+    if stat.successes is not None:
+        text = f"{stat.successes}/{stat.n}: {text}"
+    if stat.ci is None:
+        return text
+    low, high = stat.ci
+    return f"{text} [{scale * low:.{digits}f}, {scale * high:.{digits}f}]"
 
 
 @_strict
@@ -97,13 +100,13 @@ def fmt_metric(value, digits: int = 3, percent: bool = False, difference: bool =
 
 @_strict
 def fmt_share(share, digits: int = 0) -> str:
-    """A share of the paper's speedup gain from stats.share_of_gain: '26% [14%, 39%]'."""
+    """A share of the paper's speedup gain (records.Share): '26% [14%, 39%]'."""
     if _missing(share):
         return "n/a"
-    text = f"{100 * share['share']:.{digits}f}%"
-    if share.get("ci") is None:
+    text = f"{100 * share.share:.{digits}f}%"
+    if share.ci is None:
         return text
-    low, high = share["ci"]
+    low, high = share.ci
     return f"{text} [{100 * low:.{digits}f}%, {100 * high:.{digits}f}%]"
 
 
@@ -156,5 +159,14 @@ def fmt_bytes(size) -> str:
     return f"{int(size)} B"
 
 
+@_strict
+def fmt_span(span, digits: int = 2, suffix: str = "") -> str:
+    """A records.Span: '1.38' when both ends print alike, else '1.38-1.45' (suffix after each: 'x')."""
+    if _missing(span):
+        return "n/a"
+    low, high = f"{span.low:.{digits}f}{suffix}", f"{span.high:.{digits}f}{suffix}"
+    return low if low == high else f"{low} to {high}"
+
+
 FILTERS = {f.__name__: f for f in (fmt_num, fmt_ms, fmt_pct, fmt_usd, fmt_p, fmt_x, fmt_ci, fmt_interval, fmt_value,
-                                   fmt_params, fmt_duration, fmt_bytes, fmt_metric, fmt_share)}
+                                   fmt_params, fmt_duration, fmt_bytes, fmt_metric, fmt_share, fmt_span)}

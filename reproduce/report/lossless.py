@@ -1,7 +1,7 @@
-"""Section 9 and every claim of losslessness in the report: the results of tests/test_losslessness.py, whether
-they cover this run, and the run's own greedy exact matches and sampled tests.
+"""Every claim of losslessness in the report: the results of tests/test_losslessness.py, whether they cover this
+run, and the run's own greedy exact matches and sampled tests, as one record.
 
-"Lossless" is claimed for a run only when all of these hold, and otherwise each failing condition is listed:
+"Lossless" is claimed for a run only when all of these hold, and otherwise each failing condition is a reason:
 - the suite's results are attached and none failed;
 - they ran on the run's CPU: the model name, identity (vendor, family, model, stepping) and kernel flags that
   conftest.py records with them (provenance.cpu_info) equal those of every session of the run (a CPU with other
@@ -15,10 +15,67 @@ The sampled SpS-vs-ArS tests get a p-value only where every paired row drew from
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
-from reproduce.report.labels import TASK_LABELS
+from reproduce.report.groups import MethodRow, Setting
 
 CPU_KEYS = ("cpu", "cpu_id", "cpu_flags")
+
+
+@dataclass(frozen=True)
+class SuiteTest:
+    test: str
+    phase: str
+    outcome: str
+    statistics: tuple[tuple[str, object], ...]
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why the run is not called lossless: `kind` for tests, `text` for the report."""
+    kind: str
+    text: str
+
+
+@dataclass(frozen=True)
+class SettingRow:
+    """A method row with the setting it belongs to."""
+    setting: str
+    row: MethodRow
+
+
+@dataclass(frozen=True)
+class SampledRow:
+    setting: str
+    row: MethodRow
+    testable: bool
+    why: str | None
+
+
+@dataclass(frozen=True)
+class Losslessness:
+    results: tuple[SuiteTest, ...]  # empty: not attached
+    passed: int
+    failed: tuple[SuiteTest, ...]
+    skipped: int
+    listed: tuple[SuiteTest, ...]  # those with statistics, or that did not pass
+    runtime: str | None
+    covering: int
+    covering_passed: int
+    cpu_status: str  # same / differs / tests_not_recorded / run_not_recorded
+    tests_cpu: str | None  # the tests' CPU, described only where it is not the run's
+    greedy: tuple[SettingRow, ...]
+    sampled: tuple[SampledRow, ...]
+    reasons: tuple[Reason, ...]
+
+    @property
+    def lossless(self) -> bool:
+        return not self.reasons
+
+    @property
+    def mismatched(self) -> tuple[SettingRow, ...]:
+        """The greedy SpS rows that did not emit ArS's tokens on every prompt."""
+        return tuple(g for g in self.greedy if g.row.exact_match_ars < 1)
 
 
 def runs_runtime(test: str, runtime: str) -> bool:
@@ -35,91 +92,86 @@ def _machine(record: dict) -> dict:
     return {key: record.get(key) for key in CPU_KEYS}
 
 
-def describe_cpu(machine: dict) -> dict:
-    """A CPU for the text: name, identity and the flags present / absent (None where not recorded)."""
+def describe_cpu(machine: dict) -> str:
+    """'AMD EPYC (AuthenticAMD family 25 ...), flags avx2, without avx512f' ('flags not recorded')."""
+    text = machine.get("cpu") or "unknown CPU"
+    if machine.get("cpu_id"):
+        text += f" ({machine['cpu_id']})"
     flags = machine.get("cpu_flags")
-    return {"cpu": machine.get("cpu") or "unknown CPU", "cpu_id": machine.get("cpu_id"),
-            "present": [f for f, on in flags.items() if on] if flags else None,
-            "absent": [f for f, on in flags.items() if not on] if flags else None}
+    if flags is None:
+        return text + ", flags not recorded"
+    present = [f for f, on in flags.items() if on]
+    absent = [f for f, on in flags.items() if not on]
+    text += ", flags " + (", ".join(present) if present else "none of those checked")
+    return text + (f", without {', '.join(absent)}" if absent else "")
 
 
-def cpu_comparison(tests: dict | None, sessions: list[dict]) -> dict:
-    """The tests' CPU against the run's sessions': {"status": "same" | "differs" | "tests_not_recorded" |
-    "run_not_recorded", "tests": description, "run": [descriptions of the run's distinct CPUs]}."""
+def cpu_status(tests: dict | None, sessions: list[dict]) -> tuple[str, list[dict]]:
+    """The tests' CPU against the run's sessions': ("same" | "differs" | "tests_not_recorded" |
+    "run_not_recorded", the run's distinct machines)."""
     run = []
     for session in sessions:
-        machine = _machine(session)
-        if machine not in run:
-            run.append(machine)
-    tests_machine = _machine(tests or {})
-    if tests is None or tests_machine["cpu_id"] is None or tests_machine["cpu_flags"] is None:
-        status = "tests_not_recorded"
-    elif any(m["cpu_id"] is None or m["cpu_flags"] is None for m in run):
-        status = "run_not_recorded"
-    else:
-        status = "same" if all(m == tests_machine for m in run) else "differs"
-    return {"status": status, "tests": describe_cpu(tests_machine), "run": [describe_cpu(m) for m in run]}
+        if _machine(session) not in run:
+            run.append(_machine(session))
+    machine = _machine(tests or {})
+    if tests is None or machine["cpu_id"] is None or machine["cpu_flags"] is None:
+        return "tests_not_recorded", run
+    if any(m["cpu_id"] is None or m["cpu_flags"] is None for m in run):
+        return "run_not_recorded", run
+    return ("same" if all(m == machine for m in run) else "differs"), run
 
 
-def losslessness_view(groups: list[dict], results: list[dict] | None, provenance: dict | None = None,
-                      sessions: list[dict] | None = None, runtime: str | None = None) -> dict:
-    """Everything the report says about losslessness: the suite's results (`results`, from
-    render.load_losslessness; `provenance`: their commit, times and CPU), this run's greedy exact matches and
-    sampled tests, and whether the run may be called lossless (`lossless`) with the reasons it may not
-    (`reasons`, each {"kind", ...}, worded by the template)."""
-    results = results or []
-    greedy = [v for g in groups for v in g["sps"] if v["temperature"] == 0 and "exact_match_ars" in v["quality"]]
-    sampled = [v for g in groups for v in g["sps"] if v["temperature"] > 0 and v["first_token_test"]]
-    covering = [r for r in results if runtime and runs_runtime(r["test"], runtime)]
-    reasons = []
-    if not results:
-        reasons.append({"kind": "no_results"})
-    failed = [r for r in results if r["outcome"] == "failed"]
-    if failed:
-        reasons.append({"kind": "failed", "tests": failed})
-    cpu = cpu_comparison(provenance, sessions or [])
-    if results:
-        if cpu["status"] != "same":
-            reasons.append({"kind": "cpu_" + cpu["status"], "cpu": cpu})
-        if runtime and not covering:
-            reasons.append({"kind": "not_covered", "runtime": runtime})
-        skipped = [r for r in covering if r["outcome"] == "skipped"]
-        if skipped:
-            reasons.append({"kind": "covering_skipped", "runtime": runtime, "tests": skipped, "of": len(covering)})
-    mismatched = [v for v in greedy if v["quality"]["exact_match_ars"] < 1]
-    if mismatched:
-        prompts = sum(len(v["quality"].get("mismatched_examples") or []) for v in mismatched)
-        reasons.append({"kind": "greedy_mismatch", "rows": len(mismatched), "of_rows": len(greedy),
-                        "prompts": prompts, "of_prompts": sum(v["n"] for v in greedy),
-                        "lowest": min(v["quality"]["exact_match_ars"] for v in mismatched)})
-    return {
-        "results": results or None,
-        "failed": failed,
-        "passed": [r for r in results if r["outcome"] == "passed"],
-        "skipped": [r for r in results if r["outcome"] == "skipped"],
-        # the table lists what carries a number or went wrong; the rest are counted
-        "listed": [r for r in results if r["statistics"] or r["outcome"] != "passed"],
-        "runtime": runtime,
-        "covering": covering,
-        "covering_passed": [r for r in covering if r["outcome"] == "passed"],
-        "cpu": cpu,
-        "greedy": greedy,
-        "greedy_min_exact": min((v["quality"]["exact_match_ars"] for v in greedy), default=None),
-        "sampled": [sampled_view(v) for v in sampled],
-        "lossless": not reasons,
-        "reasons": reasons,
-    }
-
-
-def sampled_view(view: dict) -> dict:
-    """A sampled SpS row's tests against ArS, with `testable` only where every pair of rows drew from seeds of
-    their own (the tests assume independent draws); otherwise `why` there is no p-value."""
-    independent = view["seeds_independent"]
+def _sampled(setting: str, row: MethodRow) -> SampledRow:
     why = None
-    if independent is None:
+    if row.seeds_independent is None:
         why = ("rows written before seed_used was recorded: SpS and ArS on a prompt drew from one shared seed, so "
                "the pairs are not independent draws and a p-value would not mean what it says")
-    elif not independent:
-        why = ("SpS and ArS rows of some prompt recorded the same seed_used: not independent draws, so no p-value "
-               "is given")
-    return {"view": view, "task_label": TASK_LABELS[view["task"]], "testable": bool(independent), "why": why}
+    elif not row.seeds_independent:
+        why = "SpS and ArS rows of some prompt recorded the same seed_used: not independent draws, so no p-value"
+    return SampledRow(setting, row, bool(row.seeds_independent), why)
+
+
+def losslessness(settings: tuple[Setting, ...], results: list[dict] | None, provenance: dict | None = None,
+                 sessions: list[dict] | None = None, runtime: str | None = None) -> Losslessness:
+    """Everything the report says about losslessness. `results`: render.load_losslessness's rows (None: not
+    attached); `provenance`: their commit, times and CPU; `sessions`: the run's (manifest)."""
+    tests = tuple(SuiteTest(r["test"], r.get("phase", "call"), r["outcome"],
+                            tuple((s["name"], s["value"]) for s in r["statistics"])) for r in results or [])
+    greedy = tuple(SettingRow(s.short, r) for s in settings for r in s.sps if r.exact_match_ars is not None)
+    sampled = tuple(_sampled(s.short, r) for s in settings if not s.greedy for r in s.sps if any(r.sampled_tests))
+    covering = [t for t in tests if runtime and runs_runtime(t.test, runtime)]
+    failed = tuple(t for t in tests if t.outcome == "failed")
+    status, run = cpu_status(provenance, sessions or [])
+    reasons = []
+    if not tests:
+        reasons.append(Reason("no_results", "the results of `tests/test_losslessness.py` are not attached to this "
+                                            "render (`--losslessness FILE`)"))
+    if failed:
+        reasons.append(Reason("failed", f"{len(failed)} of {len(tests)} tests of `tests/test_losslessness.py` FAILED"))
+    if tests:
+        if status == "differs":
+            reasons.append(Reason("cpu_differs", f"the tests ran on another CPU, {describe_cpu(provenance)}, than the "
+                                                 f"run, {'; '.join(describe_cpu(m) for m in run)}"))
+        elif status == "tests_not_recorded":
+            reasons.append(Reason("cpu_" + status, "the tests' results do not record their CPU, so they cannot be shown to "
+                                          "have run on this run's CPU"))
+        elif status == "run_not_recorded":
+            reasons.append(Reason("cpu_" + status, "this run's manifest does not record its CPU's identity and flags, so the "
+                                          "tests' CPU cannot be compared with it"))
+        if runtime and not covering:
+            reasons.append(Reason("not_covered", f"no test in the attached results runs the target's runtime {runtime}"))
+        skipped = [t for t in covering if t.outcome == "skipped"]
+        if skipped:
+            reasons.append(Reason("covering_skipped", f"{len(skipped)} of the {len(covering)} tests that run the "
+                                                      f"target's runtime {runtime} were skipped"))
+    mismatched = [g for g in greedy if g.row.exact_match_ars < 1]  # (the record's `mismatched`)
+    if mismatched:
+        reasons.append(Reason("greedy_mismatch", f"greedy SpS emitted other tokens than greedy ArS in "
+                                                 f"{len(mismatched)} of the {len(greedy)} greedy SpS rows"))
+    return Losslessness(
+        results=tests, passed=sum(t.outcome == "passed" for t in tests), failed=failed,
+        skipped=sum(t.outcome == "skipped" for t in tests),
+        listed=tuple(t for t in tests if t.statistics or t.outcome != "passed"), runtime=runtime,
+        covering=len(covering), covering_passed=sum(t.outcome == "passed" for t in covering), cpu_status=status,
+        tests_cpu=describe_cpu(provenance) if status == "differs" else None, greedy=greedy, sampled=sampled,
+        reasons=tuple(reasons))

@@ -1,26 +1,43 @@
-"""Section 8, the Hugging Face peers against our loops on the same prompts."""
+"""The Hugging Face peers against our loops on the same prompts, like for like first."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from reproduce.catalogue import METHOD_KINDS, hf_compared
+from reproduce.report.groups import MethodRow, Setting
+from reproduce.report.records import Speedup, Span
 
 
-def peers_view(groups: list[dict]) -> dict:
-    """The Hugging Face peers, like for like first: our ArS / SpS loops over the very HF forward generate() runs
-    (ars_hf, sps_hf; only when the config ran them) against HF generate() / assisted generation, which isolates the
-    decoding loop; then the stack comparison, our loops in the configured fast runtime against HF, which mixes loop
-    and kernels. `ours_over_hf` is HF's ms/token over ours on the same prompts (paired 95% CI; > 1: ours faster)."""
+@dataclass(frozen=True)
+class PeerPair:
+    setting: str
+    ours: MethodRow
+    hf: MethodRow
+    ours_over_hf: Speedup | None  # HF's ms/token over ours, end to end, paired by prompt (> 1: ours faster)
+
+
+@dataclass(frozen=True)
+class Peers:
+    like_for_like: tuple[PeerPair, ...]  # our loops over the very HF forward generate() runs (ars_hf, sps_hf)
+    stack: tuple[PeerPair, ...]  # our loops in the configured runtime: loop and kernels mixed
+
+    def span(self, which: str, hf_method: str) -> Span | None:
+        pairs = self.like_for_like if which == "like_for_like" else self.stack
+        return Span.of(p.ours_over_hf.ratio for p in pairs if p.hf.method == hf_method and p.ours_over_hf)
+
+
+def peers(settings: tuple[Setting, ...]) -> Peers:
+    """Each Hugging Face peer row beside our loop on its forward (when run) and our loop in the fast runtime."""
     like, stack = [], []
-    for g in groups:
-        views = g["views"]
-        for hf in (v for v in views if METHOD_KINDS[v["method"]].hf_peer):
-            same = [v for v in views if v["draft"] == hf["draft"] and v["k"] == hf["k"]]
-            ours_kind, hf_forward_kind = hf_compared(hf["method"])
-            hf_forward = next((v for v in same if v["method"] == hf_forward_kind), None)
-            if hf_forward is not None:
-                like.append({"title": g["title"], "ours": hf_forward, "hf": hf,
-                             "ours_over_hf": hf.get("ours_hf_forward_vs_hf")})
-            ours = next((v for v in same if v["method"] == ours_kind), None)
+    for s in settings:
+        for hf in (r for r in s.rows if METHOD_KINDS[r.method].hf_peer):
+            same = [r for r in s.rows if r.draft == hf.draft and r.k == hf.k]
+            ours_kind, hf_forward_kind = hf_compared(hf.method)
+            forward = next((r for r in same if r.method == hf_forward_kind), None)
+            if forward is not None:
+                like.append(PeerPair(s.short, forward, hf, hf.ours_hf_forward_vs_hf))
+            ours = next((r for r in same if r.method == ours_kind), None)
             if ours is not None:
-                stack.append({"title": g["title"], "ours": ours, "hf": hf, "ours_over_hf": hf.get("ours_vs_hf")})
-    return {"like_for_like": like, "stack": stack}
+                stack.append(PeerPair(s.short, ours, hf, hf.ours_vs_hf))
+    return Peers(tuple(like), tuple(stack))

@@ -1,12 +1,14 @@
-"""The paper-style report: reports/results.md and reports/figures/*.png from one experiment's results alone.
+"""The paper-style report: reports/results.md (the answer first, then a lean main body), reports/appendix.md
+(provenance, probes, config, test list, cost), reports/rows.csv and reports/figures/*.png, from one
+experiment's results alone.
 
 `render_report(results_dir)` reads summary.json (which holds the run's manifest) and nothing else of the run:
 it only renders, and when the summary is missing or older than rows.jsonl it fails in one line naming
 `python -m reproduce analyse DIR`, which writes it. It draws the figures with matplotlib and renders
-reports/templates/results.md.j2 (one template per section, under sections/) with Jinja2. Every statistic comes
-from `reproduce.analysis`; the views (context.py and the modules it calls) only pick rows (which SpS is best,
-which sweep varies K) and attach labels, numbers are formatted through the `fmt_*` filters of format.py, and
-the templates do no arithmetic. `StrictUndefined` makes a missing value fail the render instead of printing a
+reports/templates/results.md.j2 and appendix.md.j2 (one template per section, under sections/ and appendix/)
+with Jinja2, from one frozen Report record (context.py). Every statistic comes from `reproduce.analysis`; the
+views only pick rows (which SpS is fastest, which sweep varies K) and attach labels, numbers are formatted
+through the `fmt_*` filters of format.py, and the templates do no arithmetic. `StrictUndefined` makes a missing value fail the render instead of printing a
 blank. The paper's own numbers come from reports/paper.yaml (transcribed from Table 1 of arXiv 2302.01318).
 The report names the commit that rendered it (`rendering_commit`) beside the commits that ran the experiment
 (manifest sessions) and the losslessness tests (their JSON).
@@ -17,7 +19,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from pathlib import Path
+from types import MappingProxyType
 
 import jinja2
 import yaml
@@ -26,7 +30,8 @@ from reproduce.errors import ReproduceError
 from reproduce.report.figures import draw_figures
 from reproduce.report.format import FILTERS
 from reproduce.provenance import git_commit
-from reproduce.report.context import build_context
+from reproduce.report.context import Links, Report, Rerun, build_report
+from reproduce.report.records import Commit
 from reproduce.runs.config import EXPERIMENTS_DIR, load_config, resolve_config
 from reproduce.runs.results import CONFIG_FILE, MANIFEST_FILE, ROWS_FILE, SUMMARY_FILE, TIDY_FILE, json_safe
 
@@ -36,7 +41,10 @@ REPO = Path(__file__).resolve().parents[2]
 TEMPLATES_DIR = REPO / "reports" / "templates"
 
 
-TEMPLATE = "results.md.j2"
+TEMPLATE, APPENDIX_TEMPLATE = "results.md.j2", "appendix.md.j2"
+
+
+APPENDIX = "appendix.md"  # written beside the main file
 
 
 PAPER_FILE = REPO / "reports" / "paper.yaml"
@@ -124,33 +132,43 @@ def jinja_environment() -> jinja2.Environment:
     return env
 
 
-def render_markdown(context: dict) -> str:
-    return jinja_environment().get_template(TEMPLATE).render(**context)
+def render_markdown(report: Report, template: str = TEMPLATE) -> str:
+    """One of the report's files (TEMPLATE: the main one, APPENDIX_TEMPLATE) from the Report record."""
+    return jinja_environment().get_template(template).render(r=report)
 
 
 def render_report(results_dir, out_md="reports/results.md", figures_dir=None, losslessness=None,
                   summary: dict | None = None) -> Path:
-    """Render out_md and its figures (default: a `figures/` folder beside out_md) from one results directory
-    (its summary.json, read here unless `summary` is given already). Returns the markdown's path."""
+    """Render out_md, its appendix (APPENDIX beside it) and its figures (default: a `figures/` folder beside
+    out_md) from one results directory (its summary.json, read here unless `summary` is given already), and copy
+    the per-prompt table rows.csv beside them when the results have one, so every link of the report resolves.
+    Returns the main markdown's path."""
     results_dir, out_md = Path(results_dir), Path(out_md)
     rendered_by = rendering_commit()  # before this render rewrites its own (tracked) figures and markdown
     figures_dir = Path(figures_dir) if figures_dir is not None else out_md.parent / "figures"
     summary = load_summary(results_dir) if summary is None else summary
     paper = yaml.safe_load(PAPER_FILE.read_text())
-    context = build_context(summary, summary["manifest"], paper, load_losslessness(losslessness),
-                            losslessness_provenance(losslessness))
+    report = build_report(summary, summary["manifest"], paper, load_losslessness(losslessness),
+                          losslessness_provenance(losslessness))
     figures_dir.mkdir(parents=True, exist_ok=True)
-    written = draw_figures(context, figures_dir)
+    written = draw_figures(report, figures_dir)
     for stale in figures_dir.glob("*.png"):  # figures of an earlier render that this run does not have
         if stale.name.startswith(FIGURE_PREFIXES) and stale not in written.values():
             stale.unlink()
     out_md.parent.mkdir(parents=True, exist_ok=True)
-    context["figures"] = {name: Path(_relative(path, out_md.parent)).as_posix() for name, path in written.items()}
+    rows_csv = None
     if (results_dir / TIDY_FILE).is_file():
-        context["tidy_csv"] = Path(_relative(results_dir / TIDY_FILE, out_md.parent)).as_posix()
-    context["rerun"] = rerun_commands(results_dir, context["config_name"], summary["manifest"]["config"])
-    context["rendered_by"] = rendered_by
-    out_md.write_text(render_markdown(context))
+        rows_csv = out_md.parent / TIDY_FILE
+        if not rows_csv.exists() or not rows_csv.samefile(results_dir / TIDY_FILE):
+            shutil.copyfile(results_dir / TIDY_FILE, rows_csv)
+    appendix = out_md.parent / APPENDIX
+    report = dataclasses.replace(
+        report, rendered_by=Commit.read(rendered_by),
+        figures=MappingProxyType({name: Path(_relative(path, out_md.parent)).as_posix() for name, path in written.items()}),
+        links=Links(APPENDIX, out_md.name, TIDY_FILE if rows_csv else None),
+        rerun=rerun_commands(results_dir, report.config_name, summary["manifest"]["config"]))
+    out_md.write_text(render_markdown(report))
+    appendix.write_text(render_markdown(report, APPENDIX_TEMPLATE))
     return out_md
 
 
@@ -168,21 +186,17 @@ def same_as_profile(config_name: str, saved_config: dict) -> bool:
     return plain[0] == plain[1]
 
 
-def rerun_commands(results_dir: Path, config_name: str, saved_config: dict) -> dict:
-    """How to run this experiment again: {"profile": the profile that reruns it (only when
-    experiments/<name>.yaml still resolves to the stored config), "make": the `make reproduce` line for it (its
-    PROFILE only when it is not the Makefile's default), "changed_profile": the name when the profile exists but
-    now holds another experiment, "config" / "results_dir": the resolved config.yaml stored with the results,
-    when there is one (None otherwise)}."""
+def rerun_commands(results_dir: Path, config_name: str, saved_config: dict) -> Rerun:
+    """How to run this experiment again: the profile that reruns it (only when experiments/<name>.yaml still
+    resolves to the stored config) with its `make reproduce` line (PROFILE only when it is not the Makefile's
+    default); `changed_profile`, the name, when the profile exists but now holds another experiment; `config`,
+    the resolved config stored with the results (CONFIG_FILE, named relative to the results directory), if any."""
     current = same_as_profile(config_name, saved_config)
-    config_file = results_dir / CONFIG_FILE
-    return {
-        "profile": config_name if current else None,
-        "make": None if not current else "make reproduce" + ("" if config_name == MAKE_PROFILE else f" PROFILE={config_name}"),
-        "changed_profile": config_name if not current and (EXPERIMENTS_DIR / f"{config_name}.yaml").is_file() else None,
-        "config": config_file.as_posix() if config_file.is_file() else None,
-        "results_dir": results_dir.as_posix(),
-    }
+    return Rerun(
+        profile=config_name if current else None,
+        make=None if not current else "make reproduce" + ("" if config_name == MAKE_PROFILE else f" PROFILE={config_name}"),
+        changed_profile=config_name if not current and (EXPERIMENTS_DIR / f"{config_name}.yaml").is_file() else None,
+        config=CONFIG_FILE if (results_dir / CONFIG_FILE).is_file() else None)
 
 
 def _relative(path: Path, start: Path) -> str:

@@ -1,54 +1,111 @@
-"""The sweeps (one setting varied on a few prompts), Figure 1 read from a K sweep, and the cost curve t(n)."""
+"""The sweeps (one setting varied on a few prompts) and Figure 1 read from a K sweep, as records."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from reproduce.catalogue import SWEEPABLE
-from reproduce.report.groups import entry_view
+from reproduce.report.groups import DECODE, MethodRow, method_row
 from reproduce.report.labels import TASK_LABELS, short_draft
+from reproduce.report.records import Speedup
 
 
-def sweep_views(summary: dict, config: dict, theory: dict) -> list[dict]:
-    """Each configured sweep: per value, its ArS and SpS entries (sweeps with no rows are listed as not run)."""
-    sweeps = []
+@dataclass(frozen=True)
+class SweepPoint:
+    value: float
+    ars: MethodRow | None
+    sps: MethodRow | None
+
+
+@dataclass(frozen=True)
+class Sweep:
+    name: str
+    vary: str
+    axis: str
+    title: str
+    task_label: str
+    rows: tuple[int, int]
+    k: int | None  # the fixed K (None when K is what varies)
+    points: tuple[SweepPoint, ...]
+    ignore_eos: bool
+
+    @property
+    def ran(self) -> bool:
+        return bool(self.points)
+
+
+@dataclass(frozen=True)
+class Figure1Point:
+    value: float
+    sps: MethodRow
+    ars: MethodRow | None
+    pairs: int  # prompts where both methods generated the whole budget
+    prompts: int | None
+    speedup: Speedup | None  # decode loop, ArS over SpS, on the prompts where both generated the whole budget
+    vs_best: Speedup | None  # the best K's speedup over this K's (None: not testable, or the best itself)
+    distinguishable: bool | None
+    best: bool
+
+
+@dataclass(frozen=True)
+class Figure1:
+    """Our reading of a K sweep in the terms of the paper's Figure 1 (analysis: summary["k_sweeps"])."""
+    name: str
+    title: str
+    tokens: int
+    rows: int
+    excluded: int
+    ignore_eos: bool
+    points: tuple[Figure1Point, ...]
+    best_k: float | None
+    best_speedup: Speedup | None
+    confident: bool  # a best K is named only with an interval (two or more prompts with the whole budget)
+
+    @property
+    def best(self) -> Figure1Point | None:
+        return next((p for p in self.points if p.best), None)
+
+
+def sweeps(summary: dict, config: dict, models: dict, theory: dict) -> tuple[Sweep, ...]:
+    """Each configured sweep: per value, its ArS and SpS rows (a sweep with no rows has no points)."""
+    out = []
     for name, spec in config["sweeps"].items():
         entries = [e for e in summary["methods"] if e["block"] == name]
         points = []
         for value in sorted({e["sweep_value"] for e in entries}):
-            at_value = [entry_view(e, theory) for e in entries if e["sweep_value"] == value]
-            ars = next((v for v in at_value if v["method"] == "ars"), None)
-            sps = next((v for v in at_value if v["method"] == "sps"), None)
-            points.append({"value": value, "ars": ars, "sps": sps})
-        sweeps.append({
-            "name": name, "spec": spec, "vary": spec["vary"], "axis": SWEEPABLE[spec["vary"]].axis,
-            "title": f"{SWEEPABLE[spec['vary']].name} on {TASK_LABELS[spec['task']]} {spec['mode']}, draft "
-                     f"{short_draft(spec['draft'])}",
-            "points": points, "ran": bool(points),
-        })
-    return sweeps
+            at_value = {e["method"]: method_row(e, theory, config, models) for e in entries if e["sweep_value"] == value}
+            points.append(SweepPoint(value, at_value.get("ars"), at_value.get("sps")))
+        axis = SWEEPABLE[spec["vary"]]
+        out.append(Sweep(name, spec["vary"], axis.axis,
+                         f"{axis.name} on {TASK_LABELS[spec['task']]} {spec['mode']}, draft {short_draft(spec['draft'])}",
+                         TASK_LABELS[spec["task"]], tuple(spec["rows"]), spec.get("k") if spec["vary"] != "k" else None,
+                         tuple(points), bool(spec.get("ignore_eos"))))
+    return tuple(out)
 
 
-def figure1_view(sweep: dict, measured: dict) -> dict:
-    """Our reading of a K sweep in the terms of the paper's Figure 1: the sweep's points with the analysis's
-    measured time for the whole budget and its best-K test (summary["k_sweeps"]); picks only, no statistics."""
+def _vs_best(record: dict | None) -> Speedup | None:
+    if not record or record.get("ci") is None:
+        return None
+    return Speedup(record["ratio"], tuple(record["ci"]), record["n"], DECODE)
+
+
+def figure1(sweep: Sweep, measured: dict) -> Figure1:
     by_k = {p["k"]: p for p in measured["points"]}
-    points = [{**p, "measured": by_k.get(int(p["value"]))} for p in sweep["points"] if p["sps"]]
-    best = next((p for p in points if p["value"] == measured["best_k"]), None)
-    tested = [p for p in points if p["measured"] and p["measured"]["vs_best"] and p["measured"]["vs_best"]["ci"]]
-    return {"sweep": sweep, "points": points, "measured": measured, "best": best, "first": points[0],
-            "last": points[-1], "tested": tested,
-            "indistinguishable": [p for p in tested if not p["measured"]["vs_best"]["distinguishable"]],
-            "untested": [p for p in points if p is not best and p not in tested],
-            "ignore_eos": bool(sweep["spec"].get("ignore_eos")),
-            # a best K is named only with an interval (two or more prompts with the whole budget)
-            "confident": bool(measured["best_speedup"] and measured["best_speedup"].get("ratio_of_means_ci"))}
+    points = []
+    for p in sweep.points:
+        if not p.sps:
+            continue
+        m = by_k.get(int(p.value)) or {}
+        vs_best = m.get("vs_best") or {}
+        points.append(Figure1Point(p.value, p.sps, p.ars, m.get("pairs", 0), m.get("prompts"),
+                                   Speedup.read(m.get("speedup"), DECODE), _vs_best(vs_best),
+                                   vs_best.get("distinguishable"), p.value == measured["best_k"]))
+    best_speedup = Speedup.read(measured["best_speedup"], DECODE)
+    return Figure1(sweep.name, sweep.title, measured["tokens"], measured["rows"], measured["excluded"], sweep.ignore_eos,
+                   tuple(points), measured["best_k"], best_speedup, bool(best_speedup and best_speedup.ci))
 
 
-def cost_curve_view(summary: dict) -> list[dict]:
-    """Per task, t(n) and t(n)/t(1) (tasks whose run has no single-token call are left out)."""
-    views = []
-    for task, curve_ms in summary["cost_curves_ms"].items():
-        curve = {int(n): ms for n, ms in curve_ms.items()}
-        if 1 in curve:
-            views.append({"task": task, "label": TASK_LABELS.get(task, task),
-                          "points": [{"n": n, "ms": ms, "ratio": ms / curve[1]} for n, ms in sorted(curve.items())]})
-    return views
+def figure1_views(all_sweeps: tuple[Sweep, ...], summary: dict) -> tuple[Figure1, ...]:
+    measured = summary.get("k_sweeps", {})
+    return tuple(figure1(s, measured[s.name]) for s in all_sweeps
+                 if s.vary == "k" and any(p.sps for p in s.points) and s.name in measured)

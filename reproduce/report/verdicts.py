@@ -1,31 +1,33 @@
-"""Verdicts: what reproduced and what did not, from the analysis's statistics, in three levels.
+"""Verdicts: what reproduced and what did not, from the analysis's statistics.
 
-Speed, against the paper's Table 1 speedup P, from our speedup's 95% CI [lo, hi] (ratio of mean ms/token,
-end-to-end):
-  reproduced          hi >= P: the interval reaches the paper's value
+Speed, against the paper's Table 1 speedup P, from our speedup's 95% CI [lo, hi] (the analysis's t interval on
+per-prompt log ratios; the report passes the decode loop's, the paper's mean sampling time per token):
+  reproduced          lo > 1 and hi >= P: the interval reaches the paper's value
   partly reproduced   lo > 1 and hi < P: faster than ArS, but short of the paper (the share of its gain says how far)
   not reproduced      lo <= 1: no speedup shown
 A task and mode the paper does not have is reported (faster / not faster than ArS) and never counted.
 
-Quality, SpS against ArS on the same prompts (paired), from the equivalence test (TOST) and the 95% paired t
-interval of the difference:
-  reproduced          TOST equivalent within a margin justified by the ArS-vs-ArS spread (ars_repeat)
-  partly reproduced   equivalent only within a fixed margin no spread justifies
-  not reproduced      the difference's 95% interval excludes 0 and equivalence is not shown
-  not testable        at this size: no difference detected, but the interval is wider than the margin (the text
-                      gives the smallest difference the test detects with 80% power and the smallest margin the
-                      data could have shown equivalence within); or fewer than 2 paired values
-  vacuous             nothing could differ: greedy SpS emits ArS's tokens by construction, or both methods score
-                      one constant (e.g. neither solves any problem); never counted either way
-Pure functions of plain dicts, so each level is tested on its own (tests/test_verdicts.py).
+Quality, SpS against ArS on the same prompts (paired), is the analysis's TOST outcome within the margin fixed in
+the config (reproduce.analysis.equivalence), used as it is:
+  equivalent          the 90% t interval of the difference lies inside the margin
+  not equivalent      it lies wholly outside: a difference larger than the margin
+  inconclusive        neither (never "failed"); below the n that 80% power needs, the margin cannot be reached
+Two readings are the report's own: an outcome is *vacuous* where both methods score one constant on every prompt
+(e.g. neither solves any problem: "equivalent" says nothing then), and a setting whose greedy SpS emitted ArS's
+exact tokens on every prompt is *identical* by construction. Where the task's metric is vacuous or untested, the
+log-perplexity under the target decides the setting's outcome.
+Pure functions of plain dicts, so each case is tested on its own (tests/test_verdicts.py).
 """
 
 from __future__ import annotations
 
 from reproduce.analysis.stats import share_of_gain
 
-REPRODUCED, PARTLY, NOT, VACUOUS, NOT_COUNTED, UNTESTED = (
-    "reproduced", "partly reproduced", "not reproduced", "vacuous", "not counted", "not testable")
+REPRODUCED, PARTLY, NOT, NOT_COUNTED, UNTESTED = (
+    "reproduced", "partly reproduced", "not reproduced", "not counted", "not testable")
+# quality outcomes: the analysis's three (reproduce.analysis.equivalence.OUTCOMES) and the report's "identical"
+EQUIVALENT, NOT_EQUIVALENT, INCONCLUSIVE = "equivalent", "not equivalent", "inconclusive"
+IDENTICAL = "identical (greedy)"
 
 
 def _x(value: float) -> str:
@@ -38,12 +40,11 @@ def _pct(value: float) -> str:
 
 def speedup_verdict(speedup: dict | None, paper_speedup: float | None) -> dict:
     """The speed verdict of one task and mode: {"level", "counted", "text", "share"} (share of the paper's gain,
-    with its CI, where the paper has the row). `speedup` is the analysis's speedup record (ratio_of_means and
-    ratio_of_means_ci)."""
-    if speedup is None or speedup.get("ratio_of_means_ci") is None:
+    with its CI, where the paper has the row). `speedup` is the analysis's t-interval record (point and ci)."""
+    if speedup is None or speedup.get("ci") is None:
         return {"level": UNTESTED, "counted": False, "share": None,
                 "text": "not testable (fewer than 2 paired prompts)"}
-    low, high = speedup["ratio_of_means_ci"]
+    low, high = speedup["ci"]
     if paper_speedup is None:
         if low > 1:
             text = "faster than ArS (95% CI above 1)"
@@ -53,7 +54,7 @@ def speedup_verdict(speedup: dict | None, paper_speedup: float | None) -> dict:
             text = "not faster than ArS (95% CI reaches 1)"
         return {"level": NOT_COUNTED, "counted": False, "share": None,
                 "text": f"{text}; the paper has no such row, so it is not counted as a reproduction"}
-    share = share_of_gain(speedup["ratio_of_means"], (low, high), paper_speedup)
+    share = share_of_gain(speedup["point"], (low, high), paper_speedup)
     reached = f"{_pct(share['share'])} [{_pct(share['ci'][0])}, {_pct(share['ci'][1])}] of the paper's gain"
     if low > 1 and high >= paper_speedup:  # a speedup shown, and the paper's value not excluded
         level, text = REPRODUCED, f"reproduced: the 95% CI reaches the paper's {_x(paper_speedup)} ({reached})"
@@ -71,81 +72,62 @@ def _number(value: float, digits: int, percent: bool, difference: bool = False) 
     return f"{value:.{digits}f}"
 
 
-def metric_verdict(test: dict | None, name: str, margin: dict | None, digits: int = 3, percent: bool = False,
-                   log_scale: bool = False) -> dict:
-    """The quality verdict of one metric from its paired TOST record (analysis: tost_equivalence plus
-    margin_source, constant, mine_mean, ars_mean) and its margin record (equivalence_margins); `log_scale` for a
-    log-perplexity, whose margin reads as a perplexity ratio. {"level", "text", "test", "margin_text"}."""
+def vacuous_reason(test: dict, name: str, digits: int = 3, percent: bool = False) -> str | None:
+    """Why a TOST record says nothing (None if it does): both methods score one constant on every prompt."""
+    if not test.get("constant") or test.get("exactly_equal"):
+        return None
+    if name.startswith("pass") and test["ars_mean"] == 0:
+        return "neither method solves any problem"
+    if name.startswith("pass") and test["ars_mean"] == 1:
+        return "both methods solve every problem"
+    return f"both methods score {_number(test['ars_mean'], digits, percent)} on every prompt"
+
+
+def metric_verdict(test: dict | None, name: str, digits: int = 3, percent: bool = False) -> dict:
+    """The quality outcome of one metric from its paired TOST record (analysis: equivalence.equivalence_test, with
+    outcome, note, n_for_80_power, exactly_equal, constant): {"outcome", "vacuous" (why it says nothing, or None),
+    "text"}. The outcome is the analysis's; None when there is no test (fewer than 2 paired values)."""
     if test is None:
-        return {"level": UNTESTED, "text": f"{name}: not testable (fewer than 2 paired values)", "test": None,
-                "margin_text": None}
-    margin_text = margin_description(test["margin"], test["margin_source"], margin, digits, percent, log_scale)
-    if test.get("constant"):
-        if name.startswith("pass") and test["ars_mean"] == 0:
-            what = "neither method solves any problem"
-        elif name.startswith("pass") and test["ars_mean"] == 1:
-            what = "both methods solve every problem"
-        else:
-            what = f"both methods score {_number(test['ars_mean'], digits, percent)} on every prompt"
-        return {"level": VACUOUS, "text": f"{name}: vacuous, {what}", "test": test, "margin_text": margin_text}
-    low, high = test.get("ci_95") or test["bootstrap_ci_95"]  # the paired t interval, as the TOST's own t-tests
+        return {"outcome": None, "vacuous": None, "text": f"{name}: no test (fewer than 2 paired values)"}
+    vacuous = vacuous_reason(test, name, digits, percent)
+    if test["exactly_equal"]:
+        return {"outcome": test["outcome"], "vacuous": None, "text": f"{name}: {test['outcome']}, {test['note']}"}
+    if vacuous:
+        return {"outcome": test["outcome"], "vacuous": vacuous, "text": f"{name}: {test['outcome']} but vacuous, {vacuous}"}
     digits_diff = digits if percent else digits + 1
-    diff = (f"SpS - ArS = {_number(test['diff'], digits_diff, percent, True)} (95% CI "
-            f"[{_number(low, digits_diff, percent, True)}, {_number(high, digits_diff, percent, True)}])")
-    if test["equivalent"] and test["margin_source"] == "ars_repeat":
-        level, text = REPRODUCED, f"{name}: reproduced, equivalent within the ArS-vs-ArS spread {margin_text}; {diff}"
-    elif test["equivalent"]:
-        level, text = PARTLY, (f"{name}: partly reproduced, equivalent only within a fixed margin {margin_text} "
-                               f"that no ArS-vs-ArS spread justifies; {diff}")
-    elif low > 0 or high < 0:
-        level, text = NOT, f"{name}: not reproduced, SpS differs from ArS; {diff}"
-    else:
-        level, text = UNTESTED, (f"{name}: not testable at this size, no difference detected but not shown "
-                                 f"equivalent within {margin_text}; {diff}; {detectable_text(test, digits, percent)}")
-    return {"level": level, "text": text, "test": test, "margin_text": margin_text,
-            "detectable": detectable_text(test, digits, percent)}
+    low, high = test["ci"]
+    diff = (f"SpS - ArS = {_number(test['diff'], digits_diff, percent, True)} (90% CI "
+            f"[{_number(low, digits_diff, percent, True)}, {_number(high, digits_diff, percent, True)}], "
+            f"margin ±{_number(test['margin'], digits_diff, percent, True)})")
+    return {"outcome": test["outcome"], "vacuous": None, "text": f"{name}: {test['outcome']}, {diff}: {test['note']}"}
 
 
-def detectable_text(test: dict, digits: int = 3, percent: bool = False) -> str:
-    """What a paired test of n values could show: 'with n = 5 pairs the test detects a difference of 0.0412 or
-    more with 80% power, and shows equivalence only within ±0.0655 or wider'."""
-    digits_diff = digits if percent else digits + 1
-    parts = [f"with n = {test['n']} pairs"] if test.get("n") else []
-    if test.get("min_detectable_difference") is not None:
-        parts.append(f"the test detects a difference of "
-                     f"{_number(test['min_detectable_difference'], digits_diff, percent, True)} or more with 80% power")
-    if test.get("smallest_equivalence_margin") is not None:
-        parts.append(f"{'and ' if len(parts) > 1 else ''}shows equivalence only within "
-                     f"±{_number(test['smallest_equivalence_margin'], digits_diff, percent, True)} or wider")
-    return ", ".join(parts) if len(parts) > 1 else "the summary predates the detectable difference"
-
-
-def margin_description(value: float, source: str, margin: dict | None, digits: int = 3, percent: bool = False,
+def margin_description(value: float, ars_mean: float | None, digits: int = 3, percent: bool = False,
                        log_scale: bool = False) -> str:
-    """How big a margin is and where it came from: '±0.020 (fixed; 67% of ArS's mean 0.030)',
-    '±0.012 (ArS-vs-ArS spread; 40% of ArS's mean 0.030)', '±0.100 (fixed; perplexity within x0.90 to x1.11)'.
-    The reason a fixed margin was used is the margin record's `reason` (the report states it once per group)."""
+    """How big a margin is: '±0.020 (67% of ArS's mean 0.030)', '±0.050 (perplexity within x0.95 to x1.05)'."""
     import math
 
     text = f"±{_number(value, digits, percent, True)}"
-    parts = ["ArS-vs-ArS spread" if source == "ars_repeat" else "fixed"]
     if log_scale:
-        parts.append(f"perplexity within x{math.exp(-value):.2f} to x{math.exp(value):.2f}")
-    elif margin and margin.get("ars_mean"):
-        parts.append(f"{_pct(value / abs(margin['ars_mean']))} of ArS's mean {_number(margin['ars_mean'], digits, percent)}")
-    return f"{text} ({'; '.join(parts)})"
+        return f"{text} (perplexity within x{math.exp(-value):.2f} to x{math.exp(value):.2f})"
+    if ars_mean:
+        return f"{text} ({_pct(value / abs(ars_mean))} of ArS's mean {_number(ars_mean, digits, percent)})"
+    return text
 
 
 def quality_verdict(primary: dict, perplexity: dict | None, greedy_identical: bool) -> dict:
-    """The quality verdict of one task and mode: the primary metric's, unless greedy SpS matched ArS token for
-    token (identical by construction) or the primary metric is vacuous or not testable (at this size, or from
-    fewer than 2 values), when the log-perplexity under the target decides (the primary metric's text is still
-    said). {"level", "text", "primary", "perplexity"}."""
+    """The quality outcome of one task and mode: "identical" where greedy SpS matched ArS token for token
+    (identical by construction); otherwise the task's metric's outcome, unless it is vacuous or untested, when the
+    log-perplexity under the target decides (the metric's text is still said); inconclusive when neither says
+    anything (a vacuous "equivalent" is never the setting's outcome). {"outcome", "decided_by", "text"}
+    (decided_by: "metric", "log-perplexity", or None where nothing decided)."""
     if greedy_identical:
-        return {"level": VACUOUS, "primary": primary, "perplexity": perplexity,
+        return {"outcome": IDENTICAL, "decided_by": None,
                 "text": "identical by construction (greedy SpS emitted ArS's exact tokens on every prompt)"}
-    # the perplexity decides when it was tested (from 2 or more values), whatever its level
-    if primary["level"] in (VACUOUS, UNTESTED) and perplexity is not None and perplexity["test"] is not None:
-        return {"level": perplexity["level"], "primary": primary, "perplexity": perplexity,
+    if (primary["vacuous"] or primary["outcome"] is None) and perplexity and perplexity["outcome"] is not None \
+            and not perplexity["vacuous"]:
+        return {"outcome": perplexity["outcome"], "decided_by": "log-perplexity",
                 "text": f"{primary['text']}; {perplexity['text']}"}
-    return {"level": primary["level"], "primary": primary, "perplexity": perplexity, "text": primary["text"]}
+    if primary["outcome"] is None or primary["vacuous"]:
+        return {"outcome": INCONCLUSIVE, "decided_by": None, "text": primary["text"]}
+    return {"outcome": primary["outcome"], "decided_by": "metric", "text": primary["text"]}

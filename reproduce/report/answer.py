@@ -1,0 +1,92 @@
+"""The report's first screen: per Table 1 setting the fastest SpS's speedup against the paper's (flagged where the
+A/A check says the machine drifted), whether greedy SpS matched ArS on every prompt, the quality outcomes, and one
+line on why (the cost model's alpha, c and t(K+1)/t(1)
+of the fastest drafts). Every number is one the tables below show, taken from the same records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from reproduce.report.groups import Setting
+from reproduce.report.records import Span, Speedup, Verdict
+
+
+@dataclass(frozen=True)
+class HeadlineRow:
+    setting: str
+    draft: str | None  # the fastest SpS's label; None when the setting ran no SpS on every prompt
+    speedup: Speedup | None  # decode loop (primary)
+    end_to_end: Speedup | None
+    paper: float | None
+    verdict: Verdict
+    drift: float | None  # the setting's A/A check, where it lies outside its tolerance: point - 1
+
+
+@dataclass(frozen=True)
+class GreedyCheck:
+    """Greedy SpS against greedy ArS token for token, over every greedy SpS row (controls included)."""
+    rows: int
+    prompts: int
+    matched: int
+
+    @property
+    def held(self) -> bool:
+        return self.matched == self.prompts
+
+
+@dataclass(frozen=True)
+class OutcomeGroup:
+    """The settings whose fastest SpS got one quality outcome (the analysis's, or identical), with its note."""
+    outcome: str
+    note: str | None  # e.g. "margin cannot be reached at this n", "by log-perplexity; pass@1 vacuous"
+    settings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Why:
+    """The cost model's inputs over the fastest SpS of each setting (their theory rows)."""
+    drafts: tuple[str, ...]
+    k: Span
+    alpha: Span
+    c: Span
+    t_ratio: Span
+    predicted: Span
+    measured: Span
+
+
+@dataclass(frozen=True)
+class Answer:
+    rows: tuple[HeadlineRow, ...]
+    greedy: GreedyCheck | None
+    quality: tuple[OutcomeGroup, ...]
+    why: Why | None
+
+
+def _greedy(settings: tuple[Setting, ...]) -> GreedyCheck | None:
+    rows = [r for s in settings if s.greedy for r in s.sps if r.exact_match_ars is not None]
+    if not rows:
+        return None
+    return GreedyCheck(len(rows), sum(r.n for r in rows), sum(round(r.exact_match_ars * r.n) for r in rows))
+
+
+def _why(settings: tuple[Setting, ...]) -> Why | None:
+    theory = [s.best.theory for s in settings if s.best and s.best.theory]
+    if not theory:
+        return None
+    return Why(tuple(dict.fromkeys(s.best.draft for s in settings if s.best)), Span.of(t.k for t in theory),
+               Span.of(t.alpha for t in theory), Span.of(t.c for t in theory), Span.of(t.t_ratio for t in theory),
+               Span.of(t.predicted for t in theory), Span.of(t.measured for t in theory))
+
+
+def answer(settings: tuple[Setting, ...], drifts: dict[str, float]) -> Answer:
+    """`drifts`: by setting, the A/A check's drift where it lies outside its tolerance."""
+    rows = tuple(HeadlineRow(s.short, s.best.label if s.best else None, s.best.speedup if s.best else None,
+                             s.best.end_to_end if s.best else None, s.paper.speedup if s.paper else None, s.speed,
+                             drifts.get(s.short))
+                 for s in settings)
+    outcomes: dict[tuple[str, str | None], list[str]] = {}
+    for s in settings:
+        if s.best:
+            outcomes.setdefault((s.quality.level, s.quality.note), []).append(s.short)
+    return Answer(rows, _greedy(settings), tuple(OutcomeGroup(o, note, tuple(v)) for (o, note), v in outcomes.items()),
+                  _why(settings))
