@@ -24,7 +24,7 @@ from reproduce.report.groups import DECODE, END_TO_END, Setting, main_settings, 
 from reproduce.report.labels import config_draft_kind, short_draft
 from reproduce.report.lossless import Losslessness, losslessness
 from reproduce.report.peers import Peers, peers
-from reproduce.report.quality import MetricMargin, metric_margins
+from reproduce.report.quality import QualityTest, MetricMargin, metric_margins
 from reproduce.report.records import Commit, Speedup, SpeedupMethod
 from reproduce.report.setup import Setup, portable, setup_view
 from reproduce.report.sweeps import Figure1, Sweep, figure1_views, sweeps
@@ -176,6 +176,16 @@ class Report:
     @property
     def paper_settings(self) -> tuple[Setting, ...]:
         return tuple(s for s in self.settings if s.paper)
+
+    @property
+    def quality_tests_run(self) -> tuple[QualityTest, ...]:
+        """Every SpS-vs-ArS equivalence test that ran (not identical by construction, not vacuous)."""
+        return tuple(t for s in self.settings for row in s.sps for t in row.quality_tests
+                     if t.tested and not t.exactly_equal and not t.vacuous)
+
+    @property
+    def quality_not_equivalent(self) -> tuple[QualityTest, ...]:
+        return tuple(t for t in self.quality_tests_run if t.outcome == "not equivalent")
 
 
 def build_report(summary: dict, manifest: dict, paper: dict, losslessness_results: list[dict] | None = None,
