@@ -348,8 +348,18 @@ def test_qwen2_5_coder_fast_fp32_equals_hugging_face_on_its_first_layers(qwen_co
     assert_close(expected, run_calls(FastLlamaLM.from_hf(model, qwen_coder_target.vocab_size), calls))
 
 
+@pytest.fixture
+def profile_threads():
+    """The default profile's thread count for the real pair: the module-scoped single_thread fixture of the tiny-model
+    tests above stays active until the module ends, and one thread doubles this test's time (and probes anew)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(load_config(EXPERIMENTS_DIR / "default.yaml").threads)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.mark.slow
-def test_qwen2_5_coder_greedy_speculative_decoding_equals_ars(qwen_coder_target, record_property):
+def test_qwen2_5_coder_greedy_speculative_decoding_equals_ars(qwen_coder_target, profile_threads, record_property):
     """Greedy SpS emits exactly greedy ArS's 128 tokens on two HumanEval prompts (chat format), in the target
     runtime `auto` picks on this CPU at the default profile's K (2), for the 0.5B draft in int4 and int8 and for
     the target drafting for itself: a single flipped token in any verification call would show here. (Two
