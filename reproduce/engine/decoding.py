@@ -151,12 +151,10 @@ def prefill(lm, prompt_ids: list[int]) -> float:
 
 def _start(target, prompt_ids: list[int], trace: Trace, prefilled: bool) -> None:
     """Bring the target's cache to the prompt: prefill it (timed into the trace), or reuse the caller's prefill."""
-    if not prefilled:
+    if prefilled:
+        target.rewind_to_prompt(prompt_ids)
+    else:
         trace.prefill_ms = prefill(target, prompt_ids)
-        return
-    if target.cache_tokens[: len(prompt_ids) - 1] != prompt_ids[:-1]:
-        raise ReproduceError("prefilled=True, but the target's cache does not hold this prompt: call prefill() first")
-    target.rollback(len(prompt_ids) - 1)
 
 
 def _cut_at_eos(tokens: list[int], eos_token_id: int | None) -> list[int]:
@@ -232,7 +230,6 @@ def speculative_decode(
     trace = Trace("SpS", list(prompt_ids))
     _start(target, prompt_ids, trace, prefilled)
     if not prefilled:
-        drafter.reset()
         trace.draft_prefill_ms = drafter.prefill(prompt_ids, target)
     start = time.perf_counter()
     drafter.start(prompt_ids, target)  # the target drafting for itself copies the target's prefilled cache here

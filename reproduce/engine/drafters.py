@@ -19,14 +19,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-import time
-
 import torch
 
 from reproduce.catalogue import HYBRID_PREFIX, parse_draft
 from reproduce.engine import (
     models,  # models.load_model looked up at call time (tests replace it)
 )
+from reproduce.engine.decoding import prefill
 from reproduce.engine.distilled import distilled_draft_dir, load_distilled
 from reproduce.engine.lm import CachedLM
 from reproduce.engine.runtime import build_lm, resolve_runtime
@@ -65,17 +64,15 @@ class ModelDrafter(Drafter):
         self.lm.reset()
 
     def _shares_target_weights(self, target) -> bool:
-        return hasattr(self.lm, "adopt_cache") and getattr(self.lm, "layers", None) is getattr(target, "layers", 0)
+        return hasattr(self.lm, "shares_weights_with") and self.lm.shares_weights_with(target)
 
     def prefill(self, prompt_ids: list[int], target) -> float:
-        """Every prompt token but the last into the draft's cache (the target's loops split a prompt the same
-        way). A drafter over the target's own weights prefills nothing: `start` copies the target's cache."""
-        self.lm.reset()
-        if self._shares_target_weights(target) or len(prompt_ids) < 2:
+        """The prompt into the draft's own cache, as the target's is prefilled (decoding.prefill). A drafter over
+        the target's own weights prefills nothing: `start` copies the target's cache."""
+        if self._shares_target_weights(target):
+            self.lm.reset()
             return 0.0
-        start = time.perf_counter()
-        self.lm.forward(prompt_ids[:-1], last_only=True)
-        return (time.perf_counter() - start) * 1e3
+        return prefill(self.lm, prompt_ids)
 
     def start(self, prompt_ids: list[int], target) -> None:
         """The target drafting for itself starts from the target's prefilled cache, bitwise what its own prefill

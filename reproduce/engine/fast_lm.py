@@ -174,11 +174,15 @@ class FastLlamaLM(CacheSync):
     def reset(self) -> None:
         self.cache_tokens = []  # stale cache entries are never read: attention only looks at positions < length
 
+    def shares_weights_with(self, other) -> bool:
+        """`other` is another cache over these very weights (fresh()): its cache is what this LM would compute."""
+        return isinstance(other, FastLlamaLM) and other.layers is self.layers and other is not self
+
     def adopt_cache(self, other) -> bool:
         """Take `other`'s cache if it is this very model (same weights, same mode: the target drafting for itself
         via fresh()). Its prefill is the call this LM's own would make, so the copy is bitwise what recomputing
         gives, for the price of a memory copy. Returns whether it did."""
-        if not (isinstance(other, FastLlamaLM) and other.layers is self.layers and other is not self):
+        if not self.shares_weights_with(other):
             return False
         length = len(other.cache_tokens)
         if length > self.max_len:

@@ -11,12 +11,21 @@ import copy
 
 import torch
 
+from reproduce.errors import ReproduceError
+
 
 class CacheSync:
     """What every cached LM shares (CachedLM here, FastLlamaLM in fast_lm.py): given `cache_tokens`,
     `rollback(length)` and `forward(token_ids, last_only)`, get the next-token logits after any sequence."""
 
     cache_tokens: list[int]
+
+    def rewind_to_prompt(self, prompt_ids: list[int]) -> None:
+        """Roll back to every prompt token but the last, which a caller's prefill (decoding.prefill) put there:
+        the loops and the scorer only append past the prompt, so this restores bitwise that cache."""
+        if self.cache_tokens[: len(prompt_ids) - 1] != prompt_ids[:-1]:
+            raise ReproduceError("prefilled=True, but the cache does not hold this prompt: call prefill() first")
+        self.rollback(len(prompt_ids) - 1)
 
     def next_logits(self, sequence: list[int]) -> torch.Tensor:
         """Logits [vocab_size] for the token after `sequence`, reusing the cached common prefix."""

@@ -19,9 +19,7 @@ def token_logprobs(lm, prompt_ids: list[int], generated_ids: list[int], prefille
     if not prompt_ids or not generated_ids:
         raise ReproduceError("scoring needs a non-empty prompt and at least one generated token")
     if prefilled:
-        if lm.cache_tokens[: len(prompt_ids) - 1] != prompt_ids[:-1]:
-            raise ReproduceError("prefilled=True, but the cache does not hold this prompt")
-        lm.rollback(len(prompt_ids) - 1)
+        lm.rewind_to_prompt(prompt_ids)
         # the last prompt token's position predicts g_0, the position of g_i predicts g_{i+1}
         logits = lm.forward([prompt_ids[-1]] + list(generated_ids[:-1]))
     else:
