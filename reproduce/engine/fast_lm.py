@@ -212,6 +212,11 @@ class FastLlamaLM(CacheSync):
     @torch.inference_mode()
     def forward(self, token_ids: list[int], last_only: bool = False) -> torch.Tensor:
         """Append `token_ids` to the cache; return float32 logits [n, vocab_size] (or [1, vocab_size])."""
+        return self.head(self.hidden_states(token_ids, last_only))
+
+    @torch.inference_mode()
+    def hidden_states(self, token_ids: list[int], last_only: bool = False) -> torch.Tensor:
+        """Append `token_ids` to the cache; return the final-normed hidden states [n or 1, hidden] the head reads."""
         n, start = len(token_ids), len(self.cache_tokens)
         end = start + n
         if end > self.max_len:
@@ -231,9 +236,8 @@ class FastLlamaLM(CacheSync):
             x = x + weights.out(attn.transpose(0, 1).reshape(n, -1))
             gate, up = weights.gate_up(rms_norm(x, mlp_norm, self.eps)).chunk(2, dim=-1)
             x = x + weights.down(F.silu(gate) * up)
-        x = rms_norm(x[-1:] if last_only else x, self.final_norm, self.eps)
         self.cache_tokens.extend(token_ids)
-        return self.head(x)
+        return rms_norm(x[-1:] if last_only else x, self.final_norm, self.eps)
 
 
 def weight_bytes(lm: FastLlamaLM) -> int:
