@@ -58,8 +58,8 @@ class RestrictedFastLM(FastLlamaLM):
         return self.forward_kept(self.sync_to(sequence), last_only=True)[-1]
 
 
-def restricted_lm(model, vocab_size: int, kept: torch.Tensor, linear_mode: str, max_len: int = 2048,
+def restricted_lm(model, vocab_size: int, kept: torch.Tensor, linear_mode: str, max_len: int = 1280,
                   head_mode: str | None = None) -> RestrictedFastLM:
     """A Hugging Face Llama/Qwen2 model as a RestrictedFastLM; the full head stays the model's own tensor."""
-    lm = RestrictedFastLM.from_hf(model, vocab_size, max_len, linear_mode)
+    lm = RestrictedFastLM.from_hf(model, vocab_size, max_len, linear_mode, head=False)
     return lm.restrict(kept, model.lm_head.weight.detach()[:vocab_size], vocab_size, head_mode)
