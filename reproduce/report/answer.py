@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from reproduce.report.groups import Setting
 from reproduce.report.records import Span, Speedup, Verdict
+from reproduce.report.sweeps import Sweep
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class HeadlineRow:
     paper: float | None
     verdict: Verdict
     drift: float | None  # the setting's A/A check, where it lies outside its tolerance: point - 1
+    regime: str | None = None  # "paper": ArS and SpS at the flattest-verifying target runtime; None: Table 1's
 
 
 @dataclass(frozen=True)
@@ -78,12 +80,31 @@ def _why(settings: tuple[Setting, ...]) -> Why | None:
                Span.of(t.predicted for t in theory), Span.of(t.measured for t in theory))
 
 
-def answer(settings: tuple[Setting, ...], drifts: dict[str, float]) -> Answer:
-    """`drifts`: by setting, the A/A check's drift where it lies outside its tolerance."""
+REGIME_VERDICT = Verdict("not counted", "the paper's regime: no paper row at these settings, so not counted")
+
+
+def regime_rows(all_sweeps: tuple[Sweep, ...]) -> tuple[HeadlineRow, ...]:
+    """The paper's regime (a sweep block with a target runtime of its own, e.g. auto-flattest): each SpS point
+    against ArS at that same runtime, labelled with the runtime, beside Table 1's practical regime."""
+    rows = []
+    for sweep in all_sweeps:
+        if sweep.target_runtime is None:
+            continue
+        for point in sweep.points:
+            if point.sps is not None:
+                rows.append(HeadlineRow(f"{sweep.task_label} {sweep.mode}, the paper's regime ({sweep.target_runtime})",
+                                        point.sps.label, point.sps.speedup, point.sps.end_to_end, None,
+                                        REGIME_VERDICT, None, "paper"))
+    return tuple(rows)
+
+
+def answer(settings: tuple[Setting, ...], drifts: dict[str, float], all_sweeps: tuple[Sweep, ...] = ()) -> Answer:
+    """`drifts`: by setting, the A/A check's drift where it lies outside its tolerance. `all_sweeps`: the paper's
+    regime rows come from the sweeps that run a target runtime of their own."""
     rows = tuple(HeadlineRow(s.short, s.best.label if s.best else None, s.best.speedup if s.best else None,
                              s.best.end_to_end if s.best else None, s.paper.speedup if s.paper else None, s.speed,
                              drifts.get(s.short))
-                 for s in settings)
+                 for s in settings) + regime_rows(all_sweeps)
     outcomes: dict[tuple[str, str | None], list[str]] = {}
     for s in settings:
         if s.best:

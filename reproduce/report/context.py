@@ -208,7 +208,8 @@ def build_report(summary: dict, manifest: dict, paper: dict, losslessness_result
         paper=PaperSetup.read(paper), settings=settings, not_run=not_run,
         paper_not_run=tuple(f"{r['benchmark']} {r['mode']}" for r in paper["table1"]
                             if r["benchmark"] + r["mode"] not in matched),
-        answer=answer(settings, {c.setting: c.drift for c in aa if not c.within}), sweeps=all_sweeps, k_sweeps=k_sweeps,
+        answer=answer(settings, {c.setting: c.drift for c in aa if not c.within}, all_sweeps), sweeps=all_sweeps,
+        k_sweeps=k_sweeps,
         model=cost_model(settings, theory, summary, drafts, k_sweeps), setup=setup_view(manifest, summary),
         losslessness=losslessness(settings, losslessness_results, provenance, manifest["sessions"],
                                   models["target"]["runtime"]),

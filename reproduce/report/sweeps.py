@@ -28,6 +28,8 @@ class Sweep:
     k: int | None  # the fixed K (None when K is what varies)
     points: tuple[SweepPoint, ...]
     ignore_eos: bool
+    mode: str = ""
+    target_runtime: str | None = None  # the block's own target runtime, as resolved (a regime); None: the run's
 
     @property
     def ran(self) -> bool:
@@ -79,7 +81,8 @@ def sweeps(summary: dict, config: dict, models: dict, theory: dict) -> tuple[Swe
         out.append(Sweep(name, spec["vary"], axis.axis,
                          f"{axis.name} on {TASK_LABELS[spec['task']]} {spec['mode']}, draft {short_draft(spec['draft'])}",
                          TASK_LABELS[spec["task"]], tuple(spec["rows"]), spec.get("k") if spec["vary"] != "k" else None,
-                         tuple(points), bool(spec.get("ignore_eos"))))
+                         tuple(points), bool(spec.get("ignore_eos")), spec["mode"],
+                         models.get(f"target@{name}", {}).get("runtime") if spec.get("target_runtime") else None))
     return tuple(out)
 
 
