@@ -38,6 +38,14 @@ MAX_ARS_OVER_GENERATE = 1.0  # our ArS ms/token / bf16 generate() ms/token
 MIN_PROMPTS = 20  # per Table 1 setting
 AA_TOLERANCE = 0.05  # ArS over ArS again, decode loop: within 5% of 1
 MIN_ARS_PASS_AT_1 = 0.30  # HumanEval: a quality comparison that can say something
+# issue 23, per CPU kind: HumanEval greedy in the paper's regime (ArS and SpS at the flattest-verifying target mode)
+# and in the practical one (against the fastest batch-invariant ArS); the model draft's cost c in the loop
+PAPER_REGIME_MIN = {"native bf16": 2.5, "AVX2 only": 2.0}
+PRACTICAL_REGIME_MIN = 1.6
+MAX_C = {"practical": 0.2, "paper": 0.15}
+XSUM_MIN_SPEEDUP = 1.0
+MAX_PREDICTION_GAP = 0.15  # XSum: |measured / Leviathan prediction - 1|
+MAX_PEAK_GIB = 8.0
 
 
 def _check(target: str, met: bool | None, measured: str) -> dict:
@@ -141,6 +149,122 @@ def measurement_checks(summary: dict, entries: list[dict]) -> list[dict]:
     return checks
 
 
+def _regime_blocks(config: dict) -> list[str]:
+    return [name for name, spec in config.get("sweeps", {}).items() if spec.get("target_runtime")]
+
+
+def _model_sps(summary: dict, block: str, task: str, temperature: float) -> list[dict]:
+    """SpS entries of model drafts (not prompt lookup, not the target drafting for itself) with a speedup."""
+    config = summary["manifest"]["config"]
+    return [e for e in summary["methods"] if e["block"] == block and e["task"] == task and e["method"] == "sps"
+            and e["temperature"] == temperature and _model_draft(config, e["draft"]) and "speedup" in e["vs_ars"]]
+
+
+def _speedup_text(entry: dict) -> str:
+    sp = entry["vs_ars"]["speedup"]
+    ci = sp.get("ci") or [float("nan")] * 2
+    return f"{sp['point']:.2f}x [{ci[0]:.2f}, {ci[1]:.2f}] ({entry['variant']}, n={sp['n']})"
+
+
+def regime_checks(summary: dict, cpu_kind: str) -> list[dict]:
+    """Issue 23's targets: HumanEval greedy in both regimes, the model draft's c in the loop, XSum's model draft."""
+    config = summary["manifest"]["config"]
+    theory = {(t["block"], t["task"], t["mode"], t["variant"]): t for t in summary["theory"]}
+    checks = []
+    regimes = [("practical", "main", PRACTICAL_REGIME_MIN)] + [
+        ("paper", block, PAPER_REGIME_MIN[cpu_kind]) for block in _regime_blocks(config)]
+    runtimes = summary["manifest"]["models"]
+    for regime, block, minimum in regimes:
+        runtime = runtimes.get("target" if block == "main" else f"target@{block}", {}).get("runtime", "?")
+        here = _model_sps(summary, block, "humaneval", 0.0)
+        best = max(here, key=lambda e: e["vs_ars"]["speedup"]["point"], default=None)
+        checks.append(_check(f"HumanEval greedy, {regime} regime ({runtime}): model-draft SpS >= {minimum}x",
+                             None if best is None else best["vs_ars"]["speedup"]["point"] >= minimum,
+                             "no rows" if best is None else _speedup_text(best)))
+        cs = [(theory[key]["c"], e["variant"], e["mode"]) for e in here + _model_sps(summary, block, "xsum", 0.0)
+              if (key := (block, e["task"], e["mode"], e["variant"])) in theory]
+        cs += [(theory[key]["c"], e["variant"], e["mode"]) for t in (0.8, 1.0) for task in ("humaneval", "xsum")
+               for e in _model_sps(summary, block, task, t) if (key := (block, e["task"], e["mode"], e["variant"])) in theory]
+        checks.append(_check(f"model draft's cost in the loop, {regime} regime: c <= {MAX_C[regime]} of the target's t(1)",
+                             None if not cs else max(c for c, _, _ in cs) <= MAX_C[regime],
+                             "no theory rows" if not cs else f"c = {min(cs)[0]:.3f} to {max(cs)[0]:.3f} over {len(cs)} "
+                             f"rows (highest: {max(cs)[1]} {max(cs)[2]})"))
+    for temperature in (0.0, 1.0):
+        here = _model_sps(summary, "main", "xsum", temperature)
+        best = max(here, key=lambda e: e["vs_ars"]["speedup"]["point"], default=None)
+        checks.append(_check(f"XSum T={temperature:g}: the model draft no slower than ArS (>= {XSUM_MIN_SPEEDUP}x)",
+                             None if best is None else best["vs_ars"]["speedup"]["point"] >= XSUM_MIN_SPEEDUP,
+                             "no rows" if best is None else _speedup_text(best)))
+        rows = [theory[k] for e in here if (k := ("main", "xsum", e["mode"], e["variant"])) in theory]
+        worst = max(rows, key=lambda t: abs(t["efficiency"] - 1), default=None)
+        checks.append(_check(f"XSum T={temperature:g}: model-draft speedup within {MAX_PREDICTION_GAP:.0%} of "
+                             "Leviathan's prediction", None if worst is None else
+                             abs(worst["efficiency"] - 1) <= MAX_PREDICTION_GAP,
+                             "no theory rows" if worst is None else "; ".join(
+                                 f"{t['variant']}: {t['measured_speedup']:.2f}x / {t['predicted_speedup']:.2f}x = "
+                                 f"{t['efficiency']:.2f}" for t in rows)))
+    return checks
+
+
+def probe_costs(manifest: dict) -> list[dict]:
+    """c in the probe: each model draft's probe t(1) in its chosen mode over each target runtime's t(1)."""
+    choices = manifest.get("runtime_choices", {})
+    def t1(record: dict) -> float | None:
+        mode = record["runtime"].removeprefix("fast-")
+        return next((p["ms"]["1"] for p in record["probes"] if p["mode"] == mode and p["ok"]), None)
+    rows = []
+    for role, target in choices.items():
+        if role.split("@")[0] != "target" or t1(target) is None:
+            continue
+        for name, draft in choices.items():
+            if name.split("@")[0] != "target" and t1(draft) is not None:
+                rows.append({"target": f"{role} ({target['runtime']})", "draft": f"{name} ({draft['runtime']})",
+                             "target_t1_ms": t1(target), "draft_t1_ms": t1(draft), "c": t1(draft) / t1(target)})
+    return rows
+
+
+def mode_and_k_plan(summary: dict) -> list[dict]:
+    """Per Table 1 setting, the target mode and K that Leviathan's formula picks (reproduce.analysis.theory.
+    best_mode_and_k) from the probe's t(n) of every batch-invariant mode, the model draft's measured ms per drafted
+    token and its measured acceptance: what `auto` would choose knowing this run's alpha and c."""
+    from reproduce.analysis.theory import best_mode_and_k
+
+    target = summary["manifest"].get("runtime_choices", {}).get("target")
+    if not target:
+        return []
+    curves = {p["mode"]: {int(n): ms for n, ms in p["ms"].items()} for p in target["probes"]
+              if p["ok"] and p["batch_invariant"]}
+    run_mode = target["runtime"].removeprefix("fast-")
+    rows = []
+    for e in summary["methods"]:
+        if (e["block"] == "main" and e["method"] == "sps" and _model_draft(summary["manifest"]["config"], e["draft"])
+                and e.get("alpha_mean") is not None and e.get("draft_ms_per_drafted_token")):
+            # the probe times GEMMs only, the loop whole steps: the draft's loop ms goes on the probe's scale by the
+            # run's own mode's ratio, probe t(1) / loop t(1)
+            loop_t1 = summary["cost_curves_ms"].get(e["task"], {}).get("1")
+            if run_mode not in curves or not loop_t1:
+                continue
+            draft_ms = e["draft_ms_per_drafted_token"] * curves[run_mode][1] / loop_t1
+            mode, k, ms = best_mode_and_k(e["alpha_mean"], draft_ms, curves)
+            rows.append({"task": e["task"], "mode": e["mode"], "measured_at": e["variant"], "alpha": e["alpha_mean"],
+                         "draft_ms": draft_ms, "best_mode": mode, "best_k": k,
+                         "predicted_ms_per_token": ms, "fastest_ars_ms": min(c[1] for c in curves.values()),
+                         "predicted_speedup": min(c[1] for c in curves.values()) / ms})
+    return rows
+
+
+def peak_memory_check(time_log: Path | None) -> dict:
+    target = f"peak memory of make reproduce <= {MAX_PEAK_GIB:g} GiB"
+    if time_log is None or not Path(time_log).exists():
+        return _check(target, None, "no /usr/bin/time -v log given (--time-log)")
+    text = Path(time_log).read_text(errors="replace")
+    found = [int(line.split(":")[1]) for line in text.splitlines() if "Maximum resident set size" in line]
+    if not found:
+        return _check(target, None, f"{time_log} has no 'Maximum resident set size' line")
+    gib = max(found) / 2**20
+    return _check(target, gib <= MAX_PEAK_GIB, f"{max(found):,} kB = {gib:.2f} GiB")
+
+
 def pass_at_1(entries: list[dict]) -> list[dict]:
     """HumanEval pass@1 of ArS and each SpS, with its 95% bootstrap CI over problems (reported, not a target)."""
     rows = []
@@ -152,15 +276,19 @@ def pass_at_1(entries: list[dict]) -> list[dict]:
     return rows
 
 
-def pair_tables(out_dir: Path) -> dict:
+def pair_tables(out_dir: Path, time_log: Path | None = None) -> dict:
     tables = benchmark_tables(out_dir)
     summary = json.loads((Path(out_dir) / SUMMARY_FILE).read_text())
     config = summary["manifest"]["config"]
     entries = [e for e in summary["methods"] if e["block"] == "main"]
     native = any(session.get("cpu_native_bf16") for session in summary["manifest"]["sessions"])
-    checks = (speedup_checks(tables["points"], "native bf16" if native else "AVX2 only") + [efficiency_check(tables["points"], config)]
-              + peer_checks(tables["peers"]) + [greedy_identity_check(entries)] + measurement_checks(summary, entries))
-    return {**tables, "pair_checks": checks, "pass_at_1": pass_at_1(entries)}
+    cpu_kind = "native bf16" if native else "AVX2 only"
+    every_block = [e for e in summary["methods"]]
+    checks = (speedup_checks(tables["points"], cpu_kind) + [efficiency_check(tables["points"], config)]
+              + peer_checks(tables["peers"]) + [greedy_identity_check(every_block)] + measurement_checks(summary, entries)
+              + regime_checks(summary, cpu_kind) + [peak_memory_check(time_log)])
+    return {**tables, "pair_checks": checks, "pass_at_1": pass_at_1(entries), "probe_costs": probe_costs(summary["manifest"]),
+            "mode_and_k_plan": mode_and_k_plan(summary)}
 
 
 def render(tables: dict, command: str) -> str:
@@ -173,6 +301,18 @@ def render(tables: dict, command: str) -> str:
              _markdown_table(["mode", "method", "pass@1", "95% CI", "n"],
                              [[r["mode"], r["variant"], f"{r['pass_at_1']:.3f}",
                                f"[{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]", str(r["n"])] for r in tables["pass_at_1"]]),
+             "", "## The draft's cost in the probe (c = draft t(1) / target t(1), GEMMs only)", "",
+             _markdown_table(["target", "draft", "target t(1) ms", "draft t(1) ms", "c"],
+                             [[r["target"], r["draft"], _f(r["target_t1_ms"], 1), _f(r["draft_t1_ms"], 1), _f(r["c"], 3)]
+                              for r in tables["probe_costs"]]),
+             "", "## Target mode and K by Leviathan's formula (probe t(n), this run's alpha and draft cost)", "",
+             "The draft's loop ms per drafted token, put on the probe's scale (x probe t(1) / loop t(1) of the run's mode).",
+             "",
+             _markdown_table(["task", "mode", "measured at", "alpha", "draft ms (probe scale)", "best mode", "best K",
+                              "predicted ms/token", "fastest ArS ms (probe)", "predicted speedup"],
+                             [[r["task"], r["mode"], r["measured_at"], _f(r["alpha"], 3), _f(r["draft_ms"], 1),
+                               r["best_mode"], str(r["best_k"]), _f(r["predicted_ms_per_token"], 1),
+                               _f(r["fastest_ars_ms"], 1), _f(r["predicted_speedup"])] for r in tables["mode_and_k_plan"]]),
              "", "## Every SpS point", "",
              _markdown_table(["task", "T", "draft", "K", "n", "c", "alpha", "tokens/call", "ms/token", "ArS ms/token",
                               "speedup, decode loop [95% CI]", "end to end", "predicted", "efficiency"],
@@ -193,10 +333,11 @@ def _f(value, digits: int = 2) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="results/default", help="a run of the pair (default results/default)")
+    parser.add_argument("--time-log", default=None, help="/usr/bin/time -v output of make reproduce (peak memory)")
     args = parser.parse_args(argv)
-    command = f"python -m benchmarks.pair --out {args.out}"
+    command = f"python -m benchmarks.pair --out {args.out}" + (f" --time-log {args.time_log}" if args.time_log else "")
     try:
-        tables = pair_tables(Path(args.out))
+        tables = pair_tables(Path(args.out), args.time_log)
     except ReproduceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

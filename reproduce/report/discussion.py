@@ -141,7 +141,8 @@ def cost_curves(summary: dict) -> tuple[Curve, ...]:
     for task, curve_ms in summary["cost_curves_ms"].items():
         curve = {int(n): ms for n, ms in curve_ms.items()}
         if 1 in curve:
-            curves.append(Curve(TASK_LABELS.get(task, task),
+            name, _, block = task.partition("@")  # "<task>@<block>": a block with its own target runtime
+            curves.append(Curve(TASK_LABELS.get(name, name) + (f" ({block.replace('_', ' ')})" if block else ""),
                                 tuple(CurvePoint(n, ms, ms / curve[1]) for n, ms in sorted(curve.items()))))
     return tuple(curves)
 
