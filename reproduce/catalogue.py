@@ -14,9 +14,10 @@ from reproduce.errors import ReproduceError
 # ---- runtimes: how a model's forward runs (reproduce.engine.runtime builds them) --------------------------------
 
 # auto: the probe's choice per CPU and role (reproduce.engine.probe); hf: Hugging Face's forward; fast-<mode>: the fast
-# CPU runtime with fp32, bf16, weight-only int8 or int4 GEMMs (reproduce.engine.linear). For a target the mode is part
-# of its definition (ArS and SpS share it); for a draft it changes only speed and acceptance.
-RUNTIMES = ("auto", "hf", "fast-fp32", "fast-bf16", "fast-int8", "fast-int4")
+# CPU runtime with fp32, bf16, weight-only int8 or int4 GEMMs (reproduce.engine.linear); llama.cpp: the model's GGUF
+# in llama.cpp (reproduce.engine.llamacpp_lm, its numerics the GGUF's own). For a target the runtime is part of its
+# definition (ArS and SpS share it); for a draft it changes only speed and acceptance.
+RUNTIMES = ("auto", "hf", "fast-fp32", "fast-bf16", "fast-int8", "fast-int4", "llama.cpp")
 
 # ---- drafts -----------------------------------------------------------------------------------------------------
 

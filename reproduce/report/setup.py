@@ -29,6 +29,8 @@ RUNTIME_NUMERICS = {
     "fast-int8": "int8 weights (per-row bf16 scales), bf16 activations; fp32 norms, attention, KV cache",
     "fast-int4": "int4 weights (groups of 32 inputs, bf16 scale and zero; head in int8), bf16 activations; fp32 "
                  "norms, attention, KV cache",
+    "llama.cpp": "the GGUF's own: its quantized weights as stored, in llama.cpp's kernels (activations quantized to "
+                 "8 bits in the quantized dot products), f16 KV cache",
 }
 
 DTYPE_NAMES = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}
