@@ -43,14 +43,30 @@ def import_llama_cpp():
     return llama_cpp
 
 
+def cpu_has_amx() -> bool:
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return False
+    return "amx_tile" in flags
+
+
+def model_params(lib):
+    """llama.cpp's default model parameters, but on AMX CPUs without its extra (repacked) weight buffers: its AMX
+    matmul (ggml_backend_amx_mul_mat) segfaulted on the first llama_decode of the Q4_K_M 1.5B on our AMX Xeon
+    (llama-cpp-python 0.3.36, native build); the plain CPU kernels run it."""
+    params = lib.llama_model_default_params()
+    params.use_extra_bufts = not cpu_has_amx()
+    return params
+
+
 class LlamaCppModel:
     """A GGUF loaded once by llama.cpp (memory-mapped); every context over it shares these weights."""
 
     def __init__(self, path):
         self.lib = import_llama_cpp()
         self.path = str(path)
-        params = self.lib.llama_model_default_params()
-        self.ptr = self.lib.llama_model_load_from_file(self.path.encode(), params)
+        self.ptr = self.lib.llama_model_load_from_file(self.path.encode(), model_params(self.lib))
         if not self.ptr:
             raise ReproduceError(f"llama.cpp could not load {self.path}: check that it is a GGUF of an architecture "
                                  f"llama.cpp (llama-cpp-python {LLAMA_CPP_VERSION}) supports")

@@ -10,6 +10,8 @@ tokens). Both are properties of the CPU's GEMM kernels, which differ between AVX
   for n = 2..MAX_ROWS bitwise;
 - `choose` (pure) picks, for a target verifying K drafts, the fastest single-token mode among those that are
   batch-invariant and flat at K+1 rows (t(K+1)/t(1) <= FLAT_BOUND); for a draft, the fastest single-token mode.
+  Where llama-cpp-python is installed and the model came from a GGUF, reproduce.engine.llamacpp_probe adds the
+  llama.cpp runtime, measured on the real model, to the candidates.
 
 Results are cached in $REPRODUCE_CACHE/probes/, keyed by the CPU, torch, the thread count, the environment
 variables that pick torch's kernels (KERNEL_ENV: a run on torch's AVX2 paths must not read the native probe) and
@@ -51,14 +53,25 @@ class ModeProbe:
     batch_invariant: bool
     ok: bool = True  # False: the mode cannot hold these shapes (e.g. int4 on inputs not a multiple of its group)
     note: str = ""
+    # calls of up to this many rows are batch-invariant where not all are (llama.cpp switches kernels at some n)
+    invariant_rows: int | None = None
 
     def ratio(self, rows: int) -> float:
         return self.ms[rows] / self.ms[1]
 
+    def invariant_at(self, rows: int) -> bool:
+        """Whether a call scoring `rows` tokens (and every smaller one) is batch-invariant."""
+        return self.batch_invariant or (self.invariant_rows or 0) >= rows
+
+    @property
+    def runtime(self) -> str:
+        """The catalogue.RUNTIMES name of this mode."""
+        return self.mode if self.mode == "llama.cpp" else f"fast-{self.mode}"
+
 
 @dataclass
 class Choice:
-    runtime: str  # "fast-<mode>"
+    runtime: str  # "fast-<mode>" or "llama.cpp"
     reason: str
     probes: list[ModeProbe]
 
@@ -135,20 +148,20 @@ def choose(probes: list[ModeProbe], role: str, k: int) -> Choice:
                              "smaller K or name the runtime (e.g. --runtime fast-int8)")
     if role == "draft":
         best = fastest(usable)
-        return Choice(f"fast-{best.mode}", f"fastest single token for a draft ({best.ms[1]:.0f} ms)", probes)
-    invariant = [p for p in usable if p.batch_invariant]
+        return Choice(best.runtime, f"fastest single token for a draft ({best.ms[1]:.0f} ms)", probes)
+    invariant = [p for p in usable if p.invariant_at(rows)]
     flat = [p for p in invariant if p.ratio(rows) <= FLAT_BOUND]
     if flat:
         best = fastest(flat)
-        return Choice(f"fast-{best.mode}", f"fastest batch-invariant mode flat at K={k} "
+        return Choice(best.runtime, f"fastest batch-invariant mode flat at K={k} "
                       f"(t({rows})/t(1) = {best.ratio(rows):.2f} <= {FLAT_BOUND}; t(1) = {best.ms[1]:.0f} ms)", probes)
     if invariant:
         best = fastest(invariant, rows)
-        return Choice(f"fast-{best.mode}", f"no batch-invariant mode is flat at K={k} here: the one cheapest per "
+        return Choice(best.runtime, f"no batch-invariant mode is flat at K={k} here: the one cheapest per "
                       f"verification (t({rows}) = {best.ms[rows]:.0f} ms, t({rows})/t(1) = {best.ratio(rows):.2f})",
                       probes)
     best = fastest(usable)
-    return Choice(f"fast-{best.mode}", "no mode is batch-invariant on this CPU: greedy SpS may differ from ArS by "
+    return Choice(best.runtime, "no mode is batch-invariant on this CPU: greedy SpS may differ from ArS by "
                   f"rounding; the fastest single token ({best.ms[1]:.0f} ms)", probes)
 
 
@@ -184,6 +197,8 @@ def format_choice(name: str, choice: Choice, k: int | None) -> str:
             continue
         curve = " ".join(f"{p.ms[n]:.0f}" for n in sorted(p.ms))
         flag = "batch-invariant" if p.batch_invariant else "NOT batch-invariant"
+        if not p.batch_invariant and p.invariant_rows:
+            flag = f"batch-invariant up to {p.invariant_rows} rows only"
         lines.append(f"  {p.mode:>5}: t(1..{len(p.ms)}) = {curve} ms, {flag}"
                      + (f", t({k + 1})/t(1) = {p.ratio(k + 1):.2f}" if k else ""))
     return "\n".join(lines)

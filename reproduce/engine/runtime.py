@@ -14,6 +14,7 @@ from pathlib import Path
 
 from reproduce.catalogue import RUNTIMES
 from reproduce.engine.fast_lm import FAST_MODEL_TYPES, FastLlamaLM
+from reproduce.engine.llamacpp_lm import import_llama_cpp
 from reproduce.engine.lm import CachedLM
 from reproduce.engine.models import gguf_file
 from reproduce.engine.probe import Choice, choose, format_choice, probe_model
@@ -36,12 +37,28 @@ def fast_eligible(model) -> bool:
     return model.config.model_type in FAST_MODEL_TYPES and next(model.parameters()).device.type == "cpu"
 
 
+def llamacpp_eligible(model) -> bool:
+    """A model loaded from a GGUF where llama-cpp-python imports: `auto` probes the llama.cpp runtime too."""
+    if getattr(model, "gguf_source", None) is None:
+        return False
+    try:
+        import_llama_cpp()
+    except ReproduceError:
+        return False
+    return True
+
+
 def auto_choice(model, vocab_size: int, role: str = "target", k: int = 4, name: str = "") -> Choice | None:
     """The probe's choice for `model` in `role` ("target" verifying K drafts, or "draft"); None where only `hf`
     applies. Printed once per process (stderr), with the reason and t(n) of every mode."""
     if not fast_eligible(model):
         return None
-    choice = choose(probe_model(model.config, vocab_size), role, k)
+    probes = probe_model(model.config, vocab_size)
+    if llamacpp_eligible(model):
+        from reproduce.engine.llamacpp_probe import probe_gguf
+
+        probes = probes + [probe_gguf(gguf_file(model), vocab_size)]
+    choice = choose(probes, role, k)
     key = (model.config.name_or_path, role, k if role == "target" else None)
     if key not in _announced:
         _announced.add(key)

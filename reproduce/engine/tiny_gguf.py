@@ -1,9 +1,10 @@
-"""Write a small Hugging Face Qwen2 model as an F32 GGUF, so llama.cpp runs the very model the tests know exactly.
+"""Write a small Hugging Face Qwen2 model as a GGUF, so llama.cpp runs a model the tests know.
 
-llama.cpp reads architecture, shapes and tokenizer from the GGUF alone. The tensors are written unquantized (F32)
-under llama.cpp's Qwen2 names; Qwen2 uses NeoX-style RoPE (Hugging Face's rotate_half), so q and k need none of
-the row permutation Llama checkpoints get. The vocabulary is a placeholder SentencePiece-style list (`<unk>`,
-`<s>`, `</s>`, then `t3`, `t4`, ...): the tests feed token ids, never text.
+llama.cpp reads architecture, shapes and tokenizer from the GGUF alone. The tensors are written under llama.cpp's
+Qwen2 names, unquantized (F32: the very model) or quantized by the gguf package (then llama.cpp runs its quantized
+kernels, as on a real GGUF). Qwen2 uses NeoX-style RoPE (Hugging Face's rotate_half), so q and k need none of the
+row permutation Llama checkpoints get. The vocabulary is a placeholder SentencePiece-style list (`<unk>`, `<s>`,
+`</s>`, `<0x0A>`, then `t4`, `t5`, ...): the tests feed token ids, never text.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from pathlib import Path
 from reproduce.errors import ReproduceError
 
 
-def write_qwen2_gguf(model, path: str | Path) -> Path:
-    """Save `model` (a transformers Qwen2ForCausalLM, e.g. models.tiny_random_model("qwen2")) to `path` as F32."""
+def write_qwen2_gguf(model, path: str | Path, weight_type: str = "F32") -> Path:
+    """Save `model` (a transformers Qwen2ForCausalLM, e.g. models.tiny_random_model("qwen2")) to `path`, its
+    matrices in `weight_type` (F32, or a type gguf can quantize to, e.g. Q8_0 or Q4_0: llama.cpp then runs its
+    quantized kernels, as on a real GGUF; inputs must be a multiple of 32 wide), norms and biases in F32."""
     import gguf
     import numpy as np
 
@@ -31,19 +34,27 @@ def write_qwen2_gguf(model, path: str | Path) -> Path:
     writer.add_head_count_kv(config.num_key_value_heads)
     writer.add_rope_freq_base(float(config.rope_parameters["rope_theta"]))
     writer.add_layer_norm_rms_eps(float(config.rms_norm_eps))
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    file_type = "ALL_F32" if weight_type == "F32" else f"MOSTLY_{weight_type}"
+    writer.add_file_type(gguf.LlamaFileType[file_type])
 
     vocab = config.vocab_size
     writer.add_tokenizer_model("llama")
-    writer.add_token_list(["<unk>", "<s>", "</s>"] + [f"t{i}" for i in range(3, vocab)])
+    writer.add_token_list(["<unk>", "<s>", "</s>", "<0x0A>"] + [f"t{i}" for i in range(4, vocab)])
     writer.add_token_scores([0.0] * vocab)
-    types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
-    writer.add_token_types([int(t) for t in types] + [int(gguf.TokenType.NORMAL)] * (vocab - 3))
+    # the newline byte token only keeps llama.cpp's SentencePiece loader from warning that it is missing
+    types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL, gguf.TokenType.BYTE]
+    writer.add_token_types([int(t) for t in types] + [int(gguf.TokenType.NORMAL)] * (vocab - 4))
     writer.add_bos_token_id(1)
     writer.add_eos_token_id(2)
 
+    qtype = gguf.GGMLQuantizationType[weight_type]
+
     def add(name: str, tensor) -> None:
-        writer.add_tensor(name, tensor.detach().float().numpy().astype(np.float32))
+        array = tensor.detach().float().numpy().astype(np.float32)
+        if array.ndim == 2 and qtype != gguf.GGMLQuantizationType.F32:
+            writer.add_tensor(name, gguf.quants.quantize(array, qtype), raw_dtype=qtype)
+        else:
+            writer.add_tensor(name, array)
 
     add("token_embd.weight", model.model.embed_tokens.weight)
     for i, layer in enumerate(model.model.layers):
