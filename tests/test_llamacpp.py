@@ -234,3 +234,36 @@ def test_report_finds_the_losslessness_tests_of_the_llamacpp_runtime():
     assert runs_runtime("test_x[qwen2-llama.cpp-fast-fp32]", "llama.cpp")
     assert not runs_runtime("test_x[qwen2-llama.cpp-llama.cpp]", "hf")
     assert not runs_runtime("test_x[qwen2-fast-int8-fast-int8]", "llama.cpp")
+
+
+def test_llamacpp_peers_agree_when_greedy_and_time_the_decode_loop(gguf_dir, tiny_lm):
+    """runs/llamacpp_peer.py on the Q8_0 tiny GGUF (batch-invariant here): llama.cpp's own prompt-lookup speculative
+    decoding (llama-cpp-python's Llama.generate) emits, greedy, exactly the tokens of its plain decoding through our
+    loop (the two share llama.cpp's numerics, flash attention included); each prompt is prefilled once, timed apart
+    from the decode loop; sampled decoding runs too."""
+    from types import SimpleNamespace
+
+    from reproduce.runs.llamacpp_peer import DECODERS
+    from reproduce.runs.plan import Method
+    from reproduce.runs.runner import PromptCaches
+
+    tiny_lm(7, "Q8_0")  # writes the GGUF
+    target = SimpleNamespace(model=SimpleNamespace(gguf_source=str(gguf_dir / "qwen2-7-Q8_0.gguf")))
+    pool = SimpleNamespace(target=target, vocab_size=VOCAB, target_lm=None, llamacpp=None,
+                           config=SimpleNamespace(draft=lambda name: SimpleNamespace(ngram_size=3)))
+    plain, ngram = Method("llamacpp_ars"), Method("llamacpp_ngram", "ngram", 4)
+    for prompt in PROMPTS:
+        caches = PromptCaches(prompt)
+        traces = {}
+        for temperature in (0.0, 1.0):
+            unit = SimpleNamespace(max_new_tokens=20, params=SamplingParams(temperature=temperature))
+            for method in (plain, ngram):
+                trace = DECODERS[method.kind](pool, unit, method, prompt, torch.Generator().manual_seed(0), None,
+                                              1234, caches)
+                assert len(trace.tokens) == 20 and all(0 <= t < VOCAB for t in trace.tokens)
+                assert trace.decode_ms > 0 and trace.prefill_ms > 0
+                traces[method.kind, temperature] = trace
+        assert traces["llamacpp_ngram", 0.0].tokens == traces["llamacpp_ars", 0.0].tokens
+        # one prefill per model per prompt, shared by both temperatures
+        assert traces["llamacpp_ars", 0.0].prefill_ms == traces["llamacpp_ars", 1.0].prefill_ms
+        assert traces["llamacpp_ngram", 0.0].prefill_ms == traces["llamacpp_ngram", 1.0].prefill_ms

@@ -51,13 +51,12 @@ def cpu_has_amx() -> bool:
     return "amx_tile" in flags
 
 
-def model_params(lib):
-    """llama.cpp's default model parameters, but on AMX CPUs without its extra (repacked) weight buffers: its AMX
-    matmul (ggml_backend_amx_mul_mat) segfaulted on the first llama_decode of the Q4_K_M 1.5B on our AMX Xeon
-    (llama-cpp-python 0.3.36, native build); the plain CPU kernels run it."""
-    params = lib.llama_model_default_params()
-    params.use_extra_bufts = not cpu_has_amx()
-    return params
+def our_model_params(model_params):
+    """llama.cpp's model parameters as we load every GGUF: on AMX CPUs without its extra (repacked) weight buffers.
+    Its AMX matmul (ggml_backend_amx_mul_mat) segfaulted on the first llama_decode of the Q4_K_M 1.5B on our AMX
+    Xeon (llama-cpp-python 0.3.36, native build); the plain CPU kernels run it."""
+    model_params.use_extra_bufts = not cpu_has_amx()
+    return model_params
 
 
 class LlamaCppModel:
@@ -66,7 +65,8 @@ class LlamaCppModel:
     def __init__(self, path):
         self.lib = import_llama_cpp()
         self.path = str(path)
-        self.ptr = self.lib.llama_model_load_from_file(self.path.encode(), model_params(self.lib))
+        params = our_model_params(self.lib.llama_model_default_params())
+        self.ptr = self.lib.llama_model_load_from_file(self.path.encode(), params)
         if not self.ptr:
             raise ReproduceError(f"llama.cpp could not load {self.path}: check that it is a GGUF of an architecture "
                                  f"llama.cpp (llama-cpp-python {LLAMA_CPP_VERSION}) supports")
@@ -86,6 +86,9 @@ class _Context:
         params.n_ctx = params.n_batch = n_ctx  # any forward fits one llama_decode call
         params.n_seq_max = 1
         params.n_threads = params.n_threads_batch = n_threads
+        # named, not llama.cpp's "auto": the peer's high-level Llama (runs.llamacpp_peer) is given the same, so both
+        # compute the same numbers (with and without flash attention, greedy outputs differed after ~10 tokens)
+        params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_ENABLED
         params.no_perf = True
         self.ptr = lib.llama_init_from_model(model.ptr, params)
         if not self.ptr:
