@@ -267,3 +267,19 @@ def test_llamacpp_peers_agree_when_greedy_and_time_the_decode_loop(gguf_dir, tin
         # one prefill per model per prompt, shared by both temperatures
         assert traces["llamacpp_ars", 0.0].prefill_ms == traces["llamacpp_ars", 1.0].prefill_ms
         assert traces["llamacpp_ngram", 0.0].prefill_ms == traces["llamacpp_ngram", 1.0].prefill_ms
+
+
+def test_report_says_where_the_llamacpp_peers_are_or_why_not():
+    from types import SimpleNamespace
+
+    from reproduce.report.peers import llamacpp_note
+
+    with_rows = (SimpleNamespace(rows=[SimpleNamespace(method="ars"), SimpleNamespace(method="llamacpp_ars")]),)
+    without = (SimpleNamespace(rows=[SimpleNamespace(method="ars")]),)
+    configured = {"methods": ["ars", "llamacpp_ars", "llamacpp_ngram"]}
+    installed = {"sessions": [{"versions": {"llama-cpp-python": "0.3.36"}}]}
+    missing = {"sessions": [{"versions": {"llama-cpp-python": None}}]}
+    assert "are rows of the tables above" in llamacpp_note(with_rows, configured, installed)
+    assert "not installed when this run ran" in llamacpp_note(without, configured, missing)
+    assert "no rows of `llamacpp_ars`, `llamacpp_ngram`" in llamacpp_note(without, configured, installed)
+    assert "include neither" in llamacpp_note(without, {"methods": ["ars"]}, installed)

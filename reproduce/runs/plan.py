@@ -4,6 +4,7 @@ order.
 
 from __future__ import annotations
 
+import importlib.util
 import zlib
 from dataclasses import dataclass
 
@@ -57,7 +58,8 @@ def main_methods(config: ExperimentConfig) -> tuple[Method, ...]:
     forward) for drafts HF can run and llama.cpp's prompt lookup for n-gram drafts; draft-only for a model drafting
     alone. The same in every mode."""
     def kinds(plan: str) -> list[str]:
-        return [name for name, kind in METHOD_KINDS.items() if kind.plan == plan and name in config.methods]
+        return [name for name, kind in METHOD_KINDS.items() if kind.plan == plan and name in config.methods
+                and (llamacpp_installed() or not kind.llamacpp_peer)]
 
     methods = [Method(kind) for kind in kinds("prompt")]
     peered = set()  # HF runs a model as loaded: one model in two of our runtimes has one HF peer, the first's
@@ -74,6 +76,13 @@ def main_methods(config: ExperimentConfig) -> tuple[Method, ...]:
         if draft.kind.is_model:
             methods += [Method(kind, draft.name) for kind in kinds("model_draft")]
     return tuple(methods)
+
+
+def llamacpp_installed() -> bool:
+    """llama-cpp-python is installed (`make install` builds it; a failed build leaves it out). Without it the
+    llama.cpp peers are not planned, the run goes on, and the report says they were not measured (a rerun once it
+    is installed adds their rows)."""
+    return importlib.util.find_spec("llama_cpp") is not None
 
 
 def is_control(config: ExperimentConfig, method: Method) -> bool:

