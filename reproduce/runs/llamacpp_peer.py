@@ -21,6 +21,7 @@ DECODERS. A target without a GGUF, or a missing llama-cpp-python, fails in one l
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import time
 
@@ -53,6 +54,7 @@ class LlamaCppPeer:
                                        n_threads=torch.get_num_threads(), n_threads_batch=torch.get_num_threads(),
                                        draft_model=LlamaPromptLookupDecoding(), flash_attn=True, verbose=False)
             self.llama_prefill = _PrefillOnly(self.llama)
+            atexit.register(self.llama.close)  # before interpreter teardown, where its own __del__ fails noisily
         return self.llama
 
 
