@@ -283,3 +283,19 @@ def test_report_says_where_the_llamacpp_peers_are_or_why_not():
     assert "not installed when this run ran" in llamacpp_note(without, configured, missing)
     assert "no rows of `llamacpp_ars`, `llamacpp_ngram`" in llamacpp_note(without, configured, installed)
     assert "include neither" in llamacpp_note(without, {"methods": ["ars"]}, installed)
+
+
+def test_appendix_shows_the_llamacpp_probe(tmp_path):
+    """A manifest's runtime choice with a llama.cpp probe (as runtime.auto_choice records it) renders as runtime
+    `llama.cpp`, with the row count up to which it is batch-invariant."""
+    from reproduce.report.setup import probes_view
+
+    llamacpp = {"mode": "llama.cpp", "ms": {"1": 76.3, "2": 111.0, "3": 137.3}, "batch_invariant": False, "ok": True,
+                "note": "calls of 8+ rows differ", "invariant_rows": 7}
+    int4 = {"mode": "int4", "ms": {"1": 70.0, "2": 71.0, "3": 79.0}, "batch_invariant": True, "ok": True, "note": ""}
+    manifest = {"runtime_choices": {"target": {"runtime": "fast-int4", "reason": "r", "k": 2,
+                                               "probes": [int4, llamacpp]}},
+                "models": {"target": {"runtime": "fast-int4"}}}
+    _, (table,), _ = probes_view(manifest)
+    assert [p.runtime for p in table.probes] == ["fast-int4", "llama.cpp"]
+    assert table.probes[1].invariant_rows == 7 and table.probes[0].invariant_rows is None
