@@ -202,8 +202,9 @@ def test_batch_invariance_at_the_pairs_width(pair_shaped_model, pair_shaped_fp32
 
 
 def test_the_choice_rule_of_auto():
-    """choose(): a target gets the fastest batch-invariant mode flat at K+1, else the invariant one cheapest per
-    verification, else the fastest (with a warning); a draft the fastest single token."""
+    """choose(): a target gets the batch-invariant mode with the least expected SpS time per token at its best K
+    (Leviathan's formula over t(n)), else the fastest (with a warning); the paper's regime the flattest invariant
+    verification; a draft the fastest single token."""
     from reproduce.engine.probe import ModeProbe
 
     def probe(mode, curve, invariant=True):
@@ -211,10 +212,15 @@ def test_the_choice_rule_of_auto():
 
     probes = [probe("int4", [10, 14, 15, 16, 30]), probe("int8", [20, 20, 21, 22, 40]),
               probe("bf16", [40, 41, 42, 43, 44]), probe("fp32", [5, 50, 60, 70, 80], invariant=False)]
-    assert choose(probes, "target", 3).runtime == "fast-int8"  # int4 is faster for one token but not flat at 4 rows
-    assert choose(probes, "target", 4).runtime == "fast-bf16"  # only bf16 is flat at 5 rows
+    assert choose(probes, "target", 3).runtime == "fast-int4"  # t(4) = 16 beats int8's 22 and bf16's 43
+    assert choose(probes, "target", 4).runtime == "fast-int4"  # t(5) = 30 < 40 < 44: speed, not flatness, decides
+    # with bf16 a little faster at 5 rows, K = 4 alone goes to bf16, but offered K = 3 too, int4 at K = 3 wins
+    probes[2] = probe("bf16", [40, 41, 42, 43, 29])
+    assert choose(probes, "target", 4).runtime == "fast-bf16"
+    assert choose(probes, "target", 4, k_options=(3, 4), draft_ms=5.0).runtime == "fast-int4"
+    assert choose(probes, "flattest", 4).runtime == "fast-bf16"  # t(5)/t(1) = 0.7: the paper's regime
+    assert choose(probes, "flattest", 2).runtime == "fast-int8"  # 1.05 ties bf16's 1.05 to 0.1; int8 is faster
     assert choose(probes, "draft", 4).runtime == "fast-fp32"  # a draft needs no invariance
-    assert choose(probes[:2], "target", 4).runtime == "fast-int4"  # none flat: the cheapest t(5)
     unusable = ModeProbe("int4", {}, False, ok=False, note="int4 needs inputs in multiples of 32")
     assert choose([unusable, probes[3]], "target", 1).reason.startswith("no mode is batch-invariant")
     with pytest.raises(ReproduceError, match="K <= 8"):  # the probe measures up to 9 rows: one line, not a KeyError

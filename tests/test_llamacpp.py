@@ -183,16 +183,19 @@ def test_greedy_sps_equals_ars_where_llamacpp_is_batch_invariant(tiny_lm, weight
     assert sum(checked.values()) == len(PROMPTS) * 2 * 4
 
 
-def test_auto_never_picks_a_batch_variant_llamacpp_for_a_target():
-    """choose() on made-up probes: llama.cpp invariant only up to 7 rows (as on our Xeon) is a candidate for K <= 6
-    only; for a draft it is picked wherever it is fastest."""
-    llamacpp = ModeProbe("llama.cpp", {n: 10.0 + n for n in range(1, 10)}, False, invariant_rows=7)
+def test_auto_picks_llamacpp_for_a_target_only_at_a_k_where_it_is_batch_invariant():
+    """choose() on made-up probes: llama.cpp, fast and flat here but batch-invariant up to 7 rows only (as on our
+    Xeon), is a target's candidate for K <= 6 only; a draft's wherever it is fastest."""
+    llamacpp = ModeProbe("llama.cpp", {n: 10.0 for n in range(1, 10)}, False, invariant_rows=7)
     slower = ModeProbe("int4", {n: 50.0 for n in range(1, 10)}, True)
-    assert choose([llamacpp, slower], "target", 4).runtime == "fast-int4"  # llama.cpp is not flat: 15/11 > 1.3
-    flat_llamacpp = ModeProbe("llama.cpp", {n: 10.0 for n in range(1, 10)}, False, invariant_rows=7)
-    assert choose([flat_llamacpp, slower], "target", 6).runtime == "llama.cpp"
-    assert choose([flat_llamacpp, slower], "target", 7).runtime == "fast-int4"  # 8 rows: not invariant
-    assert choose([llamacpp, slower], "draft", 4).runtime == "llama.cpp"
+    assert choose([llamacpp, slower], "target", 6).runtime == "llama.cpp"  # 7 rows: invariant
+    assert choose([llamacpp, slower], "target", 7).runtime == "fast-int4"  # 8 rows: not
+    assert choose([llamacpp, slower], "flattest", 7).runtime == "fast-int4"
+    assert choose([llamacpp, slower], "draft", 7).runtime == "llama.cpp"
+    choice = choose([llamacpp, slower], "target", 7, k_options=(2, 7))  # only K=2 counts for llama.cpp
+    assert choice.runtime == "llama.cpp" and "at K=2" in choice.reason
+    never_invariant = ModeProbe("llama.cpp", {n: 10.0 for n in range(1, 10)}, False, invariant_rows=1)
+    assert choose([never_invariant, slower], "target", 1).runtime == "fast-int4"
 
 
 def test_build_lm_runs_a_gguf_path_in_llamacpp(gguf_dir, tiny_lm):

@@ -534,10 +534,10 @@ def distilled_tiny_draft_dir() -> str:
 
 def distilled_tiny_drafter(hybrid: bool = False):
     from reproduce.engine.distilled import load_distilled
-    from reproduce.engine.drafters import HybridDrafter, PromptVocabularyDrafter
+    from reproduce.engine.drafters import HybridDrafter, RestrictedDrafter
 
     _, _, new_lm = load_distilled(distilled_tiny_draft_dir(), VOCAB, "fast-fp32")
-    drafter = PromptVocabularyDrafter(new_lm(), name="distilled")
+    drafter = RestrictedDrafter(new_lm(), name="distilled")
     return HybridDrafter(NgramDrafter(VOCAB, max_ngram=2), drafter) if hybrid else drafter
 
 
@@ -549,10 +549,36 @@ def test_distilled_tiny_draft_has_a_restricted_head():
     kept = drafter.lm.base_kept.tolist()
     assert len(kept) == DISTILLED_KEPT
     outside = [t for t in range(VOCAB) if t not in kept]
+    drafter.start([outside[0]], None)  # a new prompt: its tokens join the head
     tokens, probs = drafter.propose([outside[0]], 2, SETTINGS["T=1"], torch.Generator().manual_seed(0))
     assert probs[:, outside[1:]].sum() == 0  # never proposable
     assert probs[:, outside[0]].min() > 0  # the prompt's token is
     assert exact_target_probs("T=1")[:].size == VOCAB**LENGTH
+
+
+def test_vocabulary_restricted_draft_sequences_follow_exact_target(record_property):
+    """A model draft with a head of some tokens only (the 0.5B's data-chosen vocabulary, reproduce.runs.vocabulary),
+    shaping and sampling over those tokens (RestrictedDrafter): the G-test against the exact target. Half the
+    vocabulary is cut, the prompt's tokens among it, so the test only passes if the rule handles zero draft
+    probability and the per-prompt rows exactly."""
+    from reproduce.engine.drafters import RestrictedDrafter
+    from reproduce.engine.restricted import restricted_lm
+
+    k, setting = POWER_CASE
+    kept = torch.arange(0, VOCAB, 2)  # even tokens only
+    drafter = RestrictedDrafter(restricted_lm(tiny_model(DRAFT_SEED), VOCAB, kept, "fp32"), name="restricted")
+    target = CachedLM(tiny_model(TARGET_SEED), VOCAB)
+    generator = torch.Generator().manual_seed(SEQUENCE_SEED)
+    drawn = count_sequences(lambda: speculative_decode(target, drafter, PROMPT, k, LENGTH, SETTINGS[setting], generator))
+    odd_outside_prompt = [t for t in range(1, VOCAB, 2) if t not in PROMPT]
+    tokens, probs = drafter.propose(PROMPT, k, SETTINGS[setting], torch.Generator().manual_seed(0))
+    assert probs[:, odd_outside_prompt].sum() == 0 and probs.sum(-1).sub(1).abs().max() < 1e-5
+    assert 0.1 < drawn.accepted / drawn.proposed < 0.95, drawn.accepted / drawn.proposed
+    probs = exact_target_probs(setting)
+    assert_never_impossible(drawn.counts, probs)
+    p_value = g_test_pvalue(drawn.counts, probs)
+    record_property("g_test_p", p_value)
+    assert p_value > ALPHA
 
 
 HYBRID_PROMPT = [1, 2, 3, 1, 2]  # repeats itself, so prompt lookup proposes in many steps and the model in others

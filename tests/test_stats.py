@@ -364,3 +364,21 @@ def test_aa_check_flags_a_ten_percent_drift_and_passes_a_steady_machine():
     drifted = aa_check(ars, steady * 1.10)  # the repeat ran 10% slower: ArS / repeat = 1 / 1.1
     assert not drifted["within_tolerance"] and drifted["drift"] == pytest.approx(1 / 1.1 - 1, abs=0.01)
     assert not drifted["ci_within_tolerance"]
+
+
+def test_best_mode_and_k_trades_speed_against_flatness():
+    """Hand values: a fast mode whose verification rises (int4-like) against a slow flat one (bf16-like)."""
+    from reproduce.analysis.theory import best_mode_and_k
+
+    fast = {n: 70.0 if n <= 3 else 160.0 for n in range(1, 10)}  # rows in blocks of 4: t(4..) doubles
+    flat = {n: 255.0 for n in range(1, 10)}
+    # high acceptance, cheap draft: the fast mode at K = 2 (3 rows, 210/E ms) beats the flat mode at any K
+    mode, k, ms = best_mode_and_k(0.95, 15.0, {"int4": fast, "bf16": flat})
+    assert (mode, k) == ("int4", 2)
+    assert ms == pytest.approx((2 * 15 + 70) / (1 + 0.95 + 0.95**2))
+    # a draft as dear as the target: plain decoding (k = 0) of the fastest mode
+    assert best_mode_and_k(0.5, 70.0, {"int4": fast, "bf16": flat})[:2] == ("int4", 0)
+    # only the flat mode offered: the largest K the curve covers pays at acceptance 0.99
+    assert best_mode_and_k(0.99, 5.0, {"bf16": flat})[:2] == ("bf16", 8)
+    with pytest.raises(ReproduceError):
+        best_mode_and_k(0.9, 10.0, {})

@@ -69,3 +69,27 @@ def optimal_k(
     speedups = [predicted_speedup(alpha, k, draft_cost_ratio, verify_cost_curve) for k in range(k_max + 1)]
     best = max(range(k_max + 1), key=lambda k: (speedups[k], -k))
     return best, speedups[best]
+
+
+def best_mode_and_k(
+    alpha: float, draft_ms: float, curves_ms: Mapping[str, Mapping[int, float]], k_max: int = 8
+) -> tuple[str, int, float]:
+    """The target mode and k (0..k_max) with the least expected time per emitted token, and that time in ms:
+
+        ms(mode, k) = (k * draft_ms + t_mode(k+1)) / E(alpha, k)
+
+    `curves_ms`: per candidate mode (batch-invariant ones only: the caller's filter), t(n) in ms for n = 1..k_max+1,
+    e.g. the probe's. k = 0 is that mode's plain decoding, so the answer is never slower than the fastest ArS.
+    Unlike a flatness bound, this trades a mode's single-token speed against its verification cost."""
+    if draft_ms < 0:
+        raise ReproduceError(f"draft cost must be >= 0 ms, got {draft_ms}")
+    options = []
+    for mode, curve in curves_ms.items():
+        for k in range(k_max + 1):
+            if k + 1 not in curve:
+                break
+            options.append(((k * draft_ms + curve[k + 1]) / leviathan_expected_tokens(alpha, k), k, mode))
+    if not options:
+        raise ReproduceError("no verification cost curve to choose from: probe the target's modes first")
+    ms, k, mode = min(options)
+    return mode, k, ms

@@ -9,7 +9,7 @@ Recipe (what was tried and measured is in notes/draft-experiments.md):
    shaped like HumanEval prompts (HumanEval itself is never used). Two worker processes, one thread each.
 2. A restricted-vocabulary head: the N tokens the target emits most (its continuations, then its top
    alternatives, then prompt text). The draft gives probability 0 elsewhere, which the verification rule handles
-   losslessly; at inference the prompt's own tokens are added to the head (PromptVocabularyDrafter).
+   losslessly; at inference the prompt's own tokens are added to the head (RestrictedDrafter).
 3. The draft is the target's first layers + final norm, the target's (frozen) input embedding and an untied head
    initialised from the kept rows of the target's tied embedding.
 4. Loss: cross-entropy against the target's top-k distribution renormalised over the kept vocabulary (sparse

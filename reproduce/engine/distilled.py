@@ -1,7 +1,7 @@
 """The distilled draft at inference: loading what `python -m reproduce distill` built, with its restricted head.
 
 The draft is saved as a full-vocabulary Llama plus `kept_tokens.pt` (the head's rows) and `distill.json`. In a fast
-runtime it runs as RestrictedFastLM: logits only for the kept tokens (and, per prompt, the prompt's own tokens),
+runtime it runs as reproduce.engine.restricted.RestrictedFastLM: logits only for the kept tokens (and, per prompt, the prompt's own tokens),
 -inf elsewhere, which the verification rule handles losslessly. Training lives in reproduce.distill, which the
 engine never imports.
 """
@@ -14,9 +14,8 @@ from pathlib import Path
 
 import torch
 
-from reproduce.engine.fast_lm import FastLlamaLM
-from reproduce.engine.linear import make_linear
 from reproduce.engine.models import LoadedModel
+from reproduce.engine.restricted import RestrictedFastLM
 from reproduce.engine.runtime import build_lm, resolve_runtime
 from reproduce.errors import ReproduceError
 from reproduce.offline import cache_dir
@@ -34,32 +33,6 @@ def is_built(path: Path) -> bool:
         return json.loads((path / "distill.json").read_text())["format_version"] == FORMAT_VERSION
     except (OSError, KeyError, ValueError):
         return False
-
-
-class RestrictedFastLM(FastLlamaLM):
-    """FastLlamaLM whose head holds only some tokens' rows; the logits of the others are -inf (probability 0).
-
-    `set_extra_tokens` adds the rows of further tokens (e.g. a prompt's) from the saved full head."""
-
-    def restrict(self, kept: torch.Tensor, full_head: torch.Tensor, vocab_size: int) -> "RestrictedFastLM":
-        self.base_kept, self.full_head, self.full_vocab_size = kept, full_head, vocab_size
-        self._set_head(kept)
-        return self
-
-    def _set_head(self, kept: torch.Tensor) -> None:
-        self.head = make_linear(self.full_head[kept], self.linear_mode, head=True)
-        self.kept = kept
-
-    def set_extra_tokens(self, token_ids: list[int]) -> None:
-        tokens = torch.tensor(sorted(set(token_ids)), dtype=torch.long)
-        extra = tokens[~torch.isin(tokens, self.base_kept)]
-        self._set_head(torch.cat([self.base_kept, extra]) if len(extra) else self.base_kept)
-
-    def forward(self, token_ids: list[int], last_only: bool = False) -> torch.Tensor:
-        kept_logits = super().forward(token_ids, last_only)
-        logits = torch.full((kept_logits.shape[0], self.full_vocab_size), float("-inf"))
-        logits[:, self.kept] = kept_logits
-        return logits
 
 
 def load_distilled(path: Path, vocab_size: int, runtime: str = "auto"):
@@ -81,6 +54,6 @@ def load_distilled(path: Path, vocab_size: int, runtime: str = "auto"):
 
     def new_lm() -> RestrictedFastLM:
         lm = RestrictedFastLM.from_hf(loaded.model, vocab_size, linear_mode=runtime.removeprefix("fast-"))
-        return lm.restrict(kept, full_head, vocab_size)
+        return lm.restrict(kept, full_head, vocab_size, head_mode="int8" if runtime == "fast-int4" else None)
 
     return loaded, runtime, new_lm

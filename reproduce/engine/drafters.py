@@ -16,6 +16,7 @@ target: that is all the rule needs to stay lossless, whatever the drafter is.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -28,6 +29,7 @@ from reproduce.engine import (
 from reproduce.engine.decoding import prefill
 from reproduce.engine.distilled import distilled_draft_dir, load_distilled
 from reproduce.engine.lm import CachedLM
+from reproduce.engine.restricted import restricted_lm
 from reproduce.engine.runtime import build_lm, resolve_runtime
 from reproduce.engine.sampling import SamplingParams, logits_to_probs, sample
 from reproduce.errors import ReproduceError
@@ -154,25 +156,42 @@ class HybridDrafter(Drafter):
         return self.model.propose(sequence, k, params, generator)
 
 
-class PromptVocabularyDrafter(ModelDrafter):
-    """A model drafter over a restricted-vocabulary LM (reproduce.engine.distilled.RestrictedFastLM) whose head also gets
-    the rows of the prompt's own tokens for each new sequence: copied names and numbers become proposable."""
+class RestrictedDrafter(ModelDrafter):
+    """A model drafter over a restricted-vocabulary LM (reproduce.engine.restricted.RestrictedFastLM): it shapes and
+    samples over the head's tokens only (a nucleus sort of ~30k entries, not 151,936) and reports each proposal's
+    distribution over the whole vocabulary, zero outside the head. Each prompt's own tokens join the head when the
+    prompt is prefilled, so copied names and numbers stay proposable."""
 
-    needs_prompt = True  # until the first proposal of a sequence
-
-    def reset(self) -> None:
-        super().reset()
-        self.needs_prompt = True
+    def prefill(self, prompt_ids: list[int], target) -> float:
+        if not hasattr(self.lm, "set_extra_tokens"):  # runtime hf: the full head
+            return super().prefill(prompt_ids, target)
+        start = time.perf_counter()
+        self._set_prompt(prompt_ids)
+        return (time.perf_counter() - start) * 1e3 + super().prefill(prompt_ids, target)
 
     def start(self, prompt_ids: list[int], target) -> None:
         super().start(prompt_ids, target)
-        self.needs_prompt = True
+        if hasattr(self.lm, "set_extra_tokens") and getattr(self, "prompt", None) != prompt_ids:
+            self._set_prompt(prompt_ids)  # a caller that prefilled the draft some other way
+
+    def _set_prompt(self, prompt_ids: list[int]) -> None:
+        self.lm.set_extra_tokens(prompt_ids)
+        self.prompt = list(prompt_ids)
 
     def propose(self, sequence: list[int], k: int, params: SamplingParams, generator: torch.Generator):
-        if self.needs_prompt and hasattr(self.lm, "set_extra_tokens"):  # not in runtime hf (full head)
-            self.lm.set_extra_tokens(sequence)
-            self.needs_prompt = False
-        return super().propose(sequence, k, params, generator)
+        if not hasattr(self.lm, "next_kept_logits"):
+            return super().propose(sequence, k, params, generator)
+        kept = self.lm.kept
+        tokens: list[int] = []
+        probs = torch.zeros(k, self.lm.full_vocab_size)  # [k, V], zero outside the head
+        logits = self.lm.next_kept_logits(sequence) if k else None  # [len(kept)]
+        for i in range(k):
+            dist = logits_to_probs(logits, params)  # [len(kept)]: shaping over the head = over V with -inf elsewhere
+            tokens.append(int(kept[sample(dist, generator)]))
+            probs[i, kept] = dist
+            if i + 1 < k:
+                logits = self.lm.forward_kept([tokens[-1]])[-1]
+        return tokens, probs  # [k], [k, V]
 
 
 @dataclass
@@ -187,13 +206,21 @@ class Draft:
     new_lm: Callable[[], object] | None = None
 
 
+def draft_lm(model, vocab_size: int, runtime: str, kept: torch.Tensor | None = None):
+    """A model draft's cached LM: with a head over `kept` tokens only (RestrictedFastLM) where a fast runtime
+    serves it, else runtime.build_lm's."""
+    if kept is None or not runtime.startswith("fast-"):
+        return build_lm(model, vocab_size, runtime)
+    return restricted_lm(model, vocab_size, kept, runtime.removeprefix("fast-"))
+
+
 def build_drafter(name: str, target, target_runtime: str = "auto", draft_runtime: str = "auto",
                   ngram_size: int = 3, dtype: torch.dtype = torch.float32, target_lm=None, load_model=None,
-                  make_lm=None) -> Draft:
+                  make_lm=None, kept: torch.Tensor | None = None) -> Draft:
     """The draft called `name` (catalogue.parse_draft) for `target` (a LoadedModel). The "target" draft runs in
     `target_runtime` (the runtime is part of the target's definition), over `target_lm`'s weights when given;
     model drafts in `draft_runtime`, loaded by `load_model` (default models.load_model) and built into an LM by
-    `make_lm(model, vocab, runtime)` (default runtime.build_lm). A caller building several drafts over one model
+    `make_lm(model, vocab, runtime, kept)` (default draft_lm; `kept`: the restricted head's tokens, or None). A caller building several drafts over one model
     passes caching versions of both, so e.g. `qwen-int8` and `ngram+qwen-int8` share one int8 copy."""
     draft = parse_draft(name)
     vocab = target.vocab_size
@@ -201,7 +228,7 @@ def build_drafter(name: str, target, target_runtime: str = "auto", draft_runtime
         return Draft(name, NgramDrafter(vocab, max_ngram=ngram_size))
     if draft.kind == "hybrid":
         inner = build_drafter(draft.inner.name, target, target_runtime, draft_runtime, ngram_size, dtype, target_lm,
-                              load_model, make_lm)
+                              load_model, make_lm, kept)
         return Draft(name, HybridDrafter(NgramDrafter(vocab, max_ngram=ngram_size), inner.drafter), inner.model,
                      inner.runtime, inner.new_lm)
     if draft.kind == "target":  # the target's weights and runtime, its own KV cache
@@ -210,9 +237,10 @@ def build_drafter(name: str, target, target_runtime: str = "auto", draft_runtime
         return Draft(name, ModelDrafter(lm, name="target"), target, runtime, lm.fresh)
     if draft.kind == "distilled":
         model, runtime, new_lm = load_distilled(distilled_draft_dir(target.name), vocab, draft_runtime)
-        return Draft(name, PromptVocabularyDrafter(new_lm(), name="distilled"), model, runtime, new_lm)
+        return Draft(name, RestrictedDrafter(new_lm(), name="distilled"), model, runtime, new_lm)
     loaded = (load_model or models.load_model)(name, dtype)
     models.shared_vocab_size(target, loaded)
     runtime = resolve_runtime(draft_runtime, loaded.model, "draft", vocab_size=vocab, name=loaded.name)
-    lm = (make_lm or build_lm)(loaded.model, vocab, runtime)
-    return Draft(name, ModelDrafter(lm, name=name), loaded, runtime, lm.fresh)
+    lm = (make_lm or draft_lm)(loaded.model, vocab, runtime, kept)
+    drafter = RestrictedDrafter(lm, name=name) if kept is not None else ModelDrafter(lm, name=name)
+    return Draft(name, drafter, loaded, runtime, lm.fresh)

@@ -80,8 +80,9 @@ def check_supported(config) -> None:
 
 def share_weights(model, layers: list[LayerWeights], head) -> None:
     """Point a bf16 Hugging Face model's linear weights at views of our fused bf16 copies (the same values), so
-    the model (kept for the HF peers) and this runtime hold one copy, not two: ~3.1 of 3.5 GB for a 1.5B model."""
-    for layer, weights in zip(model.model.layers, layers):
+    the model (kept for the HF peers) and this runtime hold one copy, not two: ~3.1 of 3.5 GB for a 1.5B model.
+    from_hf calls it layer by layer as it converts, so the two copies never coexist (a 3 GB peak otherwise)."""
+    for layer, weights in zip(model.model.layers[: len(layers)], layers):
         attn, mlp = layer.self_attn, layer.mlp
         groups = (([attn.q_proj, attn.k_proj, attn.v_proj], weights.qkv), ([attn.o_proj], weights.out),
                   ([mlp.gate_proj, mlp.up_proj], weights.gate_up), ([mlp.down_proj], weights.down))
@@ -92,6 +93,8 @@ def share_weights(model, layers: list[LayerWeights], head) -> None:
                 if linear.weight.dtype == fused.weight.dtype:  # a float32 model keeps its own weights
                     linear.weight.data = fused.weight[start : start + rows]
                 start += rows
+    if head is None:
+        return
     lm_head = model.lm_head.weight
     if (lm_head.dtype == head.weight.dtype and lm_head.shape == head.weight.shape
             and lm_head is not model.model.embed_tokens.weight):
@@ -122,8 +125,8 @@ class FastLlamaLM(CacheSync):
         self.cache_tokens: list[int] = []
 
     @classmethod
-    def from_hf(cls, model, vocab_size: int | None = None, max_len: int = 2048,
-                linear_mode: str = "fp32") -> "FastLlamaLM":
+    def from_hf(cls, model, vocab_size: int | None = None, max_len: int = 1280,
+                linear_mode: str = "fp32", head: bool = True) -> "FastLlamaLM":
         """Copy a Hugging Face LlamaForCausalLM's or Qwen2ForCausalLM's weights into `linear_mode`
         (reproduce.engine.linear.LINEAR_MODES). Converted layer by layer, so at most one layer's fp32 temporaries
         exist at a time."""
@@ -145,11 +148,14 @@ class FastLlamaLM(CacheSync):
             ))
             norms.append((layer.input_layernorm.weight.detach().float(),
                           layer.post_attention_layernorm.weight.detach().float()))
-        head = make_linear(model.lm_head.weight[:vocab_size], linear_mode, head=True)
+            if linear_mode == "bf16":  # this layer's HF weights become views of the fused copies now
+                share_weights(model, layers, None)
+        # head=False: a caller setting a head of its own (RestrictedFastLM) skips quantizing the full one
+        head = make_linear(model.lm_head.weight[:vocab_size], linear_mode, head=True) if head else None
         table = model.model.embed_tokens.weight.detach()
         # outside fp32 mode the table is read in bf16 (as every GEMM input is rounded to bf16): no copy of a bf16 one
         embedding = table.float().contiguous() if linear_mode == "fp32" else table.to(torch.bfloat16).contiguous()
-        if linear_mode == "bf16":
+        if linear_mode == "bf16" and head is not None:
             share_weights(model, layers, head)
         return cls(config, embedding, layers, norms, model.model.norm.weight.detach().float(), head, vocab_size,
                    max_len, linear_mode)
@@ -212,6 +218,11 @@ class FastLlamaLM(CacheSync):
     @torch.inference_mode()
     def forward(self, token_ids: list[int], last_only: bool = False) -> torch.Tensor:
         """Append `token_ids` to the cache; return float32 logits [n, vocab_size] (or [1, vocab_size])."""
+        return self.head(self.hidden_states(token_ids, last_only))
+
+    @torch.inference_mode()
+    def hidden_states(self, token_ids: list[int], last_only: bool = False) -> torch.Tensor:
+        """Append `token_ids` to the cache; return the final-normed hidden states [n or 1, hidden] the head reads."""
         n, start = len(token_ids), len(self.cache_tokens)
         end = start + n
         if end > self.max_len:
@@ -231,9 +242,8 @@ class FastLlamaLM(CacheSync):
             x = x + weights.out(attn.transpose(0, 1).reshape(n, -1))
             gate, up = weights.gate_up(rms_norm(x, mlp_norm, self.eps)).chunk(2, dim=-1)
             x = x + weights.down(F.silu(gate) * up)
-        x = rms_norm(x[-1:] if last_only else x, self.final_norm, self.eps)
         self.cache_tokens.extend(token_ids)
-        return self.head(x)
+        return rms_norm(x[-1:] if last_only else x, self.final_norm, self.eps)
 
 
 def weight_bytes(lm: FastLlamaLM) -> int:

@@ -27,8 +27,9 @@ class CacheSync:
             raise ReproduceError("prefilled=True, but the cache does not hold this prompt: call prefill() first")
         self.rollback(len(prompt_ids) - 1)
 
-    def next_logits(self, sequence: list[int]) -> torch.Tensor:
-        """Logits [vocab_size] for the token after `sequence`, reusing the cached common prefix."""
+    def sync_to(self, sequence: list[int]) -> list[int]:
+        """Roll the cache back to its longest common prefix with `sequence` and feed all but what is left of the
+        last token(s): returns the tokens (at least one) whose forward gives the logits after `sequence`."""
         keep = 0
         limit = min(len(self.cache_tokens), len(sequence) - 1)  # feed at least one token to get logits
         while keep < limit and self.cache_tokens[keep] == sequence[keep]:
@@ -41,7 +42,11 @@ class CacheSync:
             # rounds differently from short ones (FastLlamaLM in bf16).
             self.forward(pending[:-1], last_only=True)
             pending = pending[-1:]
-        return self.forward(pending, last_only=True)[-1]
+        return pending
+
+    def next_logits(self, sequence: list[int]) -> torch.Tensor:
+        """Logits [vocab_size] for the token after `sequence`, reusing the cached common prefix."""
+        return self.forward(self.sync_to(sequence), last_only=True)[-1]
 
     def fresh(self):
         """Another LM over the same weights with an empty cache of its own (for draft-only decoding, or the target

@@ -8,10 +8,11 @@ tokens). Both are properties of the CPU's GEMM kernels, which differ between AVX
 - `probe_mode` times, with random weights of the model's shapes (PROBE_LAYERS decoder layers and the head), a
   forward's GEMMs for n = 1..MAX_ROWS rows, scaled to the model's depth, and checks every GEMM's batch invariance
   for n = 2..MAX_ROWS bitwise;
-- `choose` (pure) picks, for a target verifying K drafts, the fastest single-token mode among those that are
-  batch-invariant and flat at K+1 rows (t(K+1)/t(1) <= FLAT_BOUND); for a draft, the fastest single-token mode.
-  Where llama-cpp-python is installed and the model came from a GGUF, reproduce.engine.llamacpp_probe adds the
-  llama.cpp runtime, measured on the real model, to the candidates.
+- `choose` (pure) picks, for a target verifying K drafts, the batch-invariant mode with the least expected SpS
+  time per token (Leviathan's formula over the probe's t(n)); for the paper's regime the flattest batch-invariant
+  verification; for a draft, the fastest single-token mode. Where llama-cpp-python is installed and the model came
+  from a GGUF, reproduce.engine.llamacpp_probe adds the llama.cpp runtime, measured on the real model, to the
+  candidates (for a target only at the K where it is batch-invariant).
 
 Results are cached in $REPRODUCE_CACHE/probes/, keyed by the CPU, torch, the thread count, the environment
 variables that pick torch's kernels (KERNEL_ENV: a run on torch's AVX2 paths must not read the native probe) and
@@ -39,7 +40,7 @@ PROBE_LAYERS = 4  # enough weight bytes to leave the caches: what a real forward
 HEAD_ROWS = 32768  # the head is probed on this many vocabulary rows and its time scaled (GEMV cost ~ rows)
 MAX_ROWS = 9  # verification of K <= 8
 REPEATS = 5
-FLAT_BOUND = 1.3  # t(K+1) / t(1) at or below this counts as flat
+ALPHA_PRIOR = 0.8  # acceptance assumed when the target's mode is chosen, before any row has measured it
 # what selects torch's CPU kernels besides the CPU itself (ATen's dispatch, oneDNN's and MKL's instruction sets)
 KERNEL_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 
@@ -134,32 +135,46 @@ def probe_mode(mode: str, layer_shapes, head_shape, num_layers: int, seed: int =
     return ModeProbe(mode, {n: statistics.median(v) for n, v in samples.items()}, invariant)
 
 
-def choose(probes: list[ModeProbe], role: str, k: int) -> Choice:
+def expected_ms_per_token(probe: ModeProbe, k: int, draft_ms: float, alpha: float) -> float:
+    """Leviathan et al.'s expected time per emitted token of SpS in this mode: (k * draft_ms + t(k+1)) / E(alpha, k),
+    E = (1 - alpha^(k+1)) / (1 - alpha) tokens per target call (reproduce.analysis.theory has the same formulas)."""
+    tokens = k + 1 if alpha >= 1 else (1 - alpha ** (k + 1)) / (1 - alpha)
+    return (k * draft_ms + probe.ms[k + 1]) / tokens
+
+
+def choose(probes: list[ModeProbe], role: str, k: int, k_options: tuple[int, ...] = (), draft_ms: float = 0.0,
+           alpha: float = ALPHA_PRIOR) -> Choice:
     """The runtime `auto` picks from `probes` (pure: tested on made-up probes).
 
-    target: the fastest single token among batch-invariant modes flat at K+1 rows; failing that, the
-    batch-invariant mode cheapest per verification (t(K+1)); failing that, the fastest mode, with a warning.
+    target: among batch-invariant modes, the one with the least expected SpS time per token at its best K of
+    `k_options` (default: K alone), for a draft costing `draft_ms` and acceptance `alpha` (expected_ms_per_token):
+    a mode's single-token speed traded against its verification cost, not a flatness bound. Failing invariance, the
+    fastest mode, with a warning.
+    flattest (a target in the paper's regime): the batch-invariant mode with the smallest t(K+1)/t(1).
     draft: the fastest single token (a draft's numerics change speed and acceptance, never what SpS emits)."""
     usable = [p for p in probes if p.ok]
     fastest = lambda candidates, rows=1: min(candidates, key=lambda p: p.ms[rows])  # noqa: E731
-    rows = k + 1
-    if role == "target" and rows > MAX_ROWS:
-        raise ReproduceError(f"runtime auto measures verification of K <= {MAX_ROWS - 1} drafts, got K={k}: use a "
-                             "smaller K or name the runtime (e.g. --runtime fast-int8)")
+    k_options = tuple(k_options) or (k,)
+    rows = max(k_options) + 1
+    if role in ("target", "flattest") and rows > MAX_ROWS:
+        raise ReproduceError(f"runtime auto measures verification of K <= {MAX_ROWS - 1} drafts, got K={rows - 1}: use "
+                             "a smaller K or name the runtime (e.g. --runtime fast-int8)")
     if role == "draft":
         best = fastest(usable)
         return Choice(best.runtime, f"fastest single token for a draft ({best.ms[1]:.0f} ms)", probes)
     invariant = [p for p in usable if p.invariant_at(rows)]
-    flat = [p for p in invariant if p.ratio(rows) <= FLAT_BOUND]
-    if flat:
-        best = fastest(flat)
-        return Choice(best.runtime, f"fastest batch-invariant mode flat at K={k} "
-                      f"(t({rows})/t(1) = {best.ratio(rows):.2f} <= {FLAT_BOUND}; t(1) = {best.ms[1]:.0f} ms)", probes)
-    if invariant:
-        best = fastest(invariant, rows)
-        return Choice(best.runtime, f"no batch-invariant mode is flat at K={k} here: the one cheapest per "
-                      f"verification (t({rows}) = {best.ms[rows]:.0f} ms, t({rows})/t(1) = {best.ratio(rows):.2f})",
-                      probes)
+    if role == "flattest":  # the paper's regime: the batch-invariant mode cheapest per verification relative to one
+        best = min(invariant or usable, key=lambda p: (round(p.ratio(rows), 1), p.ms[1]))  # ties within 0.05: faster
+        return Choice(best.runtime, f"flattest batch-invariant verification at K={rows - 1} (t({rows})/t(1) = "
+                      f"{best.ratio(rows):.2f}; t(1) = {best.ms[1]:.0f} ms): the paper's regime", probes)
+    # llama.cpp is batch-invariant up to some row count only: each K counts where its K+1 rows are
+    options = [(p, kk) for p in usable for kk in k_options if p.invariant_at(kk + 1)]
+    if options:
+        ms, best_k, best = min(((expected_ms_per_token(p, kk, draft_ms, alpha), kk, p) for p, kk in options),
+                               key=lambda option: option[:2])
+        return Choice(best.runtime, f"least expected SpS time among batch-invariant modes: {ms:.0f} ms a token "
+                      f"at K={best_k} (t(1) = {best.ms[1]:.0f} ms, t({best_k + 1})/t(1) = {best.ratio(best_k + 1):.2f}; "
+                      f"acceptance {alpha}, draft {draft_ms:.0f} ms)", probes)
     best = fastest(usable)
     return Choice(best.runtime, "no mode is batch-invariant on this CPU: greedy SpS may differ from ArS by "
                   f"rounding; the fastest single token ({best.ms[1]:.0f} ms)", probes)

@@ -48,7 +48,8 @@ def llamacpp_eligible(model) -> bool:
     return True
 
 
-def auto_choice(model, vocab_size: int, role: str = "target", k: int = 4, name: str = "") -> Choice | None:
+def auto_choice(model, vocab_size: int, role: str = "target", k: int = 4, name: str = "",
+                k_options: tuple[int, ...] = ()) -> Choice | None:
     """The probe's choice for `model` in `role` ("target" verifying K drafts, or "draft"); None where only `hf`
     applies. Printed once per process (stderr), with the reason and t(n) of every mode."""
     if not fast_eligible(model):
@@ -58,25 +59,33 @@ def auto_choice(model, vocab_size: int, role: str = "target", k: int = 4, name: 
         from reproduce.engine.llamacpp_probe import probe_gguf
 
         probes = probes + [probe_gguf(gguf_file(model), vocab_size)]
-    choice = choose(probes, role, k)
-    key = (model.config.name_or_path, role, k if role == "target" else None)
+    choice = choose(probes, role, k, k_options)
+    key = (model.config.name_or_path, role, None if role == "draft" else (k, tuple(k_options)))
     if key not in _announced:
         _announced.add(key)
-        print(format_choice(f"{name or model.config.model_type} as {role}", choice, k if role == "target" else None),
+        print(format_choice(f"{name or model.config.model_type} as {role}", choice, None if role == "draft" else k),
               file=sys.stderr)
     return choice
 
 
-def resolve_runtime(runtime: str, model, role: str = "target", k: int = 4, vocab_size: int | None = None,
-                    name: str = "") -> str:
-    """A concrete runtime: `runtime` itself, or for `auto` the probe's choice (hf for models the fast runtime does
-    not serve)."""
+def resolve_choice(runtime: str, model, role: str = "target", k: int = 4, vocab_size: int | None = None,
+                   name: str = "", k_options: tuple[int, ...] = ()) -> tuple[str, Choice | None]:
+    """(a concrete runtime, the probe's Choice behind it or None): `runtime` itself, or for `auto` and
+    `auto-flattest` the probe's choice (hf for models the fast runtime does not serve)."""
     if runtime not in RUNTIMES:
         raise ReproduceError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
-    if runtime != "auto":
-        return runtime
-    choice = auto_choice(model, vocab_size or model.config.vocab_size, role, k, name)
-    return "hf" if choice is None else choice.runtime
+    if not runtime.startswith("auto"):
+        return runtime, None
+    if runtime == "auto-flattest":
+        role = "flattest"
+    choice = auto_choice(model, vocab_size or model.config.vocab_size, role, k, name, k_options)
+    return ("hf", None) if choice is None else (choice.runtime, choice)
+
+
+def resolve_runtime(runtime: str, model, role: str = "target", k: int = 4, vocab_size: int | None = None,
+                    name: str = "") -> str:
+    """resolve_choice's runtime alone."""
+    return resolve_choice(runtime, model, role, k, vocab_size, name)[0]
 
 
 def build_lm(model, vocab_size: int, runtime: str = "auto", role: str = "target", k: int = 4):
@@ -96,8 +105,8 @@ def build_lm(model, vocab_size: int, runtime: str = "auto", role: str = "target"
     return FastLlamaLM.from_hf(model, vocab_size, linear_mode=runtime.removeprefix("fast-"))
 
 
-def build_target(loaded, runtime: str = "auto", k: int = 4) -> tuple[str, object]:
+def build_target(loaded, runtime: str = "auto", k: int = 4, k_options: tuple[int, ...] = ()) -> tuple[str, object]:
     """(resolved runtime, cached LM) of a loaded target (reproduce.engine.models.LoadedModel) verifying K drafts:
     the one assembly the command line and the experiment runner share."""
-    runtime = resolve_runtime(runtime, loaded.model, "target", k, loaded.vocab_size, loaded.name)
+    runtime, _ = resolve_choice(runtime, loaded.model, "target", k, loaded.vocab_size, loaded.name, k_options)
     return runtime, build_lm(loaded.model, loaded.vocab_size, runtime)

@@ -275,7 +275,7 @@ def probes_view(manifest: dict) -> tuple[bool, tuple[ProbeTable, ...], tuple[str
     choices = manifest.get("runtime_choices")
     if choices is None:
         return False, (), ()
-    fixed = tuple(f"{'target' if role == 'target' else 'draft ' + short_draft(role)}: {model['runtime']}"
+    fixed = tuple(f"{_role_label(role)}: {model['runtime']}"
                   for role, model in manifest["models"].items() if role not in choices)
     tables: dict[tuple, list[str]] = {}
     for role, choice in choices.items():
@@ -290,8 +290,13 @@ def probes_view(manifest: dict) -> tuple[bool, tuple[ProbeTable, ...], tuple[str
                                 ms[k + 1] / ms[1] if k and probe["ok"] and k + 1 in ms and 1 in ms else None,
                                 probe.get("invariant_rows")))
         key = (choice["runtime"], choice["reason"], k, ns, tuple(probes))
-        tables.setdefault(key, []).append("target" if role == "target" else f"draft {short_draft(role)}")
+        tables.setdefault(key, []).append(_role_label(role))
     return True, tuple(ProbeTable(tuple(labels), *key) for key, labels in tables.items()), fixed
+
+
+def _role_label(role: str) -> str:
+    """target, target@<block> (a block's own target runtime: the paper's regime), or draft <name>."""
+    return role if role.split("@")[0] == "target" else f"draft {short_draft(role)}"
 
 
 def _data(config: dict, summary: dict, manifest: dict) -> tuple[DataRow, ...]:

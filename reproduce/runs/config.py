@@ -53,6 +53,9 @@ class DraftSpec:
     architecture: str | None = None
     k_values: tuple[int, ...] | None = None  # overrides the experiment's k_values for this draft
     runtime: str = "auto"  # as for the target; the `target` draft always uses the target's runtime
+    # a model draft's head restricted to this many tokens, chosen from data (reproduce.runs.vocabulary), plus each
+    # prompt's own; None: the full vocabulary
+    vocabulary: int | None = None
 
     @property
     def source(self) -> str:
@@ -100,6 +103,9 @@ class SweepSpec:
     # generate exactly max_new_tokens, EOS sampled like any token (the paper times 128 tokens): a cost
     # measurement, so its text is not scored
     ignore_eos: bool = False
+    # the target's runtime in this block, when not the experiment's: e.g. auto-flattest, the paper's regime (the
+    # batch-invariant mode whose verification is flattest), beside Table 1's practical regime (the fastest ArS)
+    target_runtime: str | None = None
 
 
 @dataclass(frozen=True)
@@ -325,6 +331,12 @@ def _validate(config: ExperimentConfig, source: str) -> None:
         if sweep.task not in config.tasks or sweep.mode not in config.modes or sweep.draft not in draft_names:
             fail(f"sweeps.{name} names a task, mode or draft not defined above ({sweep.task}, {sweep.mode}, {sweep.draft}): "
                  "define it, or drop the sweep (from the command line: --set sweeps={})")
+        if sweep.target_runtime is not None and sweep.target_runtime not in RUNTIMES:
+            fail(f"sweeps.{name}.target_runtime must be one of {', '.join(RUNTIMES)}, got {sweep.target_runtime!r}")
+    for draft in config.drafts:
+        if draft.vocabulary is not None and (not isinstance(draft.vocabulary, int) or draft.vocabulary < 1
+                                             or draft.kind.kind not in ("model", "hybrid")):
+            fail(f"drafts.{draft.name}.vocabulary must be an integer >= 1 on a model draft, got {draft.vocabulary!r}")
     if config.controls is not None:
         unknown = [m for m in config.controls.methods if m not in config.methods] + \
                   [d for d in config.controls.drafts if d not in draft_names] + \

@@ -27,11 +27,11 @@ from tqdm.auto import tqdm
 from reproduce import tasks
 from reproduce.catalogue import METHOD_KINDS
 from reproduce.engine.decoding import autoregressive_decode, prefill, speculative_decode
-from reproduce.engine.drafters import ModelDrafter, build_drafter
+from reproduce.engine.drafters import ModelDrafter, build_drafter, draft_lm
 from reproduce.engine.lm import CachedLM
 from reproduce.engine.gguf_parts import SplitGGUF
 from reproduce.engine.models import OFFLINE_ALIASES, TINY_PREFIX, load_model
-from reproduce.engine.runtime import auto_choice, build_lm, build_target, cpu_has_native_bf16
+from reproduce.engine.runtime import auto_choice, build_lm, cpu_has_native_bf16, resolve_choice
 from reproduce.engine.sampling import SamplingParams
 from reproduce.engine.scoring import token_logprobs
 from reproduce.errors import ReproduceError
@@ -47,6 +47,7 @@ from reproduce.runs.plan import (
     row_seed,
 )
 from reproduce.provenance import cpu_info, data_files, directory_files, file_record, git_commit, model_files
+from reproduce.runs.vocabulary import restricted_vocabulary
 from reproduce.runs.results import (
     CONFIG_FILE,
     MANIFEST_FILE,
@@ -64,28 +65,38 @@ class ModelPool:
         self.config = config
         self.target = load_model(config.target.name, _dtype(config.target.dtype), config.target.device_map)
         self.vocab_size = self.target.vocab_size
-        # The runtime (HF forward, or FastLlamaLM in fp32 / bf16) is part of the target's definition: ArS, SpS
-        # and the target-as-draft all use it. The HF peers and perplexity use the HF model as loaded.
-        # `auto` picks the target's mode for the largest K a model draft verifies (reproduce.engine.probe)
-        self.verify_k = max([k for spec in config.drafts if spec.kind.kind != "ngram"
-                             for k in (spec.k_values or config.k_values)] or config.k_values)
-        target_runtime, self.target_lm = build_target(self.target, config.target.runtime, self.verify_k)
-        self.runtimes = {"target": target_runtime}
-        self.runtime_choices = {}  # model -> what runtime auto chose, why, and t(n) per mode (for the manifest)
-        if config.target.runtime == "auto" and (choice := auto_choice(self.target.model, self.vocab_size, "target",
-                                                                          self.verify_k, self.target.name)):
-            self.runtime_choices["target"] = {**choice.as_record(), "k": self.verify_k}
+        # The runtime (HF forward, or FastLlamaLM in one linear mode) is part of the target's definition: ArS, SpS
+        # and the target-as-draft all use it. The HF peers use the HF model as loaded. `auto` picks the target's
+        # mode for the K values its model drafts verify (reproduce.engine.probe.choose)
+        self.k_options = tuple(sorted({k for spec in config.drafts if spec.kind.kind != "ngram"
+                                       for k in (spec.k_values or config.k_values)} or set(config.k_values)))
+        self.verify_k = max(self.k_options)
+        self.runtimes = {}  # model role -> its resolved runtime (the manifest's "models")
+        self.runtime_choices = {}  # model role -> what auto chose, why, and t(n) per mode (the manifest)
+        self.target_lm = self._target_record("target", config.target.runtime, self.k_options)
         self.scoring_lm = self.target_lm.fresh()  # target log-probs of every output, under the target's runtime
+        # blocks whose target runs in another runtime (the paper's regime: the flattest verification): its LM and
+        # a scoring LM, over the same weights wherever the runtime is the same
+        self.block_targets = {}
+        for block, sweep in config.sweeps.items():
+            if sweep.target_runtime is not None:
+                ks = tuple(sweep.values) if sweep.vary == "k" else (sweep.k,)
+                lm = self._target_record(f"target@{block}", sweep.target_runtime, ks)
+                self.block_targets[block] = (lm, lm.fresh())
         self.draft_models = {}  # drafts that are models on their own: draft-only rows and HF assisted peers
         self._loaded = {}
         self._built = {}
         self.loaded_drafts = {}  # every draft with a model behind it (hybrids too), for the manifest
         self.drafters = {}
         self.draft_lms = {}
+        self.vocabularies = {}  # draft -> the kept token ids of its restricted head
         for spec in config.drafts:
+            if spec.vocabulary is not None:
+                self.vocabularies[spec.name] = restricted_vocabulary(self.target.tokenizer, self.vocab_size,
+                                                                     spec.vocabulary)
             draft = build_drafter(spec.source, self.target, self.runtimes["target"], spec.runtime, spec.ngram_size,
                                   _dtype(spec.dtype), target_lm=self.target_lm, load_model=self._load_once,
-                                  make_lm=self._build_once)
+                                  make_lm=self._build_once, kept=self.vocabularies.get(spec.name))
             self.drafters[spec.name] = draft.drafter
             if draft.model is not None and spec.kind.kind != "target":
                 self.loaded_drafts[spec.name] = draft.model
@@ -106,17 +117,36 @@ class ModelPool:
             self.hf_drafters = {spec.name: self._hf_forward_drafter(spec) for spec in config.drafts
                                 if spec.kind.has_hf_peer}
 
+    def _target_record(self, role: str, runtime: str, k_options: tuple[int, ...]):
+        """Resolve the target's runtime once for `role` ("target", or "target@<block>"), record it and the probe
+        behind it, and build its LM (a fresh cache over the main target's weights when the runtime is the same)."""
+        runtime, choice = resolve_choice(runtime, self.target.model, "target", max(k_options), self.vocab_size,
+                                         self.target.name, k_options)
+        self.runtimes[role] = runtime
+        if choice is not None:
+            self.runtime_choices[role] = {**choice.as_record(), "k": max(k_options), "k_options": list(k_options)}
+        if role != "target" and runtime == self.runtimes["target"]:
+            return self.target_lm.fresh()
+        return build_lm(self.target.model, self.vocab_size, runtime)
+
+    def target_for(self, unit) -> object:
+        """The target LM a unit's ArS and SpS decode with: its block's own runtime where it has one."""
+        return self.block_targets[unit.block][0] if unit.block in self.block_targets else self.target_lm
+
+    def scoring_for(self, unit) -> object:
+        return self.block_targets[unit.block][1] if unit.block in self.block_targets else self.scoring_lm
+
     def _load_once(self, name: str, dtype: torch.dtype):
         """One copy of a model however many drafts use it (e.g. the same draft in two runtimes)."""
         if (name, dtype) not in self._loaded:
             self._loaded[name, dtype] = load_model(name, dtype)
         return self._loaded[name, dtype]
 
-    def _build_once(self, model, vocab_size: int, runtime: str):
-        """One copy of a model's weights per runtime: each draft gets its own cache over them (fresh())."""
-        key = (id(model), vocab_size, runtime)
+    def _build_once(self, model, vocab_size: int, runtime: str, kept=None):
+        """One copy of a model's weights per runtime (and head): each draft gets its own cache over them (fresh())."""
+        key = (id(model), vocab_size, runtime, None if kept is None else tuple(kept.tolist()))
         if key not in self._built:
-            self._built[key] = build_lm(model, vocab_size, runtime)
+            self._built[key] = draft_lm(model, vocab_size, runtime, kept)
         return self._built[key].fresh()
 
     def _hf_forward_drafter(self, spec):
@@ -127,7 +157,8 @@ class ModelPool:
         return ModelDrafter(CachedLM(self.draft_models[spec.name].model, self.vocab_size), name=spec.name)
 
     def describe(self) -> dict:
-        models = {"target": self.target, **self.loaded_drafts}
+        models = {"target": self.target, **{role: self.target for role in self.runtimes if role.startswith("target@")},
+                  **self.loaded_drafts}
         return {name: {"name": m.name, "source": m.source, "parameters": m.num_parameters,
                        "dtype": str(m.model.dtype), "runtime": self.runtimes[name]} for name, m in models.items()}
 
@@ -170,7 +201,7 @@ class PromptCaches:
     def __init__(self, prompt_ids: list[int]):
         self.prompt_ids = prompt_ids
         self.ms: dict[int, float] = {}
-        self.scores: dict[tuple[int, ...], list[float]] = {}  # target log-probs per distinct scored output
+        self.scores: dict[tuple, list[float]] = {}  # target log-probs per (block runtime, distinct scored output)
 
     def lm(self, lm) -> float:
         """Prefill a cached LM (the target, or a model decoding alone) on first use; its prefill's ms."""
@@ -203,11 +234,11 @@ def _decode_sps(target, drafter, k: int, unit: Unit, prompt_ids, generator, eos,
 
 
 def _ars(pool: ModelPool, unit: Unit, method: Method, prompt_ids, generator, eos, seed, caches):
-    return _decode_ars(pool.target_lm, unit, prompt_ids, generator, eos, caches)
+    return _decode_ars(pool.target_for(unit), unit, prompt_ids, generator, eos, caches)
 
 
 def _sps(pool: ModelPool, unit: Unit, method: Method, prompt_ids, generator, eos, seed, caches):
-    return _decode_sps(pool.target_lm, pool.drafters[method.draft], method.k, unit, prompt_ids, generator, eos,
+    return _decode_sps(pool.target_for(unit), pool.drafters[method.draft], method.k, unit, prompt_ids, generator, eos,
                        caches)
 
 
@@ -277,19 +308,19 @@ def run_method(pool: ModelPool, unit: Unit, method: Method, prompt_ids: list[int
         "text": decode(scored_ids),
         "reference": unit.example.reference,
         # under the unshaped target, for perplexity and the SpS-vs-ArS distribution test
-        "target_logprobs": _target_logprobs(pool, caches, scored_ids),
+        "target_logprobs": _target_logprobs(pool, unit, caches, scored_ids),
     }
 
 
-def _target_logprobs(pool: ModelPool, caches: PromptCaches, scored_ids: list[int]) -> list[float]:
+def _target_logprobs(pool: ModelPool, unit: Unit, caches: PromptCaches, scored_ids: list[int]) -> list[float]:
     """The scored tokens' log-probs under the unshaped target, once per distinct output of a prompt (greedy methods
     that agree share it). The scoring LM starts from the target's prefilled cache where it can copy it."""
     if not scored_ids:
         return []
-    key = tuple(scored_ids)
+    key = (unit.block in pool.block_targets and unit.block, *scored_ids)  # each target runtime scores its own
     if key not in caches.scores:
-        lm, prompt_ids = pool.scoring_lm, caches.prompt_ids
-        copied = hasattr(lm, "adopt_cache") and id(pool.target_lm) in caches.ms and lm.adopt_cache(pool.target_lm)
+        lm, target, prompt_ids = pool.scoring_for(unit), pool.target_for(unit), caches.prompt_ids
+        copied = hasattr(lm, "adopt_cache") and id(target) in caches.ms and lm.adopt_cache(target)
         if not copied:
             caches.lm(lm)
         caches.scores[key] = [round(x, 5) for x in token_logprobs(lm, prompt_ids, scored_ids, prefilled=True)]
@@ -406,6 +437,8 @@ def _warm_up(pool: ModelPool, unit: Unit) -> None:
     for drafter in pool.drafters.values():
         speculative_decode(pool.target_lm, drafter, prompt_ids, 2, n, params, generator)
     for lm in pool.draft_lms.values():
+        autoregressive_decode(lm, prompt_ids, n, params, generator)
+    for lm, _ in pool.block_targets.values():
         autoregressive_decode(lm, prompt_ids, n, params, generator)
     if pool.target_hf_lm is not None:
         autoregressive_decode(pool.target_hf_lm, prompt_ids, n, params, generator)
