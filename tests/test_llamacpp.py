@@ -302,3 +302,19 @@ def test_appendix_shows_the_llamacpp_probe(tmp_path):
     _, (table,), _ = probes_view(manifest)
     assert [p.runtime for p in table.probes] == ["fast-int4", "llama.cpp"]
     assert table.probes[1].invariant_rows == 7 and table.probes[0].invariant_rows is None
+
+
+def test_auto_leaves_llamacpp_out_for_a_restricted_draft(monkeypatch):
+    """A draft with a restricted head (drafters.RestrictedDrafter) needs the fast runtime: auto does not probe
+    llama.cpp for its model, and naming llama.cpp for it is one line."""
+    from reproduce.engine import runtime
+    from reproduce.engine.drafters import draft_lm
+
+    monkeypatch.setattr(runtime, "import_llama_cpp", lambda: None)  # as if installed
+    model = tiny_random_model("qwen2", vocab_size=VOCAB, seed=3).model
+    model.gguf_source = "/any/model.gguf"
+    assert runtime.llamacpp_eligible(model)
+    model.restricted_head = True
+    assert not runtime.llamacpp_eligible(model)
+    with pytest.raises(ReproduceError, match="restricted head runs in a fast runtime"):
+        draft_lm(model, VOCAB, "llama.cpp", kept=torch.tensor([1, 2, 3]))

@@ -38,8 +38,9 @@ def fast_eligible(model) -> bool:
 
 
 def llamacpp_eligible(model) -> bool:
-    """A model loaded from a GGUF where llama-cpp-python imports: `auto` probes the llama.cpp runtime too."""
-    if getattr(model, "gguf_source", None) is None:
+    """A model loaded from a GGUF where llama-cpp-python imports: `auto` probes the llama.cpp runtime too. Not a
+    draft with a restricted head (drafters.build_drafter marks its model): only the fast runtime computes that."""
+    if getattr(model, "gguf_source", None) is None or getattr(model, "restricted_head", False):
         return False
     try:
         import_llama_cpp()
