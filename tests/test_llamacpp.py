@@ -318,3 +318,18 @@ def test_auto_leaves_llamacpp_out_for_a_restricted_draft(monkeypatch):
     assert not runtime.llamacpp_eligible(model)
     with pytest.raises(ReproduceError, match="restricted head runs in a fast runtime"):
         draft_lm(model, VOCAB, "llama.cpp", kept=torch.tensor([1, 2, 3]))
+
+
+def test_build_target_runs_a_loaded_gguf_model_in_llamacpp(gguf_dir, tiny_lm):
+    """What `generate --runtime llama.cpp` and the runner do with a model loaded from a GGUF (models.load_model
+    records its file in `gguf_source`): the target LM is llama.cpp over that very file."""
+    from reproduce.engine.llamacpp_lm import LlamaCppLM
+    from reproduce.engine.models import LoadedModel
+    from reproduce.engine.runtime import build_target
+
+    tiny_lm(7, "Q8_0")  # writes the GGUF
+    model = tiny_random_model("qwen2", vocab_size=VOCAB, seed=7, **SIZES["Q8_0"]).model
+    model.gguf_source = str(gguf_dir / "qwen2-7-Q8_0.gguf")
+    runtime, lm = build_target(LoadedModel("tiny", model, None, "gguf"), "llama.cpp", k=4)
+    assert runtime == "llama.cpp" and isinstance(lm, LlamaCppLM) and lm.model.path == model.gguf_source
+    assert torch.equal(lm.forward([1, 2, 3]), tiny_lm(7, "Q8_0").forward([1, 2, 3]))
