@@ -14,10 +14,12 @@ from reproduce.errors import ReproduceError
 # ---- runtimes: how a model's forward runs (reproduce.engine.runtime builds them) --------------------------------
 
 # auto: the probe's choice per CPU and role (reproduce.engine.probe); auto-flattest: for a target, the batch-invariant
-# mode whose verification is flattest (the paper's regime, where scoring K+1 tokens costs about one); hf: Hugging Face's forward; fast-<mode>: the fast
-# CPU runtime with fp32, bf16, weight-only int8 or int4 GEMMs (reproduce.engine.linear). For a target the mode is part
-# of its definition (ArS and SpS share it); for a draft it changes only speed and acceptance.
-RUNTIMES = ("auto", "auto-flattest", "hf", "fast-fp32", "fast-bf16", "fast-int8", "fast-int4")
+# mode whose verification is flattest (the paper's regime, where scoring K+1 tokens costs about one); hf: Hugging
+# Face's forward; fast-<mode>: the fast CPU runtime with fp32, bf16, weight-only int8 or int4 GEMMs
+# (reproduce.engine.linear); llama.cpp: the model's GGUF in llama.cpp (reproduce.engine.llamacpp_lm, its numerics the
+# GGUF's own). For a target the runtime is part of its definition (ArS and SpS share it); for a draft it changes only
+# speed and acceptance.
+RUNTIMES = ("auto", "auto-flattest", "hf", "fast-fp32", "fast-bf16", "fast-int8", "fast-int4", "llama.cpp")
 
 # ---- drafts -----------------------------------------------------------------------------------------------------
 
@@ -111,7 +113,8 @@ class MethodKind:
     order: int  # in tables and figures
     hatch: str | None  # in bar figures: the colour is the draft's, the hatch the method's
     plan: str  # which rows a unit gets (runs.plan): "prompt" one, "draft_k" one per draft and K, "peer_k" one
-    #            per draft Hugging Face can run at the peer K values, "model_draft" one per model drafting alone
+    #            per draft Hugging Face can run at the peer K values, "model_draft" one per model drafting alone,
+    #            "ngram_k" one per n-gram draft at the peer K values
     uses_draft: bool = False  # rows carry a draft name
     uses_k: bool = False  # rows carry K
     hf_peer: bool = False  # Hugging Face's own generate(), a peer of ours
@@ -119,11 +122,12 @@ class MethodKind:
     # ours: the Hugging Face peer this loop is compared with (HF's ms/token over ours on the same prompts)
     hf_counterpart: str | None = None
     legend_rank: int | None = None  # place in the figures' method legends (None: no legend entry)
+    llamacpp_peer: bool = False  # llama.cpp on the target's GGUF (runs.llamacpp_peer), a peer of ours
 
     @property
     def ours_drafting(self) -> bool:
-        """Our speculative loop: it records per-step acceptance (HF's assisted generation does not)."""
-        return self.uses_k and not self.hf_peer
+        """Our speculative loop: it records per-step acceptance (HF's assisted generation does not, nor llama.cpp's)."""
+        return self.uses_k and not self.hf_peer and not self.llamacpp_peer
 
 
 # In the order a unit plans them (runs.plan); `order` sorts tables.
@@ -142,6 +146,12 @@ METHOD_KINDS = {m.name: m for m in (
     MethodKind("sps_hf", "SpS (HF forward)", "SpS (ours, HF forward)", 5, "\\\\", "peer_k", uses_draft=True,
                uses_k=True, hf_forward=True, hf_counterpart="hf_assisted", legend_rank=6),
     MethodKind("draft_only", "draft-only", "draft only", 7, "xx", "model_draft", uses_draft=True, legend_rank=3),
+    # llama.cpp's plain decoding of the target's GGUF: our ArS loop (sampling included) over llama.cpp's forward
+    # (reproduce.engine.llamacpp_lm), whatever runtime the target runs in; and llama.cpp's own n-gram speculative
+    # decoding (llama-cpp-python's Llama.generate with LlamaPromptLookupDecoding), its sampling llama.cpp's
+    MethodKind("llamacpp_ars", "llama.cpp", "llama.cpp plain decoding", 8, "oo", "prompt", llamacpp_peer=True),
+    MethodKind("llamacpp_ngram", "llama.cpp n-gram", "llama.cpp prompt lookup", 9, "++", "ngram_k", uses_draft=True,
+               uses_k=True, llamacpp_peer=True),
 )}
 # ars_hf / sps_hf run only when a config lists them: they are the slow like-for-like engine comparisons;
 # ars_repeat too (it costs one more ArS decode per prompt)

@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--runtime", default="auto", choices=RUNTIMES,
                      help="how models run: hf (transformers forward), fast-fp32 / fast-bf16 / fast-int8 / fast-int4 "
                           "(reproduce.engine.fast_lm, Llama and Qwen2 only; all but fp32 change the weights' numerics, "
-                          "so each is a slightly different target), auto (a probe per CPU picks the fastest fast mode "
+                          "so each is a slightly different target), llama.cpp (the model's GGUF in llama.cpp, its "
+                          "numerics the GGUF's own; offline aliases and .gguf files; needs llama-cpp-python from "
+                          "make install), auto (a probe per CPU picks the fastest fast mode "
                           "that is batch-invariant and flat at K for the target, the fastest for a draft; hf for "
                           "other models) (default auto)")
     gen.add_argument("--json", action="store_true", help="print one JSON object instead of text")

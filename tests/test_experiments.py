@@ -330,3 +330,18 @@ def test_the_pool_builds_one_copy_of_a_models_weights_per_runtime(tmp_path):
     assert int8.lm.layers[0].qkv is hybrid.model.lm.layers[0].qkv  # shared weights ...
     assert int8.lm.keys is not hybrid.model.lm.keys  # ... separate caches
     assert fp32.lm.linear_mode == "fp32" and fp32.lm.layers[0].qkv is not None
+
+
+def test_llamacpp_peers_plan_like_the_hf_peers_and_drop_out_without_llama_cpp(tmp_path, monkeypatch):
+    """llama.cpp's plain decoding once per prompt; its prompt lookup per n-gram draft at the peer K values. Without
+    llama-cpp-python (a failed build) neither is planned: the run goes on and the report says they were not
+    measured."""
+    from reproduce.runs import plan
+
+    monkeypatch.setattr(plan, "llamacpp_installed", lambda: True)
+    methods = _methods(tmp_path, "[ars, sps, llamacpp_ars, llamacpp_ngram]", "[2]")
+    assert [m for m in methods if m[0].startswith("llamacpp")] == [("llamacpp_ars", None, None),
+                                                                   ("llamacpp_ngram", "ngram", 2)]
+    monkeypatch.setattr(plan, "llamacpp_installed", lambda: False)
+    methods = _methods(tmp_path, "[ars, sps, llamacpp_ars, llamacpp_ngram]", "[2]")
+    assert methods and not [m for m in methods if m[0].startswith("llamacpp")]

@@ -149,3 +149,16 @@ def test_makefile_installs_the_pinned_parts_of_every_split_alias():
                              cwd=Path(__file__).parents[1], capture_output=True, text=True, check=True).stdout
     pinned = [spec.requirements() for spec in models.OFFLINE_ALIASES.values() if isinstance(spec, SplitGGUF)]
     assert printed.split() == [requirement for requirements in pinned for requirement in requirements]
+
+
+def test_offline_gguf_assembles_a_split_alias_once_and_keeps_it(site, tmp_path, monkeypatch):
+    """runtime llama.cpp runs the GGUF itself: offline_gguf assembles it on first use, and later calls reuse the
+    file (no reassembly: the parts may even be gone)."""
+    for index, data in enumerate(PARTS, start=1):
+        install_part(site, index, data)
+    monkeypatch.setenv("REPRODUCE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(models.OFFLINE_ALIASES, "fake-split", spec_for(PARTS))
+    path = models.offline_gguf("fake-split")
+    assert path == tmp_path / "cache" / "gguf" / "fake-split.gguf" and path.read_bytes() == b"".join(PARTS)
+    monkeypatch.setattr(models, "assemble", lambda *args: pytest.fail("assembled a second time"))
+    assert models.offline_gguf("fake-split") == path

@@ -13,6 +13,8 @@ Method
    by running a tiny random target on all prefixes (batched) with the same `logits_to_probs` shaping. Sequences
    drawn with `speculative_decode` and a *different* tiny random draft are G-tested against it for K in {1, 2, 4}
    and three sampling settings, and a two-sample test compares SpS with `autoregressive_decode` samples.
+   The same G-test runs the target and draft in every runtime (fast modes, llama.cpp on the tiny models written
+   as GGUFs), each against the exact distribution of the target in its runtime, with the wrong rules for llama.cpp.
 4. Determinism. Greedy SpS reproduces greedy ArS token for token (tiny models and the offline SmolLM2 target),
    and a draft identical to the target is always accepted.
 5. Power. Two deliberately wrong rules go through the same tests at the same sample sizes and must fail with
@@ -434,17 +436,19 @@ def exact_sequence_probs_through(lm, prompt: list[int], params: SamplingParams, 
     ("qwen2", "fast-bf16", "fast-bf16"),
     ("qwen2", "fast-int8", "fast-int8"),
     ("qwen2", "fast-int4", "fast-int4"),
+    # llama.cpp (reproduce.engine.llamacpp_lm) on the same tiny models written as F32 GGUFs: its own numerics (f16
+    # KV cache, not batch-invariant here), its rollback (llama_memory_seq_rm), as target and draft, and under a
+    # draft in another runtime
+    ("qwen2", "llama.cpp", "llama.cpp"),
+    ("qwen2", "llama.cpp", "fast-fp32"),
 ])
 def test_fast_runtime_target_sequences_follow_its_exact_distribution(architecture, runtime, draft_runtime,
-                                                                      record_property):
+                                                                      record_property, tmp_path):
     """The fast runtime (static cache, rollback by rewinding an index, row-by-row attention in the batch-invariant
     modes; Llama and Qwen2, whose q/k/v biases it adds itself) in every linear mode as target and draft runtime,
-    and a draft in weight-only int8 under an fp32 target. These are tiny models: the modes' numerics, not their
-    speed, so every mode runs on every CPU (bf16 is emulated where the CPU lacks it)."""
-    from reproduce.engine.runtime import build_lm
-
-    k, setting = POWER_CASE
-    params = SETTINGS[setting]
+    and a draft in weight-only int8 under an fp32 target; and llama.cpp as target and draft runtime. These are tiny
+    models: the modes' numerics, not their speed, so every mode runs on every CPU (bf16 is emulated where the CPU
+    lacks it)."""
     if runtime == "fast-int4":  # int4 groups 32 inputs: models 64 wide, whose random seeds overlap too little, so
         # the draft is the target's weights plus noise (first-token overlap sum(min(p, q)) 0.66 llama, 0.79 qwen2)
         model = tiny_model(TARGET_SEED, architecture, hidden_size=64, intermediate_size=128, initializer_range=0.3)
@@ -454,17 +458,50 @@ def test_fast_runtime_target_sequences_follow_its_exact_distribution(architectur
         # a draft seed whose tiny model overlaps the target's enough that both accept and reject paths run (qwen2
         # with draft seed 1 accepted 15%: first-token overlap sum(min(p, q)) 0.18; seed 11 (0.38) 20%; seed 12: 0.63)
         draft_model = tiny_model({"llama": DRAFT_SEED, "qwen2": 12}[architecture], architecture)
-    target = build_lm(model, VOCAB, runtime)
-    drafter = ModelDrafter(build_lm(draft_model, VOCAB, draft_runtime))
-    probs = exact_sequence_probs_through(target.fresh(), PROMPT, params)
-    generator = torch.Generator().manual_seed(SEQUENCE_SEED)
-    drawn = count_sequences(lambda: speculative_decode(target, drafter, PROMPT, k, LENGTH, params, generator))
+    drawn, probs = runtime_sequences(model, runtime, draft_model, draft_runtime, tmp_path)
     assert 0.2 < drawn.accepted / drawn.proposed < 0.9
     assert_never_impossible(drawn.counts, probs)
     p_value = g_test_pvalue(drawn.counts, probs)
     record_property("g_test_p", p_value)
     record_property("acceptance", drawn.accepted / drawn.proposed)
     assert p_value > ALPHA
+
+
+def runtime_sequences(model, runtime, draft_model, draft_runtime, tmp_path, rule=verify):
+    """SpS samples at POWER_CASE with target and draft in their runtimes, and the target's exact distribution in its
+    runtime."""
+    k, setting = POWER_CASE
+    params = SETTINGS[setting]
+    target = runtime_lm(model, runtime, tmp_path / "target.gguf")
+    drafter = ModelDrafter(runtime_lm(draft_model, draft_runtime, tmp_path / "draft.gguf"))
+    probs = exact_sequence_probs_through(target.fresh(), PROMPT, params)
+    generator = torch.Generator().manual_seed(SEQUENCE_SEED)
+    drawn = count_sequences(lambda: speculative_decode(target, drafter, PROMPT, k, LENGTH, params, generator,
+                                                       rule=rule))
+    return drawn, probs
+
+
+@pytest.mark.parametrize("rule", WRONG_RULES, ids=lambda rule: rule.__name__)
+def test_llamacpp_runtime_sequence_test_rejects_wrong_rule(rule, record_property, tmp_path):
+    """Power, in the llama.cpp runtime: the G-test above, at the same sample size, fails a wrong rule."""
+    drawn, probs = runtime_sequences(tiny_model(TARGET_SEED, "qwen2"), "llama.cpp", tiny_model(12, "qwen2"),
+                                     "llama.cpp", tmp_path, rule)
+    p_value = g_test_pvalue(drawn.counts, probs)
+    record_property("g_test_p", p_value)
+    assert p_value < POWER_P
+
+
+def runtime_lm(model, runtime: str, gguf_path):
+    """`model` as a cached LM in `runtime`; for llama.cpp written to `gguf_path` as an F32 GGUF first (skipped
+    where llama-cpp-python is not installed)."""
+    from reproduce.engine.runtime import build_lm
+
+    if runtime != "llama.cpp":
+        return build_lm(model, VOCAB, runtime)
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (make install builds it)")
+    from reproduce.engine.tiny_gguf import write_qwen2_gguf
+
+    return build_lm(write_qwen2_gguf(model, gguf_path), VOCAB, "llama.cpp")
 
 
 DISTILLED_KEPT = 6  # the distilled draft's head keeps 6 of the 10 tokens: 0 probability on the rest

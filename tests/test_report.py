@@ -500,7 +500,9 @@ def test_the_runtime_choice_is_shown_once_per_distinct_probe(rendered, paper):
                           "ok": True, "note": ""},
                          {"mode": "fp32", "ms": {"1": 500.52, "2": 1003.47, "3": 1490.73}, "batch_invariant": False,
                           "ok": True, "note": ""},
-                         {"mode": "int4", "ms": {}, "batch_invariant": False, "ok": False, "note": "64 inputs per group"}]}
+                         {"mode": "int4", "ms": {}, "batch_invariant": False, "ok": False, "note": "64 inputs per group"},
+                         {"mode": "llama.cpp", "ms": {"1": 76.3, "2": 111.0, "3": 137.3}, "batch_invariant": False,
+                          "ok": True, "note": "calls of 8+ rows differ", "invariant_rows": 7}]}
     manifest["runtime_choices"] = {"target": choice, "ngram": copy.deepcopy(choice)}  # two models, one probe
     text = render.render_markdown(_report(rendered, paper, manifest=manifest), render.APPENDIX_TEMPLATE)
     assert "- target, draft ngram: **fast-int8**, fastest batch-invariant mode flat at K=2" in text
@@ -508,6 +510,7 @@ def test_the_runtime_choice_is_shown_once_per_distinct_probe(rendered, paper):
     assert "| fast-int8 (chosen) | 179 | 199 | 214 | 1.20 | yes |" in text
     assert "| fast-fp32 | 501 | 1,003 | 1,491 | 2.98 | **no** |" in text
     assert "| fast-int4 | not usable: 64 inputs per group | | | | |" in text
+    assert "| llama.cpp | 76 | 111 | 137 | 1.80 | **no**, up to 7 rows only |" in text
     assert "- draft smollm2-2layers: fast-bf16, set in the config (not probed)." in text
 
 

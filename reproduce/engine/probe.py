@@ -10,7 +10,9 @@ tokens). Both are properties of the CPU's GEMM kernels, which differ between AVX
   for n = 2..MAX_ROWS bitwise;
 - `choose` (pure) picks, for a target verifying K drafts, the batch-invariant mode with the least expected SpS
   time per token (Leviathan's formula over the probe's t(n)); for the paper's regime the flattest batch-invariant
-  verification; for a draft, the fastest single-token mode.
+  verification; for a draft, the fastest single-token mode. Where llama-cpp-python is installed and the model came
+  from a GGUF, reproduce.engine.llamacpp_probe adds the llama.cpp runtime, measured on the real model, to the
+  candidates (for a target only at the K where it is batch-invariant).
 
 Results are cached in $REPRODUCE_CACHE/probes/, keyed by the CPU, torch, the thread count, the environment
 variables that pick torch's kernels (KERNEL_ENV: a run on torch's AVX2 paths must not read the native probe) and
@@ -52,14 +54,25 @@ class ModeProbe:
     batch_invariant: bool
     ok: bool = True  # False: the mode cannot hold these shapes (e.g. int4 on inputs not a multiple of its group)
     note: str = ""
+    # calls of up to this many rows are batch-invariant where not all are (llama.cpp switches kernels at some n)
+    invariant_rows: int | None = None
 
     def ratio(self, rows: int) -> float:
         return self.ms[rows] / self.ms[1]
 
+    def invariant_at(self, rows: int) -> bool:
+        """Whether a call scoring `rows` tokens (and every smaller one) is batch-invariant."""
+        return self.batch_invariant or (self.invariant_rows or 0) >= rows
+
+    @property
+    def runtime(self) -> str:
+        """The catalogue.RUNTIMES name of this mode."""
+        return self.mode if self.mode == "llama.cpp" else f"fast-{self.mode}"
+
 
 @dataclass
 class Choice:
-    runtime: str  # "fast-<mode>"
+    runtime: str  # "fast-<mode>" or "llama.cpp"
     reason: str
     probes: list[ModeProbe]
 
@@ -148,20 +161,22 @@ def choose(probes: list[ModeProbe], role: str, k: int, k_options: tuple[int, ...
                              "a smaller K or name the runtime (e.g. --runtime fast-int8)")
     if role == "draft":
         best = fastest(usable)
-        return Choice(f"fast-{best.mode}", f"fastest single token for a draft ({best.ms[1]:.0f} ms)", probes)
-    invariant = [p for p in usable if p.batch_invariant]
+        return Choice(best.runtime, f"fastest single token for a draft ({best.ms[1]:.0f} ms)", probes)
+    invariant = [p for p in usable if p.invariant_at(rows)]
     if role == "flattest":  # the paper's regime: the batch-invariant mode cheapest per verification relative to one
         best = min(invariant or usable, key=lambda p: (round(p.ratio(rows), 1), p.ms[1]))  # ties within 0.05: faster
-        return Choice(f"fast-{best.mode}", f"flattest batch-invariant verification at K={rows - 1} (t({rows})/t(1) = "
+        return Choice(best.runtime, f"flattest batch-invariant verification at K={rows - 1} (t({rows})/t(1) = "
                       f"{best.ratio(rows):.2f}; t(1) = {best.ms[1]:.0f} ms): the paper's regime", probes)
-    if invariant:
-        ms, best_k, best = min((expected_ms_per_token(p, kk, draft_ms, alpha), kk, p)
-                               for p in invariant for kk in k_options)
-        return Choice(f"fast-{best.mode}", f"least expected SpS time among batch-invariant modes: {ms:.0f} ms a token "
+    # llama.cpp is batch-invariant up to some row count only: each K counts where its K+1 rows are
+    options = [(p, kk) for p in usable for kk in k_options if p.invariant_at(kk + 1)]
+    if options:
+        ms, best_k, best = min(((expected_ms_per_token(p, kk, draft_ms, alpha), kk, p) for p, kk in options),
+                               key=lambda option: option[:2])
+        return Choice(best.runtime, f"least expected SpS time among batch-invariant modes: {ms:.0f} ms a token "
                       f"at K={best_k} (t(1) = {best.ms[1]:.0f} ms, t({best_k + 1})/t(1) = {best.ratio(best_k + 1):.2f}; "
                       f"acceptance {alpha}, draft {draft_ms:.0f} ms)", probes)
     best = fastest(usable)
-    return Choice(f"fast-{best.mode}", "no mode is batch-invariant on this CPU: greedy SpS may differ from ArS by "
+    return Choice(best.runtime, "no mode is batch-invariant on this CPU: greedy SpS may differ from ArS by "
                   f"rounding; the fastest single token ({best.ms[1]:.0f} ms)", probes)
 
 
@@ -197,6 +212,8 @@ def format_choice(name: str, choice: Choice, k: int | None) -> str:
             continue
         curve = " ".join(f"{p.ms[n]:.0f}" for n in sorted(p.ms))
         flag = "batch-invariant" if p.batch_invariant else "NOT batch-invariant"
+        if not p.batch_invariant and p.invariant_rows:
+            flag = f"batch-invariant up to {p.invariant_rows} rows only"
         lines.append(f"  {p.mode:>5}: t(1..{len(p.ms)}) = {curve} ms, {flag}"
                      + (f", t({k + 1})/t(1) = {p.ratio(k + 1):.2f}" if k else ""))
     return "\n".join(lines)

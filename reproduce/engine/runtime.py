@@ -2,17 +2,21 @@
 
 Runtimes (catalogue.RUNTIMES): `hf` is Hugging Face's forward (reproduce.engine.lm.CachedLM); `fast-<mode>` the
 fast CPU runtime (reproduce.engine.fast_lm.FastLlamaLM) with GEMMs in one linear mode of reproduce.engine.linear;
-`auto` asks reproduce.engine.probe which fast mode is best on this CPU for the model's role. The runtime is part
-of the target's definition (its numerics): ArS and SpS must be given LMs built with the same runtime.
+`llama.cpp` the model's own GGUF in llama.cpp (reproduce.engine.llamacpp_lm.LlamaCppLM); `auto` asks
+reproduce.engine.probe which fast mode is best on this CPU for the model's role. The runtime is part of the
+target's definition (its numerics): ArS and SpS must be given LMs built with the same runtime.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from reproduce.catalogue import RUNTIMES
 from reproduce.engine.fast_lm import FAST_MODEL_TYPES, FastLlamaLM
+from reproduce.engine.llamacpp_lm import import_llama_cpp
 from reproduce.engine.lm import CachedLM
+from reproduce.engine.models import gguf_file
 from reproduce.engine.probe import Choice, choose, format_choice, probe_model
 from reproduce.errors import ReproduceError
 
@@ -33,13 +37,30 @@ def fast_eligible(model) -> bool:
     return model.config.model_type in FAST_MODEL_TYPES and next(model.parameters()).device.type == "cpu"
 
 
+def llamacpp_eligible(model) -> bool:
+    """A model loaded from a GGUF where llama-cpp-python imports: `auto` probes the llama.cpp runtime too. Not a
+    draft with a restricted head (drafters.build_drafter marks its model): only the fast runtime computes that."""
+    if getattr(model, "gguf_source", None) is None or getattr(model, "restricted_head", False):
+        return False
+    try:
+        import_llama_cpp()
+    except ReproduceError:
+        return False
+    return True
+
+
 def auto_choice(model, vocab_size: int, role: str = "target", k: int = 4, name: str = "",
                 k_options: tuple[int, ...] = ()) -> Choice | None:
     """The probe's choice for `model` in `role` ("target" verifying K drafts, or "draft"); None where only `hf`
     applies. Printed once per process (stderr), with the reason and t(n) of every mode."""
     if not fast_eligible(model):
         return None
-    choice = choose(probe_model(model.config, vocab_size), role, k, k_options)
+    probes = probe_model(model.config, vocab_size)
+    if llamacpp_eligible(model):
+        from reproduce.engine.llamacpp_probe import probe_gguf
+
+        probes = probes + [probe_gguf(gguf_file(model), vocab_size)]
+    choice = choose(probes, role, k, k_options)
     key = (model.config.name_or_path, role, None if role == "draft" else (k, tuple(k_options)))
     if key not in _announced:
         _announced.add(key)
@@ -69,8 +90,17 @@ def resolve_runtime(runtime: str, model, role: str = "target", k: int = 4, vocab
 
 
 def build_lm(model, vocab_size: int, runtime: str = "auto", role: str = "target", k: int = 4):
-    """The cached LM the engine calls: Hugging Face's forward (CachedLM) or FastLlamaLM."""
+    """The cached LM the engine calls: Hugging Face's forward (CachedLM), FastLlamaLM, or LlamaCppLM. `model` is a
+    loaded Hugging Face model, or for llama.cpp also a GGUF path (models.gguf_file finds a loaded model's)."""
+    if isinstance(model, (str, Path)):
+        if runtime not in ("llama.cpp", "auto"):
+            raise ReproduceError(f"a GGUF path runs in runtime llama.cpp, not {runtime!r}: load it with load_model")
+        runtime = "llama.cpp"
     runtime = resolve_runtime(runtime, model, role, k, vocab_size)
+    if runtime == "llama.cpp":
+        from reproduce.engine.llamacpp_lm import LlamaCppLM
+
+        return LlamaCppLM.load(model if isinstance(model, (str, Path)) else gguf_file(model), vocab_size)
     if runtime == "hf":
         return CachedLM(model, vocab_size)
     return FastLlamaLM.from_hf(model, vocab_size, linear_mode=runtime.removeprefix("fast-"))

@@ -80,12 +80,12 @@ class Losslessness:
 
 def runs_runtime(test: str, runtime: str) -> bool:
     """Whether a test (its id after '::') runs `runtime`: the runtime's name among its parameters, e.g.
-    'test_x[fast-int8-fast-int8-llama]'; for the Hugging Face forward ('hf'), every test naming no fast runtime."""
+    'test_x[fast-int8-fast-int8-llama]'; for the Hugging Face forward ('hf'), every test naming no other runtime."""
     parameters = re.search(r"\[(.*)\]$", test)
     parameters = parameters.group(1) if parameters else ""
-    if runtime.startswith("fast-"):
+    if runtime != "hf":
         return bool(re.search(rf"(^|-){re.escape(runtime)}(-|$)", parameters))
-    return "fast-" not in parameters
+    return "fast-" not in parameters and "llama.cpp" not in parameters
 
 
 def _machine(record: dict) -> dict:

@@ -27,6 +27,27 @@ class Peers:
         return Span.of(p.ours_over_hf.ratio for p in pairs if p.hf.method == hf_method and p.ours_over_hf)
 
 
+def llamacpp_note(settings: tuple[Setting, ...], config: dict, manifest: dict) -> str:
+    """What the run says about the llama.cpp peers (runs/llamacpp_peer.py): where their rows are, or why there are
+    none."""
+    kinds = [m for m in config["methods"] if METHOD_KINDS[m].llamacpp_peer]
+    if any(METHOD_KINDS[r.method].llamacpp_peer for s in settings for r in s.rows):
+        return ("llama.cpp's plain decoding of the target's own GGUF (`llamacpp_ars`: our ArS loop over llama.cpp's "
+                "forward, `reproduce/engine/llamacpp_lm.py`) and its own prompt-lookup speculative decoding "
+                "(`llamacpp_ngram`: llama-cpp-python's `Llama.generate` with `LlamaPromptLookupDecoding`) are rows "
+                "of the tables above, timed on the decode loop like ours. Their numerics are the GGUF's own "
+                "(quantized weights as stored, llama.cpp's kernels); llama.cpp's draft-model speculative decoding is "
+                "not run (a C++ tool `make install` does not build; notes/llamacpp.md measured it ~2x slower than "
+                "llama.cpp's plain decoding on this pair).")
+    if not kinds:
+        return "not measured: this run's methods include neither `llamacpp_ars` nor `llamacpp_ngram`."
+    versions = [s.get("versions", {}).get("llama-cpp-python") for s in manifest.get("sessions", [])]
+    if not any(versions):
+        return ("not measured: llama-cpp-python was not installed when this run ran (`make install` builds it from "
+                "source and says why where the build fails); rerunning the run after installing it adds the rows.")
+    return "not measured: the run has no rows of " + ", ".join(f"`{k}`" for k in kinds) + "."
+
+
 def peers(settings: tuple[Setting, ...]) -> Peers:
     """Each Hugging Face peer row beside our loop on its forward (when run) and our loop in the fast runtime."""
     like, stack = [], []

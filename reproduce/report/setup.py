@@ -29,6 +29,8 @@ RUNTIME_NUMERICS = {
     "fast-int8": "int8 weights (per-row bf16 scales), bf16 activations; fp32 norms, attention, KV cache",
     "fast-int4": "int4 weights (groups of 32 inputs, bf16 scale and zero; head in int8), bf16 activations; fp32 "
                  "norms, attention, KV cache",
+    "llama.cpp": "the GGUF's own: its quantized weights as stored, in llama.cpp's kernels (activations quantized to "
+                 "8 bits in the quantized dot products), f16 KV cache",
 }
 
 DTYPE_NAMES = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}
@@ -134,6 +136,7 @@ class Probe:
     batch_invariant: bool
     ms: tuple[float | None, ...]
     ratio: float | None  # t(K+1)/t(1)
+    invariant_rows: int | None = None  # llama.cpp: calls up to this many rows are batch-invariant, larger ones not
 
 
 @dataclass(frozen=True)
@@ -281,9 +284,11 @@ def probes_view(manifest: dict) -> tuple[bool, tuple[ProbeTable, ...], tuple[str
         probes = []
         for probe in choice["probes"]:
             ms = {int(n): v for n, v in probe["ms"].items()}
-            probes.append(Probe(f"fast-{probe['mode']}", probe["ok"], probe.get("note") or "", probe["batch_invariant"],
+            runtime = probe["mode"] if probe["mode"] == "llama.cpp" else f"fast-{probe['mode']}"  # probe.ModeProbe
+            probes.append(Probe(runtime, probe["ok"], probe.get("note") or "", probe["batch_invariant"],
                                 tuple(ms.get(n) for n in ns),
-                                ms[k + 1] / ms[1] if k and probe["ok"] and k + 1 in ms and 1 in ms else None))
+                                ms[k + 1] / ms[1] if k and probe["ok"] and k + 1 in ms and 1 in ms else None,
+                                probe.get("invariant_rows")))
         key = (choice["runtime"], choice["reason"], k, ns, tuple(probes))
         tables.setdefault(key, []).append(_role_label(role))
     return True, tuple(ProbeTable(tuple(labels), *key) for key, labels in tables.items()), fixed

@@ -4,6 +4,7 @@ order.
 
 from __future__ import annotations
 
+import importlib.util
 import zlib
 from dataclasses import dataclass
 
@@ -52,11 +53,13 @@ def _params(mode: ModeSpec, temperature: float | None = None) -> SamplingParams:
 
 def main_methods(config: ExperimentConfig) -> tuple[Method, ...]:
     """The configured methods as catalogue.METHOD_KINDS plans them: the once-per-prompt kinds (ArS; ArS again on
-    its own seed stream, the A/A check; our ArS on the HF forward; HF generate), then per draft: per K SpS, and at
-    the peer K values the Hugging Face peers (assisted generation, our SpS on the HF forward) for drafts HF can
-    run; draft-only for a model drafting alone. The same in every mode."""
+    its own seed stream, the A/A check; our ArS on the HF forward; HF generate; llama.cpp's plain decoding), then
+    per draft: per K SpS, and at the peer K values the Hugging Face peers (assisted generation, our SpS on the HF
+    forward) for drafts HF can run and llama.cpp's prompt lookup for n-gram drafts; draft-only for a model drafting
+    alone. The same in every mode."""
     def kinds(plan: str) -> list[str]:
-        return [name for name, kind in METHOD_KINDS.items() if kind.plan == plan and name in config.methods]
+        return [name for name, kind in METHOD_KINDS.items() if kind.plan == plan and name in config.methods
+                and (llamacpp_installed() or not kind.llamacpp_peer)]
 
     methods = [Method(kind) for kind in kinds("prompt")]
     peered = set()  # HF runs a model as loaded: one model in two of our runtimes has one HF peer, the first's
@@ -65,11 +68,21 @@ def main_methods(config: ExperimentConfig) -> tuple[Method, ...]:
         peered.add(draft.source)
         for k in draft.k_values or config.k_values:
             methods += [Method(kind, draft.name, k) for kind in kinds("draft_k")]
-            if hf_peer and (config.peer_k_values is None or k in config.peer_k_values):
+            at_peer_k = config.peer_k_values is None or k in config.peer_k_values
+            if hf_peer and at_peer_k:
                 methods += [Method(kind, draft.name, k) for kind in kinds("peer_k")]
+            if draft.kind.kind == "ngram" and at_peer_k:  # llama.cpp's own speculative decoding: prompt lookup
+                methods += [Method(kind, draft.name, k) for kind in kinds("ngram_k")]
         if draft.kind.is_model:
             methods += [Method(kind, draft.name) for kind in kinds("model_draft")]
     return tuple(methods)
+
+
+def llamacpp_installed() -> bool:
+    """llama-cpp-python is installed (`make install` builds it; a failed build leaves it out). Without it the
+    llama.cpp peers are not planned, the run goes on, and the report says they were not measured (a rerun once it
+    is installed adds their rows)."""
+    return importlib.util.find_spec("llama_cpp") is not None
 
 
 def is_control(config: ExperimentConfig, method: Method) -> bool:

