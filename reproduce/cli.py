@@ -208,13 +208,33 @@ def _load(args):
     anything is built; the target is built once, at --k (auto picks its mode for K+1-token verification), and the
     `target` draft drafts over its weights."""
     from reproduce.engine.drafters import build_drafter
-    from reproduce.engine.models import load_model
+    import torch
+
+    from reproduce.catalogue import parse_draft
+    from reproduce.engine.models import load_model, shared_vocab_size
     from reproduce.engine.runtime import build_target
 
     target = load_model(args.target)
     prompt_ids = _prompt_ids(args, target)
+    if prompt_ids and (max(prompt_ids) >= target.vocab_size or min(prompt_ids) < 0):  # before auto probes and prints
+        raise ReproduceError(f"prompt token ids must lie in [0, {target.vocab_size}): was it tokenized for another "
+                             "model?")
+    loaded = {}  # a model draft is loaded (and its vocabulary checked) before auto probes and prints anything
+
+    def load_draft(name, dtype=torch.float32):
+        if name not in loaded:
+            model = load_model(name, dtype)
+            shared_vocab_size(target, model)
+            loaded[name] = model
+        return loaded[name]
+
+    inner = parse_draft(args.draft)
+    inner = inner.inner if inner.kind == "hybrid" else inner
+    if inner.kind == "model":
+        load_draft(inner.name)
     runtime, target_lm = build_target(target, args.runtime, args.k)
-    draft = build_drafter(args.draft, target, runtime, args.runtime, args.ngram_size, target_lm=target_lm)
+    draft = build_drafter(args.draft, target, runtime, args.runtime, args.ngram_size, target_lm=target_lm,
+                          load_model=load_draft)
     return target, prompt_ids, runtime, target_lm, draft.drafter
 
 
