@@ -30,7 +30,7 @@ from reproduce.engine.decoding import prefill
 from reproduce.engine.distilled import distilled_draft_dir, load_distilled
 from reproduce.engine.lm import CachedLM
 from reproduce.engine.restricted import restricted_lm
-from reproduce.engine.runtime import build_lm, resolve_runtime
+from reproduce.engine.runtime import build_lm, resolve_choice, resolve_runtime
 from reproduce.engine.sampling import SamplingParams, logits_to_probs, sample
 from reproduce.errors import ReproduceError
 
@@ -204,6 +204,7 @@ class Draft:
     model: object | None = None  # reproduce.engine.models.LoadedModel
     runtime: str | None = None
     new_lm: Callable[[], object] | None = None
+    choice: object | None = None  # reproduce.engine.probe.Choice, where runtime auto chose the model draft's runtime
 
 
 def draft_lm(model, vocab_size: int, runtime: str, kept: torch.Tensor | None = None):
@@ -233,7 +234,7 @@ def build_drafter(name: str, target, target_runtime: str = "auto", draft_runtime
         inner = build_drafter(draft.inner.name, target, target_runtime, draft_runtime, ngram_size, dtype, target_lm,
                               load_model, make_lm, kept)
         return Draft(name, HybridDrafter(NgramDrafter(vocab, max_ngram=ngram_size), inner.drafter), inner.model,
-                     inner.runtime, inner.new_lm)
+                     inner.runtime, inner.new_lm, inner.choice)
     if draft.kind == "target":  # the target's weights and runtime, its own KV cache
         runtime = resolve_runtime(target_runtime, target.model)
         lm = target_lm.fresh() if target_lm is not None else build_lm(target.model, vocab, runtime)
@@ -245,7 +246,7 @@ def build_drafter(name: str, target, target_runtime: str = "auto", draft_runtime
     models.shared_vocab_size(target, loaded)
     if kept is not None:  # auto leaves llama.cpp out for it (runtime.llamacpp_eligible), here and in the manifest
         loaded.model.restricted_head = True
-    runtime = resolve_runtime(draft_runtime, loaded.model, "draft", vocab_size=vocab, name=loaded.name)
+    runtime, choice = resolve_choice(draft_runtime, loaded.model, "draft", vocab_size=vocab, name=loaded.name)
     lm = (make_lm or draft_lm)(loaded.model, vocab, runtime, kept)
     drafter = RestrictedDrafter(lm, name=name) if kept is not None else ModelDrafter(lm, name=name)
-    return Draft(name, drafter, loaded, runtime, lm.fresh)
+    return Draft(name, drafter, loaded, runtime, lm.fresh, choice)

@@ -14,6 +14,7 @@ derived later by `reproduce.analysis` from these rows.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 import datetime
 import functools
 import json
@@ -31,7 +32,7 @@ from reproduce.engine.drafters import ModelDrafter, build_drafter, draft_lm
 from reproduce.engine.lm import CachedLM
 from reproduce.engine.gguf_parts import SplitGGUF
 from reproduce.engine.models import OFFLINE_ALIASES, TINY_PREFIX, load_model
-from reproduce.engine.runtime import auto_choice, build_lm, cpu_has_native_bf16, resolve_choice
+from reproduce.engine.runtime import build_lm, cpu_has_native_bf16, resolve_choice
 from reproduce.engine.sampling import SamplingParams
 from reproduce.engine.scoring import token_logprobs
 from reproduce.errors import ReproduceError
@@ -58,56 +59,62 @@ from reproduce.runs.results import (
 )
 
 
+@dataclass
+class TargetRecord:
+    """The target in one role ("target", or "target@<block>" for a block with a runtime of its own): its runtime,
+    resolved once, the probe's choice behind it, the LM ArS and SpS decode with, and one that scores outputs."""
+
+    runtime: str
+    choice: dict | None  # the manifest's record of what auto chose, why, and t(n) per mode
+    lm: object
+    scoring_lm: object
+
+
+@dataclass
+class DraftRecord:
+    """One configured draft: its drafter, the model and runtime behind it (None for prompt lookup), the probe's
+    choice, its restricted head's tokens, and an LM of its own for draft-only decoding (model drafts alone)."""
+
+    spec: object  # runs.config.DraftSpec
+    drafter: object
+    model: object | None  # engine.models.LoadedModel
+    runtime: str | None
+    choice: dict | None
+    kept: torch.Tensor | None
+    alone_lm: object | None
+
+
 class ModelPool:
-    """The target and drafts of one experiment, each loaded once."""
+    """The target and drafts of one experiment, each loaded once, one record per model and role."""
 
     def __init__(self, config: ExperimentConfig):
         self.config = config
         self.target = load_model(config.target.name, _dtype(config.target.dtype), config.target.device_map)
         self.vocab_size = self.target.vocab_size
-        # The runtime (HF forward, or FastLlamaLM in one linear mode) is part of the target's definition: ArS, SpS
-        # and the target-as-draft all use it. The HF peers use the HF model as loaded. `auto` picks the target's
-        # mode for the K values its model drafts verify (reproduce.engine.probe.choose)
+        # The runtime (HF forward, FastLlamaLM in one linear mode, or llama.cpp) is part of the target's definition:
+        # ArS, SpS and the target-as-draft all use it. The HF peers use the HF model as loaded. `auto` picks the
+        # target's mode for the K values its model drafts verify (reproduce.engine.probe.choose)
         self.k_options = tuple(sorted({k for spec in config.drafts if spec.kind.kind != "ngram"
                                        for k in (spec.k_values or config.k_values)} or set(config.k_values)))
-        self.verify_k = max(self.k_options)
-        self.runtimes = {}  # model role -> its resolved runtime (the manifest's "models")
-        self.runtime_choices = {}  # model role -> what auto chose, why, and t(n) per mode (the manifest)
-        self.target_lm = self._target_record("target", config.target.runtime, self.k_options)
-        self.scoring_lm = self.target_lm.fresh()  # target log-probs of every output, under the target's runtime
-        # blocks whose target runs in another runtime (the paper's regime: the flattest verification): its LM and
-        # a scoring LM, over the same weights wherever the runtime is the same
-        self.block_targets = {}
+        self.targets: dict[str, TargetRecord] = {}
+        self._add_target("target", config.target.runtime, self.k_options)
+        # blocks whose target runs in another runtime (the paper's regime: the flattest verification)
         for block, sweep in config.sweeps.items():
             if sweep.target_runtime is not None:
-                ks = tuple(sweep.values) if sweep.vary == "k" else (sweep.k,)
-                lm = self._target_record(f"target@{block}", sweep.target_runtime, ks)
-                self.block_targets[block] = (lm, lm.fresh())
-        self.draft_models = {}  # drafts that are models on their own: draft-only rows and HF assisted peers
-        self._loaded = {}
-        self._built = {}
-        self.loaded_drafts = {}  # every draft with a model behind it (hybrids too), for the manifest
-        self.drafters = {}
-        self.draft_lms = {}
-        self.vocabularies = {}  # draft -> the kept token ids of its restricted head
+                self._add_target(f"target@{block}", sweep.target_runtime,
+                                 tuple(sweep.values) if sweep.vary == "k" else (sweep.k,))
+        self._loaded, self._built = {}, {}
+        self.drafts: dict[str, DraftRecord] = {}
         for spec in config.drafts:
-            if spec.vocabulary is not None:
-                self.vocabularies[spec.name] = restricted_vocabulary(self.target.tokenizer, self.vocab_size,
-                                                                     spec.vocabulary)
+            kept = (restricted_vocabulary(self.target.tokenizer, self.vocab_size, spec.vocabulary)
+                    if spec.vocabulary is not None else None)
             draft = build_drafter(spec.source, self.target, self.runtimes["target"], spec.runtime, spec.ngram_size,
                                   _dtype(spec.dtype), target_lm=self.target_lm, load_model=self._load_once,
-                                  make_lm=self._build_once, kept=self.vocabularies.get(spec.name))
-            self.drafters[spec.name] = draft.drafter
-            if draft.model is not None and spec.kind.kind != "target":
-                self.loaded_drafts[spec.name] = draft.model
-                self.runtimes[spec.name] = draft.runtime
-                if spec.runtime == "auto" and (choice := auto_choice(draft.model.model, self.vocab_size, "draft",
-                                                                         name=draft.model.name)):
-                    self.runtime_choices[spec.name] = choice.as_record()
-            if spec.kind.is_model:
-                self.draft_models[spec.name] = draft.model
-                # draft-only decoding gets its own cache (over the same weights) so it never disturbs the drafter's
-                self.draft_lms[spec.name] = draft.new_lm()
+                                  make_lm=self._build_once, kept=kept)
+            # draft-only decoding gets its own cache (over the same weights) so it never disturbs the drafter's
+            self.drafts[spec.name] = DraftRecord(spec, draft.drafter, draft.model, draft.runtime,
+                                                 draft.choice.as_record() if draft.choice else None, kept,
+                                                 draft.new_lm() if spec.kind.is_model else None)
         # ars_hf / sps_hf: our loops over exactly what HF generate() runs (the models' own forward, as loaded)
         self.target_hf_lm = None
         if any(METHOD_KINDS[m].hf_forward for m in config.methods):
@@ -117,24 +124,67 @@ class ModelPool:
             self.hf_drafters = {spec.name: self._hf_forward_drafter(spec) for spec in config.drafts
                                 if spec.kind.has_hf_peer}
 
-    def _target_record(self, role: str, runtime: str, k_options: tuple[int, ...]):
-        """Resolve the target's runtime once for `role` ("target", or "target@<block>"), record it and the probe
-        behind it, and build its LM (a fresh cache over the main target's weights when the runtime is the same)."""
+    def _add_target(self, role: str, runtime: str, k_options: tuple[int, ...]) -> None:
+        """Resolve the target's runtime once for `role`, and build its LM (a fresh cache over the main target's
+        weights when the runtime is the same)."""
         runtime, choice = resolve_choice(runtime, self.target.model, "target", max(k_options), self.vocab_size,
                                          self.target.name, k_options)
-        self.runtimes[role] = runtime
-        if choice is not None:
-            self.runtime_choices[role] = {**choice.as_record(), "k": max(k_options), "k_options": list(k_options)}
-        if role != "target" and runtime == self.runtimes["target"]:
-            return self.target_lm.fresh()
-        return build_lm(self.target.model, self.vocab_size, runtime)
+        main = self.targets.get("target")
+        lm = main.lm.fresh() if main and runtime == main.runtime else build_lm(self.target.model, self.vocab_size,
+                                                                             runtime)
+        record = {**choice.as_record(), "k": max(k_options), "k_options": list(k_options)} if choice else None
+        self.targets[role] = TargetRecord(runtime, record, lm, lm.fresh())
+
+    # ---- views the decoders and the manifest read -------------------------------------------------------------
+
+    @property
+    def target_lm(self):
+        return self.targets["target"].lm
+
+    @property
+    def scoring_lm(self):  # target log-probs of every output, under the target's runtime
+        return self.targets["target"].scoring_lm
+
+    @property
+    def drafters(self) -> dict:
+        return {name: record.drafter for name, record in self.drafts.items()}
+
+    @property
+    def draft_lms(self) -> dict:
+        return {name: record.alone_lm for name, record in self.drafts.items() if record.alone_lm is not None}
+
+    @property
+    def draft_models(self) -> dict:
+        """Drafts that are models on their own: draft-only rows and HF assisted peers."""
+        return {name: record.model for name, record in self.drafts.items() if record.spec.kind.is_model}
+
+    @property
+    def loaded_drafts(self) -> dict:
+        """Every draft with a model of its own behind it (hybrids too), for the manifest."""
+        return {name: record.model for name, record in self.drafts.items()
+                if record.model is not None and record.spec.kind.kind != "target"}
+
+    @property
+    def runtimes(self) -> dict:
+        """Model role -> its resolved runtime (the manifest's "models")."""
+        return {**{role: t.runtime for role, t in self.targets.items()},
+                **{name: self.drafts[name].runtime for name in self.loaded_drafts}}
+
+    @property
+    def runtime_choices(self) -> dict:
+        """Model role -> what auto chose, why, and t(n) per mode (the manifest)."""
+        return {**{role: t.choice for role, t in self.targets.items() if t.choice},
+                **{name: r.choice for name, r in self.drafts.items() if r.choice and name in self.loaded_drafts}}
 
     def target_for(self, unit) -> object:
         """The target LM a unit's ArS and SpS decode with: its block's own runtime where it has one."""
-        return self.block_targets[unit.block][0] if unit.block in self.block_targets else self.target_lm
+        return self.targets.get(f"target@{unit.block}", self.targets["target"]).lm
 
     def scoring_for(self, unit) -> object:
-        return self.block_targets[unit.block][1] if unit.block in self.block_targets else self.scoring_lm
+        return self.targets.get(f"target@{unit.block}", self.targets["target"]).scoring_lm
+
+    def own_runtime(self, unit) -> bool:
+        return f"target@{unit.block}" in self.targets
 
     def _load_once(self, name: str, dtype: torch.dtype):
         """One copy of a model however many drafts use it (e.g. the same draft in two runtimes)."""
@@ -157,13 +207,12 @@ class ModelPool:
         return ModelDrafter(CachedLM(self.draft_models[spec.name].model, self.vocab_size), name=spec.name)
 
     def describe(self) -> dict:
-        models = {"target": self.target, **{role: self.target for role in self.runtimes if role.startswith("target@")},
-                  **self.loaded_drafts}
+        models = {**{role: self.target for role in self.targets}, **self.loaded_drafts}
         return {name: {"name": m.name, "source": m.source, "parameters": m.num_parameters,
                        "dtype": str(m.model.dtype), "runtime": self.runtimes[name]} for name, m in models.items()}
 
     def files(self) -> dict:
-        """Per model (as in describe()), sha256 records of the files it was loaded from (loaded_model_files)."""
+        """Per model (as in describe(), each model once), sha256 records of the files it was loaded from."""
         models = {"target": self.target, **self.loaded_drafts}
         return {name: loaded_model_files(m.name, m.source) for name, m in models.items()}
 
@@ -317,7 +366,7 @@ def _target_logprobs(pool: ModelPool, unit: Unit, caches: PromptCaches, scored_i
     that agree share it). The scoring LM starts from the target's prefilled cache where it can copy it."""
     if not scored_ids:
         return []
-    key = (unit.block in pool.block_targets and unit.block, *scored_ids)  # each target runtime scores its own
+    key = (pool.own_runtime(unit) and unit.block, *scored_ids)  # each target runtime scores its own
     if key not in caches.scores:
         lm, target, prompt_ids = pool.scoring_for(unit), pool.target_for(unit), caches.prompt_ids
         copied = hasattr(lm, "adopt_cache") and id(target) in caches.ms and lm.adopt_cache(target)
@@ -438,8 +487,9 @@ def _warm_up(pool: ModelPool, unit: Unit) -> None:
         speculative_decode(pool.target_lm, drafter, prompt_ids, 2, n, params, generator)
     for lm in pool.draft_lms.values():
         autoregressive_decode(lm, prompt_ids, n, params, generator)
-    for lm, _ in pool.block_targets.values():
-        autoregressive_decode(lm, prompt_ids, n, params, generator)
+    for role, record in pool.targets.items():
+        if role != "target":
+            autoregressive_decode(record.lm, prompt_ids, n, params, generator)
     if pool.target_hf_lm is not None:
         autoregressive_decode(pool.target_hf_lm, prompt_ids, n, params, generator)
     for drafter in pool.hf_drafters.values():
