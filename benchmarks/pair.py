@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.drafts import _markdown_table, _run_line, benchmark_tables
-from reproduce.catalogue import draft_kind
+from reproduce.catalogue import METHOD_KINDS, draft_kind
 from reproduce.errors import ReproduceError
 from reproduce.runs.results import SUMMARY_FILE, json_safe
 
@@ -46,6 +46,9 @@ MAX_C = {"practical": 0.2, "paper": 0.15}
 XSUM_MIN_SPEEDUP = 1.0
 MAX_PREDICTION_GAP = 0.15  # XSum: |measured / Leviathan prediction - 1|
 MAX_PEAK_GIB = 8.0
+# issue 24, HumanEval greedy on the decode loop: llama.cpp's ms/token over ours
+MIN_SPS_OVER_LLAMACPP = 1.3  # our fastest SpS against llama.cpp's plain and its fastest speculative decoding
+MIN_ARS_OVER_LLAMACPP = 1 / 1.25  # our ArS within 1.25x of llama.cpp's plain decoding
 
 
 def _check(target: str, met: bool | None, measured: str) -> dict:
@@ -265,6 +268,45 @@ def peak_memory_check(time_log: Path | None) -> dict:
     return _check(target, gib <= MAX_PEAK_GIB, f"{max(found):,} kB = {gib:.2f} GiB")
 
 
+def llamacpp_checks(entries: list[dict]) -> list[dict]:
+    """Issue 24's targets on HumanEval greedy (main block): llama.cpp's decode ms/token over our fastest SpS's
+    (against its plain decoding and its fastest speculative decoding) and over our ArS's, paired by prompt
+    (analysis.paired.ours_vs_llamacpp). n/a where the run has no llama.cpp rows."""
+    targets = (f"HumanEval greedy: our fastest SpS >= {MIN_SPS_OVER_LLAMACPP}x llama.cpp's plain decoding",
+               f"HumanEval greedy: our fastest SpS >= {MIN_SPS_OVER_LLAMACPP}x llama.cpp's fastest speculative decoding",
+               "HumanEval greedy: our ArS within 1.25x of llama.cpp's plain decoding")
+    setting = [e for e in entries if e["task"] == "humaneval" and e["temperature"] == 0]
+    peers = [e for e in setting if METHOD_KINDS[e["method"]].llamacpp_peer and e.get("ours_vs_llamacpp")]
+    plain = next((e for e in peers if not METHOD_KINDS[e["method"]].uses_draft), None)
+    speculative = min((e for e in peers if METHOD_KINDS[e["method"]].uses_draft),
+                      key=lambda e: e["decode_ms_per_token_mean"], default=None)
+    ars = next((e for e in setting if e["method"] == "ars"), None)
+    full = [e for e in setting if e["method"] == "sps" and ars and e["n"] == ars["n"]
+            and (e.get("vs_ars") or {}).get("speedup")]
+    best = max(full, key=lambda e: e["vs_ars"]["speedup"]["point"], default=None)
+
+    def ratio(peer: dict | None, ours: dict | None) -> dict | None:
+        if peer is None or ours is None:
+            return None
+        return next((r for r in peer["ours_vs_llamacpp"]
+                     if (r["method"], r["draft"], r["k"]) == (ours["method"], ours["draft"], ours["k"])), None)
+
+    checks = []
+    for target, peer, ours, floor in ((targets[0], plain, best, MIN_SPS_OVER_LLAMACPP),
+                                      (targets[1], speculative, best, MIN_SPS_OVER_LLAMACPP),
+                                      (targets[2], plain, ars, MIN_ARS_OVER_LLAMACPP)):
+        record = ratio(peer, ours)
+        if record is None:
+            checks.append(_check(target, None, "no llama.cpp rows beside ours in this run"))
+            continue
+        low, high = record["ci"]
+        checks.append(_check(target, record["point"] >= floor,
+                             f"{record['point']:.2f}x [{low:.2f}, {high:.2f}] ({peer['variant']} "
+                             f"{1000 / peer['decode_ms_per_token_mean']:.1f} tok/s vs {ours['variant']} "
+                             f"{1000 / ours['decode_ms_per_token_mean']:.1f} tok/s, n={record['n']})"))
+    return checks
+
+
 def pass_at_1(entries: list[dict]) -> list[dict]:
     """HumanEval pass@1 of ArS and each SpS, with its 95% bootstrap CI over problems (reported, not a target)."""
     rows = []
@@ -286,7 +328,7 @@ def pair_tables(out_dir: Path, time_log: Path | None = None) -> dict:
     every_block = [e for e in summary["methods"]]
     checks = (speedup_checks(tables["points"], cpu_kind) + [efficiency_check(tables["points"], config)]
               + peer_checks(tables["peers"]) + [greedy_identity_check(every_block)] + measurement_checks(summary, entries)
-              + regime_checks(summary, cpu_kind) + [peak_memory_check(time_log)])
+              + regime_checks(summary, cpu_kind) + llamacpp_checks(entries) + [peak_memory_check(time_log)])
     return {**tables, "pair_checks": checks, "pass_at_1": pass_at_1(entries), "probe_costs": probe_costs(summary["manifest"]),
             "mode_and_k_plan": mode_and_k_plan(summary)}
 

@@ -333,3 +333,53 @@ def test_build_target_runs_a_loaded_gguf_model_in_llamacpp(gguf_dir, tiny_lm):
     runtime, lm = build_target(LoadedModel("tiny", model, None, "gguf"), "llama.cpp", k=4)
     assert runtime == "llama.cpp" and isinstance(lm, LlamaCppLM) and lm.model.path == model.gguf_source
     assert torch.equal(lm.forward([1, 2, 3]), tiny_lm(7, "Q8_0").forward([1, 2, 3]))
+
+
+def test_peer_table_ratios_are_the_rows_paired_by_prompt(tmp_path):
+    """The committed llama.cpp peer run (reports/llamacpp-peer/raw/llamacpp-peer, HumanEval greedy, 10 prompts) through the real
+    analysis and report: each tokens/s cell is 1000 / the mean decode ms/token of its rows, and each ratio the
+    geometric mean over prompts of llama.cpp's decode ms/token over ours, recomputed here from rows.jsonl with
+    numpy. A run without llama.cpp rows (the SmolLM2 fixture) gets no table. Needs no llama-cpp-python."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    import numpy as np
+
+    from reproduce.analysis.summary import analyse
+    from reproduce.report.context import build_report
+    import yaml
+
+    from reproduce.report.render import PAPER_FILE
+
+    raw = Path(__file__).resolve().parent.parent / "reports" / "llamacpp-peer" / "raw" / "llamacpp-peer"
+    for name in ("rows.jsonl", "manifest.json"):
+        shutil.copy(raw / name, tmp_path / name)
+    analyse(tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())  # as the report reads it
+    report = build_report(summary, summary["manifest"], yaml.safe_load(PAPER_FILE.read_text()))
+    (peer,) = report.llamacpp_peers
+    rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
+
+    def decode(method, draft=None, k=None):
+        picked = {r["example_id"]: r["decode_ms"] / r["num_tokens"] for r in rows
+                  if r["method"] == method and r["draft"] == draft and r["k"] == k}
+        return np.array([picked[i] for i in sorted(picked)])
+
+    ours_ars, ours_sps = decode("ars"), decode("sps", peer.sps.draft, peer.sps.k)
+    plain, lookup = decode("llamacpp_ars"), decode("llamacpp_ngram", "ngram", 2)
+    assert len(ours_ars) == len(plain) == 10
+    assert peer.plain.decode_tokens_per_s == pytest.approx(1000 / plain.mean(), rel=1e-6)
+    assert peer.sps_over_plain.ratio == pytest.approx(np.exp(np.log(plain / ours_sps).mean()), rel=1e-6)
+    assert peer.sps_over_speculative.ratio == pytest.approx(np.exp(np.log(lookup / ours_sps).mean()), rel=1e-6)
+    assert peer.ars_over_plain.ratio == pytest.approx(np.exp(np.log(plain / ours_ars).mean()), rel=1e-6)
+    assert peer.sps is report.settings[0].best  # the fastest SpS of section 1, not another
+
+    fixture = Path(__file__).resolve().parent / "fixtures" / "smollm2-run-2026-11-22"
+    other = tmp_path / "no-peers"
+    other.mkdir()
+    for name in ("rows.jsonl", "manifest.json"):
+        shutil.copy(fixture / name, other / name)
+    analyse(other)
+    summary = json.loads((other / "summary.json").read_text())
+    assert build_report(summary, summary["manifest"], yaml.safe_load(PAPER_FILE.read_text())).llamacpp_peers == ()

@@ -30,3 +30,23 @@ def test_targets_are_judged_from_the_rows(tmp_path):
     assert {r["mode"] for r in tables["pass_at_1"]} == {"greedy", "code_nucleus"}
     text = render(tables, "test")
     assert "| NOT MET |" in text and "| n/a |" in text
+
+
+def test_llamacpp_targets_are_judged_from_the_peer_rows(tmp_path):
+    """Issue 24's three checks on the committed llama.cpp peer run (reports/llamacpp-peer/raw/llamacpp-peer, 10 HumanEval greedy
+    prompts): ratios as the report's peer table has them (tests/test_llamacpp.py recomputes those from the rows);
+    the SmolLM2 fixture, without llama.cpp rows, gets n/a, never "met"."""
+    raw = Path(__file__).resolve().parent.parent / "reports" / "llamacpp-peer" / "raw" / "llamacpp-peer"
+    for name in ("rows.jsonl", "manifest.json"):
+        shutil.copy(raw / name, tmp_path / name)
+    checks = [c for c in pair_tables(tmp_path)["pair_checks"] if "llama.cpp" in c["target"]]
+    assert [c["met"] for c in checks] == [True, True, True]
+    assert checks[0]["measured"].startswith("1.51x [1.41, 1.62] (llama.cpp 13.0 tok/s vs SpS[qwen-0.5b,K=3] 19.6")
+    assert checks[1]["measured"].startswith("1.60x [1.43, 1.78] (llama.cpp n-gram[ngram,K=2] 12.2 tok/s")
+    assert checks[2]["measured"].startswith("0.95x [0.94, 0.96] (llama.cpp 13.0 tok/s vs ArS 12.4 tok/s")
+    other = tmp_path / "smollm2"
+    other.mkdir()
+    for name in ("rows.jsonl", "manifest.json"):
+        shutil.copy(RAW / name, other / name)
+    checks = [c for c in pair_tables(other)["pair_checks"] if "llama.cpp" in c["target"]]
+    assert len(checks) == 3 and all(c["met"] is None for c in checks)

@@ -113,3 +113,26 @@ def ours_vs_hf(hf_rows: pd.DataFrame, group: pd.DataFrame) -> dict:
     if ours_hf_forward.any():  # only when those rows were run, so other profiles' summaries stay as they were
         out["ours_hf_forward_vs_hf"] = paired_speedup(hf_rows, group[ours_hf_forward])
     return out
+
+
+# Our loops a llama.cpp peer is set beside: ArS and our SpS (not the repeat, the HF-forward loops or the draft alone)
+OURS_BESIDE_LLAMACPP = ("ars", "sps")
+
+
+def ours_vs_llamacpp(peer_rows: pd.DataFrame, group: pd.DataFrame) -> dict:
+    """A llama.cpp peer's rows (runs.llamacpp_peer) against each of our loops in the setting on the same prompts,
+    on the decode loop like every speedup here: the peer's decode ms/token over ours (> 1: ours faster),
+    ratios.log_ratio_interval, one record per our variant (with its method, draft and K). A variant with fewer
+    than two prompts in common is left out."""
+    peer = peer_rows.set_index(UNIT)
+    out = []
+    for variant, rows in group[group["method"].isin(OURS_BESIDE_LLAMACPP)].groupby("variant", sort=False):
+        first = rows.iloc[0]
+        rows = rows.set_index(UNIT)
+        common = peer.index.intersection(rows.index)
+        if len(common) >= 2:
+            out.append({"variant": variant, "method": first["method"], "draft": first["draft"],
+                        "k": None if pd.isna(first["k"]) else int(first["k"]),
+                        **ratios.log_ratio_interval(peer.loc[common, "decode_ms_per_token"],
+                                                    rows.loc[common, "decode_ms_per_token"])})
+    return {"ours_vs_llamacpp": out}

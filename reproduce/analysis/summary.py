@@ -19,7 +19,7 @@ import pandas as pd
 from reproduce import tasks
 from reproduce.analysis import attainable, equivalence, metrics, ratios, stats
 from reproduce.analysis.frame import BOOTSTRAP_SEED, UNIT, load_frame, pct, ratio, rng_for
-from reproduce.analysis.paired import SAMPLED_TESTS, ours_vs_hf, paired_vs_ars
+from reproduce.analysis.paired import SAMPLED_TESTS, ours_vs_hf, ours_vs_llamacpp, paired_vs_ars
 from reproduce.analysis.quality import add_quality, quality_summary
 from reproduce.analysis.sandbox import isolation_level
 from reproduce.analysis.speed import cost_curve, k_sweep, theory_table
@@ -85,6 +85,8 @@ def method_table(frame: pd.DataFrame, price_per_hour: float, margins: dict) -> l
                 entry["vs_ars"] = paired_vs_ars(rows, ars, rng, margins)
             if METHOD_KINDS[first["method"]].hf_peer:
                 entry.update(ours_vs_hf(rows, group))
+            if METHOD_KINDS[first["method"]].llamacpp_peer:
+                entry.update(ours_vs_llamacpp(rows, group))
             out.append(entry)
     return out
 

@@ -23,7 +23,7 @@ from reproduce.report.discussion import CostModel, cost_model
 from reproduce.report.groups import DECODE, END_TO_END, Setting, main_settings, theory_rows
 from reproduce.report.labels import config_draft_kind, short_draft
 from reproduce.report.lossless import Losslessness, losslessness
-from reproduce.report.peers import Peers, llamacpp_note, peers
+from reproduce.report.peers import LlamaCppPeer, Peers, llamacpp_note, llamacpp_peers, peers
 from reproduce.report.quality import QualityTest, MetricMargin, metric_margins
 from reproduce.report.records import Commit, Speedup, SpeedupMethod
 from reproduce.report.setup import Setup, portable, setup_view
@@ -158,6 +158,7 @@ class Report:
     losslessness_run: LosslessRun | None
     peers: Peers
     llamacpp: str  # the llama.cpp peers: where their rows are, or why there are none (report.peers.llamacpp_note)
+    llamacpp_peers: tuple[LlamaCppPeer, ...]  # tokens/s, ours beside llama.cpp's, per setting with its rows
     aa: tuple[AACheck, ...]
     aa_missing: tuple[str, ...]  # the settings without ArS-repeat rows
     speedup_method: SpeedupMethod
@@ -217,6 +218,7 @@ def build_report(summary: dict, manifest: dict, paper: dict, losslessness_result
         losslessness_run=None if provenance is None else LosslessRun(Commit.read(provenance), provenance.get("started"),
                                                                      provenance.get("finished")),
         peers=peers(settings), llamacpp=llamacpp_note(settings, config, manifest),
+        llamacpp_peers=llamacpp_peers(settings),
         aa=aa, aa_missing=tuple(s.short for s in settings if s.short not in {c.setting for c in aa}),
         speedup_method=SpeedupMethod.read(summary), margins=metric_margins(summary["margins"], settings),
         margins_source=summary["margins_source"], equivalence_assumption=summary["equivalence"]["assumption"],

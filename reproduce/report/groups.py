@@ -107,6 +107,18 @@ class MethodRow:
     loop_ms_ci: tuple[float, float] | None
     ours_vs_hf: Speedup | None  # Hugging Face peers: HF's ms/token over ours (> 1: ours faster)
     ours_hf_forward_vs_hf: Speedup | None
+    # llama.cpp peers: the peer's decode ms/token over each of our loops' (> 1: ours faster), keyed by our loop's
+    # (method, draft, k)
+    ours_vs_llamacpp: tuple[tuple[tuple, Speedup], ...] = ()
+
+    def vs_llamacpp(self, ours: MethodRow) -> Speedup | None:
+        """A llama.cpp peer row's decode ms/token over `ours` on the same prompts (> 1: ours faster)."""
+        return dict(self.ours_vs_llamacpp).get((ours.method, ours.draft, ours.k))
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        """Decode-loop tokens per second: 1000 / the mean decode ms per token over the setting's prompts."""
+        return 1000.0 / self.decode_ms_per_token_mean
 
     @property
     def is_loop(self) -> bool:
@@ -242,7 +254,9 @@ def method_row(entry: dict, theory: dict, config: dict, models: dict, positions:
         quality_tests=tested[0], quality=tested[1], time_full=Stat.read(entry.get("time_full")), r=entry.get("r"),
         loop_ms=entry.get("loop_ms"), loop_ms_ci=pooled.get("ci") and tuple(pooled["ci"]),
         ours_vs_hf=Speedup.read(entry.get("ours_vs_hf"), END_TO_END),
-        ours_hf_forward_vs_hf=Speedup.read(entry.get("ours_hf_forward_vs_hf"), END_TO_END))
+        ours_hf_forward_vs_hf=Speedup.read(entry.get("ours_hf_forward_vs_hf"), END_TO_END),
+        ours_vs_llamacpp=tuple(((r["method"], r["draft"], r["k"]), speedup) for r in entry.get("ours_vs_llamacpp") or ()
+                               if (speedup := Speedup.read(r, DECODE)) is not None))
 
 
 def paper_row(task: str, temperature: float, top_p: float, paper: dict) -> dict | None:

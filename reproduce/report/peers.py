@@ -1,4 +1,5 @@
-"""The Hugging Face peers against our loops on the same prompts, like for like first."""
+"""The Hugging Face peers against our loops on the same prompts, like for like first; llama.cpp's plain and
+speculative decoding beside our ArS and fastest SpS, in tokens per second."""
 
 from __future__ import annotations
 
@@ -25,6 +26,38 @@ class Peers:
     def span(self, which: str, hf_method: str) -> Span | None:
         pairs = self.like_for_like if which == "like_for_like" else self.stack
         return Span.of(p.ours_over_hf.ratio for p in pairs if p.hf.method == hf_method and p.ours_over_hf)
+
+
+@dataclass(frozen=True)
+class LlamaCppPeer:
+    """One setting's tokens/s side by side (issue 24): our ArS and fastest SpS against llama.cpp's plain decoding
+    and its fastest speculative decoding, each ratio paired by prompt on the decode loop (> 1: ours faster)."""
+    setting: str
+    ars: MethodRow
+    sps: MethodRow | None  # the setting's fastest SpS (Setting.best)
+    plain: MethodRow | None  # llamacpp_ars
+    speculative: MethodRow | None  # llama.cpp's speculative row with the lowest decode ms/token
+    sps_over_plain: Speedup | None
+    sps_over_speculative: Speedup | None
+    ars_over_plain: Speedup | None
+
+
+def llamacpp_peers(settings: tuple[Setting, ...]) -> tuple[LlamaCppPeer, ...]:
+    """Every setting with llama.cpp rows: ours (ArS, fastest SpS) beside llama.cpp's (plain, fastest speculative)."""
+    out = []
+    for s in settings:
+        rows = [r for r in s.rows if METHOD_KINDS[r.method].llamacpp_peer and not r.control]
+        if not rows:
+            continue
+        plain = next((r for r in rows if not METHOD_KINDS[r.method].uses_draft), None)
+        speculative = min((r for r in rows if METHOD_KINDS[r.method].uses_draft),
+                          key=lambda r: r.decode_ms_per_token_mean, default=None)
+        out.append(LlamaCppPeer(
+            s.short, s.ars, s.best, plain, speculative,
+            sps_over_plain=plain.vs_llamacpp(s.best) if plain and s.best else None,
+            sps_over_speculative=speculative.vs_llamacpp(s.best) if speculative and s.best else None,
+            ars_over_plain=plain.vs_llamacpp(s.ars) if plain else None))
+    return tuple(out)
 
 
 def llamacpp_note(settings: tuple[Setting, ...], config: dict, manifest: dict) -> str:
