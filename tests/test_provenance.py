@@ -93,14 +93,38 @@ def test_cpu_info_of_a_missing_file_records_nothing_it_does_not_know(tmp_path):
     assert info["cpu_flags"] is None and info["cpu_id"] is None
 
 
-def test_runner_provenance_records_the_commit_and_the_cpu():
+def test_runner_provenance_records_the_commit_and_the_cpu(monkeypatch):
+    from reproduce.engine.probe import KERNEL_ENV
     from reproduce.runs.runner import provenance as run_provenance
 
+    for name in KERNEL_ENV:
+        monkeypatch.delenv(name, raising=False)
     session = run_provenance()
+    assert "kernel_env" not in session
     assert session["git_hash"] == _head() and isinstance(session["git_dirty"], bool)
     assert set(session["cpu_flags"]) == set(provenance.CPU_FLAGS)
     assert session["cpu_native_bf16"] == (session["cpu_flags"]["avx512_bf16"] or session["cpu_flags"]["amx_bf16"])
     assert session["cpu"] and session["cpu_id"]
+
+
+@pytest.mark.parametrize("env, limited", [({"ATEN_CPU_CAPABILITY": "avx2"}, True),
+                                          ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, True),
+                                          ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"}, False)])
+def test_a_run_on_torchs_avx2_paths_records_them_and_no_native_bf16(monkeypatch, env, limited):
+    """torch held to AVX2 on an AVX-512 CPU (how the AVX2 numbers are measured there): the session records the
+    variables and says no native bf16 whatever the flags; a ceiling at or above AMX limits nothing. On an AVX2-only
+    CPU the flags already say no: the limited cases then check only that the variables are recorded."""
+    from reproduce.engine.probe import KERNEL_ENV
+    from reproduce.runs.runner import provenance as run_provenance
+
+    for name in KERNEL_ENV:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    session = run_provenance()
+    assert session["kernel_env"] == env
+    native = session["cpu_flags"]["avx512_bf16"] or session["cpu_flags"]["amx_bf16"]
+    assert session["cpu_native_bf16"] == (native and not limited)
 
 
 def test_model_and_data_file_records(tmp_path, cache):

@@ -43,6 +43,15 @@ def import_llama_cpp():
     return llama_cpp
 
 
+def llama_cpp_build() -> str | None:
+    """The installed llama.cpp build's CPU features ("AVX2 = 1 | ..."; an AVX2-only build on an AVX-512 CPU says
+    so), None where llama-cpp-python does not import."""
+    try:
+        return import_llama_cpp().llama_print_system_info().decode(errors="replace").strip()
+    except ReproduceError:
+        return None
+
+
 def cpu_has_amx() -> bool:
     try:
         flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()

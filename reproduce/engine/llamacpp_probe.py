@@ -6,7 +6,7 @@ After a prompt of PROBE_PROMPT tokens, it times an n-token `forward` for n = 1..
 rows interleaved so drift hits every n alike) and checks bitwise that every row of an n-token call equals the
 single-token call at its position (greedy SpS == ArS needs it), recording the largest n up to which every call
 does (measured: up to 7 rows on our AVX-512 Xeon, not from 8 on, where llama.cpp changes kernels). The result is a probe.ModeProbe of mode
-"llama.cpp", cached in $REPRODUCE_CACHE/probes by CPU, llama-cpp-python version, threads and the GGUF file.
+"llama.cpp", cached in $REPRODUCE_CACHE/probes by CPU, llama-cpp-python version and build features, threads and the GGUF file.
 
 Its t(n) is a whole forward while the fast modes' is their GEMMs alone, so a comparison of the two favours the fast
 modes: `auto` picks llama.cpp for a draft only where it is faster even so.
@@ -71,7 +71,9 @@ def probe_gguf(path, vocab_size: int, n_threads: int | None = None) -> ModeProbe
     n_threads = n_threads or torch.get_num_threads()
     stat = path.stat()
     key = json.dumps([PROBE_VERSION, _cpu_key(), llama_cpp.__version__, n_threads, str(path), stat.st_size,
-                      stat.st_mtime_ns, vocab_size])
+                      stat.st_mtime_ns, vocab_size,
+                      # the build's instruction sets: an AVX2-only build on an AVX-512 CPU must not read the native one's
+                      llama_cpp.llama_print_system_info().decode(errors="replace")])
     cached = cache_dir() / "probes" / f"llamacpp-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
     if cached.exists():
         record = json.loads(cached.read_text())

@@ -9,6 +9,7 @@ target's definition (its numerics): ArS and SpS must be given LMs built with the
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -17,14 +18,29 @@ from reproduce.engine.fast_lm import FAST_MODEL_TYPES, FastLlamaLM
 from reproduce.engine.llamacpp_lm import import_llama_cpp
 from reproduce.engine.lm import CachedLM
 from reproduce.engine.models import gguf_file
-from reproduce.engine.probe import Choice, choose, format_choice, probe_model
+from reproduce.engine.probe import KERNEL_ENV, Choice, choose, format_choice, probe_model
 from reproduce.errors import ReproduceError
 
 _announced: set[tuple] = set()  # (model, role, k) whose auto choice was printed: once per process
 
 
+# ONEDNN_MAX_CPU_ISA values below AVX512-BF16: oneDNN's bf16 GEMMs then run without it
+ONEDNN_BELOW_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
+
+
+def kernel_env() -> dict[str, str]:
+    """The environment variables that hold torch's kernels below the CPU's own instruction set (probe.KERNEL_ENV),
+    those set: a run on torch's AVX2 paths of an AVX-512 CPU records them beside the CPU's flags."""
+    return {v: os.environ[v] for v in KERNEL_ENV if os.environ.get(v)}
+
+
 def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX: where bf16 GEMMs are fast even for one row (measured: 2x faster than fp32)."""
+    """AVX512-BF16 or AMX, and torch allowed to use it: where bf16 GEMMs are fast even for one row (measured: 2x
+    faster than fp32). False on torch's AVX2 paths (ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2) of such a CPU."""
+    env = kernel_env()
+    if env.get("ATEN_CPU_CAPABILITY", "").lower() in ("default", "avx2") or \
+            env.get("ONEDNN_MAX_CPU_ISA", "").upper() in ONEDNN_BELOW_BF16:
+        return False
     try:
         flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
     except (OSError, StopIteration):

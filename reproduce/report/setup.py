@@ -87,6 +87,7 @@ class Machine:
     cores: int
     threads: int
     platform: str
+    kernel_env: tuple[tuple[str, str], ...] = ()  # torch's kernels held below the CPU's instruction set
 
     @property
     def present(self) -> tuple[str, ...]:
@@ -337,7 +338,8 @@ def setup_view(manifest: dict, summary: dict) -> Setup:
     for s in sessions:
         flags = s.get("cpu_flags")
         machine = Machine(s["cpu"], s.get("cpu_id"), None if flags is None else tuple(flags.items()),
-                          s["cpu_native_bf16"], s["cores"], s["threads"], s["platform"])
+                          s["cpu_native_bf16"], s["cores"], s["threads"], s["platform"],
+                          tuple((s.get("kernel_env") or {}).items()))
         if machine not in machines:
             machines.append(machine)
     timed = tuple(_session(s) for s in sessions)

