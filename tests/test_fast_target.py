@@ -429,3 +429,37 @@ def test_bf16_runtime_shares_the_weights_of_a_bf16_hugging_face_model(architectu
     fp32_model = tiny_random_model(architecture, vocab_size=32, seed=2).model
     FastLlamaLM.from_hf(fp32_model, linear_mode="bf16")
     assert fp32_model.model.layers[0].self_attn.q_proj.weight.dtype == torch.float32
+
+
+def test_paging_out_the_model_files_changes_no_logit_and_frees_their_pages(tmp_path, single_thread):
+    """models.page_out_model_files (the pool calls it once the fast runtime has its copies): a tiny Qwen2 saved as
+    safetensors and loaded from the file, in bf16 (its unfused projections and head are still the file's pages);
+    after the page-out, the file's resident pages are gone and a fresh forward gives bitwise the logits of before
+    (the pages are read again). Where madvise(MADV_PAGEOUT) is missing (not Linux, or a kernel before 5.4) it
+    advises nothing: the skip says that the freeing is then unchecked, the unchanged logits are still checked."""
+    import re
+
+    from reproduce.engine.models import load_model, page_out_model_files
+
+    tiny_random_model("qwen2").model.to(torch.bfloat16).save_pretrained(tmp_path / "tiny")  # mapped as stored
+    loaded = load_model(str(tmp_path / "tiny"), torch.bfloat16)
+    lm = FastLlamaLM.from_hf(loaded.model, linear_mode="bf16")
+    before = lm.forward([1, 2, 3, 4, 5])
+
+    def resident_kb() -> int:
+        total, ours = 0, False
+        for line in open("/proc/self/smaps"):
+            if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+                ours = str(tmp_path / "tiny") in line
+            elif ours and line.startswith("Rss:"):
+                total += int(line.split()[1])
+        return total
+
+    mapped = resident_kb()
+    advised = page_out_model_files()
+    after_page_out = resident_kb()
+    lm.reset()
+    assert torch.equal(lm.forward([1, 2, 3, 4, 5]), before)
+    if advised == 0:
+        pytest.skip("madvise(MADV_PAGEOUT) unavailable here: that the model files' pages are freed is unchecked")
+    assert mapped > 0 and after_page_out < mapped

@@ -185,6 +185,37 @@ def _load_offline_alias(alias: str, dtype: torch.dtype) -> LoadedModel:
     return loaded
 
 
+# madvise(2)'s MADV_PAGEOUT (Linux >= 5.4): reclaim these pages now. Clean file pages are dropped and read again from
+# the file (or the page cache) if touched; dirty private pages go to swap or stay. It never changes what is read.
+MADV_PAGEOUT = 21
+MODEL_FILE_SUFFIXES = (".safetensors", ".gguf")
+
+
+def page_out_model_files() -> int:
+    """Drop from this process's resident memory the pages of the model files it has mapped (transformers maps
+    safetensors, llama.cpp its GGUF). Once the fast runtime has its own copies of the weights, those pages are
+    duplicates that stay resident, and in RSS, as long as the file is mapped: 2.9 of the 1.5B's 3.1 GB after its
+    int4 and bf16 copies were built. The weights still read from the file (a bf16 runtime's unfused projections and
+    head, the embedding rows in use) come back on first touch. Returns the bytes advised; 0 where madvise is not
+    available (not Linux), as it is only a hint."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        maps = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return 0
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    advised = 0
+    for line in maps:
+        fields = line.split()
+        if len(fields) > 5 and fields[5].endswith(MODEL_FILE_SUFFIXES):
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            if libc.madvise(start, end - start, MADV_PAGEOUT) == 0:
+                advised += end - start
+    return advised
+
+
 def tiny_random_model(architecture: str = "llama", vocab_size: int = 16, seed: int = 0, **overrides) -> LoadedModel:
     """A small randomly initialised model of a real architecture, built from a config with no download.
 

@@ -31,7 +31,7 @@ from reproduce.engine.decoding import autoregressive_decode, prefill, speculativ
 from reproduce.engine.drafters import ModelDrafter, build_drafter, draft_lm
 from reproduce.engine.lm import CachedLM
 from reproduce.engine.gguf_parts import SplitGGUF
-from reproduce.engine.models import OFFLINE_ALIASES, TINY_PREFIX, load_model
+from reproduce.engine.models import OFFLINE_ALIASES, TINY_PREFIX, load_model, page_out_model_files
 from reproduce.engine.llamacpp_lm import llama_cpp_build
 from reproduce.engine.runtime import build_lm, cpu_has_native_bf16, kernel_env, resolve_choice
 from reproduce.engine.sampling import SamplingParams
@@ -104,6 +104,7 @@ class ModelPool:
             if sweep.target_runtime is not None:
                 self._add_target(f"target@{block}", sweep.target_runtime,
                                  tuple(sweep.values) if sweep.vary == "k" else (sweep.k,))
+        page_out_model_files()  # the target's file pages its runtimes copied: before a draft adds its own
         self._loaded, self._built = {}, {}
         self.drafts: dict[str, DraftRecord] = {}
         for spec in config.drafts:
@@ -116,6 +117,7 @@ class ModelPool:
             self.drafts[spec.name] = DraftRecord(spec, draft.drafter, draft.model, draft.runtime,
                                                  draft.choice.as_record() if draft.choice else None, kept,
                                                  draft.new_lm() if spec.kind.is_model else None)
+            page_out_model_files()
         # ars_hf / sps_hf: our loops over exactly what HF generate() runs (the models' own forward, as loaded)
         self.target_hf_lm = None
         if any(METHOD_KINDS[m].hf_forward for m in config.methods):
