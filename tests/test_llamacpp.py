@@ -286,6 +286,7 @@ def test_report_says_where_the_llamacpp_peers_are_or_why_not():
     assert "not installed when this run ran" in llamacpp_note(without, configured, missing)
     assert "no rows of `llamacpp_ars`, `llamacpp_ngram`" in llamacpp_note(without, configured, installed)
     assert "include neither" in llamacpp_note(without, {"methods": ["ars"]}, installed)
+    assert "make reproduce PROFILE=llamacpp-peer" in llamacpp_note(without, {"methods": ["ars"]}, installed)
 
 
 def test_appendix_shows_the_llamacpp_probe(tmp_path):

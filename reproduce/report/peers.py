@@ -73,7 +73,9 @@ def llamacpp_note(settings: tuple[Setting, ...], config: dict, manifest: dict) -
                 "not run (a C++ tool `make install` does not build; notes/llamacpp.md measured it ~2x slower than "
                 "llama.cpp's plain decoding on this pair).")
     if not kinds:
-        return "not measured: this run's methods include neither `llamacpp_ars` nor `llamacpp_ngram`."
+        return ("not measured in this run: its methods include neither `llamacpp_ars` nor `llamacpp_ngram`. The "
+                "`llamacpp-peer` profile runs both beside our ArS and SpS on HumanEval greedy "
+                "(`make reproduce PROFILE=llamacpp-peer`, its report in reports/llamacpp-peer/).")
     versions = [s.get("versions", {}).get("llama-cpp-python") for s in manifest.get("sessions", [])]
     if not any(versions):
         return ("not measured: llama-cpp-python was not installed when this run ran (`make install` builds it from "
