@@ -384,3 +384,25 @@ def test_peer_table_ratios_are_the_rows_paired_by_prompt(tmp_path):
     analyse(other)
     summary = json.loads((other / "summary.json").read_text())
     assert build_report(summary, summary["manifest"], yaml.safe_load(PAPER_FILE.read_text())).llamacpp_peers == ()
+
+
+def test_the_appendix_names_the_kernel_environment_and_the_llamacpp_build(tmp_path):
+    """The AVX2-paths peer run (reports/llamacpp-peer-avx2) rendered again with a llama.cpp build string added to its
+    session (runs record it from 9ea5bfa on): the appendix's CPU line says torch was held to AVX2, without native
+    bf16, and names the build, so an AVX2 figure measured on an AVX-512 CPU is never read as a native one."""
+    import json
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    raw = Path(__file__).resolve().parent.parent / "reports" / "llamacpp-peer-avx2" / "raw" / "llamacpp-peer-avx2"
+    for name in ("rows.jsonl", "manifest.json"):
+        shutil.copy(raw / name, tmp_path / name)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest["sessions"][0]["llama_cpp_build"] = "CPU : AVX2 = 1 | FMA = 1 |"
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    for command in (["analyse", str(tmp_path)], ["report", str(tmp_path), "--out", str(tmp_path / "results.md")]):
+        subprocess.run([sys.executable, "-m", "reproduce", *command], check=True, capture_output=True)
+    cpu = next(line for line in (tmp_path / "appendix.md").read_text().splitlines() if line.startswith("- **CPU**"))
+    assert "without native bf16 (torch's kernels held below the CPU's instruction set: `ATEN_CPU_CAPABILITY=avx2`" in cpu
+    assert cpu.endswith("llama.cpp build: `CPU : AVX2 = 1 | FMA = 1 |`.")

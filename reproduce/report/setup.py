@@ -88,6 +88,7 @@ class Machine:
     threads: int
     platform: str
     kernel_env: tuple[tuple[str, str], ...] = ()  # torch's kernels held below the CPU's instruction set
+    llama_cpp_build: str | None = None  # the llama.cpp build's instruction sets (llama_print_system_info)
 
     @property
     def present(self) -> tuple[str, ...]:
@@ -339,7 +340,7 @@ def setup_view(manifest: dict, summary: dict) -> Setup:
         flags = s.get("cpu_flags")
         machine = Machine(s["cpu"], s.get("cpu_id"), None if flags is None else tuple(flags.items()),
                           s["cpu_native_bf16"], s["cores"], s["threads"], s["platform"],
-                          tuple((s.get("kernel_env") or {}).items()))
+                          tuple((s.get("kernel_env") or {}).items()), s.get("llama_cpp_build"))
         if machine not in machines:
             machines.append(machine)
     timed = tuple(_session(s) for s in sessions)
