@@ -60,13 +60,18 @@ def _model_draft(config: dict, name: str | None) -> bool:
     return spec is not None and draft_kind(spec).is_model
 
 
+def _sps_points(points: list[dict], task: str, temperature: float) -> tuple[list[dict], dict | None]:
+    """A setting's SpS points with a decode-loop speedup (controls have none), and the fastest of them."""
+    here = [p for p in points if p["task"] == task and p["temperature"] == temperature and p["speedup"]]
+    return here, max(here, key=lambda p: p["speedup"], default=None)
+
+
 def speedup_checks(points: list[dict], cpu_kind: str) -> list[dict]:
     checks = []
     for task, temperature, minimum, min_low, paper in SPEEDUP_TARGETS[cpu_kind]:
         target = (f"{task} T={temperature:g}: speedup" + (f" >= {minimum}x" if minimum else " (reported)")
                   + (f", 95% CI above {min_low}" if min_low else "") + (f" (paper {paper}x)" if paper else ""))
-        here = [p for p in points if p["task"] == task and p["temperature"] == temperature and p["speedup"]]
-        best = max(here, key=lambda p: p["speedup"], default=None)
+        here, best = _sps_points(points, task, temperature)
         if best is None:
             checks.append(_check(target, None, "no SpS rows at this setting"))
             continue
@@ -268,7 +273,7 @@ def peak_memory_check(time_log: Path | None) -> dict:
     return _check(target, gib <= MAX_PEAK_GIB, f"{max(found):,} kB = {gib:.2f} GiB")
 
 
-def llamacpp_checks(entries: list[dict]) -> list[dict]:
+def llamacpp_checks(entries: list[dict], points: list[dict]) -> list[dict]:
     """Issue 24's targets on HumanEval greedy (main block): llama.cpp's decode ms/token over our fastest SpS's
     (against its plain decoding and its fastest speculative decoding) and over our ArS's, paired by prompt
     (analysis.paired.ours_vs_llamacpp). n/a where the run has no llama.cpp rows."""
@@ -281,9 +286,9 @@ def llamacpp_checks(entries: list[dict]) -> list[dict]:
     speculative = min((e for e in peers if METHOD_KINDS[e["method"]].uses_draft),
                       key=lambda e: e["decode_ms_per_token_mean"], default=None)
     ars = next((e for e in setting if e["method"] == "ars"), None)
-    full = [e for e in setting if e["method"] == "sps" and ars and e["n"] == ars["n"]
-            and (e.get("vs_ars") or {}).get("speedup")]
-    best = max(full, key=lambda e: e["vs_ars"]["speedup"]["point"], default=None)
+    _, fastest = _sps_points(points, "humaneval", 0)  # the SpS speedup_checks names
+    best = fastest and next(e for e in setting if e["method"] == "sps" and (e["draft"], e["k"]) == (fastest["draft"],
+                                                                                                   fastest["k"]))
 
     def ratio(peer: dict | None, ours: dict | None) -> dict | None:
         if peer is None or ours is None:
@@ -328,7 +333,7 @@ def pair_tables(out_dir: Path, time_log: Path | None = None) -> dict:
     every_block = [e for e in summary["methods"]]
     checks = (speedup_checks(tables["points"], cpu_kind) + [efficiency_check(tables["points"], config)]
               + peer_checks(tables["peers"]) + [greedy_identity_check(every_block)] + measurement_checks(summary, entries)
-              + regime_checks(summary, cpu_kind) + llamacpp_checks(entries) + [peak_memory_check(time_log)])
+              + regime_checks(summary, cpu_kind) + llamacpp_checks(entries, tables["points"]) + [peak_memory_check(time_log)])
     return {**tables, "pair_checks": checks, "pass_at_1": pass_at_1(entries), "probe_costs": probe_costs(summary["manifest"]),
             "mode_and_k_plan": mode_and_k_plan(summary)}
 

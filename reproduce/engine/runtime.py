@@ -122,8 +122,8 @@ def build_lm(model, vocab_size: int, runtime: str = "auto", role: str = "target"
     return FastLlamaLM.from_hf(model, vocab_size, linear_mode=runtime.removeprefix("fast-"))
 
 
-def build_target(loaded, runtime: str = "auto", k: int = 4, k_options: tuple[int, ...] = ()) -> tuple[str, object]:
-    """(resolved runtime, cached LM) of a loaded target (reproduce.engine.models.LoadedModel) verifying K drafts:
-    the one assembly the command line and the experiment runner share."""
-    runtime, _ = resolve_choice(runtime, loaded.model, "target", k, loaded.vocab_size, loaded.name, k_options)
+def build_target(loaded, runtime: str = "auto", k: int = 4) -> tuple[str, object]:
+    """(resolved runtime, cached LM) of a loaded target (reproduce.engine.models.LoadedModel) verifying K drafts,
+    as the command line builds it (the experiment runner's ModelPool also keeps the probe's choice per role)."""
+    runtime = resolve_runtime(runtime, loaded.model, "target", k, loaded.vocab_size, loaded.name)
     return runtime, build_lm(loaded.model, loaded.vocab_size, runtime)

@@ -14,7 +14,6 @@ derived later by `reproduce.analysis` from these rows.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 import datetime
 import functools
 import json
@@ -60,7 +59,7 @@ from reproduce.runs.results import (
 )
 
 
-@dataclass
+@dataclasses.dataclass
 class TargetRecord:
     """The target in one role ("target", or "target@<block>" for a block with a runtime of its own): its runtime,
     resolved once, the probe's choice behind it, the LM ArS and SpS decode with, and one that scores outputs."""
@@ -71,7 +70,7 @@ class TargetRecord:
     scoring_lm: object
 
 
-@dataclass
+@dataclasses.dataclass
 class DraftRecord:
     """One configured draft: its drafter, the model and runtime behind it (None for prompt lookup), the probe's
     choice, its restricted head's tokens, and an LM of its own for draft-only decoding (model drafts alone)."""
@@ -179,15 +178,18 @@ class ModelPool:
         return {**{role: t.choice for role, t in self.targets.items() if t.choice},
                 **{name: r.choice for name, r in self.drafts.items() if r.choice and name in self.loaded_drafts}}
 
+    def _target_record(self, unit) -> TargetRecord:
+        """The target a unit decodes and is scored with: its block's own runtime where it has one."""
+        return self.targets.get(f"target@{unit.block}", self.targets["target"])
+
     def target_for(self, unit) -> object:
-        """The target LM a unit's ArS and SpS decode with: its block's own runtime where it has one."""
-        return self.targets.get(f"target@{unit.block}", self.targets["target"]).lm
+        return self._target_record(unit).lm
 
     def scoring_for(self, unit) -> object:
-        return self.targets.get(f"target@{unit.block}", self.targets["target"]).scoring_lm
+        return self._target_record(unit).scoring_lm
 
     def own_runtime(self, unit) -> bool:
-        return f"target@{unit.block}" in self.targets
+        return self._target_record(unit) is not self.targets["target"]
 
     def _load_once(self, name: str, dtype: torch.dtype):
         """One copy of a model however many drafts use it (e.g. the same draft in two runtimes)."""
