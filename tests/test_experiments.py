@@ -28,7 +28,7 @@ from reproduce.engine.lm import CachedLM
 from reproduce.engine.models import load_model, tiny_random_model
 from reproduce.engine.sampling import SamplingParams
 from reproduce.errors import ReproduceError
-from reproduce.runs.config import EXPERIMENTS_DIR, load_config, resolve_config
+from reproduce.runs.config import EXPERIMENTS_DIR, load_config, read_config_data, resolve_config
 from reproduce.runs.plan import main_methods, plan_units, row_seed
 from reproduce.runs.results import ROWS_FILE, json_safe, read_done_keys, read_rows, row_key
 from reproduce.runs.runner import _same_config
@@ -101,6 +101,10 @@ def _write(tmp_path: Path, text: str) -> Path:
     ("peer_k_values: [0]\n", "peer_k_values must be integers >= 1"),
     ("peer_k_values: [5]\n", "peer_k_values [5] are not among the drafts' K values [4]"),
     ("methods: [ars, sps_fh]\n", "did you mean 'sps_hf'"),
+    ("method_scopes: {llamacpp_ngram: {modes: [greedy]}}\n", "method_scopes.llamacpp_ngram: ['llamacpp_ngram'] are not"),
+    ("method_scopes: {hf_assisted: {tasks: [xsum]}}\n", "method_scopes.hf_assisted: ['xsum'] are not among"),
+    ("method_scopes: {ars: {modes: [beam]}}\n", "method_scopes.ars: ['beam'] are not among"),
+    ("method_scopes: {ars: {task: [xsum]}}\n", "did you mean 'tasks'"),
 ])
 def test_bad_config_gives_one_line_error(tmp_path, text, message):
     with pytest.raises(ReproduceError) as error:
@@ -345,3 +349,25 @@ def test_llamacpp_peers_plan_like_the_hf_peers_and_drop_out_without_llama_cpp(tm
     monkeypatch.setattr(plan, "llamacpp_installed", lambda: False)
     methods = _methods(tmp_path, "[ars, sps, llamacpp_ars, llamacpp_ngram]", "[2]")
     assert methods and not [m for m in methods if m[0].startswith("llamacpp")]
+
+
+def test_method_scopes_keep_a_kind_to_its_tasks_and_modes(tmp_path, monkeypatch):
+    """llama.cpp's peers scoped to HumanEval greedy (where the report's peer table reads them): every other task and
+    mode plans the same methods without them, and unscoped kinds run everywhere."""
+    from reproduce.runs import plan
+
+    monkeypatch.setattr(plan, "llamacpp_installed", lambda: True)
+    data, _ = read_config_data("default")
+    data["methods"] = list(data["methods"]) + ["llamacpp_ars", "llamacpp_ngram"]
+    data["method_scopes"] = {kind: {"tasks": ["humaneval"], "modes": ["greedy"]}
+                             for kind in ("llamacpp_ars", "llamacpp_ngram")}
+    config = resolve_config(data, "scoped")
+    units = [u for u in plan.plan_units(config) if u.block == "main"]
+    assert {(u.task, u.mode) for u in units} == {("humaneval", "greedy"), ("humaneval", "code_nucleus"),
+                                                 ("xsum", "greedy"), ("xsum", "xsum_nucleus")}
+    for unit in units:
+        kinds = {m.kind for m in unit.methods}
+        assert {"ars", "sps"} <= kinds
+        peers = kinds & {"llamacpp_ars", "llamacpp_ngram"}
+        assert peers == ({"llamacpp_ars", "llamacpp_ngram"} if (unit.task, unit.mode) == ("humaneval", "greedy")
+                         else set()), (unit.task, unit.mode)

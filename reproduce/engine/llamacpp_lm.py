@@ -71,16 +71,21 @@ def our_model_params(model_params):
 class LlamaCppModel:
     """A GGUF loaded once by llama.cpp (memory-mapped); every context over it shares these weights."""
 
-    def __init__(self, path):
+    def __init__(self, path, owner=None):
+        """Load `path`, or (`owner`: a llama-cpp-python Llama that loaded it) use the owner's weights, which the
+        owner frees: one mapping of the file in memory, not two."""
         self.lib = import_llama_cpp()
         self.path = str(path)
-        params = our_model_params(self.lib.llama_model_default_params())
-        self.ptr = self.lib.llama_model_load_from_file(self.path.encode(), params)
-        if not self.ptr:
-            raise ReproduceError(f"llama.cpp could not load {self.path}: check that it is a GGUF of an architecture "
-                                 f"llama.cpp (llama-cpp-python {LLAMA_CPP_VERSION}) supports")
-        # freed with this object, or at exit after every context (finalizers run newest first)
-        weakref.finalize(self, self.lib.llama_model_free, self.ptr)
+        if owner is not None:
+            self.owner, self.ptr = owner, owner._model.model
+        else:
+            params = our_model_params(self.lib.llama_model_default_params())
+            self.ptr = self.lib.llama_model_load_from_file(self.path.encode(), params)
+            if not self.ptr:
+                raise ReproduceError(f"llama.cpp could not load {self.path}: check that it is a GGUF of an "
+                                     f"architecture llama.cpp (llama-cpp-python {LLAMA_CPP_VERSION}) supports")
+            # freed with this object, or at exit after every context (finalizers run newest first)
+            weakref.finalize(self, self.lib.llama_model_free, self.ptr)
         self.n_vocab = self.lib.llama_vocab_n_tokens(self.lib.llama_model_get_vocab(self.ptr))
         self.n_ctx_train = self.lib.llama_model_n_ctx_train(self.ptr)
 
@@ -105,7 +110,7 @@ class _Context:
                                  "free memory or lower the context")
         self.memory = lib.llama_get_memory(self.ptr)
         self.batch = lib.llama_batch_init(n_ctx, 0, 1)
-        weakref.finalize(self, _free_context, lib, self.ptr, self.batch)
+        self.free = weakref.finalize(self, _free_context, lib, self.ptr, self.batch)
         for i in range(n_ctx):  # one sequence (id 0) throughout
             self.batch.n_seq_id[i] = 1
             self.batch.seq_id[i][0] = 0
@@ -141,6 +146,10 @@ class LlamaCppLM(CacheSync):
         """A context of its own over the same weights (fresh(): the copy must not write into the original's)."""
         self._context = _Context(self.model, self.n_ctx, self.n_threads)
         self.cache_tokens: list[int] = []
+
+    def close(self) -> None:
+        """Free the context now (before a borrowed model's owner frees the weights under it)."""
+        self._context.free()
 
     def reset(self) -> None:
         self._context.lib.llama_memory_clear(self._context.memory, False)

@@ -120,6 +120,19 @@ class ControlSpec:
 
 
 @dataclass(frozen=True)
+class MethodScope:
+    """Where a main-block method kind runs, when not everywhere: only in these tasks and modes (empty: all). For
+    peers whose rows only one table reads, e.g. llama.cpp's on HumanEval greedy, so they cost minutes, not a
+    quarter of the run."""
+
+    tasks: tuple[str, ...] = ()
+    modes: tuple[str, ...] = ()
+
+    def covers(self, task: str, mode: str) -> bool:
+        return (not self.tasks or task in self.tasks) and (not self.modes or mode in self.modes)
+
+
+@dataclass(frozen=True)
 class QualityMargin:
     """The equivalence margin of one quality metric (TOST, paired by prompt): fixed in the config before the run,
     used as it is, with the reason it is that size. Units: the metric's own (ROUGE-2 F absolute, pass@1 and
@@ -170,6 +183,7 @@ class ExperimentConfig:
     methods: tuple[str, ...] = DEFAULT_METHODS
     sweeps: dict[str, SweepSpec] = field(default_factory=dict)
     controls: ControlSpec | None = None
+    method_scopes: dict[str, MethodScope] = field(default_factory=dict)  # method kind -> where it runs
     data_source: str = "offline"  # or "hub"
     threads: int = 2
     warmup_tokens: int = 8
@@ -275,6 +289,10 @@ def resolve_config(data: dict, source: str) -> ExperimentConfig:
     data["sweeps"] = {n: _build(SweepSpec, s, f"{source}: sweeps.{n}") for n, s in (data.get("sweeps") or {}).items()}
     if data.get("controls") is not None:
         data["controls"] = _build(ControlSpec, data["controls"], f"{source}: controls")
+    if not isinstance(data.get("method_scopes") or {}, dict):
+        raise ReproduceError(f"{source}: method_scopes must map method kinds to {{tasks, modes}}, got {data['method_scopes']!r}")
+    data["method_scopes"] = {n: _build(MethodScope, m, f"{source}: method_scopes.{n}")
+                             for n, m in (data.get("method_scopes") or {}).items()}
     if "quality_margins" in data:
         data["quality_margins"] = {**base_quality_margins(), **_quality_margins(data["quality_margins"], source)}
     config = _build(ExperimentConfig, data, source)
@@ -343,6 +361,12 @@ def _validate(config: ExperimentConfig, source: str) -> None:
                   [t for t in config.controls.tasks if t not in config.tasks]
         if unknown or config.controls.prompts < 1:
             fail(f"controls: prompts must be >= 1 and tasks / methods / drafts must be ones the config runs, got {unknown}")
+    for kind, scope in config.method_scopes.items():
+        unknown = ([kind] if kind not in config.methods else []) + [t for t in scope.tasks if t not in config.tasks] + \
+                  [m for m in scope.modes if m not in config.modes]
+        if unknown:
+            fail(f"method_scopes.{kind}: {unknown} are not among the config's methods, tasks or modes: "
+                 "scope a method the config runs to its tasks and modes")
     for where, runtime in [("target", config.target.runtime)] + [(f"drafts.{d.name}", d.runtime) for d in config.drafts]:
         if runtime not in RUNTIMES:
             fail(f"{where}.runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")

@@ -28,21 +28,25 @@ import time
 import torch
 
 from reproduce.engine.decoding import Trace, autoregressive_decode
-from reproduce.engine.llamacpp_lm import DEFAULT_CONTEXT, LlamaCppLM, import_llama_cpp, our_model_params
+from reproduce.engine.llamacpp_lm import (DEFAULT_CONTEXT, LlamaCppLM, LlamaCppModel, import_llama_cpp,
+                                          our_model_params)
 from reproduce.engine.models import gguf_file
 
 
 class LlamaCppPeer:
-    """The target's GGUF in llama.cpp twice over the same file: a LlamaCppLM for our loop, and llama-cpp-python's
-    high-level Llama for its speculative decoding (built on first use)."""
+    """The target's GGUF in llama.cpp, loaded once: llama-cpp-python's high-level Llama for its speculative
+    decoding, and a LlamaCppLM (a context of our own over the Llama's weights) for our loop. A target already
+    running in llama.cpp lends its weights to the LlamaCppLM instead, and the Llama loads the file on first use."""
 
     def __init__(self, target, vocab_size: int, target_lm=None):
         self.path = gguf_file(target.model)
         self.vocab_size = vocab_size
-        # the target already running in llama.cpp lends its weights (a context of our own); else load the GGUF
-        self.lm = target_lm.fresh() if isinstance(target_lm, LlamaCppLM) else LlamaCppLM.load(self.path, vocab_size)
         self.llama = None
         self.llama_prefill = None  # one object per Llama: PromptCaches keys prefills by id()
+        if isinstance(target_lm, LlamaCppLM):
+            self.lm = target_lm.fresh()
+        else:  # two loads of the 1.1 GB file would map it twice: the resident set counts it twice
+            self.lm = LlamaCppLM(LlamaCppModel(self.path, owner=self.high_level()), vocab_size)
 
     def high_level(self):
         if self.llama is None:
@@ -50,12 +54,18 @@ class LlamaCppPeer:
             from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
 
             with _model_params_of_ours(lib):
-                self.llama = lib.Llama(str(self.path), n_ctx=min(DEFAULT_CONTEXT, self.lm.n_ctx),
+                self.llama = lib.Llama(str(self.path), n_ctx=DEFAULT_CONTEXT,
                                        n_threads=torch.get_num_threads(), n_threads_batch=torch.get_num_threads(),
                                        draft_model=LlamaPromptLookupDecoding(), flash_attn=True, verbose=False)
             self.llama_prefill = _PrefillOnly(self.llama)
-            atexit.register(self.llama.close)  # before interpreter teardown, where its own __del__ fails noisily
+            atexit.register(self.close)  # before interpreter teardown, where the Llama's own __del__ fails noisily
         return self.llama
+
+    def close(self) -> None:
+        """Our context first: it may run over the Llama's weights, which closing the Llama frees."""
+        if getattr(self, "lm", None) is not None:
+            self.lm.close()
+        self.llama.close()
 
 
 @contextlib.contextmanager

@@ -91,6 +91,12 @@ def is_control(config: ExperimentConfig, method: Method) -> bool:
     return controls is not None and (method.kind in controls.methods or method.draft in controls.drafts)
 
 
+def in_scope(config: ExperimentConfig, method: Method, task: str, mode: str) -> bool:
+    """Whether a main-block method runs in this task and mode (config.method_scopes; unscoped kinds run in all)."""
+    scope = config.method_scopes.get(method.kind)
+    return scope is None or scope.covers(task, mode)
+
+
 def plan_units(config: ExperimentConfig) -> list[Unit]:
     """The whole experiment as a list of units, in a fixed order (the resume logic relies on keys, not order)."""
     units = []
@@ -106,9 +112,10 @@ def plan_units(config: ExperimentConfig) -> list[Unit]:
                 methods = main if with_controls else tuple(m for m in main if not is_control(config, m))
                 for mode_name in task.modes:
                     mode = config.modes[mode_name]
+                    scoped = tuple(m for m in methods if in_scope(config, m, task_name, mode_name))
                     for sample in range(mode.num_samples):
                         units.append(Unit("main", task_name, example, mode_name, _params(mode),
-                                          task.max_new_tokens, task.max_prompt_tokens, seed, sample, methods,
+                                          task.max_new_tokens, task.max_prompt_tokens, seed, sample, scoped,
                                           ignore_eos=task.ignore_eos, chat=task.chat))
     for sweep_name, sweep in config.sweeps.items():
         task, mode = config.tasks[sweep.task], config.modes[sweep.mode]
