@@ -114,7 +114,7 @@ class MethodKind:
     hatch: str | None  # in bar figures: the colour is the draft's, the hatch the method's
     plan: str  # which rows a unit gets (runs.plan): "prompt" one, "draft_k" one per draft and K, "peer_k" one
     #            per draft Hugging Face can run at the peer K values, "model_draft" one per model drafting alone,
-    #            "ngram_k" one per n-gram draft at the peer K values
+    #            "ngram_k" one per n-gram draft at the peer K values, "model_k" one per model draft (GGUF) there
     uses_draft: bool = False  # rows carry a draft name
     uses_k: bool = False  # rows carry K
     hf_peer: bool = False  # Hugging Face's own generate(), a peer of ours
@@ -152,6 +152,9 @@ METHOD_KINDS = {m.name: m for m in (
     MethodKind("llamacpp_ars", "llama.cpp", "llama.cpp plain decoding", 8, "oo", "prompt", llamacpp_peer=True),
     MethodKind("llamacpp_ngram", "llama.cpp n-gram", "llama.cpp prompt lookup", 9, "++", "ngram_k", uses_draft=True,
                uses_k=True, llamacpp_peer=True),
+    # llama.cpp's draft-model speculative decoding: its llama-speculative-simple tool on both models' GGUFs
+    MethodKind("llamacpp_draft", "llama.cpp draft", "llama.cpp draft-model speculative", 10, "**", "model_k",
+               uses_draft=True, uses_k=True, llamacpp_peer=True),
 )}
 # ars_hf / sps_hf run only when a config lists them: they are the slow like-for-like engine comparisons;
 # ars_repeat too (it costs one more ArS decode per prompt)

@@ -357,17 +357,16 @@ def test_method_scopes_keep_a_kind_to_its_tasks_and_modes(tmp_path, monkeypatch)
     from reproduce.runs import plan
 
     monkeypatch.setattr(plan, "llamacpp_installed", lambda: True)
+    monkeypatch.setattr(plan, "speculative_tool", lambda: Path("llama-speculative-simple"))
     data, _ = read_config_data("default")
-    data["methods"] = list(data["methods"]) + ["llamacpp_ars", "llamacpp_ngram"]
-    data["method_scopes"] = {kind: {"tasks": ["humaneval"], "modes": ["greedy"]}
-                             for kind in ("llamacpp_ars", "llamacpp_ngram")}
-    config = resolve_config(data, "scoped")
+    config = resolve_config(data, "default")
+    assert config.method_scopes == load_config("default").method_scopes  # the profile make reproduce runs
     units = [u for u in plan.plan_units(config) if u.block == "main"]
     assert {(u.task, u.mode) for u in units} == {("humaneval", "greedy"), ("humaneval", "code_nucleus"),
                                                  ("xsum", "greedy"), ("xsum", "xsum_nucleus")}
     for unit in units:
         kinds = {m.kind for m in unit.methods}
         assert {"ars", "sps"} <= kinds
-        peers = kinds & {"llamacpp_ars", "llamacpp_ngram"}
-        assert peers == ({"llamacpp_ars", "llamacpp_ngram"} if (unit.task, unit.mode) == ("humaneval", "greedy")
+        peers = kinds & {"llamacpp_ars", "llamacpp_ngram", "llamacpp_draft"}
+        assert peers == ({"llamacpp_ars", "llamacpp_ngram", "llamacpp_draft"} if (unit.task, unit.mode) == ("humaneval", "greedy")
                          else set()), (unit.task, unit.mode)

@@ -285,7 +285,10 @@ def test_report_says_where_the_llamacpp_peers_are_or_why_not():
     assert "are rows of the tables above" in llamacpp_note(with_rows, configured, installed)
     assert "not installed when this run ran" in llamacpp_note(without, configured, missing)
     assert "no rows of `llamacpp_ars`, `llamacpp_ngram`" in llamacpp_note(without, configured, installed)
-    assert "include neither" in llamacpp_note(without, {"methods": ["ars"]}, installed)
+    assert "include none of" in llamacpp_note(without, {"methods": ["ars"]}, installed)
+    assert "not its draft-model speculative decoding" in llamacpp_note(with_rows, configured, installed)
+    with_draft = (SimpleNamespace(rows=[SimpleNamespace(method="llamacpp_ars"), SimpleNamespace(method="llamacpp_draft")]),)
+    assert "`llamacpp_draft`: its `llama-speculative-simple` tool" in llamacpp_note(with_draft, configured, installed)
     assert "make reproduce PROFILE=llamacpp-peer" in llamacpp_note(without, {"methods": ["ars"]}, installed)
 
 
@@ -406,3 +409,30 @@ def test_the_appendix_names_the_kernel_environment_and_the_llamacpp_build(tmp_pa
     cpu = next(line for line in (tmp_path / "appendix.md").read_text().splitlines() if line.startswith("- **CPU**"))
     assert "without native bf16 (torch's kernels held below the CPU's instruction set: `ATEN_CPU_CAPABILITY=avx2`" in cpu
     assert cpu.endswith("llama.cpp build: `CPU : AVX2 = 1 | FMA = 1 |`.")
+
+
+def test_llamacpp_draft_reads_the_tools_output_and_is_planned_only_where_the_tool_is_built(monkeypatch, tmp_path):
+    """llama.cpp's draft-model speculative decoding runs its llama-speculative-simple tool (make install builds it):
+    the row's text is what the tool printed after our prompt (its framing newlines dropped), a prompt it echoed
+    differently is a one-line error, and the method is planned once per draft model at the peer K values, only
+    where the tool exists. The tool itself on the real pair: notes/llamacpp.md and the llamacpp-peer run."""
+    from reproduce.errors import ReproduceError
+    from reproduce.runs import plan
+    from reproduce.runs.config import read_config_data, resolve_config
+    from reproduce.runs.llamacpp_peer import _generated_text
+
+    prompt = "def f(x):\n    \"\"\"Double x.\"\"\"\n"
+    assert _generated_text("\n\n" + prompt + "    return 2 * x\n\n\n\n", prompt) == "    return 2 * x"
+    assert _generated_text("\n\n" + prompt + "\n\n\n\n\n\n", prompt) == "\n\n"  # its own newlines are kept
+    with pytest.raises(ReproduceError) as error:
+        _generated_text("\n\n" + prompt.rstrip() + "    return 2 * x\n\n\n\n", prompt)
+    assert "\n" not in str(error.value) and "echoed a prompt other than ours" in str(error.value)
+
+    monkeypatch.setattr(plan, "llamacpp_installed", lambda: True)
+    data, _ = read_config_data("llamacpp-peer")
+    config = resolve_config(data, "llamacpp-peer")
+    monkeypatch.setattr(plan, "speculative_tool", lambda: None)
+    assert "llamacpp_draft" not in {m.kind for m in plan.main_methods(config)}
+    monkeypatch.setattr(plan, "speculative_tool", lambda: tmp_path / "llama-speculative-simple")
+    drafts = [(m.draft, m.k) for m in plan.main_methods(config) if m.kind == "llamacpp_draft"]
+    assert drafts == [("qwen-0.5b", 3)]  # the model draft only (not n-gram), at its K

@@ -42,9 +42,10 @@ def test_llamacpp_targets_are_judged_from_the_peer_rows(tmp_path):
         shutil.copy(raw / name, tmp_path / name)
     checks = [c for c in pair_tables(tmp_path)["pair_checks"] if "llama.cpp" in c["target"]]
     assert [c["met"] for c in checks] == [True, True, True]
-    assert checks[0]["measured"].startswith("1.51x [1.41, 1.62] (llama.cpp 13.0 tok/s vs SpS[qwen-0.5b,K=3] 19.6")
-    assert checks[1]["measured"].startswith("1.60x [1.43, 1.78] (llama.cpp n-gram[ngram,K=2] 12.2 tok/s")
-    assert checks[2]["measured"].startswith("0.95x [0.94, 0.96] (llama.cpp 13.0 tok/s vs ArS 12.4 tok/s")
+    assert checks[0]["measured"].startswith("1.52x [1.40, 1.64] (llama.cpp 12.0 tok/s vs SpS[qwen-0.5b,K=3] 18.0")
+    # llama.cpp's fastest speculative decoding here is its prompt lookup: its draft-model run (9.8 tok/s) is slower
+    assert checks[1]["measured"].startswith("1.60x [1.45, 1.78] (llama.cpp n-gram[ngram,K=2] 11.2 tok/s")
+    assert checks[2]["measured"].startswith("0.97x [0.96, 0.98] (llama.cpp 12.0 tok/s vs ArS 11.6 tok/s")
     other = tmp_path / "smollm2"
     other.mkdir()
     for name in ("rows.jsonl", "manifest.json"):

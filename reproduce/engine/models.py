@@ -187,17 +187,28 @@ def _load_offline_alias(alias: str, dtype: torch.dtype) -> LoadedModel:
 
 # madvise(2)'s MADV_PAGEOUT (Linux >= 5.4): reclaim these pages now. Clean file pages are dropped and read again from
 # the file (or the page cache) if touched; dirty private pages go to swap or stay. It never changes what is read.
-MADV_PAGEOUT = 21
+MADV_PAGEOUT, MADV_POPULATE_READ = 21, 22
 MODEL_FILE_SUFFIXES = (".safetensors", ".gguf")
 
 
-def page_out_model_files() -> int:
+def page_out_model_files(suffixes: tuple[str, ...] = MODEL_FILE_SUFFIXES) -> int:
     """Drop from this process's resident memory the pages of the model files it has mapped (transformers maps
     safetensors, llama.cpp its GGUF). Once the fast runtime has its own copies of the weights, those pages are
     duplicates that stay resident, and in RSS, as long as the file is mapped: 2.9 of the 1.5B's 3.1 GB after its
     int4 and bf16 copies were built. The weights still read from the file (a bf16 runtime's unfused projections and
     head, the embedding rows in use) come back on first touch. Returns the bytes advised; 0 where madvise is not
     available (not Linux), as it is only a hint."""
+    return _advise_model_files(MADV_PAGEOUT, suffixes)
+
+
+def populate_model_files(suffixes: tuple[str, ...] = (".gguf",)) -> int:
+    """Map the model files' pages back in now (madvise(MADV_POPULATE_READ), Linux 5.14+), so a decode timed next
+    does not pay the page faults of an earlier page-out. Returns the bytes advised (0 where unsupported: the faults
+    then fall on the first call that reads them)."""
+    return _advise_model_files(MADV_POPULATE_READ, suffixes)
+
+
+def _advise_model_files(advice: int, suffixes: tuple[str, ...]) -> int:
     import ctypes
 
     try:
@@ -209,9 +220,9 @@ def page_out_model_files() -> int:
     advised = 0
     for line in maps:
         fields = line.split()
-        if len(fields) > 5 and fields[5].endswith(MODEL_FILE_SUFFIXES):
+        if len(fields) > 5 and fields[5].endswith(suffixes):
             start, end = (int(x, 16) for x in fields[0].split("-"))
-            if libc.madvise(start, end - start, MADV_PAGEOUT) == 0:
+            if libc.madvise(start, end - start, advice) == 0:
                 advised += end - start
     return advised
 

@@ -65,16 +65,19 @@ def llamacpp_note(settings: tuple[Setting, ...], config: dict, manifest: dict) -
     none."""
     kinds = [m for m in config["methods"] if METHOD_KINDS[m].llamacpp_peer]
     if any(METHOD_KINDS[r.method].llamacpp_peer for s in settings for r in s.rows):
+        ran = {r.method for s in settings for r in s.rows}
+        draft = ("its draft-model speculative decoding (`llamacpp_draft`: its `llama-speculative-simple` tool on the "
+                 "target's and the draft's GGUFs, its own decode time)" if "llamacpp_draft" in ran else
+                 "not its draft-model speculative decoding (`llamacpp_draft` is not in this run's methods, or its "
+                 "tool was not built: `make install` builds it)")
         return ("llama.cpp's plain decoding of the target's own GGUF (`llamacpp_ars`: our ArS loop over llama.cpp's "
-                "forward, `reproduce/engine/llamacpp_lm.py`) and its own prompt-lookup speculative decoding "
-                "(`llamacpp_ngram`: llama-cpp-python's `Llama.generate` with `LlamaPromptLookupDecoding`) are rows "
-                "of the tables above, timed on the decode loop like ours. Their numerics are the GGUF's own "
-                "(quantized weights as stored, llama.cpp's kernels); llama.cpp's draft-model speculative decoding is "
-                "not run (a C++ tool `make install` does not build; notes/llamacpp.md measured it ~2x slower than "
-                "llama.cpp's plain decoding on this pair).")
+                "forward, `reproduce/engine/llamacpp_lm.py`), its own prompt-lookup speculative decoding "
+                "(`llamacpp_ngram`: llama-cpp-python's `Llama.generate` with `LlamaPromptLookupDecoding`) and "
+                f"{draft} are rows of the tables above, timed on the decode loop like ours. Their numerics are the "
+                "GGUF's own (quantized weights as stored, llama.cpp's kernels).")
     if not kinds:
-        return ("not measured in this run: its methods include neither `llamacpp_ars` nor `llamacpp_ngram`. The "
-                "`llamacpp-peer` profile runs both beside our ArS and SpS on HumanEval greedy "
+        return ("not measured in this run: its methods include none of `llamacpp_ars`, `llamacpp_ngram` and "
+                "`llamacpp_draft`. The `llamacpp-peer` profile runs them beside our ArS and SpS on HumanEval greedy "
                 "(`make reproduce PROFILE=llamacpp-peer`, its report in reports/llamacpp-peer/).")
     versions = [s.get("versions", {}).get("llama-cpp-python") for s in manifest.get("sessions", [])]
     if not any(versions):

@@ -11,9 +11,11 @@
   Its sampler chain is llama.cpp's: top-k, top-p, then temperature (ours applies the temperature first), min-p
   and repeat penalty off; greedy at T = 0.
 
-Not here: llama.cpp's draft-model speculative decoding (llama-speculative-simple is a C++ tool the Makefile does
-not build, and llama-cpp-python has no draft-model API); measured by hand on this pair it ran ~2x slower than
-llama.cpp's plain decoding (notes/llamacpp.md).
+- `llamacpp_draft`: llama.cpp's own draft-model speculative decoding, its `llama-speculative-simple` tool (built by
+  `make install` from the same sdist's sources; llama-cpp-python has no draft-model API) on the target's and the
+  draft's GGUFs, K tokens drafted a step, in a subprocess per row. The prompt goes in as text (llama.cpp tokenizes
+  it with the GGUF's tokenizer); the decode time is the tool's own ("decoded N tokens in T seconds", its prefill
+  apart), the output its printed text, re-tokenized by the target's tokenizer for the row.
 
 The models are built on first use and kept on the runner's pool (`pool.llamacpp`), so runner.py only registers
 DECODERS. A target without a GGUF, or a missing llama-cpp-python, fails in one line naming the fix.
@@ -23,14 +25,20 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import re
+import subprocess
 import time
+from pathlib import Path
 
 import torch
 
 from reproduce.engine.decoding import Trace, autoregressive_decode
-from reproduce.engine.llamacpp_lm import (DEFAULT_CONTEXT, LlamaCppLM, LlamaCppModel, import_llama_cpp,
+from reproduce.engine.llamacpp_lm import (DEFAULT_CONTEXT, LlamaCppLM, LlamaCppModel, cpu_has_amx, import_llama_cpp,
                                           our_model_params)
 from reproduce.engine.models import gguf_file
+from reproduce.errors import ReproduceError
+from reproduce.runs.plan import SPECULATIVE_TOOL, speculative_tool
+
 
 
 class LlamaCppPeer:
@@ -134,5 +142,59 @@ def _llamacpp_ngram(pool, unit, method, prompt_ids, generator, eos, seed, caches
     return trace
 
 
+def _tool_number(pattern: str, log: str) -> float:
+    match = re.search(pattern, log)
+    if match is None:
+        raise ReproduceError(f"{SPECULATIVE_TOOL} printed no {pattern!r} line: rebuild it with `make install` "
+                             f"(its last output: {log.strip().splitlines()[-1:] or ['none']})")
+    return float(match.group(1))
+
+
+def _generated_text(stdout: str, prompt_text: str) -> str:
+    """The tool prints two newlines, the prompt's pieces, the output's pieces, then four newlines: the output."""
+    body = stdout.removeprefix("\n\n")
+    body = body[: -4] if body.endswith("\n\n\n\n") else body
+    if not body.startswith(prompt_text):
+        raise ReproduceError(f"{SPECULATIVE_TOOL} echoed a prompt other than ours (its tokenizer changed the text?): "
+                             "drop llamacpp_draft from the config's methods for this model")
+    return body[len(prompt_text):]
+
+
+def _llamacpp_draft(pool, unit, method, prompt_ids, generator, eos, seed, caches):
+    tool = speculative_tool()
+    if tool is None:
+        raise ReproduceError(f"{SPECULATIVE_TOOL} is not built: run `make install` (it builds llama.cpp's tool from "
+                             "llama-cpp-python's sdist) or drop llamacpp_draft from the config's methods")
+    params, threads = unit.params, str(torch.get_num_threads())
+    tokenizer = pool.target.tokenizer
+    prompt_text = tokenizer.decode(prompt_ids)
+    # -p, not -f: llama.cpp drops a prompt file's final newline (HumanEval prompts end with one)
+    command = [str(tool), "-m", str(gguf_file(pool.target.model)),
+               "-md", str(gguf_file(pool.draft_models[method.draft].model)),
+               "-p", prompt_text, "-n", str(unit.max_new_tokens), "-c", str(DEFAULT_CONTEXT),
+               "-t", threads, "-tb", threads, "-td", threads, "-tbd", threads, "-fa", "on",
+               "--spec-type", "draft-simple", "--spec-draft-n-max", str(method.k), "--spec-draft-n-min", "0",
+               "--spec-draft-p-min", "0", "--temp", str(params.temperature), "--top-p", str(params.top_p),
+               "--top-k", str(params.top_k), "--min-p", "0", "--repeat-penalty", "1", "--seed", str(seed % 0xFFFFFFFF)]
+    command += ["--ignore-eos"] if eos is None else []
+    command += ["--no-repack"] if cpu_has_amx() else []  # as our_model_params: its AMX path crashed here
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+    log = done.stderr
+    if done.returncode != 0:
+        raise ReproduceError(f"{SPECULATIVE_TOOL} failed (exit {done.returncode}): "
+                             f"{(log.strip().splitlines() or ['no output'])[-1][:200]}")
+    decoded = _tool_number(r"decoded\s+(\d+) tokens", log)
+    decode_s = _tool_number(r"decoded\s+\d+ tokens in\s+([\d.]+) seconds", log)
+    prefill_s = _tool_number(r"encoded\s+\d+ tokens in\s+([\d.]+) seconds", log)
+    text = _generated_text(done.stdout, prompt_text)
+    tokens = tokenizer.encode(text, add_special_tokens=False)
+    # the tool's own rate (decoded tokens over its decode time), per token of the text it printed
+    trace = Trace(method.kind, list(prompt_ids), tokens=tokens, prefill_ms=prefill_s * 1e3,
+                  decode_ms=decode_s * 1e3 * len(tokens) / max(decoded, 1))
+    if eos is not None and len(tokens) < unit.max_new_tokens:
+        trace.stop_reason = "eos"
+    return trace
+
+
 # registered by runner.DECODERS
-DECODERS = {"llamacpp_ars": _llamacpp_ars, "llamacpp_ngram": _llamacpp_ngram}
+DECODERS = {"llamacpp_ars": _llamacpp_ars, "llamacpp_ngram": _llamacpp_ngram, "llamacpp_draft": _llamacpp_draft}

@@ -5,8 +5,11 @@ order.
 from __future__ import annotations
 
 import importlib.util
+import shutil
+import sys
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 from reproduce import tasks
 from reproduce.catalogue import METHOD_KINDS, SWEEP_METHODS
@@ -59,12 +62,14 @@ def main_methods(config: ExperimentConfig) -> tuple[Method, ...]:
     alone. The same in every mode."""
     def kinds(plan: str) -> list[str]:
         return [name for name, kind in METHOD_KINDS.items() if kind.plan == plan and name in config.methods
-                and (llamacpp_installed() or not kind.llamacpp_peer)]
+                and (llamacpp_installed() or not kind.llamacpp_peer)
+                and (name != "llamacpp_draft" or speculative_tool() is not None)]
 
     methods = [Method(kind) for kind in kinds("prompt")]
     peered = set()  # HF runs a model as loaded: one model in two of our runtimes has one HF peer, the first's
     for draft in config.drafts:
-        hf_peer = draft.kind.has_hf_peer and draft.source not in peered
+        first_of_model = draft.source not in peered
+        hf_peer = draft.kind.has_hf_peer and first_of_model
         peered.add(draft.source)
         for k in draft.k_values or config.k_values:
             methods += [Method(kind, draft.name, k) for kind in kinds("draft_k")]
@@ -73,6 +78,8 @@ def main_methods(config: ExperimentConfig) -> tuple[Method, ...]:
                 methods += [Method(kind, draft.name, k) for kind in kinds("peer_k")]
             if draft.kind.kind == "ngram" and at_peer_k:  # llama.cpp's own speculative decoding: prompt lookup
                 methods += [Method(kind, draft.name, k) for kind in kinds("ngram_k")]
+            if draft.kind.kind == "model" and at_peer_k and first_of_model:  # and with the draft model (once per model)
+                methods += [Method(kind, draft.name, k) for kind in kinds("model_k")]
         if draft.kind.is_model:
             methods += [Method(kind, draft.name) for kind in kinds("model_draft")]
     return tuple(methods)
@@ -83,6 +90,17 @@ def llamacpp_installed() -> bool:
     llama.cpp peers are not planned, the run goes on, and the report says they were not measured (a rerun once it
     is installed adds their rows)."""
     return importlib.util.find_spec("llama_cpp") is not None
+
+
+SPECULATIVE_TOOL = "llama-speculative-simple"  # llama.cpp's draft-model speculative decoding; make install builds it
+
+
+def speculative_tool() -> Path | None:
+    """llama.cpp's llama-speculative-simple beside this Python (make install puts it in the venv's bin/), else on
+    PATH; None where it was not built (then `llamacpp_draft` is not planned and the report says so)."""
+    here = Path(sys.executable).parent / SPECULATIVE_TOOL
+    found = here if here.is_file() else shutil.which(SPECULATIVE_TOOL)
+    return Path(found) if found else None
 
 
 def is_control(config: ExperimentConfig, method: Method) -> bool:

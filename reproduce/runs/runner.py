@@ -30,7 +30,8 @@ from reproduce.engine.decoding import autoregressive_decode, prefill, speculativ
 from reproduce.engine.drafters import ModelDrafter, build_drafter, draft_lm
 from reproduce.engine.lm import CachedLM
 from reproduce.engine.gguf_parts import SplitGGUF
-from reproduce.engine.models import OFFLINE_ALIASES, TINY_PREFIX, load_model, page_out_model_files
+from reproduce.engine.models import (OFFLINE_ALIASES, TINY_PREFIX, load_model, page_out_model_files,
+                                     populate_model_files)
 from reproduce.engine.llamacpp_lm import llama_cpp_build
 from reproduce.engine.runtime import build_lm, cpu_has_native_bf16, kernel_env, resolve_choice
 from reproduce.engine.sampling import SamplingParams
@@ -328,6 +329,33 @@ DECODERS = {"ars": _ars, "ars_repeat": _ars, "sps": _sps, "ars_hf": _ars_hf, "sp
 assert set(DECODERS) == set(METHOD_KINDS), "every method kind needs a decoder"
 
 
+# Runtimes whose weights are (partly) the Hugging Face model's own tensors, i.e. pages of its mapped safetensors
+# (fast-bf16 shares the bf16 model's; fp32 the fp32 model's); the int runtimes read copies of their own.
+FILE_BACKED_RUNTIMES = ("hf", "fast-bf16", "fast-fp32")
+
+
+def _page_model_files(pool: ModelPool, unit: Unit, method: Method) -> bool:
+    """Before a row: the model files' pages it reads resident, the others out. Pages a row leaves behind stay
+    resident: the Hugging Face forward's and a bf16 runtime's safetensors (1.3-4 GB), llama.cpp's GGUF (1.1 GB).
+    All at once, beside the int runtimes' own weights, went over the 8 GiB budget. The GGUF is mapped back in
+    (untimed) before a unit with llama.cpp rows, so no llama.cpp row pays the faults; a model in the llama.cpp
+    runtime keeps it in throughout. Returns whether the row runs the Hugging Face forward (the caller pages its
+    files out after it)."""
+    kind = METHOD_KINDS[method.kind]
+    hf_forward = kind.hf_peer or kind.hf_forward
+    draft = pool.drafts.get(method.draft) if method.draft else None
+    reads_safetensors = hf_forward or pool._target_record(unit).runtime in FILE_BACKED_RUNTIMES or (
+        draft is not None and draft.runtime in FILE_BACKED_RUNTIMES)
+    reads_gguf = not hf_forward and ("llama.cpp" in pool.runtimes.values()
+                                     or any(METHOD_KINDS[m.kind].llamacpp_peer for m in unit.methods))
+    out = (() if reads_safetensors else (".safetensors",)) + (() if reads_gguf else (".gguf",))
+    if out:
+        page_out_model_files(out)
+    if reads_gguf:
+        populate_model_files((".gguf",))
+    return hf_forward
+
+
 def run_method(pool: ModelPool, unit: Unit, method: Method, prompt_ids: list[int],
                caches: PromptCaches | None = None) -> dict:
     """Run one method on one unit and return its raw row. `caches`: the prompt's prefills, shared with the other
@@ -336,8 +364,11 @@ def run_method(pool: ModelPool, unit: Unit, method: Method, prompt_ids: list[int
     seed = row_seed(unit, method)
     generator = torch.Generator().manual_seed(seed)
     eos_token_id = pool.target.eos_token_id
+    hf_forward = _page_model_files(pool, unit, method)
     trace = DECODERS[method.kind](pool, unit, method, prompt_ids, generator, None if unit.ignore_eos else eos_token_id,
                                   seed, caches)
+    if hf_forward:
+        page_out_model_files()  # the Hugging Face models' pages it read, duplicates of the fast runtimes' weights
     summary = trace.summary()
     prompt_format = tasks.prompt_format(unit.task, pool.target.tokenizer, unit.chat)
     decode = functools.partial(pool.target.tokenizer.decode, skip_special_tokens=True)
