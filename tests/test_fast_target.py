@@ -433,43 +433,59 @@ def test_bf16_runtime_shares_the_weights_of_a_bf16_hugging_face_model(architectu
     assert fp32_model.model.layers[0].self_attn.q_proj.weight.dtype == torch.float32
 
 
-def test_paging_out_the_model_files_changes_no_logit_and_frees_their_pages(tmp_path, single_thread):
+PAGE_OUT_SCRIPT = """
+import json, re, sys, torch
+from reproduce.engine.fast_lm import FastLlamaLM
+from reproduce.engine.models import load_model, page_out_model_files, populate_model_files
+path = sys.argv[1]
+torch.set_num_threads(1)
+lm = FastLlamaLM.from_hf(load_model(path, torch.bfloat16).model, linear_mode="bf16")
+before = lm.forward([1, 2, 3, 4, 5])
+
+def resident_kb():
+    total, ours = 0, False
+    for line in open("/proc/self/smaps"):
+        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+            ours = path in line
+        elif ours and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+out = {"mapped": resident_kb(), "advised": page_out_model_files()}
+out["after_page_out"] = resident_kb()
+lm.reset()
+out["same_logits"] = bool(torch.equal(lm.forward([1, 2, 3, 4, 5]), before))
+page_out_model_files()
+out["out_again"] = resident_kb()
+out["populated"] = populate_model_files((".safetensors",))
+out["after_populate"] = resident_kb()
+print(json.dumps(out))
+"""
+
+
+def test_paging_out_the_model_files_changes_no_logit_and_frees_their_pages(tmp_path):
     """models.page_out_model_files (the pool calls it once the fast runtime has its copies): a tiny Qwen2 saved as
     safetensors and loaded from the file, in bf16 (its unfused projections and head are still the file's pages);
     after the page-out, the file's resident pages are gone and a fresh forward gives bitwise the logits of before
-    (the pages are read again). Where madvise(MADV_PAGEOUT) is missing (not Linux, or a kernel before 5.4) it
-    advises nothing: the skip says that the freeing is then unchecked, the unchanged logits are still checked."""
-    import re
-
-    from reproduce.engine.models import load_model, page_out_model_files, populate_model_files
+    (the pages are read again); populate_model_files (the runner's, before llama.cpp rows) maps them back. In a
+    fresh process: in this one, earlier tests changed how much of a newly loaded file stayed mapped (8 kB in a full
+    CI run). Where madvise(MADV_PAGEOUT) or MADV_POPULATE_READ is missing (not Linux, kernels before 5.4 / 5.14)
+    the skip says what is then unchecked; the unchanged logits are still checked."""
+    import json
+    import subprocess
+    import sys
 
     tiny_random_model("qwen2").model.to(torch.bfloat16).save_pretrained(tmp_path / "tiny")  # mapped as stored
-    os.sync()  # just written, its pages are dirty until written back, and MADV_PAGEOUT skips dirty pages (CI flake)
-    loaded = load_model(str(tmp_path / "tiny"), torch.bfloat16)
-    lm = FastLlamaLM.from_hf(loaded.model, linear_mode="bf16")
-    before = lm.forward([1, 2, 3, 4, 5])
-
-    def resident_kb() -> int:
-        total, ours = 0, False
-        for line in open("/proc/self/smaps"):
-            if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
-                ours = str(tmp_path / "tiny") in line
-            elif ours and line.startswith("Rss:"):
-                total += int(line.split()[1])
-        return total
-
-    mapped = resident_kb()
-    advised = page_out_model_files()
-    after_page_out = resident_kb()
-    lm.reset()
-    assert torch.equal(lm.forward([1, 2, 3, 4, 5]), before)
-    if advised == 0:
+    os.sync()  # just written, its pages are dirty until written back, and MADV_PAGEOUT skips dirty pages
+    done = subprocess.run([sys.executable, "-c", PAGE_OUT_SCRIPT, str(tmp_path / "tiny")], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["same_logits"]
+    if result["advised"] == 0:
         pytest.skip("madvise(MADV_PAGEOUT) unavailable here: that the model files' pages are freed (and mapped back "
                     "by populate_model_files) is unchecked")
-    assert mapped > 0 and after_page_out < mapped
-    # the runner maps llama.cpp's GGUF back before a timed row; the same call on these safetensors
-    page_out_model_files()
-    out = resident_kb()
-    if populate_model_files((".safetensors",)) == 0:
+    assert result["mapped"] > 0 and result["after_page_out"] < result["mapped"], result
+    if result["populated"] == 0:
         pytest.skip("madvise(MADV_POPULATE_READ) unavailable (Linux < 5.14): mapping pages back before timing is unchecked")
-    assert resident_kb() > out and resident_kb() >= mapped * 0.9
+    assert result["after_populate"] > result["out_again"] and result["after_populate"] >= result["mapped"] * 0.9, result
