@@ -488,4 +488,5 @@ def test_paging_out_the_model_files_changes_no_logit_and_frees_their_pages(tmp_p
     assert result["mapped"] > 0 and result["after_page_out"] < result["mapped"], result
     if result["populated"] == 0:
         pytest.skip("madvise(MADV_POPULATE_READ) unavailable (Linux < 5.14): mapping pages back before timing is unchecked")
-    assert result["after_populate"] > result["out_again"] and result["after_populate"] >= result["mapped"] * 0.9, result
+    # back to at least what the forward had mapped (a second page-out may leave the few pages of a tiny file in)
+    assert result["after_populate"] >= result["mapped"], result
