@@ -28,7 +28,6 @@ import contextlib
 import re
 import subprocess
 import time
-from pathlib import Path
 
 import torch
 
@@ -38,7 +37,6 @@ from reproduce.engine.llamacpp_lm import (DEFAULT_CONTEXT, LlamaCppLM, LlamaCppM
 from reproduce.engine.models import gguf_file
 from reproduce.errors import ReproduceError
 from reproduce.runs.plan import SPECULATIVE_TOOL, speculative_tool
-
 
 
 class LlamaCppPeer:
