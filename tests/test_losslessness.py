@@ -33,6 +33,7 @@ is the same run: a pass is reproducible, and a failure is a real discrepancy to 
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import warnings
@@ -581,6 +582,64 @@ def test_vocabulary_restricted_draft_sequences_follow_exact_target(record_proper
     assert p_value > ALPHA
 
 
+ADAPTIVE_STOP = 0.5  # the tiny draft's top token has 0.82-0.98 at T=1: it stops after drawing any other token
+
+
+def adaptive_sequences(rule) -> tuple[SequenceSample, collections.Counter]:
+    """POWER_CASE's sequences with a draft that stops before K where it is unsure, and how many tokens it drafted
+    in each sequence's first call (where K = 2 is not cut by the length left)."""
+    k, setting = POWER_CASE
+    target = CachedLM(tiny_model(TARGET_SEED), VOCAB)
+    drafter = ModelDrafter(tiny_model(DRAFT_SEED), VOCAB, stop_below=ADAPTIVE_STOP)
+    generator, lengths = torch.Generator().manual_seed(SEQUENCE_SEED), collections.Counter()
+
+    def decode():
+        trace = speculative_decode(target, drafter, PROMPT, k, LENGTH, SETTINGS[setting], generator, rule=rule)
+        lengths[len(trace.steps[0].proposed)] += 1
+        return trace
+    return count_sequences(decode), lengths
+
+
+def test_an_adaptive_drafter_stops_after_an_unsure_token_and_only_then():
+    """Full and restricted heads: a threshold no token reaches stops every call after one token, none never does
+    (K tokens, the default), and a threshold outside [0, 1) is a one-line error."""
+    from reproduce.engine.drafters import RestrictedDrafter
+    from reproduce.engine.restricted import restricted_lm
+    from reproduce.errors import ReproduceError
+
+    def drafter(restricted: bool, stop_below: float):
+        if restricted:
+            lm = restricted_lm(tiny_model(DRAFT_SEED), VOCAB, torch.arange(0, VOCAB, 2), "fp32")
+            return RestrictedDrafter(lm, name="restricted", stop_below=stop_below)
+        return ModelDrafter(tiny_model(DRAFT_SEED), VOCAB, stop_below=stop_below)
+
+    for restricted in (False, True):
+        for params in (GREEDY, SETTINGS["T=1"]):
+            for stop_below, drafted in ((0.0, 4), (0.9999, 1)):
+                tokens, probs = drafter(restricted, stop_below).propose(PROMPT, 4, params, torch.Generator().manual_seed(0))
+                assert len(tokens) == drafted and probs.shape == (drafted, VOCAB), (restricted, params, stop_below)
+    with pytest.raises(ReproduceError, match=r"stop_below must lie in \[0, 1\)") as error:
+        ModelDrafter(tiny_model(DRAFT_SEED), VOCAB, stop_below=1.0)
+    assert "\n" not in str(error.value)
+
+
+def test_adaptive_draft_length_sequences_follow_exact_target(record_property):
+    """A draft that stops drafting before K after a token it gave a probability under stop_below (an adaptive draft
+    length, ModelDrafter._stops): how many tokens a call drafts depends on the drafted tokens, and the G-test
+    against the exact target still holds. The same drafter under a wrong rule fails it (the negative control)."""
+    drawn, lengths = adaptive_sequences(verify)
+    probs = exact_target_probs(POWER_CASE[1])
+    # stopping early (1 token) and drafting the full K = 2 both happen (~14% of first draws are not the top token)
+    assert lengths[1] > 0.05 * NUM_SEQUENCES and lengths[2] > 0.5 * NUM_SEQUENCES, lengths
+    assert_never_impossible(drawn.counts, probs)
+    p_value = g_test_pvalue(drawn.counts, probs)
+    record_property("g_test_p", p_value)
+    record_property("drafted_per_call", dict(sorted(lengths.items())))
+    assert p_value > ALPHA
+    wrong, _ = adaptive_sequences(accept_every_draft)
+    assert g_test_pvalue(wrong.counts, probs) < POWER_P
+
+
 HYBRID_PROMPT = [1, 2, 3, 1, 2]  # repeats itself, so prompt lookup proposes in many steps and the model in others
 
 
@@ -677,10 +736,11 @@ def report_flips(flips: list[str], cases: int) -> None:
         warnings.warn(f"{len(flips)} of {cases} greedy runs hit a float near-tie: " + "; ".join(flips))
 
 
-@pytest.mark.parametrize("drafter_name", ["model", "ngram"])
+@pytest.mark.parametrize("drafter_name", ["model", "ngram", "adaptive"])
 def test_greedy_speculative_equals_greedy_autoregressive_tiny(drafter_name, record_property):
     model = tiny_model(TARGET_SEED)
-    drafter = ModelDrafter(tiny_model(DRAFT_SEED), VOCAB) if drafter_name == "model" else NgramDrafter(VOCAB)
+    drafter = {"model": lambda: ModelDrafter(tiny_model(DRAFT_SEED), VOCAB), "ngram": lambda: NgramDrafter(VOCAB),
+               "adaptive": lambda: ModelDrafter(tiny_model(DRAFT_SEED), VOCAB, stop_below=ADAPTIVE_STOP)}[drafter_name]()
     target, generator = CachedLM(model, VOCAB), torch.Generator().manual_seed(0)
     flips, cases = [], 0
     for prompt in TINY_PROMPTS:

@@ -242,6 +242,8 @@ def drafts_view(config: dict, models: dict) -> tuple[ModelRow, ...]:
             out.append(dataclasses.replace(row, source="the target's own weights"))
         else:
             role = "n-gram prompt lookup, then the draft model" if kind == "hybrid" else "draft model"
+            if draft.get("stop_below"):  # older configs have no such key
+                role += f" (adaptive length: stops after a token it gave p < {draft['stop_below']:g})"
             out.append(_model(role, short_draft(name), models[name], k_values))
     return tuple(out)
 

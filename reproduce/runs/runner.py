@@ -112,7 +112,7 @@ class ModelPool:
                     if spec.vocabulary is not None else None)
             draft = build_drafter(spec.source, self.target, self.runtimes["target"], spec.runtime, spec.ngram_size,
                                   _dtype(spec.dtype), target_lm=self.target_lm, load_model=self._load_once,
-                                  make_lm=self._build_once, kept=kept)
+                                  make_lm=self._build_once, kept=kept, stop_below=spec.stop_below)
             # draft-only decoding gets its own cache (over the same weights) so it never disturbs the drafter's
             self.drafts[spec.name] = DraftRecord(spec, draft.drafter, draft.model, draft.runtime,
                                                  draft.choice.as_record() if draft.choice else None, kept,
