@@ -88,9 +88,13 @@ def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
 
 
 def cpu_key(path: str = "/proc/cpuinfo") -> str:
-    """What identifies this CPU's kernels for a cache of timings: its model name and flags lines, as written."""
-    lines = [line for line in _cpuinfo_text(path).splitlines() if line.startswith(("model name", "flags"))][:2]
-    return "\n".join(lines) or "unknown"
+    """What identifies this CPU's kernels for a cache of timings: its model name and flags lines, as written
+    ("unknown" where the file cannot be read)."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return "unknown"
+    return "\n".join([line for line in text.splitlines() if line.startswith(("model name", "flags"))][:2])
 
 
 def _cache_entry(path: Path) -> Path:

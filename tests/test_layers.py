@@ -27,7 +27,9 @@ def imported_parts(source: str) -> set[str]:
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             parts |= {_part(alias.name) for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+        elif isinstance(node, ast.ImportFrom) and node.level > 0:
+            parts.add("a relative import")  # the package imports absolutely; a relative one would dodge the scan
+        elif isinstance(node, ast.ImportFrom) and node.module:
             if node.module == "reproduce":
                 parts |= {alias.name for alias in node.names}
             else:
@@ -71,3 +73,4 @@ def test_the_scan_finds_an_upward_import_even_inside_a_function():
     assert violations("runs", "from reproduce import analysis\nimport reproduce.engine.lm\n") == ["analysis"]
     assert violations("runs", "from reproduce.distill import recipe\n") == ["distill"]  # same rank, other part
     assert violations("report", "from reproduce.runs.plan import Unit\nfrom reproduce import tasks\n") == []
+    assert violations("engine", "from ..report import render\n") == ["a relative import"]

@@ -83,14 +83,15 @@ def _draft_only(pool: ModelPool, unit: Unit, method: Method, prompt_ids, generat
 
 
 def _hf(pool: ModelPool, unit: Unit, method: Method, prompt_ids, generator, eos, seed, caches):
-    assistant, ngram_size = None, None
+    assistant, ngram_size, stop_below = None, None, 0.0
     if method.draft is not None:
         spec = pool.config.draft(method.draft)
         if spec.kind.is_model:
-            assistant = pool.draft_models[method.draft].model
+            assistant, stop_below = pool.draft_models[method.draft].model, spec.stop_below
         else:
             ngram_size = spec.ngram_size
-    return hf_generate(pool.target, unit, method, prompt_ids, seed, assistant, ngram_size, ignore_eos=eos is None)
+    return hf_generate(pool.target, unit, method, prompt_ids, seed, assistant, ngram_size, ignore_eos=eos is None,
+                       stop_below=stop_below)
 
 
 # How each method kind of catalogue.METHOD_KINDS decodes one unit; each returns a Trace.

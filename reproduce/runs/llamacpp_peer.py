@@ -17,8 +17,8 @@
   it with the GGUF's tokenizer); the decode time is the tool's own ("decoded N tokens in T seconds", its prefill
   apart), the output its printed text, re-tokenized by the target's tokenizer for the row.
 
-The models are built on first use and kept on the runner's pool (`pool.llamacpp`), so runner.py only registers
-DECODERS. A target without a GGUF, or a missing llama-cpp-python, fails in one line naming the fix.
+The models are built on first use and kept on the runner's pool (`pool.llamacpp`), so runs/decoders.py only
+registers DECODERS. A target without a GGUF, or a missing llama-cpp-python, fails in one line naming the fix.
 """
 
 from __future__ import annotations

@@ -210,7 +210,8 @@ class ModelPool:
         generate(assistant_model=...) through its HF forward (for the distilled draft: the full-vocabulary head)."""
         if not spec.kind.is_model:  # prompt lookup: no model, no runtime
             return self.drafters[spec.name]
-        return ModelDrafter(CachedLM(self.draft_models[spec.name].model, self.vocab_size), name=spec.name)
+        return ModelDrafter(CachedLM(self.draft_models[spec.name].model, self.vocab_size), name=spec.name,
+                            stop_below=spec.stop_below)
 
     def describe(self) -> dict:
         models = {**{role: self.target for role in self.targets}, **self.loaded_drafts}
