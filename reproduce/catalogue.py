@@ -123,6 +123,8 @@ class MethodKind:
     hf_counterpart: str | None = None
     legend_rank: int | None = None  # place in the figures' method legends (None: no legend entry)
     llamacpp_peer: bool = False  # llama.cpp on the target's GGUF (runs.llamacpp_peer), a peer of ours
+    # runs llama.cpp's llama-speculative-simple tool (runs.plan.speculative_tool): planned only where it was built
+    needs_speculative_tool: bool = False
 
     @property
     def ours_drafting(self) -> bool:
@@ -154,7 +156,7 @@ METHOD_KINDS = {m.name: m for m in (
                uses_k=True, llamacpp_peer=True),
     # llama.cpp's draft-model speculative decoding: its llama-speculative-simple tool on both models' GGUFs
     MethodKind("llamacpp_draft", "llama.cpp draft", "llama.cpp draft-model speculative", 10, "**", "model_k",
-               uses_draft=True, uses_k=True, llamacpp_peer=True),
+               uses_draft=True, uses_k=True, llamacpp_peer=True, needs_speculative_tool=True),
 )}
 # ars_hf / sps_hf run only when a config lists them: they are the slow like-for-like engine comparisons;
 # ars_repeat too (it costs one more ArS decode per prompt)

@@ -43,9 +43,8 @@ def git_commit(cwd: Path = REPO) -> dict:
     return {"git_hash": git_hash, "git_dirty": dirty}
 
 
-def parse_cpuinfo(text: str) -> dict:
-    """The first processor's model name, its identity (vendor, family, model, stepping: the model name alone is
-    often generic, e.g. 'AMD EPYC' on a VM) and which of CPU_FLAGS it has, from /proc/cpuinfo's text."""
+def _first_processor(text: str) -> dict[str, str]:
+    """The fields of /proc/cpuinfo's first processor block."""
     fields = {}
     for line in text.splitlines():
         if not line.strip():
@@ -54,6 +53,13 @@ def parse_cpuinfo(text: str) -> dict:
             continue
         key, _, value = line.partition(":")
         fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def parse_cpuinfo(text: str) -> dict:
+    """The first processor's model name, its identity (vendor, family, model, stepping: the model name alone is
+    often generic, e.g. 'AMD EPYC' on a VM) and which of CPU_FLAGS it has, from /proc/cpuinfo's text."""
+    fields = _first_processor(text)
     flags = set(fields.get("flags", "").split())
     ident = [fields.get("vendor_id")] + [f"{name} {fields[key]}" for name, key in
                                          (("family", "cpu family"), ("model", "model"), ("stepping", "stepping"))
@@ -63,13 +69,32 @@ def parse_cpuinfo(text: str) -> dict:
             "cpu_flags": {flag: flag in flags for flag in CPU_FLAGS} if "flags" in fields else None}
 
 
+def _cpuinfo_text(path: str = "/proc/cpuinfo") -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
 def cpu_info(path: str = "/proc/cpuinfo") -> dict:
     """parse_cpuinfo of this machine ({"cpu": platform.processor(), ...: None} where /proc/cpuinfo is missing)."""
+    return parse_cpuinfo(_cpuinfo_text(path))
+
+
+def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
+    """Every flag of the first processor (empty where /proc/cpuinfo is missing): the one reader of the flags the
+    runtimes decide on (native bf16, AMX), the probe cache's key and provenance."""
+    return set(_first_processor(_cpuinfo_text(path)).get("flags", "").split())
+
+
+def cpu_key(path: str = "/proc/cpuinfo") -> str:
+    """What identifies this CPU's kernels for a cache of timings: its model name and flags lines, as written
+    ("unknown" where the file cannot be read)."""
     try:
         text = Path(path).read_text()
     except OSError:
-        text = ""
-    return parse_cpuinfo(text)
+        return "unknown"
+    return "\n".join([line for line in text.splitlines() if line.startswith(("model name", "flags"))][:2])
 
 
 def _cache_entry(path: Path) -> Path:

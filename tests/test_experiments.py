@@ -105,6 +105,9 @@ def _write(tmp_path: Path, text: str) -> Path:
     ("method_scopes: {hf_assisted: {tasks: [xsum]}}\n", "method_scopes.hf_assisted: ['xsum'] are not among"),
     ("method_scopes: {ars: {modes: [beam]}}\n", "method_scopes.ars: ['beam'] are not among"),
     ("method_scopes: {ars: {task: [xsum]}}\n", "did you mean 'tasks'"),
+    ("drafts: [{name: ngram, stop_below: 0.5}]\n", "stop_below must be a probability in (0, 1) on a draft with a model"),
+    ("drafts: [{name: t, model: target, stop_below: 1.5}]\n", "stop_below must be a probability in (0, 1)"),
+    ("drafts: [{name: t, model: target, stop_below: high}]\n", "stop_below must be a probability in (0, 1)"),
 ])
 def test_bad_config_gives_one_line_error(tmp_path, text, message):
     with pytest.raises(ReproduceError) as error:

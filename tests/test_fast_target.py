@@ -40,12 +40,13 @@ from reproduce.engine.models import tiny_random_model
 from reproduce.engine.probe import choose, probe_model
 from reproduce.engine.runtime import build_lm, build_target, resolve_runtime
 from reproduce.engine.sampling import SamplingParams
+from reproduce import provenance
 from reproduce.errors import ReproduceError
+from reproduce.provenance import cpu_flags
 from reproduce.runs.config import EXPERIMENTS_DIR, load_config
 from reproduce.tasks import build_prompt_ids, load_examples
 
-CPU_FLAGS = " ".join(sorted({f for line in open("/proc/cpuinfo") if line.startswith("flags") for f in line.split()}
-                            & {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16"}))
+CPU_FLAGS = " ".join(sorted(cpu_flags() & set(provenance.CPU_FLAGS)))
 
 # (tokens to forward, or ("rollback", length)): prefill, verification-sized calls, single tokens, rollbacks
 CALLS = [[1, 5, 9, 2, 7, 3, 30, 11], [4, 6, 8], ("rollback", 9), [12, 13], [14], ("rollback", 8), [15, 16, 17, 18],

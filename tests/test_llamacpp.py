@@ -248,7 +248,7 @@ def test_llamacpp_peers_agree_when_greedy_and_time_the_decode_loop(gguf_dir, tin
 
     from reproduce.runs.llamacpp_peer import DECODERS
     from reproduce.runs.plan import Method
-    from reproduce.runs.runner import PromptCaches
+    from reproduce.runs.decoders import PromptCaches
 
     tiny_lm(7, "Q8_0")  # writes the GGUF
     target = SimpleNamespace(model=SimpleNamespace(gguf_source=str(gguf_dir / "qwen2-7-Q8_0.gguf")))
@@ -419,7 +419,7 @@ def test_llamacpp_draft_reads_the_tools_output_and_is_planned_only_where_the_too
     from reproduce.errors import ReproduceError
     from reproduce.runs import plan
     from reproduce.runs.config import read_config_data, resolve_config
-    from reproduce.runs.llamacpp_peer import _generated_text
+    from reproduce.runs.llamacpp_peer import _generated_text, _tool_numbers
 
     prompt = "def f(x):\n    \"\"\"Double x.\"\"\"\n"
     assert _generated_text("\n\n" + prompt + "    return 2 * x\n\n\n\n", prompt) == "    return 2 * x"
@@ -427,6 +427,13 @@ def test_llamacpp_draft_reads_the_tools_output_and_is_planned_only_where_the_too
     with pytest.raises(ReproduceError) as error:
         _generated_text("\n\n" + prompt.rstrip() + "    return 2 * x\n\n\n\n", prompt)
     assert "\n" not in str(error.value) and "echoed a prompt other than ours" in str(error.value)
+    # its timing lines (as 0.3.36's tool prints them); a log without them is a one-line error naming the fix
+    log = "encoded   40 tokens in    0.512 seconds, speed:   78.1 t/s\ndecoded  128 tokens in    9.810 seconds, speed:"
+    assert _tool_numbers(r"decoded\s+(\d+) tokens in\s+([\d.]+) seconds", log) == (128.0, 9.81)
+    assert _tool_numbers(r"encoded\s+\d+ tokens in\s+([\d.]+) seconds", log) == (0.512,)
+    with pytest.raises(ReproduceError) as error:
+        _tool_numbers(r"decoded\s+(\d+) tokens in\s+([\d.]+) seconds", "main: error: failed to load model\n")
+    assert "\n" not in str(error.value) and "make install" in str(error.value) and "failed to load" in str(error.value)
 
     monkeypatch.setattr(plan, "llamacpp_installed", lambda: True)
     data, _ = read_config_data("llamacpp-peer")

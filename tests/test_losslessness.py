@@ -33,6 +33,7 @@ is the same run: a pass is reproducible, and a failure is a real discrepancy to 
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import warnings
@@ -581,6 +582,83 @@ def test_vocabulary_restricted_draft_sequences_follow_exact_target(record_proper
     assert p_value > ALPHA
 
 
+ADAPTIVE_STOP = 0.5  # the tiny draft's top token has 0.82-0.98 at T=1: it stops after drawing any other token
+
+
+def adaptive_sequences(rule) -> tuple[SequenceSample, collections.Counter]:
+    """POWER_CASE's sequences with a draft that stops before K where it is unsure, and how many tokens it drafted
+    in each sequence's first call (where K = 2 is not cut by the length left)."""
+    k, setting = POWER_CASE
+    target = CachedLM(tiny_model(TARGET_SEED), VOCAB)
+    drafter = ModelDrafter(tiny_model(DRAFT_SEED), VOCAB, stop_below=ADAPTIVE_STOP)
+    generator, lengths = torch.Generator().manual_seed(SEQUENCE_SEED), collections.Counter()
+
+    def decode():
+        trace = speculative_decode(target, drafter, PROMPT, k, LENGTH, SETTINGS[setting], generator, rule=rule)
+        lengths[len(trace.steps[0].proposed)] += 1
+        return trace
+    return count_sequences(decode), lengths
+
+
+def test_an_adaptive_drafter_stops_after_an_unsure_token_and_only_then():
+    """Full and restricted heads, greedy and sampled: with the draws of a fixed-K call, the draft's own probability
+    of each drafted token (an independent softmax of the HF model's logits over the head's tokens) says where each
+    threshold must stop; every threshold between two of those probabilities is run. A threshold outside [0, 1) is a
+    one-line error."""
+    from reproduce.engine.drafters import RestrictedDrafter
+    from reproduce.engine.restricted import restricted_lm
+    from reproduce.errors import ReproduceError
+
+    model, k = tiny_model(DRAFT_SEED), 4
+
+    def drafter(restricted: bool, stop_below: float):
+        if restricted:
+            lm = restricted_lm(model, VOCAB, torch.arange(0, VOCAB, 2), "fp32")
+            return RestrictedDrafter(lm, name="restricted", stop_below=stop_below)
+        return ModelDrafter(model, VOCAB, stop_below=stop_below)
+
+    thresholds_run = 0
+    for restricted in (False, True):
+        head = drafter(restricted, 0.0).lm.kept if restricted else torch.arange(VOCAB)
+        for params in (GREEDY, SETTINGS["T=1"]):
+            tokens, probs = drafter(restricted, 0.0).propose(PROMPT, k, params, torch.Generator().manual_seed(3))
+            assert len(tokens) == k and probs.shape == (k, VOCAB)  # 0: never stops
+            with torch.no_grad():
+                logits = model(torch.tensor([PROMPT + tokens])).logits[0, len(PROMPT) - 1:, :VOCAB]  # [k + 1, V]
+            own = [float(torch.softmax(logits[i, head].double(), -1)[(head == token).nonzero()[0, 0]])
+                   for i, token in enumerate(tokens)]
+            cuts = sorted(set(own[: k - 1]))  # the last token's probability never stops anything
+            for low, high in zip([0.0] + cuts, cuts + [1.0]):
+                if high - low < 1e-4:
+                    continue  # too close to tell apart from the runtime's rounding
+                threshold = (low + high) / 2
+                expected = next((i + 1 for i, p in enumerate(own[: k - 1]) if p < threshold), k)
+                got, got_probs = drafter(restricted, threshold).propose(PROMPT, k, params, torch.Generator().manual_seed(3))
+                assert got == tokens[:expected] and torch.equal(got_probs, probs[:expected]), (restricted, params, threshold)
+                thresholds_run += 1
+    assert thresholds_run >= 8  # every head and mode had thresholds that stop it early and ones that do not
+    with pytest.raises(ReproduceError, match=r"stop_below must lie in \[0, 1\)") as error:
+        ModelDrafter(model, VOCAB, stop_below=1.0)
+    assert "\n" not in str(error.value)
+
+
+def test_adaptive_draft_length_sequences_follow_exact_target(record_property):
+    """A draft that stops drafting before K after a token it gave a probability under stop_below (an adaptive draft
+    length, ModelDrafter._stops): how many tokens a call drafts depends on the drafted tokens, and the G-test
+    against the exact target still holds. The same drafter under a wrong rule fails it (the negative control)."""
+    drawn, lengths = adaptive_sequences(verify)
+    probs = exact_target_probs(POWER_CASE[1])
+    # stopping early (1 token) and drafting the full K = 2 both happen (~14% of first draws are not the top token)
+    assert lengths[1] > 0.05 * NUM_SEQUENCES and lengths[2] > 0.5 * NUM_SEQUENCES, lengths
+    assert_never_impossible(drawn.counts, probs)
+    p_value = g_test_pvalue(drawn.counts, probs)
+    record_property("g_test_p", p_value)
+    record_property("drafted_per_call", dict(sorted(lengths.items())))
+    assert p_value > ALPHA
+    wrong, _ = adaptive_sequences(accept_every_draft)
+    assert g_test_pvalue(wrong.counts, probs) < POWER_P
+
+
 HYBRID_PROMPT = [1, 2, 3, 1, 2]  # repeats itself, so prompt lookup proposes in many steps and the model in others
 
 
@@ -677,10 +755,15 @@ def report_flips(flips: list[str], cases: int) -> None:
         warnings.warn(f"{len(flips)} of {cases} greedy runs hit a float near-tie: " + "; ".join(flips))
 
 
-@pytest.mark.parametrize("drafter_name", ["model", "ngram"])
+@pytest.mark.parametrize("drafter_name", ["model", "ngram", "adaptive"])
 def test_greedy_speculative_equals_greedy_autoregressive_tiny(drafter_name, record_property):
     model = tiny_model(TARGET_SEED)
-    drafter = ModelDrafter(tiny_model(DRAFT_SEED), VOCAB) if drafter_name == "model" else NgramDrafter(VOCAB)
+    # adaptive: greedy drafts the top token, which the tiny draft gives 0.82-0.98, so a threshold of 0.93 stops it
+    # in some calls and not others (checked below: it drafts fewer tokens than the fixed-K drafter)
+    drafter = {"model": lambda: ModelDrafter(tiny_model(DRAFT_SEED), VOCAB), "ngram": lambda: NgramDrafter(VOCAB),
+               "adaptive": lambda: ModelDrafter(tiny_model(DRAFT_SEED), VOCAB, stop_below=0.93)}[drafter_name]()
+    fixed = ModelDrafter(tiny_model(DRAFT_SEED), VOCAB)
+    drafted, drafted_fixed = 0, 0
     target, generator = CachedLM(model, VOCAB), torch.Generator().manual_seed(0)
     flips, cases = [], 0
     for prompt in TINY_PROMPTS:
@@ -688,11 +771,17 @@ def test_greedy_speculative_equals_greedy_autoregressive_tiny(drafter_name, reco
         for k in (1, 2, 3, 5):
             sps = speculative_decode(target, drafter, prompt, k, 20, GREEDY, generator)
             assert sps.proposed > 0
+            if drafter_name == "adaptive" and k > 1:
+                plain = speculative_decode(target, fixed, prompt, k, 20, GREEDY, generator)
+                drafted += sps.proposed / sps.target_calls
+                drafted_fixed += plain.proposed / plain.target_calls
             cases += 1
             if (flip := greedy_divergence(model, VOCAB, prompt, sps.tokens, ars)) is not None:
                 flips.append(flip)
     record_property("greedy_runs", cases)
     record_property("near_tie_flips", len(flips))
+    if drafter_name == "adaptive":  # tokens drafted per call: the threshold bit
+        assert 0 < drafted < 0.95 * drafted_fixed, (drafted, drafted_fixed)
     report_flips(flips, cases)
 
 

@@ -93,6 +93,19 @@ def test_cpu_info_of_a_missing_file_records_nothing_it_does_not_know(tmp_path):
     assert info["cpu_flags"] is None and info["cpu_id"] is None
 
 
+def test_cpu_flags_and_the_probe_cache_key_read_the_first_processor(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(CPUINFO)
+    flags = provenance.cpu_flags(str(cpuinfo))
+    assert {"avx2", "avx512_bf16", "fpu"} <= flags and "amx_bf16" not in flags  # the second processor's is not read
+    key = provenance.cpu_key(str(cpuinfo))
+    assert key == "model name\t: AMD EPYC 9R14 96-Core Processor\nflags\t\t: " + CPUINFO.split("flags\t\t: ")[1].split("\n")[0]
+    other = tmp_path / "other"
+    other.write_text(CPUINFO.replace(" avx512_bf16", ""))
+    assert provenance.cpu_key(str(other)) != key  # a CPU without native bf16 does not read this one's timings
+    assert provenance.cpu_flags(str(tmp_path / "none")) == set() and provenance.cpu_key(str(tmp_path / "none")) == "unknown"
+
+
 def test_runner_provenance_records_the_commit_and_the_cpu(monkeypatch):
     from reproduce.engine.probe import KERNEL_ENV
     from reproduce.runs.runner import provenance as run_provenance

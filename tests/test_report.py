@@ -40,7 +40,6 @@ import pytest
 import yaml
 
 import reproduce.analysis.summary
-from reproduce.analysis import stats
 from reproduce.errors import ReproduceError
 from reproduce.report import context as report_context, format as report_format, groups, lossless, render, setup
 from reproduce.report import verdicts

@@ -150,9 +150,13 @@ def analyse(out_dir: Path, write: bool = True) -> dict:
                    for block in own_runtime for task in frame.loc[frame["block"] == block, "task"].unique()})
     curves = {scope: cost_curve(frame[rows]) for scope, rows in scopes.items()}
 
+    # Leviathan's formula assumes K drafted tokens a call: a draft with an adaptive length (stop_below) has no row
+    adaptive = {d["name"] for d in manifest["config"].get("drafts", []) if d.get("stop_below")}
+
     def in_scope(entry: dict, scope: str) -> bool:
         task, _, block = scope.partition("@")
-        return entry["task"] == task and (entry["block"] == block if block else entry["block"] not in own_runtime)
+        return entry["task"] == task and entry.get("draft") not in adaptive and (
+            entry["block"] == block if block else entry["block"] not in own_runtime)
     summary = {
         "manifest": manifest,
         "rows": len(frame),

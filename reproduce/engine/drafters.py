@@ -56,11 +56,25 @@ class ModelDrafter(Drafter):
     prompt just prefilled rolls back to it.
     """
 
-    def __init__(self, model, vocab_size: int | None = None, name: str = "model"):
+    def __init__(self, model, vocab_size: int | None = None, name: str = "model", stop_below: float = 0.0):
         """`model`: a Hugging Face model (wrapped in a CachedLM cut to `vocab_size`), or a ready cached LM
-        such as reproduce.engine.runtime.build_lm's."""
+        such as reproduce.engine.runtime.build_lm's. `stop_below`: an adaptive draft length, see `_stops`."""
+        if not 0.0 <= stop_below < 1.0:
+            raise ReproduceError(f"stop_below must lie in [0, 1) (0: always draft K tokens), got {stop_below!r}")
         self.lm = CachedLM(model, vocab_size) if isinstance(model, torch.nn.Module) else model
         self.name = name
+        self.stop_below = stop_below
+
+    def _stops(self, logits: torch.Tensor, index: int) -> bool:
+        """Stop drafting after a token (`index` into `logits`, the position's scores) that the draft itself gave a
+        probability under stop_below (its softmax at temperature 1, before any shaping, since greedy shaping makes
+        every chosen token's probability 1), as transformers' assistant_confidence_threshold does: an unsure draft
+        is likely rejected there, so tokens drafted after it would be wasted calls. Lossless: whether position
+        i+1 is drafted depends only on the tokens up to i, all in the prefix the rule accepted before it reaches
+        i+1 (the rule is exact for any number of drafted tokens)."""
+        if self.stop_below <= 0:
+            return False
+        return float(torch.log_softmax(logits.float(), -1)[index].exp()) < self.stop_below
 
     def reset(self) -> None:
         self.lm.reset()
@@ -93,9 +107,10 @@ class ModelDrafter(Drafter):
             token = sample(dist, generator)
             tokens.append(token)
             probs.append(dist)
-            if i + 1 < k:
-                logits = self.lm.forward([token])[-1]
-        return tokens, torch.stack(probs)  # [k], [k, V]
+            if i + 1 == k or self._stops(logits, token):
+                break
+            logits = self.lm.forward([token])[-1]
+        return tokens, torch.stack(probs)  # [k'], [k', V] with k' <= k
 
 
 class NgramDrafter(Drafter):
@@ -187,11 +202,13 @@ class RestrictedDrafter(ModelDrafter):
         logits = self.lm.next_kept_logits(sequence) if k else None  # [len(kept)]
         for i in range(k):
             dist = logits_to_probs(logits, params)  # [len(kept)]: shaping over the head = over V with -inf elsewhere
-            tokens.append(int(kept[sample(dist, generator)]))
+            index = sample(dist, generator)
+            tokens.append(int(kept[index]))
             probs[i, kept] = dist
-            if i + 1 < k:
-                logits = self.lm.forward_kept([tokens[-1]])[-1]
-        return tokens, probs  # [k], [k, V]
+            if i + 1 == k or self._stops(logits, index):
+                break
+            logits = self.lm.forward_kept([tokens[-1]])[-1]
+        return tokens, probs[: len(tokens)]  # [k'], [k', V] with k' <= k
 
 
 @dataclass
@@ -220,33 +237,34 @@ def draft_lm(model, vocab_size: int, runtime: str, kept: torch.Tensor | None = N
 
 def build_drafter(name: str, target, target_runtime: str = "auto", draft_runtime: str = "auto",
                   ngram_size: int = 3, dtype: torch.dtype = torch.float32, target_lm=None, load_model=None,
-                  make_lm=None, kept: torch.Tensor | None = None) -> Draft:
+                  make_lm=None, kept: torch.Tensor | None = None, stop_below: float = 0.0) -> Draft:
     """The draft called `name` (catalogue.parse_draft) for `target` (a LoadedModel). The "target" draft runs in
     `target_runtime` (the runtime is part of the target's definition), over `target_lm`'s weights when given;
     model drafts in `draft_runtime`, loaded by `load_model` (default models.load_model) and built into an LM by
     `make_lm(model, vocab, runtime, kept)` (default draft_lm; `kept`: the restricted head's tokens, or None). A caller building several drafts over one model
-    passes caching versions of both, so e.g. `qwen-int8` and `ngram+qwen-int8` share one int8 copy."""
+    passes caching versions of both, so e.g. `qwen-int8` and `ngram+qwen-int8` share one int8 copy. `stop_below`:
+    a model drafter's adaptive draft length (ModelDrafter._stops; 0 drafts K tokens always)."""
     draft = parse_draft(name)
     vocab = target.vocab_size
     if draft.kind == "ngram":
         return Draft(name, NgramDrafter(vocab, max_ngram=ngram_size))
     if draft.kind == "hybrid":
         inner = build_drafter(draft.inner.name, target, target_runtime, draft_runtime, ngram_size, dtype, target_lm,
-                              load_model, make_lm, kept)
+                              load_model, make_lm, kept, stop_below)
         return Draft(name, HybridDrafter(NgramDrafter(vocab, max_ngram=ngram_size), inner.drafter), inner.model,
                      inner.runtime, inner.new_lm, inner.choice)
     if draft.kind == "target":  # the target's weights and runtime, its own KV cache
         runtime = resolve_runtime(target_runtime, target.model)
         lm = target_lm.fresh() if target_lm is not None else build_lm(target.model, vocab, runtime)
-        return Draft(name, ModelDrafter(lm, name="target"), target, runtime, lm.fresh)
+        return Draft(name, ModelDrafter(lm, name="target", stop_below=stop_below), target, runtime, lm.fresh)
     if draft.kind == "distilled":
         model, runtime, new_lm = load_distilled(distilled_draft_dir(target.name), vocab, draft_runtime)
-        return Draft(name, RestrictedDrafter(new_lm(), name="distilled"), model, runtime, new_lm)
+        return Draft(name, RestrictedDrafter(new_lm(), name="distilled", stop_below=stop_below), model, runtime, new_lm)
     loaded = (load_model or models.load_model)(name, dtype)
     models.shared_vocab_size(target, loaded)
     if kept is not None:  # auto leaves llama.cpp out for it (runtime.llamacpp_eligible), here and in the manifest
         loaded.model.restricted_head = True
     runtime, choice = resolve_choice(draft_runtime, loaded.model, "draft", vocab_size=vocab, name=loaded.name)
     lm = (make_lm or draft_lm)(loaded.model, vocab, runtime, kept)
-    drafter = RestrictedDrafter(lm, name=name) if kept is not None else ModelDrafter(lm, name=name)
+    drafter = (RestrictedDrafter if kept is not None else ModelDrafter)(lm, name=name, stop_below=stop_below)
     return Draft(name, drafter, loaded, runtime, lm.fresh, choice)

@@ -23,6 +23,7 @@ import torch
 
 from reproduce.engine.lm import CacheSync
 from reproduce.errors import ReproduceError
+from reproduce.provenance import cpu_flags
 
 LLAMA_CPP_VERSION = "0.3.36"  # the llama-cpp-python the Makefile builds
 INSTALL_FIX = (f"run `make install` (it builds llama-cpp-python=={LLAMA_CPP_VERSION} from PyPI's sdist, "
@@ -53,11 +54,7 @@ def llama_cpp_build() -> str | None:
 
 
 def cpu_has_amx() -> bool:
-    try:
-        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return False
-    return "amx_tile" in flags
+    return "amx_tile" in cpu_flags()
 
 
 def our_model_params(model_params):

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import torch
 
-from reproduce.engine.probe import MAX_ROWS, REPEATS, ModeProbe, _cpu_key
+from reproduce.engine.probe import MAX_ROWS, REPEATS, ModeProbe
 from reproduce.offline import cache_dir
+from reproduce.provenance import cpu_key
 
 PROBE_VERSION = 1
 PROBE_PROMPT = 64  # tokens cached before each timed call: a short prompt's worth
@@ -70,7 +71,7 @@ def probe_gguf(path, vocab_size: int, n_threads: int | None = None) -> ModeProbe
     path = Path(path).resolve()
     n_threads = n_threads or torch.get_num_threads()
     stat = path.stat()
-    key = json.dumps([PROBE_VERSION, _cpu_key(), llama_cpp.__version__, n_threads, str(path), stat.st_size,
+    key = json.dumps([PROBE_VERSION, cpu_key(), llama_cpp.__version__, n_threads, str(path), stat.st_size,
                       stat.st_mtime_ns, vocab_size,
                       # the build's instruction sets: an AVX2-only build on an AVX-512 CPU must not read the native one's
                       llama_cpp.llama_print_system_info().decode(errors="replace")])

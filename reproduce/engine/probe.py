@@ -33,6 +33,7 @@ import torch
 from reproduce.engine.linear import make_linear
 from reproduce.errors import ReproduceError
 from reproduce.offline import cache_dir
+from reproduce.provenance import cpu_key
 
 PROBE_VERSION = 2
 PROBE_MODES = ("int4", "int8", "bf16", "fp32")  # fastest first where they tie
@@ -180,19 +181,10 @@ def choose(probes: list[ModeProbe], role: str, k: int, k_options: tuple[int, ...
                   f"rounding; the fastest single token ({best.ms[1]:.0f} ms)", probes)
 
 
-def _cpu_key() -> str:
-    try:
-        text = open("/proc/cpuinfo").read()
-    except OSError:
-        return "unknown"
-    lines = [line for line in text.splitlines() if line.startswith(("model name", "flags"))][:2]
-    return "\n".join(lines)
-
-
 def probe_model(config, vocab_size: int, modes=PROBE_MODES) -> list[ModeProbe]:
     """Probes of every mode on this model's shapes, from the cache when this CPU measured them before."""
     layer_shapes, head_shape = model_shapes(config, vocab_size)
-    key = json.dumps([PROBE_VERSION, _cpu_key(), torch.__version__, torch.get_num_threads(), layer_shapes,
+    key = json.dumps([PROBE_VERSION, cpu_key(), torch.__version__, torch.get_num_threads(), layer_shapes,
                       head_shape, config.num_hidden_layers, list(modes), {v: os.environ.get(v) for v in KERNEL_ENV}])
     path = cache_dir() / "probes" / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".json")
     if path.exists():

@@ -20,6 +20,7 @@ from reproduce.engine.lm import CachedLM
 from reproduce.engine.models import gguf_file
 from reproduce.engine.probe import KERNEL_ENV, Choice, choose, format_choice, probe_model
 from reproduce.errors import ReproduceError
+from reproduce.provenance import cpu_flags
 
 _announced: set[tuple] = set()  # (model, role, k) whose auto choice was printed: once per process
 
@@ -41,11 +42,7 @@ def cpu_has_native_bf16() -> bool:
     if env.get("ATEN_CPU_CAPABILITY", "").lower() in ("default", "avx2") or \
             env.get("ONEDNN_MAX_CPU_ISA", "").upper() in ONEDNN_BELOW_BF16:
         return False
-    try:
-        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def fast_eligible(model) -> bool:

@@ -237,12 +237,16 @@ def drafts_view(config: dict, models: dict) -> tuple[ModelRow, ...]:
         if kind == "ngram":
             out.append(ModelRow(f"n-gram prompt lookup (longest n-gram {draft['ngram_size']})", name, 0, "n/a", "n/a",
                                 "n/a", "n/a", tuple(k_values), "the prompt and the tokens generated so far", None))
-        elif kind == "target":
-            row = _model("the target drafting for itself", name, models["target"], k_values)
-            out.append(dataclasses.replace(row, source="the target's own weights"))
         else:
-            role = "n-gram prompt lookup, then the draft model" if kind == "hybrid" else "draft model"
-            out.append(_model(role, short_draft(name), models[name], k_values))
+            role = {"target": "the target drafting for itself", "hybrid": "n-gram prompt lookup, then the draft model"
+                    }.get(kind, "draft model")
+            if draft.get("stop_below"):  # older configs have no such key
+                role += f" (adaptive length: stops after a token it gave p < {draft['stop_below']:g})"
+            if kind == "target":
+                row = _model(role, name, models["target"], k_values)
+                out.append(dataclasses.replace(row, source="the target's own weights"))
+            else:
+                out.append(_model(role, short_draft(name), models[name], k_values))
     return tuple(out)
 
 

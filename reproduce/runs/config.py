@@ -56,6 +56,9 @@ class DraftSpec:
     # a model draft's head restricted to this many tokens, chosen from data (reproduce.runs.vocabulary), plus each
     # prompt's own; None: the full vocabulary
     vocabulary: int | None = None
+    # an adaptive draft length: a model draft stops before K after a token it gave a probability below this
+    # (reproduce.engine.drafters.ModelDrafter._stops); 0: K tokens every call
+    stop_below: float = 0.0
 
     @property
     def source(self) -> str:
@@ -355,6 +358,10 @@ def _validate(config: ExperimentConfig, source: str) -> None:
         if draft.vocabulary is not None and (not isinstance(draft.vocabulary, int) or draft.vocabulary < 1
                                              or draft.kind.kind not in ("model", "hybrid")):
             fail(f"drafts.{draft.name}.vocabulary must be an integer >= 1 on a model draft, got {draft.vocabulary!r}")
+        if draft.stop_below != 0 and (isinstance(draft.stop_below, bool) or not isinstance(draft.stop_below, (int, float))
+                                      or not 0 < draft.stop_below < 1 or draft.kind.kind == "ngram"):
+            fail(f"drafts.{draft.name}.stop_below must be a probability in (0, 1) on a draft with a model (0: always K "
+                 f"tokens), got {draft.stop_below!r}")
     if config.controls is not None:
         unknown = [m for m in config.controls.methods if m not in config.methods] + \
                   [d for d in config.controls.drafts if d not in draft_names] + \

@@ -2,7 +2,7 @@
 
 - `llamacpp_ars`: llama.cpp's plain decoding, as our ArS loop over reproduce.engine.llamacpp_lm.LlamaCppLM: each
   step is one llama_decode of one token, then our sampling (the unit's SamplingParams, exactly as for `ars`). Its
-  prefill is timed apart, once per prompt, as the target's is (runner.PromptCaches).
+  prefill is timed apart, once per prompt, as the target's is (decoders.PromptCaches).
 - `llamacpp_ngram`: llama.cpp's own n-gram speculative decoding, llama-cpp-python's `Llama.generate` with
   `LlamaPromptLookupDecoding(max_ngram_size=<the draft's ngram_size>, num_pred_tokens=K)`: drafted tokens are fed
   with the last one in one llama_decode, each position is sampled by llama.cpp's sampler and a draft token is kept
@@ -17,8 +17,8 @@
   it with the GGUF's tokenizer); the decode time is the tool's own ("decoded N tokens in T seconds", its prefill
   apart), the output its printed text, re-tokenized by the target's tokenizer for the row.
 
-The models are built on first use and kept on the runner's pool (`pool.llamacpp`), so runner.py only registers
-DECODERS. A target without a GGUF, or a missing llama-cpp-python, fails in one line naming the fix.
+The models are built on first use and kept on the runner's pool (`pool.llamacpp`), so runs/decoders.py only
+registers DECODERS. A target without a GGUF, or a missing llama-cpp-python, fails in one line naming the fix.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def _model_params_of_ours(lib):
 
 
 class _PrefillOnly:
-    """What runner.PromptCaches prefills through decoding.prefill (reset, then forward of all prompt tokens but the
+    """What decoders.PromptCaches prefills through decoding.prefill (reset, then forward of all prompt tokens but the
     last): the high-level Llama's evaluation of those tokens, which its generate() then reuses as a cached prefix."""
 
     def __init__(self, llama):
@@ -140,12 +140,13 @@ def _llamacpp_ngram(pool, unit, method, prompt_ids, generator, eos, seed, caches
     return trace
 
 
-def _tool_number(pattern: str, log: str) -> float:
+def _tool_numbers(pattern: str, log: str) -> tuple[float, ...]:
+    """The numbers `pattern`'s groups match in the tool's log, e.g. "decoded 128 tokens in 9.8 seconds"."""
     match = re.search(pattern, log)
     if match is None:
         raise ReproduceError(f"{SPECULATIVE_TOOL} printed no {pattern!r} line: rebuild it with `make install` "
                              f"(its last output: {log.strip().splitlines()[-1:] or ['none']})")
-    return float(match.group(1))
+    return tuple(float(group) for group in match.groups())
 
 
 def _generated_text(stdout: str, prompt_text: str) -> str:
@@ -181,9 +182,8 @@ def _llamacpp_draft(pool, unit, method, prompt_ids, generator, eos, seed, caches
     if done.returncode != 0:
         raise ReproduceError(f"{SPECULATIVE_TOOL} failed (exit {done.returncode}): "
                              f"{(log.strip().splitlines() or ['no output'])[-1][:200]}")
-    decoded = _tool_number(r"decoded\s+(\d+) tokens", log)
-    decode_s = _tool_number(r"decoded\s+\d+ tokens in\s+([\d.]+) seconds", log)
-    prefill_s = _tool_number(r"encoded\s+\d+ tokens in\s+([\d.]+) seconds", log)
+    decoded, decode_s = _tool_numbers(r"decoded\s+(\d+) tokens in\s+([\d.]+) seconds", log)
+    (prefill_s,) = _tool_numbers(r"encoded\s+\d+ tokens in\s+([\d.]+) seconds", log)
     text = _generated_text(done.stdout, prompt_text)
     tokens = tokenizer.encode(text, add_special_tokens=False)
     # the tool's own rate (decoded tokens over its decode time), per token of the text it printed
@@ -194,5 +194,5 @@ def _llamacpp_draft(pool, unit, method, prompt_ids, generator, eos, seed, caches
     return trace
 
 
-# registered by runner.DECODERS
+# registered by decoders.DECODERS
 DECODERS = {"llamacpp_ars": _llamacpp_ars, "llamacpp_ngram": _llamacpp_ngram, "llamacpp_draft": _llamacpp_draft}

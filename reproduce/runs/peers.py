@@ -39,11 +39,12 @@ def _without_internal_deprecation():
 
 @torch.inference_mode()
 def hf_generate(target, unit: Unit, method: Method, prompt_ids: list[int], seed: int, assistant=None,
-                ngram_size: int | None = None, ignore_eos: bool = False) -> Trace:
+                ngram_size: int | None = None, ignore_eos: bool = False, stop_below: float = 0.0) -> Trace:
     """Hugging Face `generate()` of `target` (a LoadedModel) as a peer, timed the same way: plain for hf_generate;
     for hf_assisted, assisted by the `assistant` model (a Hugging Face model) or, without one, by prompt lookup
     matching n-grams up to `ngram_size`. `seed` seeds torch's global generator, which generate() samples from.
-    `ignore_eos`: decode exactly max_new_tokens, EOS sampled like any token (our loops' ignore_eos).
+    `ignore_eos`: decode exactly max_new_tokens, EOS sampled like any token (our loops' ignore_eos). `stop_below`:
+    the draft's adaptive length, as HF's assistant_confidence_threshold (0: K tokens every call).
     generate() prefills inside its timing: the trace's decode_ms is end to end (prefill_inside_decode)."""
     generation_config = copy.deepcopy(target.model.generation_config)
     generation_config.eos_token_id = None if ignore_eos else target.eos_token_id
@@ -60,7 +61,7 @@ def hf_generate(target, unit: Unit, method: Method, prompt_ids: list[int], seed:
             kwargs.update(prompt_lookup_num_tokens=method.k, max_matching_ngram_size=ngram_size)
         else:
             kwargs.update(assistant_model=assistant, num_assistant_tokens=method.k,
-                          num_assistant_tokens_schedule="constant", assistant_confidence_threshold=0.0)
+                          num_assistant_tokens_schedule="constant", assistant_confidence_threshold=stop_below)
     torch.manual_seed(seed)
     input_ids = torch.tensor([prompt_ids])
     with _without_internal_deprecation():

@@ -63,7 +63,7 @@ def main_methods(config: ExperimentConfig) -> tuple[Method, ...]:
     def kinds(plan: str) -> list[str]:
         return [name for name, kind in METHOD_KINDS.items() if kind.plan == plan and name in config.methods
                 and (llamacpp_installed() or not kind.llamacpp_peer)
-                and (name != "llamacpp_draft" or speculative_tool() is not None)]
+                and (not kind.needs_speculative_tool or speculative_tool() is not None)]
 
     methods = [Method(kind) for kind in kinds("prompt")]
     peered = set()  # HF runs a model as loaded: one model in two of our runtimes has one HF peer, the first's

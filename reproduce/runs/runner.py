@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from reproduce import tasks
 from reproduce.catalogue import METHOD_KINDS
-from reproduce.engine.decoding import autoregressive_decode, prefill, speculative_decode
+from reproduce.engine.decoding import autoregressive_decode, speculative_decode
 from reproduce.engine.drafters import ModelDrafter, build_drafter, draft_lm
 from reproduce.engine.lm import CachedLM
 from reproduce.engine.gguf_parts import SplitGGUF
@@ -39,8 +39,8 @@ from reproduce.engine.scoring import token_logprobs
 from reproduce.errors import ReproduceError
 from reproduce.offline import cache_dir, find_package_file
 from reproduce.runs.config import ExperimentConfig, resolve_config, dump_config
-from reproduce.runs import llamacpp_peer
-from reproduce.runs.peers import hf_generate, warm_up_generate
+from reproduce.runs.decoders import DECODERS, PromptCaches
+from reproduce.runs.peers import warm_up_generate
 from reproduce.runs.plan import (
     Method,
     Unit,
@@ -112,7 +112,7 @@ class ModelPool:
                     if spec.vocabulary is not None else None)
             draft = build_drafter(spec.source, self.target, self.runtimes["target"], spec.runtime, spec.ngram_size,
                                   _dtype(spec.dtype), target_lm=self.target_lm, load_model=self._load_once,
-                                  make_lm=self._build_once, kept=kept)
+                                  make_lm=self._build_once, kept=kept, stop_below=spec.stop_below)
             # draft-only decoding gets its own cache (over the same weights) so it never disturbs the drafter's
             self.drafts[spec.name] = DraftRecord(spec, draft.drafter, draft.model, draft.runtime,
                                                  draft.choice.as_record() if draft.choice else None, kept,
@@ -179,18 +179,18 @@ class ModelPool:
         return {**{role: t.choice for role, t in self.targets.items() if t.choice},
                 **{name: r.choice for name, r in self.drafts.items() if r.choice and name in self.loaded_drafts}}
 
-    def _target_record(self, unit) -> TargetRecord:
+    def target_record(self, unit) -> TargetRecord:
         """The target a unit decodes and is scored with: its block's own runtime where it has one."""
         return self.targets.get(f"target@{unit.block}", self.targets["target"])
 
     def target_for(self, unit) -> object:
-        return self._target_record(unit).lm
+        return self.target_record(unit).lm
 
     def scoring_for(self, unit) -> object:
-        return self._target_record(unit).scoring_lm
+        return self.target_record(unit).scoring_lm
 
     def own_runtime(self, unit) -> bool:
-        return self._target_record(unit) is not self.targets["target"]
+        return self.target_record(unit) is not self.targets["target"]
 
     def _load_once(self, name: str, dtype: torch.dtype):
         """One copy of a model however many drafts use it (e.g. the same draft in two runtimes)."""
@@ -210,7 +210,8 @@ class ModelPool:
         generate(assistant_model=...) through its HF forward (for the distilled draft: the full-vocabulary head)."""
         if not spec.kind.is_model:  # prompt lookup: no model, no runtime
             return self.drafters[spec.name]
-        return ModelDrafter(CachedLM(self.draft_models[spec.name].model, self.vocab_size), name=spec.name)
+        return ModelDrafter(CachedLM(self.draft_models[spec.name].model, self.vocab_size), name=spec.name,
+                            stop_below=spec.stop_below)
 
     def describe(self) -> dict:
         models = {**{role: self.target for role in self.targets}, **self.loaded_drafts}
@@ -248,87 +249,6 @@ def _dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
-class PromptCaches:
-    """One prompt's prefills, each run once per model however many methods decode the prompt: the loops only
-    append past the prompt, so each decode rolls back to it (prefilled=True) and starts from bitwise the same cache.
-    `ms` holds each prefill's time, keyed by the LM or drafter prefilled."""
-
-    def __init__(self, prompt_ids: list[int]):
-        self.prompt_ids = prompt_ids
-        self.ms: dict[int, float] = {}
-        self.scores: dict[tuple, list[float]] = {}  # target log-probs per (block runtime, distinct scored output)
-
-    def lm(self, lm) -> float:
-        """Prefill a cached LM (the target, or a model decoding alone) on first use; its prefill's ms."""
-        if id(lm) not in self.ms:
-            self.ms[id(lm)] = prefill(lm, self.prompt_ids)
-        return self.ms[id(lm)]
-
-    def drafter(self, drafter, target) -> float:
-        """Prefill a drafter's own cache on first use (after the target's: the target drafting for itself copies
-        the target's); its prefill's ms."""
-        self.lm(target)
-        if id(drafter) not in self.ms:
-            self.ms[id(drafter)] = drafter.prefill(self.prompt_ids, target)
-        return self.ms[id(drafter)]
-
-
-def _decode_ars(lm, unit: Unit, prompt_ids, generator, eos, caches: PromptCaches):
-    prefill_ms = caches.lm(lm)
-    trace = autoregressive_decode(lm, prompt_ids, unit.max_new_tokens, unit.params, generator, eos, prefilled=True)
-    trace.prefill_ms = prefill_ms
-    return trace
-
-
-def _decode_sps(target, drafter, k: int, unit: Unit, prompt_ids, generator, eos, caches: PromptCaches):
-    draft_prefill_ms = caches.drafter(drafter, target)
-    trace = speculative_decode(target, drafter, prompt_ids, k, unit.max_new_tokens, unit.params, generator, eos,
-                               prefilled=True)
-    trace.prefill_ms, trace.draft_prefill_ms = caches.lm(target), draft_prefill_ms
-    return trace
-
-
-def _ars(pool: ModelPool, unit: Unit, method: Method, prompt_ids, generator, eos, seed, caches):
-    return _decode_ars(pool.target_for(unit), unit, prompt_ids, generator, eos, caches)
-
-
-def _sps(pool: ModelPool, unit: Unit, method: Method, prompt_ids, generator, eos, seed, caches):
-    return _decode_sps(pool.target_for(unit), pool.drafters[method.draft], method.k, unit, prompt_ids, generator, eos,
-                       caches)
-
-
-def _ars_hf(pool: ModelPool, unit: Unit, method: Method, prompt_ids, generator, eos, seed, caches):
-    return _decode_ars(pool.target_hf_lm, unit, prompt_ids, generator, eos, caches)
-
-
-def _sps_hf(pool: ModelPool, unit: Unit, method: Method, prompt_ids, generator, eos, seed, caches):
-    return _decode_sps(pool.target_hf_lm, pool.hf_drafters[method.draft], method.k, unit, prompt_ids, generator,
-                       eos, caches)
-
-
-def _draft_only(pool: ModelPool, unit: Unit, method: Method, prompt_ids, generator, eos, seed, caches):
-    """The draft decoding alone: its own prefill stands where the target's stands for ArS."""
-    return _decode_ars(pool.draft_lms[method.draft], unit, prompt_ids, generator, eos, caches)
-
-
-def _hf(pool: ModelPool, unit: Unit, method: Method, prompt_ids, generator, eos, seed, caches):
-    assistant, ngram_size = None, None
-    if method.draft is not None:
-        spec = pool.config.draft(method.draft)
-        if spec.kind.is_model:
-            assistant = pool.draft_models[method.draft].model
-        else:
-            ngram_size = spec.ngram_size
-    return hf_generate(pool.target, unit, method, prompt_ids, seed, assistant, ngram_size, ignore_eos=eos is None)
-
-
-# How each method kind of catalogue.METHOD_KINDS decodes one unit; each returns a Trace.
-# ars_repeat is ArS again on its own seed stream (row_seed), to measure the ArS-vs-ArS spread.
-DECODERS = {"ars": _ars, "ars_repeat": _ars, "sps": _sps, "ars_hf": _ars_hf, "sps_hf": _sps_hf,
-            "draft_only": _draft_only, "hf_generate": _hf, "hf_assisted": _hf, **llamacpp_peer.DECODERS}
-assert set(DECODERS) == set(METHOD_KINDS), "every method kind needs a decoder"
-
-
 # Runtimes whose weights are (partly) the Hugging Face model's own tensors, i.e. pages of its mapped safetensors
 # (fast-bf16 shares the bf16 model's; fp32 the fp32 model's); the int runtimes read copies of their own.
 FILE_BACKED_RUNTIMES = ("hf", "fast-bf16", "fast-fp32")
@@ -344,7 +264,7 @@ def _page_model_files(pool: ModelPool, unit: Unit, method: Method) -> bool:
     kind = METHOD_KINDS[method.kind]
     hf_forward = kind.hf_peer or kind.hf_forward
     draft = pool.drafts.get(method.draft) if method.draft else None
-    reads_safetensors = hf_forward or pool._target_record(unit).runtime in FILE_BACKED_RUNTIMES or (
+    reads_safetensors = hf_forward or pool.target_record(unit).runtime in FILE_BACKED_RUNTIMES or (
         draft is not None and draft.runtime in FILE_BACKED_RUNTIMES)
     reads_gguf = not hf_forward and ("llama.cpp" in pool.runtimes.values()
                                      or any(METHOD_KINDS[m.kind].llamacpp_peer for m in unit.methods))
