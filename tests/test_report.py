@@ -187,7 +187,7 @@ def test_the_committed_default_run_renders_with_every_property(committed):
     # recomputed by hand from reports/raw/default/rows.jsonl (the run of 2026-12-03): the geometric mean of the 20
     # per-prompt ratios of ArS over SpS[qwen-0.5b,K=3] decode_ms_per_token (ms_per_token end to end), t-interval on
     # their logs
-    assert "| HumanEval greedy | SpS[qwen-0.5b,K=3] | 1.52x [1.40, 1.65] | 1.33x [1.22, 1.45] | no row |" in run["text"]
+    assert "| HumanEval greedy | SpS[qwen-0.5b,K=3] | 1.59x [1.50, 1.69] | 1.40x [1.33, 1.48] | no row |" in run["text"]
     # no quality test came out "not equivalent", so the limitations carry no multiplicity line
     assert "came out *not equivalent*" not in run["text"]
     assert "**Greedy SpS = ArS**: token for token on every prompt (122 of 122" in run["text"]

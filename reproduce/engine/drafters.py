@@ -74,7 +74,7 @@ class ModelDrafter(Drafter):
         i+1 (the rule is exact for any number of drafted tokens)."""
         if self.stop_below <= 0:
             return False
-        return float(torch.log_softmax(logits.float(), -1)[index].exp()) < self.stop_below
+        return float(torch.log_softmax(logits.detach().float(), -1)[index].exp()) < self.stop_below
 
     def reset(self) -> None:
         self.lm.reset()
