@@ -39,18 +39,17 @@ def compare(rows: list[dict], adaptive: str, fixed: str) -> list[str]:
                      for m in by_prompt.values() if ("sps", fixed, k) in m and ("sps", adaptive, k) in m]
             if len(pairs) < 2:
                 continue
-            ratio = log_ratio_interval([f["decode_ms_per_token"] for f, _, _ in pairs],
-                                       [a["decode_ms_per_token"] for _, a, _ in pairs])
-            p = log_ratio_ttest([f["decode_ms_per_token"] for f, _, _ in pairs],
-                                [a["decode_ms_per_token"] for _, a, _ in pairs]).get("p_value")
+            fixed_ms = [f["decode_ms_per_token"] for f, _, _ in pairs]
+            adaptive_ms = [a["decode_ms_per_token"] for _, a, _ in pairs]
+            ratio = log_ratio_interval(fixed_ms, adaptive_ms)
+            p = log_ratio_ttest(fixed_ms, adaptive_ms).get("p_value")
 
             def per_call(i: int) -> str:
                 drafted = sum(pair[i]["proposed"] for pair in pairs) / sum(pair[i]["target_calls"] for pair in pairs)
                 accepted = sum(pair[i]["accepted"] for pair in pairs) / sum(pair[i]["proposed"] for pair in pairs)
                 return f"{drafted:.2f} / {accepted:.2f}"
-            greedy = [ars for _, _, ars in pairs if ars is not None and ars["temperature"] == 0]
-            same = sum(f["generated_ids"] == a["generated_ids"] == ars["generated_ids"]
-                       for f, a, ars in pairs if ars is not None and ars["temperature"] == 0)
+            greedy = [(f, a, ars) for f, a, ars in pairs if ars is not None and ars["temperature"] == 0]
+            same = sum(f["generated_ids"] == a["generated_ids"] == ars["generated_ids"] for f, a, ars in greedy)
             lines.append(f"| {task} {mode} | {adaptive} vs {fixed}, K={k} | {len(pairs)} | "
                          f"{ratio['point']:.3f}x [{ratio['ci'][0]:.3f}, {ratio['ci'][1]:.3f}] | "
                          f"{'n/a' if p is None else f'{p:.4f}'} | {per_call(0)} | {per_call(1)} | "

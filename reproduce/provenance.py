@@ -69,30 +69,29 @@ def parse_cpuinfo(text: str) -> dict:
             "cpu_flags": {flag: flag in flags for flag in CPU_FLAGS} if "flags" in fields else None}
 
 
-def _cpuinfo_text(path: str = "/proc/cpuinfo") -> str:
+def _cpuinfo_text(path: str = "/proc/cpuinfo") -> str | None:
     try:
         return Path(path).read_text()
     except OSError:
-        return ""
+        return None
 
 
 def cpu_info(path: str = "/proc/cpuinfo") -> dict:
     """parse_cpuinfo of this machine ({"cpu": platform.processor(), ...: None} where /proc/cpuinfo is missing)."""
-    return parse_cpuinfo(_cpuinfo_text(path))
+    return parse_cpuinfo(_cpuinfo_text(path) or "")
 
 
 def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
     """Every flag of the first processor (empty where /proc/cpuinfo is missing): the one reader of the flags the
     runtimes decide on (native bf16, AMX), the probe cache's key and provenance."""
-    return set(_first_processor(_cpuinfo_text(path)).get("flags", "").split())
+    return set(_first_processor(_cpuinfo_text(path) or "").get("flags", "").split())
 
 
 def cpu_key(path: str = "/proc/cpuinfo") -> str:
     """What identifies this CPU's kernels for a cache of timings: its model name and flags lines, as written
     ("unknown" where the file cannot be read)."""
-    try:
-        text = Path(path).read_text()
-    except OSError:
+    text = _cpuinfo_text(path)
+    if text is None:
         return "unknown"
     return "\n".join([line for line in text.splitlines() if line.startswith(("model name", "flags"))][:2])
 
