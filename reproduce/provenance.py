@@ -158,7 +158,7 @@ def directory_files(directory: Path) -> list[Path]:
 def model_files(source: str) -> list[dict]:
     """sha256 records of the files a model was loaded from, given its LoadedModel source: a .gguf file, a local
     directory (a distilled draft too), a hub id (its snapshot in the local hub cache). The runner, which knows the
-    engine's offline aliases and tiny random models, resolves those itself (runs.runner.loaded_model_files)."""
+    engine's offline aliases and tiny random models, resolves those itself (runs.pool.loaded_model_files)."""
     if source.startswith("gguf:"):
         return [file_record(source.removeprefix("gguf:"))]
     path = Path(source.split(" (cached at ")[0])

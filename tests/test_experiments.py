@@ -324,7 +324,7 @@ def test_hf_forward_kinds_run_analyse_and_report_with_tiny_models(tmp_path, smol
 def test_the_pool_builds_one_copy_of_a_models_weights_per_runtime(tmp_path):
     """A draft model listed under several names (alone, inside a hybrid, in another runtime) is loaded once and
     built once per runtime; every drafter gets a cache of its own over those weights."""
-    from reproduce.runs.runner import ModelPool
+    from reproduce.runs.pool import ModelPool
 
     config = load_config(_write(tmp_path, "target: {name: tiny-random-llama}\ndrafts:\n"
                                 "  - {name: d8, model: tiny-random-llama, runtime: fast-int8}\n"

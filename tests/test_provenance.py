@@ -153,7 +153,7 @@ def test_model_and_data_file_records(tmp_path, cache):
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"GGUF")
     assert provenance.model_files(f"gguf:{gguf}")[0]["sha256"] == hashlib.sha256(b"GGUF").hexdigest()
-    from reproduce.runs.runner import loaded_model_files  # the engine's names: tiny random models, offline aliases
+    from reproduce.runs.pool import loaded_model_files  # the engine's names: tiny random models, offline aliases
 
     assert loaded_model_files("tiny-random-llama", "config") == []
     gone = provenance.file_record(tmp_path / "deleted.bin")  # unreadable: recorded as such, the run goes on

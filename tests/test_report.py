@@ -377,14 +377,21 @@ def test_losslessness_results_are_shown_and_a_failure_is_called_out(rendered, pa
         {"test": "tests/test_losslessness.py::test_sequence_tests_reject_wrong_rule[greedy_rule]", "phase": "call",
          "outcome": "failed", "seconds": 1.2, "g_test_p": 0.3, "two_sample_p": 2e-7},
         {"test": "tests/test_stats.py::test_tost", "phase": "call", "outcome": "passed", "seconds": 0.1},
+        # a mapping statistic, as the adaptive-length G-test records (it once stopped `make reproduce` at the report)
+        {"test": "tests/test_losslessness.py::test_adaptive_draft_length_sequences_follow_exact_target",
+         "phase": "call", "outcome": "passed", "seconds": 2.0, "g_test_p": 0.41,
+         "drafted_per_call": {"1": 401, "2": 2599}},
     ]
     path = tmp_path / "losslessness.json"
     path.write_text(json.dumps(records))
     results = render.load_losslessness(path)
     assert [r["test"] for r in results] == ["test_verify_monte_carlo_matches_target[1]",
-                                            "test_sequence_tests_reject_wrong_rule[greedy_rule]"]
+                                            "test_sequence_tests_reject_wrong_rule[greedy_rule]",
+                                            "test_adaptive_draft_length_sequences_follow_exact_target"]
     text = _both(_report(rendered, paper, losslessness=results))
-    assert "1 of 2 tests of `tests/test_losslessness.py` FAILED" in text
+    assert "1 of 3 tests of `tests/test_losslessness.py` FAILED" in text
+    assert ("| `test_adaptive_draft_length_sequences_follow_exact_target` | passed | g_test_p = 0.410, "
+            "drafted_per_call[1] = 401, drafted_per_call[2] = 2599 |") in text
     assert "| `test_verify_monte_carlo_matches_target[1]` | passed | g_test_p = 0.520, draws = 20000 |" in text
     assert ("| `test_sequence_tests_reject_wrong_rule[greedy_rule]` | **FAILED** | g_test_p = 0.300, "
             "two_sample_p = 2.0e-07 |") in text
@@ -393,7 +400,7 @@ def test_losslessness_results_are_shown_and_a_failure_is_called_out(rendered, pa
     path.write_text(json.dumps({"test": "not a list"}))
     with pytest.raises(ReproduceError, match="JSON list"):
         render.load_losslessness(path)
-    path.write_text(json.dumps(records[2:]))
+    path.write_text(json.dumps(records[2:3]))
     with pytest.raises(ReproduceError, match="no results of tests/test_losslessness.py"):
         render.load_losslessness(path)
 

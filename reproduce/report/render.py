@@ -105,9 +105,20 @@ def load_losslessness(path: Path | None) -> list[dict] | None:
         raise ReproduceError(f"{path} has no results of tests/test_losslessness.py: "
                              "write it with `pytest tests/test_losslessness.py --stats-json PATH`")
     bookkeeping = {"test", "phase", "outcome", "seconds"}
+
+    def statistics(record: dict) -> list[dict]:
+        """One entry per scalar; a mapping (e.g. drafted_per_call {1: 401, 2: 2599}) gives one per key."""
+        entries = []
+        for name, value in record.items():
+            if name in bookkeeping:
+                continue
+            if isinstance(value, dict):
+                entries += [{"name": f"{name}[{key}]", "value": item} for key, item in value.items()]
+            else:
+                entries.append({"name": name, "value": value})
+        return entries
     return [{"test": r["test"].split("::", 1)[-1], "phase": r.get("phase", "call"), "outcome": r["outcome"],
-             "statistics": [{"name": k, "value": v} for k, v in r.items() if k not in bookkeeping]}
-            for r in records]
+             "statistics": statistics(r)} for r in records]
 
 
 def losslessness_provenance(path: Path | None) -> dict | None:

@@ -16,7 +16,7 @@ from reproduce.runs.peers import hf_generate
 from reproduce.runs.plan import Method, Unit
 
 if TYPE_CHECKING:
-    from reproduce.runs.runner import ModelPool
+    from reproduce.runs.pool import ModelPool
 
 
 class PromptCaches:
