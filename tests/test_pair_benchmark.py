@@ -57,7 +57,8 @@ def test_llamacpp_targets_are_judged_from_the_peer_rows(tmp_path):
 def test_the_avx2_paths_run_is_judged_as_avx2_and_misses_the_llamacpp_targets(tmp_path):
     """The committed run on torch's AVX2 paths with an AVX2-only llama.cpp build (reports/llamacpp-peer-avx2): its
     manifest records the kernel environment, so the run counts as "AVX2 only" (the 1.5x HumanEval bar, not 2.5x),
-    and there our SpS is not 1.3x llama.cpp's: the checks must say NOT MET, not pass because the bars moved."""
+    and there our SpS is not 1.3x llama.cpp's nor our ArS within 1.25x of its plain decoding (the 2026-12-03 rerun
+    with all three peers): the checks must say NOT MET, not pass because the bars moved."""
     raw = Path(__file__).resolve().parent.parent / "reports" / "llamacpp-peer-avx2" / "raw" / "llamacpp-peer-avx2"
     for name in ("rows.jsonl", "manifest.json"):
         shutil.copy(raw / name, tmp_path / name)
@@ -67,6 +68,6 @@ def test_the_avx2_paths_run_is_judged_as_avx2_and_misses_the_llamacpp_targets(tm
     checks = {c["target"]: c for c in tables["pair_checks"]}
     assert checks["humaneval T=0: speedup >= 1.5x"]["met"] is False
     llamacpp = [c for c in tables["pair_checks"] if "llama.cpp" in c["target"]]
-    assert [c["met"] for c in llamacpp] == [False, False, True]
-    assert llamacpp[0]["measured"].startswith("1.05x [0.97, 1.13]")
-    assert llamacpp[2]["measured"].startswith("0.81x [0.80, 0.82]")
+    assert [c["met"] for c in llamacpp] == [False, False, False]
+    assert llamacpp[0]["measured"].startswith("1.00x [0.94, 1.07]")
+    assert llamacpp[2]["measured"].startswith("0.79x [0.78, 0.80]")  # within 1.25x means >= 0.8
