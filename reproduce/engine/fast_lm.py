@@ -179,7 +179,7 @@ class FastLlamaLM(CacheSync):
             keys[:, :, : self.keys.shape[2]] = self.keys
             values[:, :, : self.values.shape[2]] = self.values
         self.keys, self.values = keys, values
-        self.cos, self.sin = rope_tables(self.head_dim, self.rope_theta, max_len)
+        self.cos, self.signed_sin = rope_tables(self.head_dim, self.rope_theta, max_len)
         self.max_len = max_len
 
     def new_cache(self) -> None:
@@ -217,7 +217,7 @@ class FastLlamaLM(CacheSync):
         """Attention of the new tokens' queries q [heads, n, head_dim] over cache positions < end."""
         n = end - start
         keys, values = self.keys[index], self.values[index]  # [kv_heads, max_len, head_dim]
-        if n == 1:
+        if n == 1:  # the rows' path below for one row, without the cat
             return attend_one(q, keys[:, :end], values[:, :end])
         if n <= self.row_attention_max:  # row i makes exactly the call a single-token forward at start + i makes
             return torch.cat([attend_one(q[:, i : i + 1], keys[:, : start + i + 1], values[:, : start + i + 1])
@@ -239,14 +239,14 @@ class FastLlamaLM(CacheSync):
         end = start + n
         if end > self.max_len:
             self._allocate(max(end, 2 * self.max_len))
-        cos, sin = self.cos[start:end], self.sin[start:end]
+        cos, signed_sin = self.cos[start:end], self.signed_sin[start:end]
         x = self.embedding[torch.tensor(token_ids)].float()  # [n, hidden]
         for index, (weights, (attn_norm, mlp_norm)) in enumerate(zip(self.layers, self.norms)):
             qkv = weights.qkv(rms_norm(x, attn_norm, self.eps))
             if weights.qkv_bias is not None:  # an fp32 add per row, after the GEMM's rounding: batch-invariant
                 qkv = qkv + weights.qkv_bias
             # q and k heads rotated in one call: [heads + kv_heads, n, head_dim]
-            qk = rotate(qkv[:, : self.qk_width].view(n, -1, self.head_dim).transpose(0, 1), cos, sin)
+            qk = rotate(qkv[:, : self.qk_width].view(n, -1, self.head_dim).transpose(0, 1), cos, signed_sin)
             q = qk[: self.num_heads]
             self.keys[index, :, start:end] = qk[self.num_heads :]
             self.values[index, :, start:end] = qkv[:, self.qk_width :].view(n, self.num_kv_heads,
