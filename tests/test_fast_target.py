@@ -27,6 +27,9 @@ Method
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -244,6 +247,43 @@ def test_the_probe_cache_is_keyed_on_the_kernel_environment(tmp_path, monkeypatc
             monkeypatch.setenv("ATEN_CPU_CAPABILITY", capability)
         probe_module.probe_model(config, 32, modes=("int8",))
     assert calls == ["int8", "int8"]  # the second native call read the cache; the AVX2 one probed afresh
+
+
+def _spin_gemms(seconds: float) -> None:
+    """Keep torch's threads busy the way a probe does."""
+    weight, x = torch.randn(512, 512), torch.randn(4, 512)
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        weight @ x.T
+
+
+@pytest.mark.skipif(provenance.runqueue_wait_seconds() is None,
+                    reason="this kernel reports no runqueue wait (/proc/self/task/*/schedstat): left unchecked that a "
+                           "probe taken beside a busy process is not cached (every probe counts as quiet here)")
+def test_a_probe_taken_beside_busy_processes_is_used_but_not_cached(tmp_path, monkeypatch, capfd):
+    """The control first: alone, the probe counts as quiet and is cached. Then with as many busy-looping processes as
+    cores, its threads wait for a CPU: the probe is retaken, still busy, used for the run and not cached."""
+    from reproduce.engine import probe as probe_module
+
+    monkeypatch.setenv("REPRODUCE_CACHE", str(tmp_path))
+    monkeypatch.setattr(probe_module, "probe_mode", lambda mode, *a: _spin_gemms(0.4) or
+                        probe_module.ModeProbe(mode, {1: 1.0}, True))
+    config = tiny_random_model("llama", vocab_size=32).model.config
+    cached = lambda: sorted((tmp_path / "probes").glob("*.json")) if (tmp_path / "probes").exists() else []  # noqa: E731
+    quiet = probe_module.probe_model(config, 32, modes=("int8",))
+    assert quiet[0].wait_share < probe_module.BUSY_WAIT_SHARE and len(cached()) == 1
+    assert "waited for a CPU" not in capfd.readouterr().err
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+    try:
+        time.sleep(0.2)
+        loaded = probe_module.probe_model(config, 32, modes=("int4",))  # another key: not read from the cache
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
+    assert loaded[0].wait_share > probe_module.BUSY_WAIT_SHARE and loaded[0].ms == {1: 1.0}
+    assert len(cached()) == 1  # the busy probe was not written
+    assert "waited for a CPU" in capfd.readouterr().err
 
 
 def test_rejects_other_architectures_and_modes(tiny_llama):

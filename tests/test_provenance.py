@@ -188,3 +188,11 @@ def test_losslessness_json_records_its_commit_and_time(tmp_path):
     assert data["cpu_flags"]["avx2"] in (True, False)  # the CPU the tests ran on, compared with the run's by the report
     out.write_text(json.dumps(data["records"]))
     assert render.losslessness_provenance(out) is None and len(render.load_losslessness(out)) == len(data["records"])
+
+
+def test_runqueue_wait_sums_the_second_schedstat_field_of_every_thread(tmp_path):
+    for task, line in (("1", "5000 1500000000 7"), ("2", "9 500000000 3"), ("3", "garbled")):
+        (tmp_path / task).mkdir()
+        (tmp_path / task / "schedstat").write_text(line + "\n")
+    assert provenance.runqueue_wait_seconds(str(tmp_path)) == 2.0  # the garbled thread is skipped, not fatal
+    assert provenance.runqueue_wait_seconds(str(tmp_path / "missing")) is None

@@ -6,7 +6,8 @@ After a prompt of PROBE_PROMPT tokens, it times an n-token `forward` for n = 1..
 rows interleaved so drift hits every n alike) and checks bitwise that every row of an n-token call equals the
 single-token call at its position (greedy SpS == ArS needs it), recording the largest n up to which every call
 does (measured: up to 7 rows on our AVX-512 Xeon, not from 8 on, where llama.cpp changes kernels). The result is a probe.ModeProbe of mode
-"llama.cpp", cached in $REPRODUCE_CACHE/probes by CPU, llama-cpp-python version and build features, threads and the GGUF file.
+"llama.cpp", cached (when taken quietly: probe.measure_quietly) in $REPRODUCE_CACHE/probes by CPU, llama-cpp-python
+version and build features, threads and the GGUF file.
 
 Its t(n) is a whole forward while the fast modes' is their GEMMs alone, so a comparison of the two favours the fast
 modes: `auto` picks llama.cpp for a draft only where it is faster even so.
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from reproduce.engine.probe import MAX_ROWS, REPEATS, ModeProbe
+from reproduce.engine.probe import MAX_ROWS, REPEATS, ModeProbe, measure_quietly
 from reproduce.offline import cache_dir
 from reproduce.provenance import cpu_key
 
@@ -79,7 +80,10 @@ def probe_gguf(path, vocab_size: int, n_threads: int | None = None) -> ModeProbe
     if cached.exists():
         record = json.loads(cached.read_text())
         return ModeProbe(**{**record, "ms": {int(n): ms for n, ms in record["ms"].items()}})
-    probe = probe_lm(LlamaCppLM.load(path, vocab_size, n_threads))
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    cached.write_text(json.dumps(asdict(probe), indent=1))
+    lm = LlamaCppLM.load(path, vocab_size, n_threads)
+    probe, share, quiet = measure_quietly(lambda: probe_lm(lm), f"llama.cpp on {path.name}")
+    probe.wait_share = None if share is None else round(share, 3)
+    if quiet:  # as probe.probe_model: a probe taken on a busy machine serves this run only
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        cached.write_text(json.dumps(asdict(probe), indent=1))
     return probe

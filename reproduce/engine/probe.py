@@ -16,7 +16,10 @@ tokens). Both are properties of the CPU's GEMM kernels, which differ between AVX
 
 Results are cached in $REPRODUCE_CACHE/probes/, keyed by the CPU, torch, the thread count, the environment
 variables that pick torch's kernels (KERNEL_ENV: a run on torch's AVX2 paths must not read the native probe) and
-the shapes.
+the shapes. Only a quiet probe is cached: `measure_quietly` times how long the probe's threads waited for a CPU
+(another process running), retakes a probe that waited too long, and one still taken on a busy machine serves
+this run alone, with a warning (one taken beside another job read 10-35x the quiet t(1), and its cached choice
+outlived the job: notes/runtimes.md).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import hashlib
 import json
 import os
 import statistics
+import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -33,7 +37,7 @@ import torch
 from reproduce.engine.linear import make_linear
 from reproduce.errors import ReproduceError
 from reproduce.offline import cache_dir
-from reproduce.provenance import cpu_key
+from reproduce.provenance import cpu_key, runqueue_wait_seconds
 
 PROBE_VERSION = 2
 PROBE_MODES = ("int4", "int8", "bf16", "fp32")  # fastest first where they tie
@@ -44,6 +48,10 @@ REPEATS = 5
 ALPHA_PRIOR = 0.8  # acceptance assumed when the target's mode is chosen, before any row has measured it
 # what selects torch's CPU kernels besides the CPU itself (ATen's dispatch, oneDNN's and MKL's instruction sets)
 KERNEL_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+# seconds our threads waited for a CPU per second of a probe, above which another process shared the CPU: measured
+# 0.01 alone on 2 cores, 0.74 beside one busy process, 1.0 beside two
+BUSY_WAIT_SHARE = 0.2
+PROBE_ATTEMPTS = 2  # a busy probe is retaken once before it is used uncached
 
 
 @dataclass
@@ -57,6 +65,8 @@ class ModeProbe:
     note: str = ""
     # calls of up to this many rows are batch-invariant where not all are (llama.cpp switches kernels at some n)
     invariant_rows: int | None = None
+    # seconds the probe's threads waited for a CPU per second of probing (measure_quietly); None: not measured
+    wait_share: float | None = None
 
     def ratio(self, rows: int) -> float:
         return self.ms[rows] / self.ms[1]
@@ -181,17 +191,41 @@ def choose(probes: list[ModeProbe], role: str, k: int, k_options: tuple[int, ...
                   f"rounding; the fastest single token ({best.ms[1]:.0f} ms)", probes)
 
 
+def measure_quietly(measure, what: str):
+    """(measure()'s result, its wait share, whether it was quiet): measure() retaken up to PROBE_ATTEMPTS times
+    while its threads waited for a CPU more than BUSY_WAIT_SHARE of its wall time. Timings taken beside another
+    busy process say nothing of this CPU, so a caller caches only a quiet result; a busy one is used for this run
+    with a warning on stderr. Where the kernel does not report waiting (not Linux), the share is None and the
+    result counts as quiet: nothing is checked there."""
+    for attempt in range(1, PROBE_ATTEMPTS + 1):
+        waited, start = runqueue_wait_seconds(), time.perf_counter()
+        result = measure()
+        after = runqueue_wait_seconds()
+        share = None if waited is None or after is None else (after - waited) / (time.perf_counter() - start)
+        if share is None or share <= BUSY_WAIT_SHARE:
+            return result, share, True
+    print(f"warning: the probe of {what} waited for a CPU {share:.0%} of its time in {PROBE_ATTEMPTS} attempts "
+          "(another process is busy): its timings are used for this run only, not cached; run on a quiet machine "
+          "for a choice that lasts", file=sys.stderr)
+    return result, share, False
+
+
 def probe_model(config, vocab_size: int, modes=PROBE_MODES) -> list[ModeProbe]:
-    """Probes of every mode on this model's shapes, from the cache when this CPU measured them before."""
+    """Probes of every mode on this model's shapes, from the cache when this CPU measured them before quietly."""
     layer_shapes, head_shape = model_shapes(config, vocab_size)
     key = json.dumps([PROBE_VERSION, cpu_key(), torch.__version__, torch.get_num_threads(), layer_shapes,
                       head_shape, config.num_hidden_layers, list(modes), {v: os.environ.get(v) for v in KERNEL_ENV}])
     path = cache_dir() / "probes" / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".json")
     if path.exists():
         return [ModeProbe(**{**p, "ms": {int(n): ms for n, ms in p["ms"].items()}}) for p in json.loads(path.read_text())]
-    probes = [probe_mode(mode, layer_shapes, head_shape, config.num_hidden_layers) for mode in modes]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([asdict(p) for p in probes], indent=1))
+    probes, share, quiet = measure_quietly(
+        lambda: [probe_mode(mode, layer_shapes, head_shape, config.num_hidden_layers) for mode in modes],
+        f"a {config.model_type} of {config.num_hidden_layers} layers")
+    for probe in probes:
+        probe.wait_share = None if share is None else round(share, 3)
+    if quiet:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps([asdict(p) for p in probes], indent=1))
     return probes
 
 
