@@ -1,6 +1,6 @@
 """Provenance of a run, a test run or a report, torch-free: the git commit, the CPU's identity and the flags that
-decide its kernels, how long our threads waited for a CPU (another process's load), and the sha256 of model and
-data files. Shared by runs (what a session ran on), the report
+decide its kernels, how long our threads waited for a CPU (another process's load: the engine's probe reads it),
+and the sha256 of model and data files. Shared by runs (what a session ran on), the report
 (the commit rendering it) and the losslessness tests (the commit they ran at); it imports nothing above it.
 
 File hashes are cached in cache_dir()/sha256/ (one small JSON per file, keyed by its resolved path) together with
@@ -98,20 +98,21 @@ def cpu_key(path: str = "/proc/cpuinfo") -> str:
 
 
 def runqueue_wait_seconds(task_dir: str = "/proc/self/task") -> float | None:
-    """Seconds this process's threads have spent runnable but waiting for a CPU, summed over its live threads
-    (Linux schedstat, second field): the time another process took from us. None where the kernel does not say."""
-    total, seen = 0, False
+    """Seconds this process's live threads have spent runnable but waiting for a CPU (Linux schedstat's second
+    field, summed): time taken by another process, or by more of our threads than CPUs. None where the kernel does
+    not say (no such files, or sched_info off: every thread's on-CPU time reads 0)."""
+    waited = ran = 0
     try:
         tasks = os.listdir(task_dir)
     except OSError:
         return None
     for task in tasks:
         try:
-            total += int(Path(task_dir, task, "schedstat").read_text().split()[1])
-            seen = True
+            fields = Path(task_dir, task, "schedstat").read_text().split()
+            ran, waited = ran + int(fields[0]), waited + int(fields[1])
         except (OSError, IndexError, ValueError):  # a thread that just exited, or no schedstat in this kernel
             continue
-    return total / 1e9 if seen else None
+    return waited / 1e9 if ran else None
 
 
 def _cache_entry(path: Path) -> Path:

@@ -196,3 +196,7 @@ def test_runqueue_wait_sums_the_second_schedstat_field_of_every_thread(tmp_path)
         (tmp_path / task / "schedstat").write_text(line + "\n")
     assert provenance.runqueue_wait_seconds(str(tmp_path)) == 2.0  # the garbled thread is skipped, not fatal
     assert provenance.runqueue_wait_seconds(str(tmp_path / "missing")) is None
+    off = tmp_path / "sched_info_off"
+    (off / "1").mkdir(parents=True)
+    (off / "1" / "schedstat").write_text("0 0 0\n")  # a kernel without sched_info: it says nothing, not 'quiet'
+    assert provenance.runqueue_wait_seconds(str(off)) is None

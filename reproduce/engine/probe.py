@@ -24,6 +24,7 @@ outlived the job: notes/runtimes.md).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -48,10 +49,10 @@ REPEATS = 5
 ALPHA_PRIOR = 0.8  # acceptance assumed when the target's mode is chosen, before any row has measured it
 # what selects torch's CPU kernels besides the CPU itself (ATen's dispatch, oneDNN's and MKL's instruction sets)
 KERNEL_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
-# seconds our threads waited for a CPU per second of a probe, above which another process shared the CPU: measured
-# 0.01 alone on 2 cores, 0.74 beside one busy process, 1.0 beside two
-BUSY_WAIT_SHARE = 0.2
-PROBE_ATTEMPTS = 2  # a busy probe is retaken once before it is used uncached
+# the share of its threads' time a probe spent waiting for a CPU above which something else shared the CPU:
+# measured 0.004-0.007 alone on 2 cores with 2 threads, 0.37 beside one busy process, 0.5 beside two
+BUSY_WAIT_SHARE = 0.1
+PROBE_ATTEMPTS = 2  # a busy probe is taken again once before it is used uncached
 
 
 @dataclass
@@ -65,7 +66,7 @@ class ModeProbe:
     note: str = ""
     # calls of up to this many rows are batch-invariant where not all are (llama.cpp switches kernels at some n)
     invariant_rows: int | None = None
-    # seconds the probe's threads waited for a CPU per second of probing (measure_quietly); None: not measured
+    # the share of its threads' time this probe waited for a CPU (measure_quietly); None: not measured
     wait_share: float | None = None
 
     def ratio(self, rows: int) -> float:
@@ -191,39 +192,44 @@ def choose(probes: list[ModeProbe], role: str, k: int, k_options: tuple[int, ...
                   f"rounding; the fastest single token ({best.ms[1]:.0f} ms)", probes)
 
 
-def measure_quietly(measure, what: str):
-    """(measure()'s result, its wait share, whether it was quiet): measure() retaken up to PROBE_ATTEMPTS times
-    while its threads waited for a CPU more than BUSY_WAIT_SHARE of its wall time. Timings taken beside another
-    busy process say nothing of this CPU, so a caller caches only a quiet result; a busy one is used for this run
-    with a warning on stderr. Where the kernel does not report waiting (not Linux), the share is None and the
-    result counts as quiet: nothing is checked there."""
-    for attempt in range(1, PROBE_ATTEMPTS + 1):
+def measure_quietly(measure, what: str, threads: int):
+    """(measure()'s result, its wait share, whether it was quiet): measure(), on `threads` threads, taken up to
+    PROBE_ATTEMPTS times while its threads waited for a CPU more than BUSY_WAIT_SHARE of their time. Timings taken
+    beside another busy process say nothing of this CPU, so a caller caches only a quiet result; a busy one is used
+    for this run with a warning on stderr. Where the kernel does not report waiting (not Linux), the share is None
+    and the result counts as quiet: nothing is checked there."""
+    for _ in range(PROBE_ATTEMPTS):
         waited, start = runqueue_wait_seconds(), time.perf_counter()
         result = measure()
         after = runqueue_wait_seconds()
-        share = None if waited is None or after is None else (after - waited) / (time.perf_counter() - start)
+        share = (None if waited is None or after is None or after < waited  # a thread exited: its wait is gone
+                 else (after - waited) / ((time.perf_counter() - start) * threads))
         if share is None or share <= BUSY_WAIT_SHARE:
             return result, share, True
-    print(f"warning: the probe of {what} waited for a CPU {share:.0%} of its time in {PROBE_ATTEMPTS} attempts "
-          "(another process is busy): its timings are used for this run only, not cached; run on a quiet machine "
-          "for a choice that lasts", file=sys.stderr)
+    print(f"warning: the probe of {what} waited for a CPU {share:.0%} of its threads' time in {PROBE_ATTEMPTS} "
+          "attempts (another process is busy, or more threads than CPUs): its timings serve this run only, not "
+          "cached; probe on a quiet machine for a choice that lasts", file=sys.stderr)
     return result, share, False
 
 
 def probe_model(config, vocab_size: int, modes=PROBE_MODES) -> list[ModeProbe]:
-    """Probes of every mode on this model's shapes, from the cache when this CPU measured them before quietly."""
+    """Probes of every mode on this model's shapes, from the cache when this CPU measured them before quietly.
+    Each mode is checked for quiet on its own: a burst of another job during one mode is not averaged away."""
     layer_shapes, head_shape = model_shapes(config, vocab_size)
     key = json.dumps([PROBE_VERSION, cpu_key(), torch.__version__, torch.get_num_threads(), layer_shapes,
                       head_shape, config.num_hidden_layers, list(modes), {v: os.environ.get(v) for v in KERNEL_ENV}])
     path = cache_dir() / "probes" / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".json")
     if path.exists():
         return [ModeProbe(**{**p, "ms": {int(n): ms for n, ms in p["ms"].items()}}) for p in json.loads(path.read_text())]
-    probes, share, quiet = measure_quietly(
-        lambda: [probe_mode(mode, layer_shapes, head_shape, config.num_hidden_layers) for mode in modes],
-        f"a {config.model_type} of {config.num_hidden_layers} layers")
-    for probe in probes:
-        probe.wait_share = None if share is None else round(share, 3)
-    if quiet:
+    probes, all_quiet = [], True
+    for mode in modes:
+        probe, share, quiet = measure_quietly(
+            functools.partial(probe_mode, mode, layer_shapes, head_shape, config.num_hidden_layers),
+            f"{mode} for a {config.model_type} of {config.num_hidden_layers} layers", torch.get_num_threads())
+        probe.wait_share = None if share is None else round(share, 4)
+        probes.append(probe)
+        all_quiet = all_quiet and quiet
+    if all_quiet:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps([asdict(p) for p in probes], indent=1))
     return probes
