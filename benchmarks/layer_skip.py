@@ -32,8 +32,10 @@ import torch
 
 from reproduce.analysis.theory import leviathan_expected_tokens
 from reproduce.engine import models
+from reproduce.engine.decoding import autoregressive_decode
 from reproduce.engine.fast_lm import FastLlamaLM
 from reproduce.engine.restricted import restricted_lm
+from reproduce.engine.sampling import SamplingParams
 from reproduce.runs.vocabulary import restricted_vocabulary
 from reproduce.tasks import build_prompt_ids, load_examples
 
@@ -41,6 +43,7 @@ TARGET, DRAFT = "qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct"
 SELECTION = {"humaneval": range(100, 112), "xsum": range(100, 106)}
 HELD_OUT = {"humaneval": range(60, 72), "xsum": range(60, 66)}
 PROMPT_TOKENS = {"humaneval": 1024, "xsum": 300}
+GREEDY = SamplingParams(temperature=0.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,15 +70,8 @@ def without(lm, left_out: list[int], kind: str, hidden: int, intermediate: int):
 
 
 def greedy_continuations(target: FastLlamaLM, prompts: list[tuple[str, list[int]]], tokens: int) -> list[list[int]]:
-    out = []
-    for _, ids in prompts:
-        target.reset()
-        logits, continuation = target.forward(ids, last_only=True), []
-        for _ in range(tokens):
-            continuation.append(int(logits[-1].argmax()))
-            logits = target.forward(continuation[-1:], last_only=True)
-        out.append(continuation)
-    return out
+    """The target's own greedy ArS tokens after each prompt, `tokens` of them (past EOS, as ignore_eos rows)."""
+    return [autoregressive_decode(target, ids, tokens, GREEDY, torch.Generator()).tokens for _, ids in prompts]
 
 
 def agreement(lm, prompts, continuations) -> dict[str, float]:

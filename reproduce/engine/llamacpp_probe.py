@@ -81,8 +81,7 @@ def probe_gguf(path, vocab_size: int, n_threads: int | None = None) -> ModeProbe
         record = json.loads(cached.read_text())
         return ModeProbe(**{**record, "ms": {int(n): ms for n, ms in record["ms"].items()}})
     lm = LlamaCppLM.load(path, vocab_size, n_threads)
-    probe, share, quiet = measure_quietly(lambda: probe_lm(lm), f"llama.cpp on {path.name}", n_threads)
-    probe.wait_share = None if share is None else round(share, 4)
+    probe, quiet = measure_quietly(lambda: probe_lm(lm), f"llama.cpp on {path.name}", n_threads)
     if quiet:  # as probe.probe_model: a probe taken on a busy machine serves this run only
         cached.parent.mkdir(parents=True, exist_ok=True)
         cached.write_text(json.dumps(asdict(probe), indent=1))

@@ -192,24 +192,25 @@ def choose(probes: list[ModeProbe], role: str, k: int, k_options: tuple[int, ...
                   f"rounding; the fastest single token ({best.ms[1]:.0f} ms)", probes)
 
 
-def measure_quietly(measure, what: str, threads: int):
-    """(measure()'s result, its wait share, whether it was quiet): measure(), on `threads` threads, taken up to
-    PROBE_ATTEMPTS times while its threads waited for a CPU more than BUSY_WAIT_SHARE of their time. Timings taken
-    beside another busy process say nothing of this CPU, so a caller caches only a quiet result; a busy one is used
-    for this run with a warning on stderr. Where the kernel does not report waiting (not Linux), the share is None
-    and the result counts as quiet: nothing is checked there."""
+def measure_quietly(measure, what: str, threads: int) -> tuple[ModeProbe, bool]:
+    """(the ModeProbe measure() returns, with its wait_share set; whether it was quiet): measure(), on `threads`
+    threads, taken up to PROBE_ATTEMPTS times while its threads waited for a CPU more than BUSY_WAIT_SHARE of their
+    time. Timings taken beside another busy process say nothing of this CPU, so a caller caches only a quiet probe;
+    a busy one is used for this run with a warning on stderr. Where the kernel does not report waiting (not Linux),
+    the share is None and the probe counts as quiet: nothing is checked there."""
     for _ in range(PROBE_ATTEMPTS):
         waited, start = runqueue_wait_seconds(), time.perf_counter()
-        result = measure()
+        probe = measure()
         after = runqueue_wait_seconds()
         share = (None if waited is None or after is None or after < waited  # a thread exited: its wait is gone
                  else (after - waited) / ((time.perf_counter() - start) * threads))
+        probe.wait_share = None if share is None else round(share, 4)
         if share is None or share <= BUSY_WAIT_SHARE:
-            return result, share, True
+            return probe, True
     print(f"warning: the probe of {what} waited for a CPU {share:.0%} of its threads' time in {PROBE_ATTEMPTS} "
           "attempts (another process is busy, or more threads than CPUs): its timings serve this run only, not "
           "cached; probe on a quiet machine for a choice that lasts", file=sys.stderr)
-    return result, share, False
+    return probe, False
 
 
 def probe_model(config, vocab_size: int, modes=PROBE_MODES) -> list[ModeProbe]:
@@ -223,10 +224,9 @@ def probe_model(config, vocab_size: int, modes=PROBE_MODES) -> list[ModeProbe]:
         return [ModeProbe(**{**p, "ms": {int(n): ms for n, ms in p["ms"].items()}}) for p in json.loads(path.read_text())]
     probes, all_quiet = [], True
     for mode in modes:
-        probe, share, quiet = measure_quietly(
+        probe, quiet = measure_quietly(
             functools.partial(probe_mode, mode, layer_shapes, head_shape, config.num_hidden_layers),
             f"{mode} for a {config.model_type} of {config.num_hidden_layers} layers", torch.get_num_threads())
-        probe.wait_share = None if share is None else round(share, 4)
         probes.append(probe)
         all_quiet = all_quiet and quiet
     if all_quiet:
