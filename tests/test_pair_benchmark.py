@@ -14,6 +14,8 @@ from pathlib import Path
 from benchmarks.pair import pair_tables, render
 
 RAW = Path(__file__).resolve().parent / "fixtures" / "smollm2-run-2026-11-22"
+REPO = Path(__file__).resolve().parent.parent
+LLAMACPP_CHECKS = ("HumanEval greedy: our fastest SpS", "HumanEval greedy: our ArS")  # issue 24's three
 
 
 def test_targets_are_judged_from_the_rows(tmp_path):
@@ -40,7 +42,7 @@ def test_llamacpp_targets_are_judged_from_the_peer_rows(tmp_path):
     raw = Path(__file__).resolve().parent.parent / "reports" / "llamacpp-peer" / "raw" / "llamacpp-peer"
     for name in ("rows.jsonl", "manifest.json"):
         shutil.copy(raw / name, tmp_path / name)
-    checks = [c for c in pair_tables(tmp_path)["pair_checks"] if "llama.cpp" in c["target"]]
+    checks = [c for c in pair_tables(tmp_path)["pair_checks"] if c["target"].startswith(LLAMACPP_CHECKS)]
     assert [c["met"] for c in checks] == [True, True, True]
     assert checks[0]["measured"].startswith("1.52x [1.40, 1.64] (llama.cpp 12.0 tok/s vs SpS[qwen-0.5b,K=3] 18.0")
     # llama.cpp's fastest speculative decoding here is its prompt lookup: its draft-model run (9.8 tok/s) is slower
@@ -50,7 +52,7 @@ def test_llamacpp_targets_are_judged_from_the_peer_rows(tmp_path):
     other.mkdir()
     for name in ("rows.jsonl", "manifest.json"):
         shutil.copy(RAW / name, other / name)
-    checks = [c for c in pair_tables(other)["pair_checks"] if "llama.cpp" in c["target"]]
+    checks = [c for c in pair_tables(other)["pair_checks"] if c["target"].startswith(LLAMACPP_CHECKS)]
     assert len(checks) == 3 and all(c["met"] is None for c in checks)
 
 
@@ -67,7 +69,30 @@ def test_the_avx2_paths_run_is_judged_as_avx2_and_misses_the_llamacpp_targets(tm
     assert session["kernel_env"]["ATEN_CPU_CAPABILITY"] == "avx2" and session["cpu_native_bf16"] is False
     checks = {c["target"]: c for c in tables["pair_checks"]}
     assert checks["humaneval T=0: speedup >= 1.5x"]["met"] is False
-    llamacpp = [c for c in tables["pair_checks"] if "llama.cpp" in c["target"]]
+    llamacpp = [c for c in tables["pair_checks"] if c["target"].startswith(LLAMACPP_CHECKS)]
     assert [c["met"] for c in llamacpp] == [False, False, False]
     assert llamacpp[0]["measured"].startswith("1.00x [0.94, 1.07]")
     assert llamacpp[2]["measured"].startswith("0.79x [0.78, 0.80]")  # within 1.25x means >= 0.8
+
+
+def test_the_practical_regime_is_judged_against_the_fastest_ars_measured(tmp_path):
+    """Issue 23's practical regime is SpS against the fastest batch-invariant ArS. In the committed default run
+    llama.cpp's plain decoding (80.5 ms a token) beat our fast-int4 ArS (87.6 ms) on HumanEval greedy, so the check
+    measures the model-draft SpS against it: 1.46x [1.37, 1.57], the report's headline column (tests/test_report.py
+    recomputes it from the rows), not the 1.59x against our own ArS. The SmolLM2 run, without llama.cpp rows, is
+    judged against our ArS as before."""
+    for name in ("rows.jsonl", "manifest.json"):
+        shutil.copy(REPO / "reports" / "raw" / "default" / name, tmp_path / name)
+    practical = [c for c in pair_tables(tmp_path)["pair_checks"] if "practical regime" in c["target"]
+                 and "SpS >=" in c["target"]]
+    assert len(practical) == 1
+    assert "against the fastest ArS measured, llama.cpp's 80.5 ms a token" in practical[0]["target"]
+    assert practical[0]["met"] is False
+    assert practical[0]["measured"] == "1.46x [1.37, 1.57] (SpS[qwen-0.5b,K=3], n=20)"
+    other = tmp_path / "smollm2"
+    other.mkdir()
+    for name in ("rows.jsonl", "manifest.json"):
+        shutil.copy(RAW / name, other / name)
+    practical = [c for c in pair_tables(other)["pair_checks"] if "practical regime" in c["target"]
+                 and "SpS >=" in c["target"]]
+    assert len(practical) == 1 and "fastest ArS measured" not in practical[0]["target"]
