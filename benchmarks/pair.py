@@ -279,8 +279,8 @@ def mode_and_k_plan(summary: dict) -> list[dict]:
     for e in summary["methods"]:
         if (e["block"] == "main" and e["method"] == "sps" and _model_draft(summary["manifest"]["config"], e["draft"])
                 and e.get("alpha_mean") is not None and e.get("draft_ms_per_drafted_token")):
-            # the probe times GEMMs only, the loop whole steps: the draft's loop ms goes on the probe's scale by the
-            # run's own mode's ratio, probe t(1) / loop t(1)
+            # the probe times random weights at a short context (before probe version 3, GEMMs alone), the loop
+            # real steps: the draft's loop ms goes on the probe's scale by the run's mode's probe t(1) / loop t(1)
             loop_t1 = summary["cost_curves_ms"].get(e["task"], {}).get("1")
             if run_mode not in curves or not loop_t1:
                 continue
@@ -367,7 +367,8 @@ def pair_tables(out_dir: Path, time_log: Path | None = None) -> dict:
               + peer_checks(tables["peers"]) + [greedy_identity_check(every_block)] + measurement_checks(summary, entries)
               + regime_checks(summary, cpu_kind) + llamacpp_checks(entries, tables["points"]) + [peak_memory_check(time_log)])
     return {**tables, "pair_checks": checks, "pass_at_1": pass_at_1(entries), "probe_costs": probe_costs(summary["manifest"]),
-            "mode_and_k_plan": mode_and_k_plan(summary)}
+            "mode_and_k_plan": mode_and_k_plan(summary),
+            "probe_version": summary["manifest"].get("runtime_choices", {}).get("target", {}).get("probe_version", 2)}
 
 
 def render(tables: dict, command: str) -> str:
@@ -380,7 +381,8 @@ def render(tables: dict, command: str) -> str:
              _markdown_table(["mode", "method", "pass@1", "95% CI", "n"],
                              [[r["mode"], r["variant"], f"{r['pass_at_1']:.3f}",
                                f"[{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]", str(r["n"])] for r in tables["pass_at_1"]]),
-             "", "## The draft's cost in the probe (c = draft t(1) / target t(1), GEMMs only)", "",
+             "", "## The draft's cost in the probe (c = draft t(1) / target t(1); "
+             + ("a whole forward" if tables.get("probe_version", 2) >= 3 else "GEMMs only: probe version < 3") + ")", "",
              _markdown_table(["target", "draft", "target t(1) ms", "draft t(1) ms", "c"],
                              [[r["target"], r["draft"], _f(r["target_t1_ms"], 1), _f(r["draft_t1_ms"], 1), _f(r["c"], 3)]
                               for r in tables["probe_costs"]]),

@@ -30,6 +30,7 @@ import os
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 import torch
@@ -247,6 +248,48 @@ def test_the_probe_cache_is_keyed_on_the_kernel_environment(tmp_path, monkeypatc
             monkeypatch.setenv("ATEN_CPU_CAPABILITY", capability)
         probe_module.probe_model(config, 32, modes=("int8",))
     assert calls == ["int8", "int8"]  # the second native call read the cache; the AVX2 one probed afresh
+
+
+def test_the_probe_times_the_whole_forward_not_the_gemms_alone(monkeypatch):
+    """llama.cpp's probe times a whole forward and `choose` compares it with the fast modes', so theirs must be a
+    whole forward too: attention made 2 ms dearer a layer call raises a probed t(n) by ~2 ms a layer of the model (8
+    here, 4 probed and scaled). A GEMMs-only probe (probe version 2) would not move, so this fails there."""
+    from reproduce.engine import fast_lm, probe as probe_module
+
+    config = tiny_random_model("qwen2", vocab_size=64, num_hidden_layers=8).model.config
+    base = probe_module.probe_mode("int8", config, 64)
+    attend_one = fast_lm.attend_one
+
+    def slower(*args):
+        time.sleep(0.002)
+        return attend_one(*args)
+
+    monkeypatch.setattr(fast_lm, "attend_one", slower)
+    dearer = probe_module.probe_mode("int8", config, 64)
+    assert base.ok and dearer.ok and base.batch_invariant
+    for rows in (1, 2, 9):  # one call a layer for one row, one a row (row by row) for verification calls
+        added = dearer.ms[rows] - base.ms[rows]
+        assert 0.8 * 2 * 8 * rows <= added <= 2 * 2 * 8 * rows + 10, (rows, base.ms[rows], dearer.ms[rows])
+
+
+def test_a_restricted_draft_is_probed_with_the_head_it_runs(monkeypatch):
+    """The draft's probe is its c's prior (benchmarks/pair prints it beside the loop's): a draft with a restricted
+    head is probed on that head's rows, not on the whole vocabulary's."""
+    from reproduce.engine import drafters
+
+    loaded = tiny_random_model("llama", vocab_size=64)
+    asked = []
+
+    def resolve(runtime, model, role, vocab_size=None, name=""):
+        asked.append((role, vocab_size))
+        return "fast-int8", None
+
+    monkeypatch.setattr(drafters, "resolve_choice", resolve)
+    kept = torch.arange(0, 64, 4)
+    for head in (None, kept):
+        drafters.build_drafter("tiny-draft", loaded, load_model=lambda name, dtype: loaded,
+                               make_lm=lambda *a: types.SimpleNamespace(fresh=lambda: None), kept=head)
+    assert asked == [("draft", 64), ("draft", 16)]
 
 
 @pytest.mark.parametrize("hidden", [64, 576, 896, 1536, 2048, 3584, 4096])

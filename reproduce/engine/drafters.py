@@ -264,7 +264,9 @@ def build_drafter(name: str, target, target_runtime: str = "auto", draft_runtime
     models.shared_vocab_size(target, loaded)
     if kept is not None:  # auto leaves llama.cpp out for it (runtime.llamacpp_eligible), here and in the manifest
         loaded.model.restricted_head = True
-    runtime, choice = resolve_choice(draft_runtime, loaded.model, "draft", vocab_size=vocab, name=loaded.name)
+    # a restricted draft is probed with the head it runs: its cost, not the full vocabulary's, is the probe's c
+    head_rows = vocab if kept is None else len(kept)
+    runtime, choice = resolve_choice(draft_runtime, loaded.model, "draft", vocab_size=head_rows, name=loaded.name)
     lm = (make_lm or draft_lm)(loaded.model, vocab, runtime, kept)
     drafter = (RestrictedDrafter if kept is not None else ModelDrafter)(lm, name=name, stop_below=stop_below)
     return Draft(name, drafter, loaded, runtime, lm.fresh, choice)

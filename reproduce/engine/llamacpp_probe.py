@@ -1,6 +1,6 @@
 """The llama.cpp runtime measured like the fast modes (reproduce.engine.probe): t(n) and batch invariance.
 
-Unlike the fast modes' probe (random weights of the model's shapes, GEMMs only), this runs the real GGUF: llama.cpp's
+Unlike the fast modes' probe (random weights of the model's shapes), this runs the real GGUF: llama.cpp's
 kernels are chosen per tensor type and row count inside llama.cpp, so only the model itself says what they do.
 After a prompt of PROBE_PROMPT tokens, it times an n-token `forward` for n = 1..MAX_ROWS (the median of REPEATS,
 rows interleaved so drift hits every n alike) and checks bitwise that every row of an n-token call equals the
@@ -9,8 +9,8 @@ does (measured: up to 7 rows on our AVX-512 Xeon, not from 8 on, where llama.cpp
 "llama.cpp", cached (when taken quietly: probe.measure_quietly) in $REPRODUCE_CACHE/probes by CPU, llama-cpp-python
 version and build features, threads and the GGUF file.
 
-Its t(n) is a whole forward while the fast modes' is their GEMMs alone, so a comparison of the two favours the fast
-modes: `auto` picks llama.cpp for a draft only where it is faster even so.
+Its t(n) is a whole forward after PROBE_PROMPT cached positions, as the fast modes' probe times theirs, so `choose`
+compares like with like (before probe version 3 the fast modes' t(n) was their GEMMs alone, which favoured them).
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from pathlib import Path
 
 import torch
 
-from reproduce.engine.probe import MAX_ROWS, REPEATS, ModeProbe, measure_quietly
+from reproduce.engine.probe import MAX_ROWS, PROBE_CONTEXT, REPEATS, ModeProbe, measure_quietly
 from reproduce.offline import cache_dir
 from reproduce.provenance import cpu_key
 
 PROBE_VERSION = 1
-PROBE_PROMPT = 64  # tokens cached before each timed call: a short prompt's worth
+PROBE_PROMPT = PROBE_CONTEXT  # tokens cached before each timed call, as the fast modes' probe
 MODE = "llama.cpp"
 
 

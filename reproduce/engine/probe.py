@@ -5,9 +5,12 @@ The paper's regime needs a target whose verification is *flat* (scoring K+1 toke
 tokens). Both are properties of the CPU's GEMM kernels, which differ between AVX2 and AVX512-BF16 machines
 (notes/runtimes.md), so `runtime: auto` measures them instead of guessing from flags:
 
-- `probe_mode` times, with random weights of the model's shapes (PROBE_LAYERS decoder layers and the head), a
-  forward's GEMMs for n = 1..MAX_ROWS rows, scaled to the model's depth, and checks every GEMM's batch invariance
-  for n = 2..MAX_ROWS bitwise;
+- `probe_mode` times, with random weights of the model's shapes (PROBE_LAYERS decoder layers and the head), the
+  fast runtime's whole forward (FastLlamaLM: norms, RoPE, attention over PROBE_CONTEXT cached positions, the
+  GEMMs) for n = 1..MAX_ROWS rows, the layers scaled to the model's depth and the head to its vocabulary, and checks
+  every GEMM's batch invariance for n = 2..MAX_ROWS bitwise. A whole forward, because llama.cpp's probe times one
+  (on the real GGUF) and `choose` compares the two: GEMMs alone read ~57% of our int4 target's step in the loop;
+  the whole forward, which this now times, read ~93% for llama.cpp's (notes/runtimes.md);
 - `choose` (pure) picks, for a target verifying K drafts, the batch-invariant mode with the least expected SpS
   time per token (Leviathan's formula over the probe's t(n)); for the paper's regime the flattest batch-invariant
   verification; for a draft, the fastest single-token mode. Where llama-cpp-python is installed and the model came
@@ -35,15 +38,17 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from reproduce.engine.fast_lm import FastLlamaLM, LayerWeights
 from reproduce.engine.linear import make_linear
 from reproduce.errors import ReproduceError
 from reproduce.offline import cache_dir
 from reproduce.provenance import cpu_key, runqueue_wait_seconds
 
-PROBE_VERSION = 2
+PROBE_VERSION = 3  # 3: a whole forward after PROBE_CONTEXT positions (2: the GEMMs alone)
 PROBE_MODES = ("int4", "int8", "bf16", "fp32")  # fastest first where they tie
 PROBE_LAYERS = 4  # enough weight bytes to leave the caches: what a real forward reads
 HEAD_ROWS = 32768  # the head is probed on this many vocabulary rows and its time scaled (GEMV cost ~ rows)
+PROBE_CONTEXT = 64  # positions cached before each timed call (llama.cpp's probe too): a short prompt's worth
 MAX_ROWS = 9  # verification of K <= 8
 REPEATS = 5
 ALPHA_PRIOR = 0.8  # acceptance assumed when the target's mode is chosen, before any row has measured it
@@ -57,7 +62,7 @@ PROBE_ATTEMPTS = 2  # a busy probe is taken again once before it is used uncache
 
 @dataclass
 class ModeProbe:
-    """One linear mode measured on one model's shapes: ms of a whole forward's GEMMs per row count."""
+    """One linear mode (or llama.cpp) measured on one model's shapes: ms of a whole forward per row count."""
 
     mode: str
     ms: dict[int, float]  # rows n -> ms (median of REPEATS)
@@ -89,8 +94,9 @@ class Choice:
     probes: list[ModeProbe]
 
     def as_record(self) -> dict:
-        """What the manifest stores: the choice, why, and t(n) of every mode."""
-        return {"runtime": self.runtime, "reason": self.reason,
+        """What the manifest stores: the choice, why, t(n) of every mode, and what the fast modes' t(n) times
+        (probe_version: 3 and on a whole forward, older records their GEMMs alone)."""
+        return {"runtime": self.runtime, "reason": self.reason, "probe_version": PROBE_VERSION,
                 "probes": [{**asdict(p), "ms": {str(n): round(ms, 2) for n, ms in p.ms.items()}} for p in self.probes]}
 
 
@@ -113,31 +119,48 @@ def _gemms_invariant(linears, inputs) -> bool:
     return True
 
 
+def _random_lm(config, mode: str, layer_shapes, head_rows: int, generator: torch.Generator) -> FastLlamaLM:
+    """A FastLlamaLM of `config`'s widths with min(PROBE_LAYERS, depth) random layers in `mode` and a head of
+    `head_rows` rows (make_linear's, as the real model's: int8 in int4 mode)."""
+    def weight(shape):
+        return torch.randn(shape, generator=generator) * 0.02
+
+    hidden = config.hidden_size
+    layers = [LayerWeights(*(make_linear(weight(shape), mode) for shape in layer_shapes),
+                           qkv_bias=weight(layer_shapes[0][0]) if config.model_type == "qwen2" else None)
+              for _ in range(min(PROBE_LAYERS, config.num_hidden_layers))]
+    norms = [(torch.ones(hidden), torch.ones(hidden)) for _ in layers]
+    table = weight((head_rows, hidden))
+    embedding = table if mode == "fp32" else table.to(torch.bfloat16)
+    return FastLlamaLM(config, embedding, layers, norms, torch.ones(hidden), make_linear(table, mode, head=True),
+                       head_rows, PROBE_CONTEXT + MAX_ROWS, mode)
+
+
 @torch.inference_mode()
-def probe_mode(mode: str, layer_shapes, head_shape, num_layers: int, seed: int = 0) -> ModeProbe:
-    """Time and check `mode` on random weights of the given shapes (see the module docstring)."""
+def probe_mode(mode: str, config, vocab_size: int, seed: int = 0) -> ModeProbe:
+    """Time and check `mode` on random weights of `config`'s shapes (see the module docstring)."""
     generator = torch.Generator().manual_seed(seed)
-    probed = min(PROBE_LAYERS, num_layers)
+    layer_shapes, head_shape = model_shapes(config, vocab_size)
+    head_rows = min(head_shape[0], HEAD_ROWS)
     try:
-        layers = [make_linear(torch.randn(shape, generator=generator) * 0.02, mode)
-                  for _ in range(probed) for shape in layer_shapes]
-        head_rows = min(head_shape[0], HEAD_ROWS)
-        head = make_linear(torch.randn(head_rows, head_shape[1], generator=generator) * 0.02, mode, head=True)
+        lm = _random_lm(config, mode, layer_shapes, head_rows, generator)
     except Exception as exc:  # noqa: BLE001 - a kernel refusing these shapes rules the mode out, with its reason
         return ModeProbe(mode, {}, False, ok=False, note=str(exc).splitlines()[0][:200])
     x = {cols: torch.randn(MAX_ROWS, cols, generator=generator) for _, cols in [*layer_shapes, head_shape]}
-    invariant = _gemms_invariant(layers[: len(layer_shapes)] + [head],
+    first = lm.layers[0]
+    invariant = _gemms_invariant([first.qkv, first.out, first.gate_up, first.down, lm.head],
                                  [x[cols] for _, cols in layer_shapes] + [x[head_shape[1]]])
+    tokens = torch.randint(head_rows, (PROBE_CONTEXT + MAX_ROWS,), generator=generator).tolist()
+    lm.forward(tokens[:PROBE_CONTEXT], last_only=True)
+    layer_scale, head_scale = config.num_hidden_layers / len(lm.layers), head_shape[0] / head_rows
 
     def forward(n: int) -> float:
+        lm.rollback(PROBE_CONTEXT)
         start = time.perf_counter()
-        for linear, (_, cols) in zip(layers, layer_shapes * probed):
-            linear(x[cols][:n])
-        layers_s = time.perf_counter() - start
-        start = time.perf_counter()
-        head(x[head_shape[1]][:n])
-        head_s = (time.perf_counter() - start) * head_shape[0] / head_rows
-        return (layers_s * num_layers / probed + head_s) * 1e3
+        hidden = lm.hidden_states(tokens[PROBE_CONTEXT : PROBE_CONTEXT + n])
+        middle = time.perf_counter()
+        lm.head(hidden)
+        return ((middle - start) * layer_scale + (time.perf_counter() - middle) * head_scale) * 1e3
 
     forward(1)  # warm-up: first calls allocate and pack
     samples = {n: [] for n in range(1, MAX_ROWS + 1)}
@@ -218,14 +241,15 @@ def probe_model(config, vocab_size: int, modes=PROBE_MODES) -> list[ModeProbe]:
     Each mode is checked for quiet on its own: a burst of another job during one mode is not averaged away."""
     layer_shapes, head_shape = model_shapes(config, vocab_size)
     key = json.dumps([PROBE_VERSION, cpu_key(), torch.__version__, torch.get_num_threads(), layer_shapes,
-                      head_shape, config.num_hidden_layers, list(modes), {v: os.environ.get(v) for v in KERNEL_ENV}])
+                      head_shape, config.num_hidden_layers, config.model_type, config.num_attention_heads,
+                      config.num_key_value_heads, list(modes), {v: os.environ.get(v) for v in KERNEL_ENV}])
     path = cache_dir() / "probes" / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".json")
     if path.exists():
         return [ModeProbe(**{**p, "ms": {int(n): ms for n, ms in p["ms"].items()}}) for p in json.loads(path.read_text())]
     probes, all_quiet = [], True
     for mode in modes:
         probe, quiet = measure_quietly(
-            functools.partial(probe_mode, mode, layer_shapes, head_shape, config.num_hidden_layers),
+            functools.partial(probe_mode, mode, config, vocab_size),
             f"{mode} for a {config.model_type} of {config.num_hidden_layers} layers", torch.get_num_threads())
         probes.append(probe)
         all_quiet = all_quiet and quiet
