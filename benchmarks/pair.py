@@ -174,14 +174,19 @@ def _speedup_text(entry: dict) -> str:
     return f"{sp['point']:.2f}x [{ci[0]:.2f}, {ci[1]:.2f}] ({entry['variant']}, n={sp['n']})"
 
 
+def _llamacpp_peers(setting: list[dict]) -> tuple[list[dict], dict | None]:
+    """A setting's llama.cpp peer entries with ratios to ours, and among them its plain decoding (or None)."""
+    peers = [e for e in setting if METHOD_KINDS[e["method"]].llamacpp_peer and e.get("ours_vs_llamacpp")]
+    return peers, next((e for e in peers if not METHOD_KINDS[e["method"]].uses_draft), None)
+
+
 def _faster_llamacpp_ars(summary: dict, block: str) -> dict | None:
     """HumanEval greedy's llama.cpp plain decoding where it decoded faster than our ArS (mean decode ms/token), as
     the report's headline (reproduce.report.answer.faster_ars) finds it; None otherwise."""
     setting = [e for e in summary["methods"] if e["block"] == block and e["task"] == "humaneval"
                and e["temperature"] == 0]
     ars = next((e for e in setting if e["method"] == "ars"), None)
-    plain = next((e for e in setting if METHOD_KINDS[e["method"]].llamacpp_peer
-                  and not METHOD_KINDS[e["method"]].uses_draft and e.get("ours_vs_llamacpp")), None)
+    _, plain = _llamacpp_peers(setting)
     if ars is None or plain is None or plain["decode_ms_per_token_mean"] >= ars["decode_ms_per_token_mean"]:
         return None
     return plain
@@ -313,8 +318,7 @@ def llamacpp_checks(entries: list[dict], points: list[dict]) -> list[dict]:
                f"HumanEval greedy: our fastest SpS >= {MIN_SPS_OVER_LLAMACPP}x llama.cpp's fastest speculative decoding",
                "HumanEval greedy: our ArS within 1.25x of llama.cpp's plain decoding")
     setting = [e for e in entries if e["task"] == "humaneval" and e["temperature"] == 0]
-    peers = [e for e in setting if METHOD_KINDS[e["method"]].llamacpp_peer and e.get("ours_vs_llamacpp")]
-    plain = next((e for e in peers if not METHOD_KINDS[e["method"]].uses_draft), None)
+    peers, plain = _llamacpp_peers(setting)
     speculative = min((e for e in peers if METHOD_KINDS[e["method"]].uses_draft),
                       key=lambda e: e["decode_ms_per_token_mean"], default=None)
     ars = next((e for e in setting if e["method"] == "ars"), None)

@@ -254,17 +254,17 @@ def test_the_practical_regime_is_against_the_fastest_ars_measured(committed):
 def test_the_fastest_ars_is_ours_where_llamacpp_decoded_slower(committed, paper):
     """The negative control of the test above: the same settings with llama.cpp's plain decoding made 1% slower
     than our ArS no longer measure against it, and made 1% faster do."""
-    from reproduce.report.answer import faster_ars, llamacpp_plain
+    from reproduce.report.answer import faster_ars
 
     run = committed["session9"]
     settings = report_context.build_report(run["summary"], run["manifest"], paper).settings
-    with_llamacpp = [s for s in settings if llamacpp_plain(s) is not None]
+    with_llamacpp = [s for s in settings if s.llamacpp_plain is not None]
     assert [s.short for s in with_llamacpp] == ["HumanEval greedy"]
     for s in settings:
         if s not in with_llamacpp:
             assert faster_ars(s) is None
     setting = with_llamacpp[0]
-    plain, ours = llamacpp_plain(setting), setting.ars.decode_ms_per_token_mean
+    plain, ours = setting.llamacpp_plain, setting.ars.decode_ms_per_token_mean
     for factor, faster in ((1.01, False), (0.99, True)):
         changed = dataclasses.replace(plain, decode_ms_per_token_mean=ours * factor)
         found = faster_ars(dataclasses.replace(setting, rows=tuple(changed if r is plain else r for r in setting.rows)))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reproduce.catalogue import METHOD_KINDS
 from reproduce.report.groups import MethodRow, Setting
 from reproduce.report.records import Span, Speedup, Verdict
 from reproduce.report.sweeps import Sweep
@@ -105,18 +104,12 @@ def regime_rows(all_sweeps: tuple[Sweep, ...]) -> tuple[HeadlineRow, ...]:
     return tuple(rows)
 
 
-def llamacpp_plain(setting: Setting) -> MethodRow | None:
-    """The setting's llama.cpp plain decoding (llamacpp_ars, run on every prompt), or None."""
-    return next((r for r in setting.rows if METHOD_KINDS[r.method].llamacpp_peer
-                 and not METHOD_KINDS[r.method].uses_draft and not r.control), None)
-
-
 def faster_ars(setting: Setting) -> MethodRow | None:
     """llama.cpp's plain decoding where its mean decode ms/token is below our ArS's: then it, not ours, is the
     fastest ArS measured. llama.cpp counts as a batch-invariant runtime (the probe finds its multi-row calls equal
     to single-token calls up to a few rows, reproduce.engine.llamacpp_probe), so it is a baseline the practical
     regime must beat. None where our ArS is the fastest measured or llama.cpp did not run."""
-    plain = llamacpp_plain(setting)
+    plain = setting.llamacpp_plain
     if plain is None or plain.decode_ms_per_token_mean >= setting.ars.decode_ms_per_token_mean:
         return None
     return plain
@@ -128,7 +121,7 @@ def _headline(s: Setting, drift: float | None) -> HeadlineRow:
                        s.best.end_to_end if s.best else None, s.paper.speedup if s.paper else None, s.speed, drift,
                        fastest_ars=fastest,
                        over_fastest_ars=fastest.vs_llamacpp(s.best) if fastest is not None and s.best else None,
-                       llamacpp_ran=llamacpp_plain(s) is not None)
+                       llamacpp_ran=s.llamacpp_plain is not None)
 
 
 def answer(settings: tuple[Setting, ...], drifts: dict[str, float], all_sweeps: tuple[Sweep, ...] = ()) -> Answer:

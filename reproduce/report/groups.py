@@ -171,6 +171,16 @@ class Setting:
     def controls(self) -> tuple[MethodRow, ...]:
         return tuple(r for r in self.rows if r.control)
 
+    @property
+    def llamacpp_rows(self) -> tuple[MethodRow, ...]:
+        """llama.cpp's peer rows run on every prompt (runs.llamacpp_peer)."""
+        return tuple(r for r in self.rows if METHOD_KINDS[r.method].llamacpp_peer and not r.control)
+
+    @property
+    def llamacpp_plain(self) -> MethodRow | None:
+        """llama.cpp's plain decoding (llamacpp_ars), or None where it did not run."""
+        return next((r for r in self.llamacpp_rows if not METHOD_KINDS[r.method].uses_draft), None)
+
 
 def _theory_row(t: dict, control: bool, config: dict) -> TheoryRow:
     mode = config["modes"].get(t["mode"])

@@ -46,11 +46,10 @@ def llamacpp_peers(settings: tuple[Setting, ...]) -> tuple[LlamaCppPeer, ...]:
     """Every setting with llama.cpp rows: ours (ArS, fastest SpS) beside llama.cpp's (plain, fastest speculative)."""
     out = []
     for s in settings:
-        rows = [r for r in s.rows if METHOD_KINDS[r.method].llamacpp_peer and not r.control]
-        if not rows:
+        if not s.llamacpp_rows:
             continue
-        plain = next((r for r in rows if not METHOD_KINDS[r.method].uses_draft), None)
-        speculative = min((r for r in rows if METHOD_KINDS[r.method].uses_draft),
+        plain = s.llamacpp_plain
+        speculative = min((r for r in s.llamacpp_rows if METHOD_KINDS[r.method].uses_draft),
                           key=lambda r: r.decode_ms_per_token_mean, default=None)
         out.append(LlamaCppPeer(
             s.short, s.ars, s.best, plain, speculative,
