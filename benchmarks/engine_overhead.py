@@ -26,6 +26,7 @@ from reproduce.engine.drafters import ModelDrafter, NgramDrafter
 from reproduce.engine.models import load_model
 from reproduce.engine.runtime import build_lm, resolve_runtime
 from reproduce.engine.sampling import SamplingParams
+from reproduce.engine.timing import time_rows
 
 
 def xsum_prompt_ids(tokenizer, rows: range, max_prompt_tokens: int) -> list[list[int]]:
@@ -67,8 +68,7 @@ def overhead_table(target, prompts, new_tokens: int, k: int, runtime: str) -> li
 @torch.inference_mode()
 def cost_curves(lms: dict, context_ids: list[int], max_n: int, repeats: int):
     """Median ms per (LM, n) of one call scoring n new tokens after `context_ids`, round-robin over repeats,
-    n and LMs so drift hits all alike; and the median ms of the context's prefill per LM."""
-    context = len(context_ids)
+    n and LMs so drift hits all alike (reproduce.engine.timing); and the median ms of the context's prefill per LM."""
     prefill = {name: [] for name in lms}
     for repeat in range(3):
         for name, lm in lms.items():
@@ -76,18 +76,8 @@ def cost_curves(lms: dict, context_ids: list[int], max_n: int, repeats: int):
             start = time.perf_counter()
             lm.forward(context_ids, last_only=True)
             prefill[name].append((time.perf_counter() - start) * 1e3)
-    new_ids = list(range(1000, 1000 + max_n))
-    samples = {name: {n: [] for n in range(1, max_n + 1)} for name in lms}
-    for repeat in range(repeats + 2):
-        for n in range(1, max_n + 1):
-            for name, lm in lms.items():
-                start = time.perf_counter()
-                lm.forward(new_ids[:n])
-                elapsed = (time.perf_counter() - start) * 1e3
-                lm.rollback(context)
-                if repeat >= 2:  # the first rounds warm up allocator and kernels
-                    samples[name][n].append(elapsed)
-    curves = {name: {n: statistics.median(t) for n, t in curve.items()} for name, curve in samples.items()}
+    curves = time_rows(lms, context_ids, list(range(1000, 1000 + max_n)), range(1, max_n + 1), repeats,
+                       warmup_rounds=2)
     return curves, {name: statistics.median(times) for name, times in prefill.items()}
 
 

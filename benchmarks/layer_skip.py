@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import statistics
 import time
 
 import torch
@@ -36,6 +35,7 @@ from reproduce.engine.decoding import autoregressive_decode
 from reproduce.engine.fast_lm import FastLlamaLM
 from reproduce.engine.restricted import restricted_lm
 from reproduce.engine.sampling import SamplingParams
+from reproduce.engine.timing import time_rows
 from reproduce.runs.vocabulary import restricted_vocabulary
 from reproduce.tasks import build_prompt_ids, load_examples
 
@@ -69,6 +69,22 @@ def without(lm, left_out: list[int], kind: str, hidden: int, intermediate: int):
     return clone
 
 
+def load_pair():
+    """(target, draft) as loaded models, the default profile's 32,768-token restricted vocabulary, and the int4
+    target LM the continuations and t(n) come from; 2 threads, as the runs use."""
+    torch.set_num_threads(2)
+    target, draft = models.load_model(TARGET, torch.bfloat16), models.load_model(DRAFT, torch.bfloat16)
+    kept = restricted_vocabulary(target.tokenizer, target.vocab_size, 32768)
+    return target, draft, kept, FastLlamaLM.from_hf(target.model, target.vocab_size, 1280, "int4")
+
+
+def task_prompts(tokenizer, rows: dict[str, range]) -> list[tuple[str, list[int]]]:
+    """(task, prompt ids) of each row, as the default profile builds them (HumanEval raw, XSum in its chat form)."""
+    return [(task, build_prompt_ids(example, tokenizer, PROMPT_TOKENS[task],
+                                    use_chat_template=False if task == "humaneval" else None))
+            for task, task_rows in rows.items() for example in load_examples(task, task_rows)]
+
+
 def greedy_continuations(target: FastLlamaLM, prompts: list[tuple[str, list[int]]], tokens: int) -> list[list[int]]:
     """The target's own greedy ArS tokens after each prompt, `tokens` of them (past EOS, as ignore_eos rows)."""
     return [autoregressive_decode(target, ids, tokens, GREEDY, torch.Generator()).tokens for _, ids in prompts]
@@ -89,18 +105,17 @@ def agreement(lm, prompts, continuations) -> dict[str, float]:
 
 
 def step_ms(lm, rows: int = 1, steps: int = 30) -> float:
-    """Median ms of an n-row call after a 300-token prefix (cache rolled back after each call); a restricted draft
-    scores its kept tokens only, as in the decode loop."""
+    """Median ms of an n-row call after a 300-token prefix (reproduce.engine.timing); a restricted draft scores its
+    kept tokens only, as in the decode loop."""
     forward = getattr(lm, "forward_kept", lm.forward)
-    lm.reset()
-    forward(list(range(1000, 1300)), last_only=True)
-    times = []
-    for i in range(steps + 3):
+
+    def call_ms(lm, token_ids: list[int]) -> float:
         start = time.perf_counter()
-        forward(list(range(2000 + i, 2000 + i + rows)))
-        times.append((time.perf_counter() - start) * 1e3)
-        lm.rollback(300)
-    return statistics.median(times[3:])
+        forward(token_ids)
+        return (time.perf_counter() - start) * 1e3
+
+    return time_rows({"lm": lm}, list(range(1000, 1300)), list(range(2000, 2000 + rows)), [rows], steps,
+                     warmup_rounds=3, timed_call=call_ms)["lm"][rows]
 
 
 def main() -> None:
@@ -110,23 +125,15 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64, help="target continuation tokens a prompt")
     parser.add_argument("--k", type=int, default=3)
     args = parser.parse_args()
-    torch.set_num_threads(2)
-    target, draft = models.load_model(TARGET, torch.bfloat16), models.load_model(DRAFT, torch.bfloat16)
+    target, draft, kept, target_lm = load_pair()
     vocab = target.vocab_size
-    kept = restricted_vocabulary(target.tokenizer, vocab, 32768)
-    target_lm = FastLlamaLM.from_hf(target.model, vocab, 1280, "int4")
     scoring = restricted_lm(draft.model, vocab, kept, "bf16")
     timing = restricted_lm(draft.model, vocab, kept, "int4")
     timing.set_extra_tokens(list(range(1000, 1300)))
     widths = (draft.model.config.hidden_size, draft.model.config.intermediate_size)
 
-    def prompts(rows):
-        return [(task, build_prompt_ids(example, target.tokenizer, PROMPT_TOKENS[task],
-                                        use_chat_template=False if task == "humaneval" else None))
-                for task, task_rows in rows.items() for example in load_examples(task, task_rows)]
-
     started = time.time()
-    selection, held_out = prompts(SELECTION), prompts(HELD_OUT)
+    selection, held_out = task_prompts(target.tokenizer, SELECTION), task_prompts(target.tokenizer, HELD_OUT)
     selection_tokens = greedy_continuations(target_lm, selection, args.tokens)
     held_out_tokens = greedy_continuations(target_lm, held_out, args.tokens)
     t1, t_verify = step_ms(target_lm), step_ms(target_lm, args.k + 1)

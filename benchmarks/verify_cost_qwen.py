@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 
 import torch
 
@@ -29,29 +27,11 @@ from reproduce.engine.fast_lm import FastLlamaLM, weight_bytes
 from reproduce.engine.models import load_model, shared_vocab_size
 from reproduce.engine.probe import choose, format_choice, probe_model
 from reproduce.engine.runtime import cpu_has_native_bf16
+from reproduce.engine.timing import time_rows
 from reproduce.tasks import build_prompt_ids, load_examples
 
 
-def curves(lms: dict, context_ids: list[int], rows: dict[str, list[int]], repeats: int) -> dict:
-    """Median ms per (mode, n) of one call scoring n new tokens after `context_ids` (prefilled once per LM),
-    round-robin over repeats, n and modes so drift hits all alike; the first round warms up."""
-    new_ids = list(range(1000, 1010))
-    for lm in lms.values():
-        lm.reset()
-        lm.forward(context_ids, last_only=True)
-    samples = {mode: {n: [] for n in rows[mode]} for mode in lms}
-    for repeat in range(repeats + 1):
-        for n in range(1, max(map(max, rows.values())) + 1):
-            for mode, lm in lms.items():
-                if n not in samples[mode]:
-                    continue
-                start = time.perf_counter()
-                lm.forward(new_ids[:n])
-                elapsed = (time.perf_counter() - start) * 1e3
-                lm.rollback(len(context_ids))
-                if repeat:
-                    samples[mode][n].append(elapsed)
-    return {mode: {n: statistics.median(v) for n, v in curve.items()} for mode, curve in samples.items()}
+NEW_IDS = list(range(1000, 1010))  # the tokens a timed call appends after the context
 
 
 @torch.inference_mode()
@@ -112,7 +92,7 @@ def main() -> None:
     # fp32 (today's AVX2 runtime, ~4x dearer per call) only at 1 and K+1 rows
     rows = {mode: [1, args.k + 1] if mode == "fp32" else list(range(1, args.max_n + 1)) for mode in modes}
     for context in map(int, args.contexts.split(",")):
-        ms = curves(lms, text[:context], rows, args.repeats)
+        ms = time_rows(lms, text[:context], NEW_IDS, rows, args.repeats)
         print(f"\n## t(n), ms of one call scoring n tokens after {context} cached tokens "
               f"(median of {args.repeats}, interleaved), load average {os.getloadavg()[0]:.2f}")
         print(f"{'mode':<6}{'':<11}" + "".join(f"{n:>8}" for n in range(1, args.max_n + 1)))
@@ -143,7 +123,7 @@ def main() -> None:
                   f"{agree.item():>14.3f}")
 
     print("\n## the draft: t(1) in ms (median of 9 after 100 tokens) and c = t_draft(1) / t_target(1)")
-    draft_ms = curves(drafts, text[:100], {mode: [1] for mode in drafts}, 9)
+    draft_ms = time_rows(drafts, text[:100], NEW_IDS, [1], 9)
     for mode, curve in draft_ms.items():
         print(f"draft {mode:<5} {curve[1]:6.1f} ms; c against target "
               + ", ".join(f"{m} {curve[1] / t:.2f}" for m, t in t1.items()))

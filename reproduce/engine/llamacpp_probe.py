@@ -18,14 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import statistics
-import time
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from reproduce.engine.probe import MAX_ROWS, PROBE_CONTEXT, REPEATS, ModeProbe, measure_quietly
+from reproduce.engine.timing import time_rows
 from reproduce.offline import cache_dir
 from reproduce.provenance import cpu_key
 
@@ -49,18 +48,11 @@ def probe_lm(lm, repeats: int = REPEATS, max_rows: int = MAX_ROWS, seed: int = 0
         difference = (lm.forward(new[:n]) - single[:n]).abs().max().item()
         worst = max(worst, difference)
         invariant_rows = n if worst == 0 else invariant_rows
-    samples = {n: [] for n in range(1, max_rows + 1)}
-    for _ in range(repeats + 1):  # the first round warms up and is dropped
-        for n in samples:
-            lm.rollback(PROBE_PROMPT)
-            start = time.perf_counter()
-            lm.forward(new[:n])
-            samples[n].append((time.perf_counter() - start) * 1e3)
+    t = time_rows({MODE: lm}, prompt, new, range(1, max_rows + 1), repeats)[MODE]
     lm.reset()
     note = "rows bitwise equal to single-token calls" if worst == 0 else \
         f"calls of {invariant_rows + 1}+ rows differ from single-token calls by up to {worst:.3g} in a logit"
-    return ModeProbe(MODE, {n: statistics.median(v[1:]) for n, v in samples.items()}, worst == 0, note=note,
-                     invariant_rows=invariant_rows)
+    return ModeProbe(MODE, t, worst == 0, note=note, invariant_rows=invariant_rows)
 
 
 def probe_gguf(path, vocab_size: int, n_threads: int | None = None) -> ModeProbe:

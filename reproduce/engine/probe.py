@@ -31,7 +31,6 @@ import functools
 import hashlib
 import json
 import os
-import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -40,6 +39,7 @@ import torch
 
 from reproduce.engine.fast_lm import FastLlamaLM, LayerWeights
 from reproduce.engine.linear import make_linear
+from reproduce.engine.timing import time_rows
 from reproduce.errors import ReproduceError
 from reproduce.offline import cache_dir
 from reproduce.provenance import cpu_key, runqueue_wait_seconds
@@ -151,23 +151,19 @@ def probe_mode(mode: str, config, vocab_size: int, seed: int = 0) -> ModeProbe:
     invariant = _gemms_invariant([first.qkv, first.out, first.gate_up, first.down, lm.head],
                                  [x[cols] for _, cols in layer_shapes] + [x[head_shape[1]]])
     tokens = torch.randint(head_rows, (PROBE_CONTEXT + MAX_ROWS,), generator=generator).tolist()
-    lm.forward(tokens[:PROBE_CONTEXT], last_only=True)
     layer_scale, head_scale = config.num_hidden_layers / len(lm.layers), head_shape[0] / head_rows
 
-    def forward(n: int) -> float:
-        lm.rollback(PROBE_CONTEXT)
+    def scaled_ms(lm, token_ids: list[int]) -> float:
+        """The probed layers' time scaled to the model's depth, the probed head rows' to its vocabulary."""
         start = time.perf_counter()
-        hidden = lm.hidden_states(tokens[PROBE_CONTEXT : PROBE_CONTEXT + n])
+        hidden = lm.hidden_states(token_ids)
         middle = time.perf_counter()
         lm.head(hidden)
         return ((middle - start) * layer_scale + (time.perf_counter() - middle) * head_scale) * 1e3
 
-    forward(1)  # warm-up: first calls allocate and pack
-    samples = {n: [] for n in range(1, MAX_ROWS + 1)}
-    for _ in range(REPEATS):  # rows interleaved, so drift within the probe hits every n alike
-        for n in samples:
-            samples[n].append(forward(n))
-    return ModeProbe(mode, {n: statistics.median(v) for n, v in samples.items()}, invariant)
+    t = time_rows({mode: lm}, tokens[:PROBE_CONTEXT], tokens[PROBE_CONTEXT:], range(1, MAX_ROWS + 1), REPEATS,
+                  timed_call=scaled_ms)[mode]
+    return ModeProbe(mode, t, invariant)
 
 
 def expected_ms_per_token(probe: ModeProbe, k: int, draft_ms: float, alpha: float) -> float:

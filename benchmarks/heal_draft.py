@@ -1,0 +1,132 @@
+"""Healing a shallower draft (issue 23's c <= 0.2), a short trial: the 0.5B with some layers left out
+(benchmarks.layer_skip), trained for a few minutes on this CPU by logit distillation from the whole 0.5B (as Minitron
+heals pruned models), and its held-out greedy agreement with the int4 target's continuations before and after.
+
+Left out by default: the 8 layers layer_skip found least harmful alone ([4, 6, 8, 9, 11, 12, 13, 23]; c ~0.2, alpha
+0.62 untrained). Training data: 512-token chunks of the text the restricted vocabulary is counted on
+(reproduce.runs.vocabulary.corpus: the standard library's code and XSum's training rows; no evaluation row), in a
+seeded order. The decoder layers and the final norm train (AdamW, lr 1e-4, cosine to 0 over the time budget, bf16
+autocast); the tied embedding and head stay frozen; the loss is KL(whole 0.5B || cut 0.5B) over the 32,768 kept
+tokens. Prints alpha on benchmarks.layer_skip's held-out rows before and after, the tokens trained on, the cut draft's
+int4 c, and Leviathan's predicted HumanEval speedup at K beside the whole draft's. Nothing is asserted.
+
+    python -m benchmarks.heal_draft [--minutes 15]   # ~25 min on 2 AVX-512 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import random
+import time
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.layer_skip import HELD_OUT, agreement, greedy_continuations, load_pair, step_ms, task_prompts
+from reproduce.analysis.theory import leviathan_expected_tokens
+from reproduce.engine.restricted import restricted_lm
+from reproduce.runs.vocabulary import corpus
+
+CHUNK = 512
+BATCH = 4
+LR = 1e-4
+
+
+def cut_copy(model, left_out: list[int]):
+    """A float32 copy of the Hugging Face model without the decoder layers at `left_out`."""
+    cut = copy.deepcopy(model).float()
+    cut.model.layers = torch.nn.ModuleList([layer for i, layer in enumerate(cut.model.layers) if i not in left_out])
+    for index, layer in enumerate(cut.model.layers):
+        layer.self_attn.layer_idx = index  # Hugging Face's cache addresses layers by this
+    cut.config.num_hidden_layers = len(cut.model.layers)
+    if getattr(cut.config, "layer_types", None):
+        cut.config.layer_types = cut.config.layer_types[: len(cut.model.layers)]
+    return cut
+
+
+def training_chunks(tokenizer, news_documents: int, seed: int = 0) -> list[list[int]]:
+    """CHUNK-token pieces of the vocabulary corpus's code and first `news_documents` news rows, shuffled."""
+    texts = corpus()
+    chunks = []
+    for documents in (texts["code"], texts["news"][:news_documents]):
+        ids: list[int] = []
+        for document in documents:
+            ids += tokenizer(document, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        chunks += [ids[i : i + CHUNK] for i in range(0, len(ids) - CHUNK, CHUNK)]
+    random.Random(seed).shuffle(chunks)
+    return chunks
+
+
+def heal(student, teacher, head: torch.Tensor, chunks: list[list[int]], seconds: float) -> int:
+    """Train `student`'s layers and final norm towards `teacher`'s distribution over `head`'s rows for `seconds`;
+    returns the tokens trained on."""
+    for parameter in student.parameters():
+        parameter.requires_grad = False
+    trained = [p for layer in student.model.layers for p in layer.parameters()] + list(student.model.norm.parameters())
+    for parameter in trained:
+        parameter.requires_grad = True
+    optimizer = torch.optim.AdamW(trained, lr=LR, weight_decay=0.0)
+    started, step = time.time(), 0
+    while time.time() - started < seconds and (step + 1) * BATCH <= len(chunks):
+        batch = torch.tensor(chunks[step * BATCH : (step + 1) * BATCH])
+        with torch.inference_mode():
+            target = (teacher.model(input_ids=batch).last_hidden_state.float() @ head.T).log_softmax(-1)
+        for group in optimizer.param_groups:
+            group["lr"] = LR * 0.5 * (1 + math.cos(math.pi * min(1.0, (time.time() - started) / seconds)))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            hidden = student.model(input_ids=batch).last_hidden_state
+        log_probs = (hidden.float() @ head.T).log_softmax(-1)
+        loss = F.kl_div(log_probs.reshape(-1, head.shape[0]), target.clone().reshape(-1, head.shape[0]),
+                        log_target=True, reduction="batchmean")
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        step += 1
+        if step % 20 == 0:
+            print(f"step {step}: loss {loss.item():.3f}, {step * BATCH * CHUNK / (time.time() - started):.0f} "
+                  f"tokens/s", flush=True)
+    for parameter in student.parameters():
+        parameter.requires_grad = False
+    return step * BATCH * CHUNK
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--leave-out", default="4,6,8,9,11,12,13,23", help="decoder layers left out")
+    parser.add_argument("--minutes", type=float, default=15.0, help="training time")
+    parser.add_argument("--news", type=int, default=400, help="XSum training documents in the data")
+    parser.add_argument("--tokens", type=int, default=64, help="target continuation tokens a held-out prompt")
+    parser.add_argument("--k", type=int, default=3)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    target, draft, kept, target_lm = load_pair()
+    vocab = target.vocab_size
+    held_out = task_prompts(target.tokenizer, HELD_OUT)
+    held_out_tokens = greedy_continuations(target_lm, held_out, args.tokens)
+    t1, t_verify = step_ms(target_lm), step_ms(target_lm, args.k + 1)
+    left_out = [int(i) for i in args.leave_out.split(",")]
+    student = cut_copy(draft.model, left_out)
+
+    def measure(model, label: str) -> None:
+        alpha = agreement(restricted_lm(model, vocab, kept, "bf16"), held_out, held_out_tokens)
+        timing = restricted_lm(model, vocab, kept, "int4")
+        timing.set_extra_tokens(list(range(1000, 1300)))
+        c = step_ms(timing) / t1
+        predicted = leviathan_expected_tokens(alpha["humaneval"], args.k) / (args.k * c + t_verify / t1)
+        print(f"| {label} | {alpha['humaneval']:.3f} | {alpha['xsum']:.3f} | {c:.3f} | {predicted:.2f}x |", flush=True)
+
+    print(f"target int4 t(1) = {t1:.1f} ms, t({args.k + 1})/t(1) = {t_verify / t1:.2f}; left out {left_out}\n\n"
+          f"| draft | held-out alpha HumanEval | held-out alpha XSum | c | predicted HumanEval speedup, K={args.k} |\n"
+          "|---|---|---|---|---|", flush=True)
+    measure(draft.model, "whole 0.5B")
+    measure(student, f"{len(student.model.layers)} layers, untrained")
+    chunks = training_chunks(draft.tokenizer, args.news)
+    head = draft.model.lm_head.weight.detach()[kept].float()
+    tokens = heal(student, draft.model, head, chunks, args.minutes * 60)
+    measure(student, f"{len(student.model.layers)} layers, healed on {tokens:,} tokens ({args.minutes:g} min)")
+
+
+if __name__ == "__main__":
+    main()
