@@ -41,8 +41,8 @@ def cut_copy(model, left_out: list[int]):
     for index, layer in enumerate(cut.model.layers):
         layer.self_attn.layer_idx = index  # Hugging Face's cache addresses layers by this
     cut.config.num_hidden_layers = len(cut.model.layers)
-    if getattr(cut.config, "layer_types", None):
-        cut.config.layer_types = cut.config.layer_types[: len(cut.model.layers)]
+    if getattr(cut.config, "layer_types", None):  # per layer (full or sliding attention): the kept layers' own
+        cut.config.layer_types = [kind for i, kind in enumerate(cut.config.layer_types) if i not in left_out]
     return cut
 
 

@@ -3,6 +3,8 @@ what each call sees in the cache, the round-robin order, which rounds are droppe
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from reproduce.engine.timing import time_rows
@@ -46,10 +48,27 @@ def test_calls_run_round_robin_on_the_context_and_warm_up_rounds_are_dropped():
     assert all(lm.cache == context for lm in lms.values())
 
 
+def test_more_warm_up_rounds_drop_more_rounds_and_an_iterator_serves_every_lm():
+    lms = {"a": FakeLM(), "b": FakeLM()}
+    times = iter(range(100))  # a clock: each call takes one more ms than the one before
+
+    result = time_rows(lms, [5], [6, 7], iter([1, 2]), repeats=3, warmup_rounds=2,
+                       timed_call=lambda lm, ids: next(times))
+
+    # 4 calls a round ((n, LM) interleaved): rounds 0-1 (calls 0-7) dropped, rounds 2-4 kept; medians: round 3's
+    assert result == {"a": {1: 12, 2: 14}, "b": {1: 13, 2: 15}}
+
+
 def test_default_call_is_the_wall_time_of_forward_and_rows_need_enough_new_tokens():
-    lm = FakeLM()
+    class SlowLM(FakeLM):
+        def forward(self, token_ids, last_only=False):
+            super().forward(token_ids)
+            if not last_only:
+                time.sleep(0.005 * len(token_ids))
+
+    lm = SlowLM()
     result = time_rows({"x": lm}, [5], [6, 7], [1, 2], repeats=2)
-    assert set(result["x"]) == {1, 2} and all(ms >= 0 for ms in result["x"].values())
+    assert 5 <= result["x"][1] < result["x"][2] and result["x"][2] >= 10
     assert lm.cache == [5]
     with pytest.raises(ValueError, match="new tokens"):
         time_rows({"x": lm}, [5], [6], [1, 2], repeats=1)

@@ -31,7 +31,9 @@ def time_rows(lms: dict, context: list[int], new: list[int], rows: Iterable[int]
 
     `rows`: the n to time, for every LM or per LM name. `timed_call` returns one call's ms (default: the wall
     time of lm.forward); a probe that scales parts of a call passes its own. Leaves each cache holding `context`."""
-    rows_of = {name: set(rows[name]) for name in lms} if isinstance(rows, dict) else {name: set(rows) for name in lms}
+    if not isinstance(rows, dict):
+        rows = dict.fromkeys(lms, list(rows))  # read once: `rows` may be an iterator
+    rows_of = {name: set(rows[name]) for name in lms}
     most = max(max(r) for r in rows_of.values())
     if most > len(new):
         raise ValueError(f"rows up to {most} need that many new tokens, got {len(new)}")
