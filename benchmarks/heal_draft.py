@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.layer_skip import HELD_OUT, agreement, greedy_continuations, load_pair, step_ms, task_prompts
-from reproduce.analysis.theory import leviathan_expected_tokens
+from reproduce.analysis.theory import predicted_speedup
 from reproduce.engine.restricted import restricted_lm
 from reproduce.runs.vocabulary import corpus
 
@@ -114,7 +114,7 @@ def main() -> None:
         timing = restricted_lm(model, vocab, kept, "int4")
         timing.set_extra_tokens(list(range(1000, 1300)))
         c = step_ms(timing) / t1
-        predicted = leviathan_expected_tokens(alpha["humaneval"], args.k) / (args.k * c + t_verify / t1)
+        predicted = predicted_speedup(alpha["humaneval"], args.k, c, {1: t1, args.k + 1: t_verify})
         print(f"| {label} | {alpha['humaneval']:.3f} | {alpha['xsum']:.3f} | {c:.3f} | {predicted:.2f}x |", flush=True)
 
     print(f"target int4 t(1) = {t1:.1f} ms, t({args.k + 1})/t(1) = {t_verify / t1:.2f}; left out {left_out}\n\n"

@@ -29,7 +29,7 @@ import time
 
 import torch
 
-from reproduce.analysis.theory import leviathan_expected_tokens
+from reproduce.analysis.theory import predicted_speedup
 from reproduce.engine import models
 from reproduce.engine.decoding import autoregressive_decode
 from reproduce.engine.fast_lm import FastLlamaLM
@@ -155,7 +155,7 @@ def main() -> None:
         alpha = agreement(without(scoring, left_out, args.kind, *widths), held_out, held_out_tokens)
         ms = step_ms(without(timing, left_out, args.kind, *widths))
         c, a = ms / t1, alpha["humaneval"]
-        predicted = leviathan_expected_tokens(a, args.k) / (args.k * c + t_verify / t1)
+        predicted = predicted_speedup(a, args.k, c, {1: t1, args.k + 1: t_verify})
         print(f"| {count} | {left_out} | {a:.3f} | {alpha['xsum']:.3f} | {ms:.1f} | {c:.3f} | {predicted:.2f}x |",
               flush=True)
 

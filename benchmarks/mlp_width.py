@@ -36,7 +36,7 @@ from benchmarks.layer_skip import (
     step_ms,
     task_prompts,
 )
-from reproduce.analysis.theory import leviathan_expected_tokens
+from reproduce.analysis.theory import predicted_speedup
 from reproduce.engine.restricted import restricted_lm
 
 WIDTH_STEP = 64
@@ -100,12 +100,12 @@ def widths(scores: list[torch.Tensor], keep: float, spread: str) -> list[int]:
             for z in standardised]
 
 
-def pruned_copy(model, stats: NeuronStats, kept_widths: list[int]):
-    """A deep copy of the Hugging Face model with each MLP cut to its `kept_widths` highest-scoring neurons, and per
-    layer the bias [hidden] that compensates the cut ones' mean contribution."""
+def pruned_copy(model, stats: NeuronStats, scores: list[torch.Tensor], kept_widths: list[int]):
+    """A deep copy of the Hugging Face model with each MLP cut to its `kept_widths` highest-`scores` neurons
+    (stats.scores(model)), and per layer the bias [hidden] that compensates the cut ones' mean contribution."""
     pruned = copy.deepcopy(model)
     biases = []
-    for layer, score, mean, width in zip(pruned.model.layers, stats.scores(model), stats.means, kept_widths):
+    for layer, score, mean, width in zip(pruned.model.layers, scores, stats.means, kept_widths):
         order = score.argsort(descending=True)
         kept, cut = order[:width].sort().values, order[width:]
         down = layer.mlp.down_proj.weight.detach()
@@ -154,12 +154,12 @@ def main() -> None:
             if keep == 1.0 and number:  # the whole draft: one row is enough
                 continue
             kept_widths = widths(scores, keep, spread)
-            pruned, biases = pruned_copy(draft.model, stats, kept_widths)
+            pruned, biases = pruned_copy(draft.model, stats, scores, kept_widths)
             alpha = agreement(draft_lm(pruned, biases, vocab, kept_vocab, "bf16", compensate), held_out,
                               held_out_tokens)
             ms = step_ms(draft_lm(pruned, biases, vocab, kept_vocab, "int4", compensate))
             c, a = ms / t1, alpha["humaneval"]
-            predicted = leviathan_expected_tokens(a, args.k) / (args.k * c + t_verify / t1)
+            predicted = predicted_speedup(a, args.k, c, {1: t1, args.k + 1: t_verify})
             print(f"| {variant} | {keep:.2f} | {sum(kept_widths) / len(kept_widths):.0f} | {a:.3f} | "
                   f"{alpha['xsum']:.3f} | {ms:.1f} | {c:.3f} | {predicted:.2f}x |", flush=True)
 

@@ -188,17 +188,22 @@ def check_report(run: dict, settings=SETTINGS) -> None:
     check_failed_wording(text, appendix)
 
 
+def _geometric_mean_text(ratios) -> str:
+    """Per-prompt speed ratios as the report states them: their geometric mean with a 95% t interval on their logs."""
+    logs = np.log(list(ratios))
+    half = scipy.stats.t.ppf(0.975, len(logs) - 1) * logs.std(ddof=1) / np.sqrt(len(logs))
+    return f"{np.exp(logs.mean()):.2f}x [{np.exp(logs.mean() - half):.2f}, {np.exp(logs.mean() + half):.2f}]"
+
+
 def _decode_speedup_from_rows(rows_file: Path, setting: tuple[str, float], draft: str, k: int) -> str:
-    """The report's decode-loop speedup of SpS[draft,K=k] over ArS, recomputed from the raw rows: the geometric mean
-    of the per-prompt ratios of decode_ms_per_token with a 95% t interval on their logs, as the report states it."""
+    """The report's decode-loop speedup of SpS[draft,K=k] over ArS, recomputed from the raw rows (per-prompt ratios
+    of decode_ms_per_token)."""
     rows = [json.loads(line) for line in rows_file.read_text().splitlines()]
     here = [r for r in rows if r["block"] == "main" and (r["task"], r["temperature"]) == setting]
     ars = {r["example_id"]: r["decode_ms_per_token"] for r in here if r["method"] == "ars"}
     sps = {r["example_id"]: r["decode_ms_per_token"] for r in here
            if r["method"] == "sps" and r["draft"] == draft and r["k"] == k}
-    logs = np.log([ars[p] / sps[p] for p in sps])
-    half = scipy.stats.t.ppf(0.975, len(logs) - 1) * logs.std(ddof=1) / np.sqrt(len(logs))
-    return f"{np.exp(logs.mean()):.2f}x [{np.exp(logs.mean() - half):.2f}, {np.exp(logs.mean() + half):.2f}]"
+    return _geometric_mean_text(ars[p] / sps[p] for p in sps)
 
 
 def test_the_committed_default_run_renders_with_every_property(committed):
@@ -239,9 +244,7 @@ def test_the_practical_regime_is_against_the_fastest_ars_measured(committed):
     ars, plain, sps = per_prompt("ars"), per_prompt("llamacpp_ars"), per_prompt("sps", "qwen-0.5b", 3)
     assert len(sps) == len(plain) == 20
     assert statistics.fmean(plain.values()) < statistics.fmean(ars.values())  # llama.cpp is the faster ArS
-    logs = np.log([plain[p] / sps[p] for p in sps])
-    half = scipy.stats.t.ppf(0.975, len(logs) - 1) * logs.std(ddof=1) / np.sqrt(len(logs))
-    expected = f"{np.exp(logs.mean()):.2f}x [{np.exp(logs.mean() - half):.2f}, {np.exp(logs.mean() + half):.2f}]"
+    expected = _geometric_mean_text(plain[p] / sps[p] for p in sps)
     assert expected == "1.46x [1.37, 1.57]"
     line = next(x for x in committed["session9"]["text"].splitlines() if x.startswith("| HumanEval greedy | SpS["))
     assert line.endswith(f"| {expected} against llama.cpp ({statistics.fmean(plain.values()):.1f} ms a token in the "
