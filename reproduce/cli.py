@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     gen.add_argument("--ngram-size", type=int, default=3, help="longest n-gram the ngram draft matches (default 3)")
     gen.add_argument("--runtime", default="auto", choices=RUNTIMES,
-                     help="how models run: hf (transformers forward), fast-fp32 / fast-bf16 / fast-int8 / fast-int4 "
+                     help="how models run: hf (transformers forward), fast-fp32 / fast-bf16 / fast-int8 / fast-int4 / "
+                          "fast-w4a8 (int4 weights, int8 activations; compiled on first use) "
                           "(reproduce.engine.fast_lm, Llama and Qwen2 only; all but fp32 change the weights' numerics, "
                           "so each is a slightly different target), llama.cpp (the model's GGUF in llama.cpp, its "
                           "numerics the GGUF's own; offline aliases and .gguf files; needs llama-cpp-python from "

@@ -437,6 +437,7 @@ def exact_sequence_probs_through(lm, prompt: list[int], params: SamplingParams, 
     ("qwen2", "fast-bf16", "fast-bf16"),
     ("qwen2", "fast-int8", "fast-int8"),
     ("qwen2", "fast-int4", "fast-int4"),
+    ("qwen2", "fast-w4a8", "fast-w4a8"),  # this project's kernel (reproduce/engine/kernels/w4a8.cpp)
     # llama.cpp (reproduce.engine.llamacpp_lm) on the same tiny models written as F32 GGUFs: its own numerics (f16
     # KV cache, not batch-invariant here), its rollback (llama_memory_seq_rm), as target and draft, and under a
     # draft in another runtime
@@ -450,7 +451,7 @@ def test_fast_runtime_target_sequences_follow_its_exact_distribution(architectur
     and a draft in weight-only int8 under an fp32 target; and llama.cpp as target and draft runtime. These are tiny
     models: the modes' numerics, not their speed, so every mode runs on every CPU (bf16 is emulated where the CPU
     lacks it)."""
-    if runtime == "fast-int4":  # int4 groups 32 inputs: models 64 wide, whose random seeds overlap too little, so
+    if runtime in ("fast-int4", "fast-w4a8"):  # int4 groups 32 inputs: models 64 wide, whose random seeds overlap too little, so
         # the draft is the target's weights plus noise (first-token overlap sum(min(p, q)) 0.66 llama, 0.79 qwen2)
         model = tiny_model(TARGET_SEED, architecture, hidden_size=64, intermediate_size=128, initializer_range=0.3)
         draft_model = perturbed(model, {"llama": 0.12, "qwen2": 0.06}[architecture])

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from reproduce.engine.linear import INT4_MODES
 from reproduce.engine.models import LoadedModel
 from reproduce.engine.restricted import RestrictedFastLM
 from reproduce.engine.runtime import build_lm, resolve_runtime
@@ -54,6 +55,6 @@ def load_distilled(path: Path, vocab_size: int, runtime: str = "auto"):
 
     def new_lm() -> RestrictedFastLM:
         lm = RestrictedFastLM.from_hf(loaded.model, vocab_size, linear_mode=runtime.removeprefix("fast-"))
-        return lm.restrict(kept, full_head, vocab_size, head_mode="int8" if runtime == "fast-int4" else None)
+        return lm.restrict(kept, full_head, vocab_size, head_mode="int8" if runtime.removeprefix("fast-") in INT4_MODES else None)
 
     return loaded, runtime, new_lm

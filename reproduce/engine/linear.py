@@ -1,4 +1,5 @@
-"""The fast runtime's GEMM weights, one class per numerics ("linear mode"): fp32, bf16, weight-only int8 and int4.
+"""The fast runtime's GEMM weights, one class per numerics ("linear mode"): fp32, bf16, weight-only int8 and int4,
+and int4 weights with int8 activations (w4a8, this project's kernel: reproduce.engine.w4a8).
 
 Each holds one weight [out_features, in_features] in its own format and maps fp32 activations [n, in] to fp32
 outputs [n, out]. The mode is part of a target's definition: the ArS baseline and SpS must use the same object.
@@ -11,7 +12,8 @@ passed there. What we measured (notes/runtimes.md):
 - bf16 `F.linear`: invariant on AVX2 paths; on AVX512-BF16 (oneDNN) invariant for inner dimensions up to at least
   1024 but not 1536, hence the input chunks of at most BF16_CHUNK_INPUTS below;
 - int8 (`_weight_int8pack_mm`) and int4 (`_weight_int4pack_mm_for_cpu`): invariant on both; they read 1/2 and
-  ~1/3 of bf16's bytes, which is what a memory-bound single-token call costs.
+  ~1/3 of bf16's bytes, which is what a memory-bound single-token call costs;
+- w4a8: int4's bytes, invariant by construction (the same AVX2 code on both kinds), and flat for up to 4 rows.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from reproduce.catalogue import LINEAR_MODES
+from reproduce.engine import w4a8
 from reproduce.errors import ReproduceError
 
-LINEAR_MODES = ("fp32", "bf16", "int8", "int4")
+INT4_MODES = ("int4", "w4a8")  # int4 weights: the head stays in int8
 
 # bf16: the most inputs one GEMM call sums over. On the AVX512-BF16 CPU we measured, a bf16 GEMM's rows flip by an
 # ulp with the row count for 1536 inputs but not for <= 1024: a wider GEMM is computed as a sum of <= 768-input GEMMs
@@ -84,6 +88,20 @@ class Int8Linear:
         return torch.ops.aten._weight_int8pack_mm(x.to(torch.bfloat16).contiguous(), self.weight, self.scales).float()
 
 
+def int4_grid(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Asymmetric int4 per group of INT4_GROUP inputs: (codes [out, in] int32 in 0..15, scales and zeros
+    [out, in / INT4_GROUP] fp32) with w = (q - 8) * scale + zero, the grid of both int4 modes."""
+    out_features, in_features = weight.shape
+    if in_features % INT4_GROUP:
+        raise ReproduceError(f"int4 needs layer inputs in multiples of {INT4_GROUP}, this model has "
+                             f"{in_features}: use runtime fast-int8")
+    groups = weight.float().reshape(out_features, in_features // INT4_GROUP, INT4_GROUP)
+    low, high = groups.amin(-1), groups.amax(-1)
+    scales = ((high - low) / 15).clamp(min=1e-8)  # [out, groups]
+    codes = ((groups - low[..., None]) / scales[..., None]).round().clamp(0, 15).to(torch.int32)
+    return codes.reshape(out_features, in_features).contiguous(), scales, low + 8 * scales  # the kernels subtract 8
+
+
 @dataclass(frozen=True)
 class Int4Linear:
     """Weight-only int4, asymmetric per group of INT4_GROUP inputs: w = (q - 8) * scale + zero with q in 0..15,
@@ -94,32 +112,43 @@ class Int4Linear:
 
     @classmethod
     def quantize(cls, weight: torch.Tensor) -> "Int4Linear":
-        out_features, in_features = weight.shape
-        if in_features % INT4_GROUP:
-            raise ReproduceError(f"int4 needs layer inputs in multiples of {INT4_GROUP}, this model has "
-                                 f"{in_features}: use runtime fast-int8")
-        groups = weight.float().reshape(out_features, in_features // INT4_GROUP, INT4_GROUP)
-        low, high = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
-        scales = ((high - low) / 15).clamp(min=1e-8)  # [out, groups, 1]
-        codes = ((groups - low) / scales).round().clamp(0, 15).to(torch.int32).reshape(out_features, in_features)
-        zeros = low + 8 * scales  # the kernel subtracts 8 from each code
-        scales_and_zeros = torch.cat([scales, zeros], -1).transpose(0, 1).contiguous().to(torch.bfloat16)
-        return cls(torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.contiguous(), 2), scales_and_zeros)
+        codes, scales, zeros = int4_grid(weight)
+        scales_and_zeros = torch.stack([scales, zeros], -1).transpose(0, 1).contiguous().to(torch.bfloat16)
+        return cls(torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 2), scales_and_zeros)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(torch.bfloat16).contiguous()
         return torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.packed, INT4_GROUP, self.scales_and_zeros).float()
 
 
+@dataclass(frozen=True)
+class W4A8Linear:
+    """Int4Linear's weights (the same grid) in reproduce.engine.w4a8's kernel: activations rounded to int8 per group
+    of 32 inputs (scale max |x| / 127), integer dot products, fp32 output."""
+
+    tiles: torch.Tensor  # uint8, w4a8.pack's layout
+    out_features: int
+
+    @classmethod
+    def quantize(cls, weight: torch.Tensor) -> "W4A8Linear":
+        w4a8.kernel()  # fail here, in one line, where the kernel cannot be built: not at the first token
+        return cls(w4a8.pack(*int4_grid(weight)), weight.shape[0])
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return w4a8.w4a8_mm(x, self.tiles, self.out_features)
+
+
 def make_linear(weight: torch.Tensor, mode: str, head: bool = False):
-    """`weight` [out, in] (any float dtype) in linear mode `mode`. The int4 mode keeps the head in int8: the head
+    """`weight` [out, in] (any float dtype) in linear mode `mode`. The int4 modes keep the head in int8: the head
     is the most sensitive layer (GGUF's Q4_K_M stores it in 6 bits) and a small share of the bytes."""
     if mode == "fp32":
         return Fp32Linear(weight.detach().float().contiguous())
     if mode == "bf16":
         return Bf16Linear(weight.detach().to(torch.bfloat16).contiguous())
-    if mode == "int8" or (mode == "int4" and head):
+    if mode == "int8" or (mode in INT4_MODES and head):
         return Int8Linear.quantize(weight.detach())
     if mode == "int4":
         return Int4Linear.quantize(weight.detach())
+    if mode == "w4a8":
+        return W4A8Linear.quantize(weight.detach())
     raise ReproduceError(f"unknown linear_mode {mode!r}: choose one of {', '.join(LINEAR_MODES)}")

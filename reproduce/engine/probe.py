@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from reproduce.catalogue import LINEAR_MODES
 from reproduce.engine.fast_lm import FastLlamaLM, LayerWeights
 from reproduce.engine.linear import make_linear
 from reproduce.engine.timing import time_rows
@@ -45,7 +46,7 @@ from reproduce.offline import cache_dir
 from reproduce.provenance import cpu_key, runqueue_wait_seconds
 
 PROBE_VERSION = 3  # 3: a whole forward after PROBE_CONTEXT positions (2: the GEMMs alone)
-PROBE_MODES = ("int4", "int8", "bf16", "fp32")  # fastest first where they tie
+PROBE_MODES = tuple(reversed(LINEAR_MODES))  # w4a8, int4, int8, bf16, fp32: the faster first where they tie
 PROBE_LAYERS = 4  # enough weight bytes to leave the caches: what a real forward reads
 HEAD_ROWS = 32768  # the head is probed on this many vocabulary rows and its time scaled (GEMV cost ~ rows)
 PROBE_CONTEXT = 64  # positions cached before each timed call (llama.cpp's probe too): a short prompt's worth

@@ -29,6 +29,8 @@ RUNTIME_NUMERICS = {
     "fast-int8": "int8 weights (per-row bf16 scales), bf16 activations; fp32 norms, attention, KV cache",
     "fast-int4": "int4 weights (groups of 32 inputs, bf16 scale and zero; head in int8), bf16 activations; fp32 "
                  "norms, attention, KV cache",
+    "fast-w4a8": "int4 weights (as fast-int4; head in int8), activations rounded to int8 per group of 32 inputs in "
+                 "the int4 GEMMs (this project's kernel); fp32 norms, attention, KV cache",
     "llama.cpp": "the GGUF's own: its quantized weights as stored, in llama.cpp's kernels (activations quantized to "
                  "8 bits in the quantized dot products), f16 KV cache",
 }

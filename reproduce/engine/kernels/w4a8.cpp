@@ -1,0 +1,148 @@
+// The w4a8 linear mode's GEMM (reproduce/engine/w4a8.py): int4 weights times int8 activations for calls of a few
+// rows, AVX2 + FMA + F16C. As llama.cpp's repacked q4_0x8 kernels do, the weights of 8 output rows are interleaved, so
+// one 32-byte load holds 4 inputs of each of the 8 rows and maddubs computes 8 rows' partial dot products at once; a
+// row's integer sum is scaled once per group of 32 inputs. Weights are read once per call for up to 4 activation rows,
+// which is what keeps verifying K+1 tokens about as cheap as one.
+//
+// Layout (w4a8.pack): per tile of 8 output rows, per group of 32 inputs, 160 bytes: 4 x 32 bytes of codes (byte 4r + b
+// of vector i: code of row r at input 4i + b in its low nibble, at input 16 + 4i + b in its high one), then the 8 rows'
+// bf16 scales, then their bf16 zeros: w = (q - 8) * scale + zero, q in 0..15 (reproduce.engine.linear's int4 grid).
+// Activations: each row rounded to int8 per group of 32 (scale = max |x| / 127, half to even), its exact fp32 sum kept
+// for the zero term.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+#include <cstdint>
+#include <cstring>
+
+namespace {
+
+constexpr int G = 32;       // inputs per group (one scale and one zero per output row)
+constexpr int R = 8;        // output rows per tile
+constexpr int TILE_BYTES = 128 + 16 + 16;  // codes, 8 bf16 scales, 8 bf16 zeros
+constexpr int MAX_PASS = 4;  // activation rows per pass over the weights
+
+inline __m256 load_bf16x8(const uint8_t* p) {
+  const __m128i h = _mm_loadu_si128((const __m128i*)p);
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+inline float hmax(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_movehdup_ps(m));
+  return _mm_cvtss_f32(m);
+}
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// one row of x [K] -> codes [K] int8 (round half to even), scale and sum of x per group of 32
+void quantize_row(const float* x, int64_t K, int8_t* codes, float* scale, float* sum) {
+  const __m256 sign = _mm256_set1_ps(-0.f);
+  for (int64_t g = 0; g < K / G; ++g) {
+    const float* v = x + g * G;
+    __m256 a[4], amax = _mm256_setzero_ps(), s = _mm256_setzero_ps();
+    for (int i = 0; i < 4; ++i) {
+      a[i] = _mm256_loadu_ps(v + 8 * i);
+      amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, a[i]));
+      s = _mm256_add_ps(s, a[i]);
+    }
+    const float d = hmax(amax) / 127.f;
+    const __m256 inv = _mm256_set1_ps(d > 0.f ? 1.f / d : 0.f);
+    __m256i q[4];
+    for (int i = 0; i < 4; ++i) q[i] = _mm256_cvtps_epi32(_mm256_mul_ps(a[i], inv));
+    // int32 -> int8 in input order (packs interleave 128-bit lanes; the permute undoes it)
+    const __m256i p16a = _mm256_packs_epi32(q[0], q[1]), p16b = _mm256_packs_epi32(q[2], q[3]);
+    const __m256i p8 = _mm256_packs_epi16(p16a, p16b);
+    const __m256i ordered = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i*)(codes + g * G), ordered);
+    scale[g] = d;
+    sum[g] = hsum(s);
+  }
+}
+
+template <int M>
+void tile_rows(const uint8_t* tile, const int8_t* xq, const float* xd, const float* xs, int64_t K, float* out,
+               int64_t out_stride, int valid) {
+  const int64_t groups = K / G;
+  const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+  __m256 acc[M], zacc[M];
+  for (int m = 0; m < M; ++m) acc[m] = zacc[m] = _mm256_setzero_ps();
+  for (int64_t g = 0; g < groups; ++g, tile += TILE_BYTES) {
+    _mm_prefetch((const char*)tile + 1024, _MM_HINT_T0);
+    _mm_prefetch((const char*)tile + 1088, _MM_HINT_T0);
+    _mm_prefetch((const char*)tile + 1152, _MM_HINT_T0);
+    __m256i w[8];  // w[s]: 4 codes (inputs 4s..4s+3) of each of the 8 rows
+    for (int i = 0; i < 4; ++i) {
+      const __m256i v = _mm256_loadu_si256((const __m256i*)(tile + 32 * i));
+      w[i] = _mm256_and_si256(v, low);
+      w[i + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+    }
+    const __m256 scales = load_bf16x8(tile + 128);
+    // w = (q - 8) * scale + zero = q * scale + (zero - 8 * scale)
+    const __m256 zeros = _mm256_fnmadd_ps(_mm256_set1_ps(8.f), scales, load_bf16x8(tile + 144));
+    for (int m = 0; m < M; ++m) {
+      const int8_t* y = xq + m * K + g * G;
+      __m256i p = _mm256_setzero_si256();  // int16: 8 steps of at most 2 * 15 * 127 each stay below 32768
+      for (int s = 0; s < 8; ++s) {
+        int32_t four; std::memcpy(&four, y + 4 * s, 4);
+        p = _mm256_add_epi16(p, _mm256_maddubs_epi16(w[s], _mm256_set1_epi32(four)));
+      }
+      const __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
+      acc[m] = _mm256_fmadd_ps(dot, _mm256_mul_ps(scales, _mm256_set1_ps(xd[m * groups + g])), acc[m]);
+      zacc[m] = _mm256_fmadd_ps(zeros, _mm256_set1_ps(xs[m * groups + g]), zacc[m]);
+    }
+  }
+  for (int m = 0; m < M; ++m) {
+    alignas(32) float r[R];
+    _mm256_store_ps(r, _mm256_add_ps(acc[m], zacc[m]));
+    std::memcpy(out + m * out_stride, r, sizeof(float) * valid);
+  }
+}
+
+}  // namespace
+
+// x [M, K] fp32, tiles from pack_int4 (python), N outputs -> [M, N] fp32
+torch::Tensor w4a8_mm(torch::Tensor x, torch::Tensor tiles, int64_t N) {
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == torch::kFloat && x.is_contiguous(), "x: contiguous fp32 [M, K]");
+  const int64_t M = x.size(0), K = x.size(1), groups = K / G, n_tiles = (N + R - 1) / R;
+  TORCH_CHECK(K % G == 0, "inputs must be a multiple of 32");
+  TORCH_CHECK(tiles.numel() == n_tiles * groups * TILE_BYTES, "packed weights do not match x's width");
+  auto xq = torch::empty({M, K}, torch::kInt8);
+  auto xd = torch::empty({M, groups}, torch::kFloat), xs = torch::empty({M, groups}, torch::kFloat);
+  for (int64_t m = 0; m < M; ++m)
+    quantize_row(x.data_ptr<float>() + m * K, K, xq.data_ptr<int8_t>() + m * K, xd.data_ptr<float>() + m * groups,
+                 xs.data_ptr<float>() + m * groups);
+  auto out = torch::empty({M, N}, torch::kFloat);
+  const uint8_t* w = tiles.data_ptr<uint8_t>();
+  const int8_t* q = xq.data_ptr<int8_t>();
+  const float *d = xd.data_ptr<float>(), *s = xs.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  // every output's arithmetic is the same whatever M is (passes of up to MAX_PASS rows each redo it for their
+  // rows), so row i of an M-row call equals a one-row call bit for bit
+  at::parallel_for(0, n_tiles, 8, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const uint8_t* tile = w + t * groups * TILE_BYTES;
+      const int valid = (int)std::min<int64_t>(R, N - t * R);
+      for (int64_t m0 = 0; m0 < M; m0 += MAX_PASS) {
+        const int64_t rows = std::min<int64_t>(MAX_PASS, M - m0);
+        const int8_t* qq = q + m0 * K; const float* dd = d + m0 * groups; const float* ss = s + m0 * groups;
+        float* oo = o + m0 * N + t * R;
+        switch (rows) {
+          case 1: tile_rows<1>(tile, qq, dd, ss, K, oo, N, valid); break;
+          case 2: tile_rows<2>(tile, qq, dd, ss, K, oo, N, valid); break;
+          case 3: tile_rows<3>(tile, qq, dd, ss, K, oo, N, valid); break;
+          default: tile_rows<4>(tile, qq, dd, ss, K, oo, N, valid); break;
+        }
+      }
+    }
+  });
+  return out;
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { m.def("w4a8_mm", &w4a8_mm); }

@@ -1,0 +1,78 @@
+"""The w4a8 linear mode's kernel (kernels/w4a8.cpp): int4 weights times int8 activations, for calls of a few rows.
+
+torch's own int4 kernel (`_weight_int4pack_mm_for_cpu`) reads its weights at 60-65% of what this CPU streams and gets
+dearer with every row: verifying 5 tokens cost 2.1x one (4.2x on torch's AVX2 paths). This one, llama.cpp's scheme
+(8 output rows interleaved, activations rounded to int8 per group of 32, integer dot products), measured on the
+Qwen2.5-Coder target's shapes 1.65x faster for one row and 1.1-1.5x dearer for 4 (notes/qwen-pair.md, session 14;
+`python -m benchmarks.w4a8_kernel`). Its weights are Int4Linear's grid, so only the activations' rounding differs.
+
+It uses AVX2, FMA and F16C only, so it computes the same bits on AVX2 and AVX-512 CPUs, and is compiled on first use
+with torch's C++ extension loader (g++ and ninja; ~30 s, cached in $REPRODUCE_CACHE/kernels/). Row i of an n-row
+call is bitwise the one-row call (every output's arithmetic is the same whatever n is); the probe checks it anyway.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from pathlib import Path
+
+import torch
+
+from reproduce.errors import ReproduceError
+from reproduce.offline import cache_dir
+from reproduce.provenance import cpu_flags
+
+SOURCE = Path(__file__).parent / "kernels" / "w4a8.cpp"
+CFLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp"]
+NEEDS = ("avx2", "fma", "f16c")  # /proc/cpuinfo's names of what CFLAGS let the compiler use
+GROUP = 32  # inputs per scale and zero (the kernel's G)
+TILE_ROWS = 8  # output rows interleaved in one tile (the kernel's R)
+
+
+@functools.cache
+def kernel():
+    """The compiled extension module; a one-line ReproduceError where this CPU or machine cannot have it."""
+    flags = cpu_flags()
+    missing = [flag for flag in NEEDS if flags and flag not in flags]
+    if missing:
+        raise ReproduceError(f"linear mode w4a8 needs {', '.join(missing)}, which this CPU lacks: use runtime fast-int4")
+    from torch.utils.cpp_extension import load
+
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(CFLAGS).encode() + torch.__version__.encode()).hexdigest()
+    build = cache_dir() / "kernels" / f"w4a8-{digest[:12]}"
+    build.mkdir(parents=True, exist_ok=True)
+    try:
+        return load("reproduce_w4a8", [str(SOURCE)], extra_cflags=CFLAGS, extra_ldflags=["-fopenmp"],
+                    build_directory=str(build), verbose=False)
+    except Exception as exc:  # noqa: BLE001 - a compiler or ninja missing, or a failed build: one line, the fix
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:160]
+        raise ReproduceError(f"could not compile the w4a8 kernel ({reason}): it needs g++ and ninja (make install "
+                             "installs ninja); use runtime fast-int4") from None
+
+
+def pack(codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor) -> torch.Tensor:
+    """The kernel's tiles (uint8, flat) from Int4Linear's grid: codes [out, in] in 0..15, scales and zeros
+    [out, in / GROUP] (w = (q - 8) * scale + zero). Rows are padded with zeros to a multiple of TILE_ROWS."""
+    out_features, in_features = codes.shape
+    pad = -out_features % TILE_ROWS
+    if pad:
+        codes = torch.cat([codes, codes.new_zeros(pad, in_features)])
+        scales, zeros = torch.cat([scales, scales.new_zeros(pad, scales.shape[1])]), \
+            torch.cat([zeros, zeros.new_zeros(pad, zeros.shape[1])])
+    tiles, groups = codes.shape[0] // TILE_ROWS, in_features // GROUP
+    c = codes.to(torch.uint8).reshape(tiles, TILE_ROWS, groups, GROUP).permute(0, 2, 1, 3)  # [tile, group, row, 32]
+    low, high = (half.reshape(tiles, groups, TILE_ROWS, 4, 4) for half in (c[..., :16], c[..., 16:]))
+    # vector i of a group: 4 bytes per row, inputs 4i..4i+3 in the low nibbles, 16+4i..16+4i+3 in the high ones
+    packed = (low | (high << 4)).permute(0, 1, 3, 2, 4).reshape(tiles, groups, 4 * 32)
+
+    def per_tile(values: torch.Tensor) -> torch.Tensor:  # [rows, groups] -> [tile, group, 8 bf16 as 16 bytes]
+        grouped = values.to(torch.bfloat16).reshape(tiles, TILE_ROWS, groups).permute(0, 2, 1).contiguous()
+        return grouped.view(torch.uint8).reshape(tiles, groups, 2 * TILE_ROWS)
+
+    return torch.cat([packed, per_tile(scales), per_tile(zeros)], -1).reshape(-1).contiguous()
+
+
+def w4a8_mm(x: torch.Tensor, tiles: torch.Tensor, out_features: int) -> torch.Tensor:
+    """x [n, in] (any float dtype) times the packed weight: fp32 [n, out_features]."""
+    return kernel().w4a8_mm(x.float().contiguous(), tiles, out_features)
