@@ -46,7 +46,9 @@ def kernel():
         return load("reproduce_w4a8", [str(SOURCE)], extra_cflags=CFLAGS, extra_ldflags=["-fopenmp"],
                     build_directory=str(build), verbose=False)
     except Exception as exc:  # noqa: BLE001 - a compiler or ninja missing, or a failed build: one line, the fix
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:160]
+        lines = str(exc).strip().splitlines() or [type(exc).__name__]
+        # the compiler's own message where there is one ("...: error: ..."), else the loader's last line
+        reason = next((line.strip() for line in lines if ": error" in line or ": fatal error" in line), lines[-1])[:160]
         raise ReproduceError(f"could not compile the w4a8 kernel ({reason}): it needs g++ and ninja (make install "
                              "installs ninja); use runtime fast-int4") from None
 

@@ -1,0 +1,86 @@
+"""The w4a8 kernel (reproduce/engine/kernels/w4a8.cpp): its packing and arithmetic against a float64 reference of
+the same quantization, bitwise batch invariance over one and several passes of rows, padding of output rows, and
+the one-line errors where it cannot run. Speed is benchmarks/w4a8_kernel.py's, not a test's."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from reproduce.engine import w4a8
+from reproduce.engine.linear import W4A8Linear, int4_grid, make_linear
+from reproduce.errors import ReproduceError
+
+
+def reference(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """What the kernel computes, in float64. The int4 grid's weight is w = q * scale + (zero - 8 * scale) (scale and
+    zero rounded to bf16, as stored); the first term meets the activations rounded to int8 per group of 32 (half to
+    even), the second their exact sum."""
+    codes, scales, zeros = int4_grid(weight)
+    scales, zeros = scales.to(torch.bfloat16).double(), zeros.to(torch.bfloat16).double()
+    per_input = lambda per_group: per_group.repeat_interleave(32, dim=1)  # noqa: E731 - [out, groups] -> [out, in]
+    slope, offset = codes.double() * per_input(scales), per_input(zeros - 8 * scales)
+    groups = x.float().reshape(x.shape[0], -1, 32)
+    step = groups.abs().amax(-1, keepdim=True) / 127
+    rounded = torch.where(step > 0, torch.round(groups * torch.where(step > 0, 1 / step, 0)), 0)  # half to even
+    xq = (rounded.double() * step.double()).reshape(x.shape)
+    return xq @ slope.T + x.double() @ offset.T
+
+
+@pytest.mark.parametrize("out_features, in_features", [(8, 32), (13, 64), (40, 96), (1152, 896)])
+def test_kernel_computes_the_quantized_product(out_features, in_features):
+    generator = torch.Generator().manual_seed(out_features)
+    weight = torch.randn(out_features, in_features, generator=generator) * 0.02
+    x = torch.randn(6, in_features, generator=generator)
+    linear = make_linear(weight, "w4a8")
+    out = linear(x)
+    assert out.shape == (6, out_features) and out.dtype == torch.float32
+    expected = reference(x, weight)
+    # fp32 accumulation of exact integer products: a float rounding apart, while a wrong interleave of rows or
+    # inputs, or a lost zero term, is off by the size of the outputs
+    assert torch.allclose(out.double(), expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+    fp32 = x @ weight.T
+    assert (out - fp32).norm() / fp32.norm() < 0.15  # int4's own error is ~0.08
+
+
+def test_rows_are_bitwise_independent_of_the_row_count():
+    """Row i of an n-row call equals the one-row call, for n in one pass (<= 4 rows) and over several (up to 9)."""
+    generator = torch.Generator().manual_seed(1)
+    linear = make_linear(torch.randn(72, 160, generator=generator) * 0.02, "w4a8")
+    x = torch.randn(9, 160, generator=generator)
+    single = torch.cat([linear(x[i : i + 1]) for i in range(9)])
+    for n in range(2, 10):
+        assert torch.equal(linear(x[:n]), single[:n]), n
+    assert not torch.equal(single[0], single[1])  # the rows differ: the check compares something
+
+
+def test_head_stays_int8_and_bad_widths_fail_in_one_line():
+    head = make_linear(torch.randn(16, 64), "w4a8", head=True)
+    assert head.weight.dtype == torch.int8
+    assert isinstance(make_linear(torch.randn(16, 64), "w4a8"), W4A8Linear)
+    with pytest.raises(ReproduceError, match="multiples of 32"):
+        make_linear(torch.randn(16, 48), "w4a8")
+
+
+def test_a_cpu_without_avx2_gets_one_line_naming_int4(monkeypatch):
+    monkeypatch.setattr(w4a8, "cpu_flags", lambda: {"sse2", "sse4_2"})
+    w4a8.kernel.cache_clear()
+    try:
+        with pytest.raises(ReproduceError, match="avx2, fma, f16c.*fast-int4"):
+            w4a8.kernel()
+    finally:
+        w4a8.kernel.cache_clear()
+
+
+def test_a_failed_build_gets_one_line_naming_the_fix(monkeypatch, tmp_path):
+    monkeypatch.setenv("REPRODUCE_CACHE", str(tmp_path))
+    monkeypatch.setattr(w4a8, "CFLAGS", [*w4a8.CFLAGS, "-DW4A8_BROKEN", "-include", "no/such/header.h"])
+    w4a8.kernel.cache_clear()
+    try:
+        with pytest.raises(ReproduceError) as raised:
+            w4a8.kernel()
+        message = str(raised.value)
+        assert "could not compile the w4a8 kernel" in message and "fast-int4" in message and "\n" not in message
+        assert "no/such/header.h" in message  # the compiler's own reason
+    finally:
+        w4a8.kernel.cache_clear()
