@@ -16,9 +16,9 @@ from reproduce.errors import ReproduceError
 # auto: the probe's choice per CPU and role (reproduce.engine.probe); auto-flattest: for a target, the batch-invariant
 # mode whose verification is flattest (the paper's regime, where scoring K+1 tokens costs about one); hf: Hugging
 # Face's forward; fast-<mode>: the fast CPU runtime with GEMMs in one of LINEAR_MODES (reproduce.engine.linear: fp32,
-# bf16, weight-only int8 or int4, int4 weights with int8 activations); llama.cpp: the model's GGUF in llama.cpp (reproduce.engine.llamacpp_lm, its numerics the
-# GGUF's own). For a target the runtime is part of its definition (ArS and SpS share it); for a draft it changes only
-# speed and acceptance.
+# bf16, weight-only int8 or int4, int4 weights with int8 activations); llama.cpp: the model's GGUF in llama.cpp
+# (reproduce.engine.llamacpp_lm, its numerics the GGUF's own). For a target the runtime is part of its definition
+# (ArS and SpS share it); for a draft it changes only speed and acceptance.
 LINEAR_MODES = ("fp32", "bf16", "int8", "int4", "w4a8")
 RUNTIMES = ("auto", "auto-flattest", "hf", *(f"fast-{mode}" for mode in LINEAR_MODES), "llama.cpp")
 

@@ -55,6 +55,7 @@ def load_distilled(path: Path, vocab_size: int, runtime: str = "auto"):
 
     def new_lm() -> RestrictedFastLM:
         lm = RestrictedFastLM.from_hf(loaded.model, vocab_size, linear_mode=runtime.removeprefix("fast-"))
-        return lm.restrict(kept, full_head, vocab_size, head_mode="int8" if runtime.removeprefix("fast-") in INT4_MODES else None)
+        int4 = runtime.removeprefix("fast-") in INT4_MODES
+        return lm.restrict(kept, full_head, vocab_size, head_mode="int8" if int4 else None)
 
     return loaded, runtime, new_lm

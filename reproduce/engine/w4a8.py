@@ -1,10 +1,11 @@
 """The w4a8 linear mode's kernel (kernels/w4a8.cpp): int4 weights times int8 activations, for calls of a few rows.
 
-torch's own int4 kernel (`_weight_int4pack_mm_for_cpu`) reads its weights at 60-65% of what this CPU streams and gets
-dearer with every row: verifying 5 tokens cost 2.1x one (4.2x on torch's AVX2 paths). This one, llama.cpp's scheme
-(8 output rows interleaved, activations rounded to int8 per group of 32, integer dot products), measured on the
-Qwen2.5-Coder target's shapes 1.65x faster for one row and 1.1-1.5x dearer for 4 (notes/qwen-pair.md, session 14;
-`python -m benchmarks.w4a8_kernel`). Its weights are Int4Linear's grid, so only the activations' rounding differs.
+torch's own int4 kernel (`_weight_int4pack_mm_for_cpu`) streams its weights well below what two cores can and gets
+dearer with every row: its GEMMs for 5 rows cost 2.1x one row (3.3x on torch's AVX2 paths). This kernel, llama.cpp's
+scheme (8 output rows interleaved, activations rounded to int8 per group of 32, integer dot products, the weights
+read once for up to 4 rows), measured on the Qwen2.5-Coder target's shapes 1.8x faster than torch's for one row and
+1.6x for four natively, 2.1x and 2.7x on torch's AVX2 paths (`python -m benchmarks.w4a8_kernel`; README "Our int4
+kernel"). Its weights are Int4Linear's grid, so only the activations' rounding differs.
 
 It uses AVX2, FMA and F16C only, so it computes the same bits on AVX2 and AVX-512 CPUs, and is compiled on first use
 with torch's C++ extension loader (g++ and ninja; ~30 s, cached in $REPRODUCE_CACHE/kernels/). Row i of an n-row
@@ -15,6 +16,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
+import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -36,9 +40,14 @@ def kernel():
     flags = cpu_flags()
     missing = [flag for flag in NEEDS if flags and flag not in flags]
     if missing:
-        raise ReproduceError(f"linear mode w4a8 needs {', '.join(missing)}, which this CPU lacks: use runtime fast-int4")
+        raise ReproduceError(f"linear mode w4a8 needs {', '.join(missing)}, which this CPU lacks: use runtime "
+                             "fast-int4")
     from torch.utils.cpp_extension import load
 
+    venv_bin = Path(sys.executable).parent
+    if shutil.which("ninja") is None and (venv_bin / "ninja").exists():
+        # the ninja wheel (a dependency) puts it beside this Python; torch's loader looks for it on PATH only
+        os.environ["PATH"] = f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"
     digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(CFLAGS).encode() + torch.__version__.encode()).hexdigest()
     build = cache_dir() / "kernels" / f"w4a8-{digest[:12]}"
     build.mkdir(parents=True, exist_ok=True)
