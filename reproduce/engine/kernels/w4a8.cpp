@@ -1,5 +1,5 @@
 // The w4a8 linear mode's GEMM (reproduce/engine/w4a8.py): int4 weights times int8 activations for calls of a few
-// rows, AVX2 + FMA + F16C. As llama.cpp's repacked q4_0x8 kernels do, the weights of 8 output rows are interleaved, so
+// rows, AVX2 + FMA. As llama.cpp's repacked q4_0x8 kernels do, the weights of 8 output rows are interleaved, so
 // one 32-byte load holds 4 inputs of each of the 8 rows and maddubs computes 8 rows' partial dot products at once; a
 // row's integer sum is scaled once per group of 32 inputs. Weights are read once per call for up to 4 activation rows,
 // which is what keeps verifying K+1 tokens about as cheap as one.
@@ -7,8 +7,8 @@
 // Layout (w4a8.pack): per tile of 8 output rows, per group of 32 inputs, 160 bytes: 4 x 32 bytes of codes (byte 4r + b
 // of vector i: code of row r at input 4i + b in its low nibble, at input 16 + 4i + b in its high one), then the 8 rows'
 // bf16 scales, then their bf16 zeros: w = (q - 8) * scale + zero, q in 0..15 (reproduce.engine.linear's int4 grid).
-// Activations: each row rounded to int8 per group of 32 (scale = max |x| / 127, half to even), its exact fp32 sum kept
-// for the zero term.
+// Activations: each row rounded to int8 per group of 32 (scale = max |x| / 127, half to even), its fp32 sum kept for
+// the zero term.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
@@ -107,11 +107,12 @@ void tile_rows(const uint8_t* tile, const int8_t* xq, const float* xd, const flo
 
 }  // namespace
 
-// x [M, K] fp32, tiles from pack_int4 (python), N outputs -> [M, N] fp32
+// x [M, K] fp32, tiles from reproduce.engine.w4a8.pack, N outputs -> [M, N] fp32
 torch::Tensor w4a8_mm(torch::Tensor x, torch::Tensor tiles, int64_t N) {
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == torch::kFloat && x.is_contiguous(), "x: contiguous fp32 [M, K]");
   const int64_t M = x.size(0), K = x.size(1), groups = K / G, n_tiles = (N + R - 1) / R;
   TORCH_CHECK(K % G == 0, "inputs must be a multiple of 32");
+  TORCH_CHECK(tiles.scalar_type() == torch::kUInt8 && tiles.is_contiguous(), "tiles: contiguous uint8");
   TORCH_CHECK(tiles.numel() == n_tiles * groups * TILE_BYTES, "packed weights do not match x's width");
   auto xq = torch::empty({M, K}, torch::kInt8);
   auto xd = torch::empty({M, groups}, torch::kFloat), xs = torch::empty({M, groups}, torch::kFloat);
