@@ -372,7 +372,7 @@ def test_peer_table_ratios_are_the_rows_paired_by_prompt(tmp_path):
 
     ours_ars, ours_sps = decode("ars"), decode("sps", peer.sps.draft, peer.sps.k)
     plain, lookup = decode("llamacpp_ars"), decode("llamacpp_ngram", "ngram", 2)
-    assert len(ours_ars) == len(plain) == 10
+    assert len(ours_ars) == len(plain) == 20
     assert peer.plain.decode_tokens_per_s == pytest.approx(1000 / plain.mean(), rel=1e-6)
     assert peer.sps_over_plain.ratio == pytest.approx(np.exp(np.log(plain / ours_sps).mean()), rel=1e-6)
     assert peer.sps_over_speculative.ratio == pytest.approx(np.exp(np.log(lookup / ours_sps).mean()), rel=1e-6)
