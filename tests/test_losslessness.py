@@ -455,8 +455,9 @@ def test_fast_runtime_target_sequences_follow_its_exact_distribution(architectur
     if runtime == "fast-w4a8" and not w4a8_available():
         pytest.skip("the w4a8 kernel cannot be built here (no AVX2/FMA, or no g++/ninja): leaves fast-w4a8's "
                     "losslessness unchecked on this machine")
-    if runtime in ("fast-int4", "fast-w4a8"):  # int4 groups 32 inputs: models 64 wide, whose random seeds overlap too little, so
-        # the draft is the target's weights plus noise (first-token overlap sum(min(p, q)) 0.66 llama, 0.79 qwen2)
+    if runtime in ("fast-int4", "fast-w4a8"):  # int4 groups 32 inputs: models 64 wide, whose random seeds overlap
+        # too little, so the draft is the target's weights plus noise (first-token overlap sum(min(p, q)) 0.66 llama,
+        # 0.79 qwen2)
         model = tiny_model(TARGET_SEED, architecture, hidden_size=64, intermediate_size=128, initializer_range=0.3)
         draft_model = perturbed(model, {"llama": 0.12, "qwen2": 0.06}[architecture])
     else:

@@ -36,9 +36,9 @@ def test_targets_are_judged_from_the_rows(tmp_path):
 
 
 def test_llamacpp_targets_are_judged_from_the_peer_rows(tmp_path):
-    """Issue 24's three checks on the committed llama.cpp peer run (reports/llamacpp-peer/raw/llamacpp-peer, 20 HumanEval greedy
-    prompts, the w4a8 target): ratios as the report's peer table has them (tests/test_llamacpp.py recomputes those from the rows);
-    the SmolLM2 fixture, without llama.cpp rows, gets n/a, never "met"."""
+    """Issue 24's three checks on the committed llama.cpp peer run (reports/llamacpp-peer/raw/llamacpp-peer, 20
+    HumanEval greedy prompts, the w4a8 target): ratios as the report's peer table has them (tests/test_llamacpp.py
+    recomputes those from the rows); the SmolLM2 fixture, without llama.cpp rows, gets n/a, never "met"."""
     raw = Path(__file__).resolve().parent.parent / "reports" / "llamacpp-peer" / "raw" / "llamacpp-peer"
     for name in ("rows.jsonl", "manifest.json"):
         shutil.copy(raw / name, tmp_path / name)

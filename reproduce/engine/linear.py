@@ -35,8 +35,9 @@ INT4_MODES = ("int4", "w4a8")  # int4 weights: the head stays in int8
 BF16_CHUNK_INPUTS = 768
 
 # int4: one scale and one zero per group of inputs. 32 is the sub-block of GGUF's Q4_K, the format of the offline
-# Qwen2.5-Coder target, so its 4-bit weights land on the same grid; it measured as fast as 128 (notes/runtimes.md)
-INT4_GROUP = 32
+# Qwen2.5-Coder target, so its 4-bit weights land on the same grid; it measured as fast as 128 (notes/runtimes.md).
+# The w4a8 kernel is built for this group size, so its constant is the one definition
+INT4_GROUP = w4a8.GROUP
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from reproduce.provenance import cpu_flags
 SOURCE = Path(__file__).parent / "kernels" / "w4a8.cpp"
 CFLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp"]
 NEEDS = ("avx2", "fma")  # /proc/cpuinfo's names of what CFLAGS let the compiler use
-GROUP = 32  # inputs per scale and zero (the kernel's G)
+GROUP = 32  # inputs per scale and zero (the kernel's G; linear.INT4_GROUP, the int4 grid's group, is this)
 TILE_ROWS = 8  # output rows interleaved in one tile (the kernel's R)
 
 
