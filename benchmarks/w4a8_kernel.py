@@ -1,13 +1,15 @@
-"""The w4a8 kernel (reproduce/engine/kernels/w4a8.cpp) against torch's int4 kernel, GEMMs alone, on a model's shapes.
+"""The w4a8 kernel (reproduce/engine/kernels/w4a8.cpp), each of its builds this CPU has, against torch's int4 kernel,
+GEMMs alone, on a model's shapes.
 
 Random weights of one decoder stack's four fused GEMMs (qkv, out, gate_up, down; every layer its own weights, so a
 pass streams them from memory as a forward does), in both int4 linear modes (the same int4 grid), timed as a pass
-over all layers for calls of n = 1..5 rows; modes alternate within each round, the best of ROUNDS is kept. Prints
-ms per pass, torch / w4a8, each mode's t(n)/t(1), and the relative error of both against the fp32 GEMM. Run it
-again with ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 for torch's AVX2 paths (the
-w4a8 kernel is the same AVX2 code either way). Nothing is asserted.
+over all layers for calls of n = 1..9 rows; kernels alternate within each round, the best of ROUNDS is kept. Prints
+ms per pass, torch / each build, each kernel's t(n)/t(1), and the relative error of both modes against the fp32
+GEMM. The avx512 build (AVX-512 VNNI) is timed where the CPU has it; with ATEN_CPU_CAPABILITY=avx2
+ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 torch takes its AVX2 paths (the avx2 build is the same code
+either way). Nothing is asserted.
 
-    python -m benchmarks.w4a8_kernel [--model target|draft]   # ~2 min
+    python -m benchmarks.w4a8_kernel [--model target|draft]   # ~3 min
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ import time
 
 import torch
 
+from reproduce.engine import w4a8
 from reproduce.engine.linear import make_linear
+from reproduce.provenance import cpu_flags
 
 # (hidden, intermediate, key/value width, layers) of the Qwen2.5-Coder pair
 SHAPES = {"target": (1536, 8960, 256, 28), "draft": (896, 4864, 128, 24)}
-ROWS = range(1, 6)
+ROWS = range(1, 10)
 ROUNDS = 3
 
 
@@ -34,31 +38,43 @@ def main() -> None:
     shapes = [(hidden + 2 * kv, hidden), (hidden, hidden), (2 * inter, hidden), (hidden, inter)] * layers
     generator = torch.Generator().manual_seed(0)
     weights = [torch.randn(shape, generator=generator) * 0.02 for shape in shapes]
-    linears = {mode: [make_linear(w, mode) for w in weights] for mode in ("int4", "w4a8")}
+    int4 = [make_linear(w, "int4") for w in weights]
+    packed = [make_linear(w, "w4a8") for w in weights]
     x = torch.randn(5, hidden, generator=generator)
-    errors = {mode: float((linears[mode][0](x) - x @ weights[0].T).norm() / (x @ weights[0].T).norm())
-              for mode in linears}
+    exact = x @ weights[0].T
+    errors = {"int4": float((int4[0](x) - exact).norm() / exact.norm()),
+              "w4a8": float((packed[0](x) - exact).norm() / exact.norm())}
     del weights
+    builds = [isa for isa, (_, needs) in w4a8.ISAS.items() if all(flag in cpu_flags() for flag in needs)]
+    kernels = {"torch int4": [lambda a, lin=lin: lin(a) for lin in int4]}
+    for isa in builds:
+        mm = w4a8.kernel(isa).w4a8_mm
+        kernels[f"w4a8 {isa}"] = [lambda a, lin=lin, mm=mm: mm(a, lin.tiles, lin.out_features) for lin in packed]
     best: dict[tuple[str, int], float] = {}
     for _ in range(ROUNDS):
         for rows in ROWS:
             inputs = [torch.randn(rows, cols, generator=generator) for _, cols in shapes]
-            for mode, stack in linears.items():
-                for linear, activations in zip(stack, inputs):  # warm-up pass
-                    linear(activations)
+            for name, stack in kernels.items():
+                for call, activations in zip(stack, inputs):  # warm-up pass
+                    call(activations)
                 start = time.perf_counter()
-                for linear, activations in zip(stack, inputs):
-                    linear(activations)
+                for call, activations in zip(stack, inputs):
+                    call(activations)
                 ms = (time.perf_counter() - start) * 1e3
-                best[mode, rows] = min(best.get((mode, rows), ms), ms)
-    print(f"{args.model}: {layers} layers, hidden {hidden}, GEMMs alone; relative error against fp32 on 5 rows: "
-          f"int4 {errors['int4']:.4f}, w4a8 {errors['w4a8']:.4f}")
-    print("| rows | torch int4 ms | w4a8 ms | torch / w4a8 | int4 t(n)/t(1) | w4a8 t(n)/t(1) |")
-    print("|---|---|---|---|---|---|")
+                best[name, rows] = min(best.get((name, rows), ms), ms)
+    print(f"{args.model}: {layers} layers, hidden {hidden}, GEMMs alone, ms per pass (best of {ROUNDS}); w4a8 builds "
+          f"here: {', '.join(builds)} (this process's: {w4a8.isa()}); relative error against fp32 on 5 rows: int4 "
+          f"{errors['int4']:.4f}, w4a8 {errors['w4a8']:.4f}")
+    names = list(kernels)
+    ours = names[1:]
+    print("| rows | " + " | ".join(f"{n} ms" for n in names) + " | " +
+          " | ".join(f"torch / {n}" for n in ours) + " | " + " | ".join(f"{n} t(n)/t(1)" for n in names) + " |")
+    print("|---" * (1 + len(names) + len(ours) + len(names)) + "|")
     for rows in ROWS:
-        torch_ms, ours = best["int4", rows], best["w4a8", rows]
-        print(f"| {rows} | {torch_ms:.1f} | {ours:.1f} | {torch_ms / ours:.2f} | {torch_ms / best['int4', 1]:.2f} | "
-              f"{ours / best['w4a8', 1]:.2f} |")
+        cells = [f"{best[n, rows]:.1f}" for n in names]
+        cells += [f"{best[names[0], rows] / best[n, rows]:.2f}" for n in ours]
+        cells += [f"{best[n, rows] / best[n, 1]:.2f}" for n in names]
+        print(f"| {rows} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

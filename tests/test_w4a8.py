@@ -1,6 +1,7 @@
-"""The w4a8 kernel (reproduce/engine/kernels/w4a8.cpp): its packing and arithmetic against a float64 reference of
-the same quantization, bitwise batch invariance over one and several passes of rows, padding of output rows, and
-the one-line errors where it cannot run. Speed is benchmarks/w4a8_kernel.py's, not a test's."""
+"""The w4a8 kernel (reproduce/engine/kernels/w4a8.cpp), both of its builds (AVX2 and AVX-512 VNNI): packing and
+arithmetic against a float64 reference of the same quantization, the two builds' bitwise equality, bitwise batch
+invariance over one and several passes of rows, padding of output rows, which build a process picks, and the one-line
+errors where it cannot run. Speed is benchmarks/w4a8_kernel.py's, not a test's."""
 
 from __future__ import annotations
 
@@ -10,6 +11,18 @@ import torch
 from reproduce.engine import w4a8
 from reproduce.engine.linear import W4A8Linear, int4_grid, make_linear
 from reproduce.errors import ReproduceError
+from reproduce.provenance import cpu_flags
+
+HAS_VNNI = all(flag in cpu_flags() for flag in w4a8.ISAS["avx512"][1])
+# A skip here leaves the AVX-512 build's arithmetic, invariance and equality to the AVX2 build unchecked on this CPU
+# (the AVX2 build is checked everywhere); the CI and other sessions' machines with AVX-512 VNNI check it.
+needs_vnni = pytest.mark.skipif(not HAS_VNNI, reason="CPU lacks AVX-512 VNNI: the avx512 build of the w4a8 kernel "
+                                "(its arithmetic and its equality to the avx2 build) is left unchecked here")
+ISA_PARAMS = [pytest.param("avx2"), pytest.param("avx512", marks=needs_vnni)]
+
+
+def run(linear: W4A8Linear, x: torch.Tensor, which: str) -> torch.Tensor:
+    return w4a8.kernel(which).w4a8_mm(x.float().contiguous(), linear.tiles, linear.out_features)
 
 
 def reference(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -27,14 +40,15 @@ def reference(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return xq @ slope.T + x.double() @ offset.T
 
 
+@pytest.mark.parametrize("which", ISA_PARAMS)
 @pytest.mark.parametrize("out_features, in_features", [(8, 32), (13, 64), (40, 96), (1152, 896)])
-def test_kernel_computes_the_quantized_product(out_features, in_features):
+def test_kernel_computes_the_quantized_product(out_features, in_features, which):
     generator = torch.Generator().manual_seed(out_features)
     weight = torch.randn(out_features, in_features, generator=generator) * 0.02
-    x = torch.randn(6, in_features, generator=generator)
+    x = torch.randn(10, in_features, generator=generator)  # 10 rows: more than one pass of either build
     linear = make_linear(weight, "w4a8")
-    out = linear(x)
-    assert out.shape == (6, out_features) and out.dtype == torch.float32
+    out = run(linear, x, which)
+    assert out.shape == (10, out_features) and out.dtype == torch.float32
     expected = reference(x, weight)
     # fp32 accumulation of exact integer products: a float rounding apart, while a wrong interleave of rows or
     # inputs, or a lost zero term, is off by the size of the outputs
@@ -43,15 +57,45 @@ def test_kernel_computes_the_quantized_product(out_features, in_features):
     assert (out - fp32).norm() / fp32.norm() < 0.15  # int4's own error is ~0.08
 
 
-def test_rows_are_bitwise_independent_of_the_row_count():
-    """Row i of an n-row call equals the one-row call, for n in one pass (<= 4 rows) and over several (up to 9)."""
+@pytest.mark.parametrize("which", ISA_PARAMS)
+def test_rows_are_bitwise_independent_of_the_row_count(which):
+    """Row i of an n-row call equals the one-row call, for n in one pass (4 rows on AVX2, 8 on AVX-512) and over
+    several (up to 17)."""
     generator = torch.Generator().manual_seed(1)
     linear = make_linear(torch.randn(72, 160, generator=generator) * 0.02, "w4a8")
-    x = torch.randn(9, 160, generator=generator)
-    single = torch.cat([linear(x[i : i + 1]) for i in range(9)])
-    for n in range(2, 10):
-        assert torch.equal(linear(x[:n]), single[:n]), n
+    x = torch.randn(17, 160, generator=generator)
+    single = torch.cat([run(linear, x[i : i + 1], which) for i in range(17)])
+    for n in range(2, 18):
+        assert torch.equal(run(linear, x[:n], which), single[:n]), n
     assert not torch.equal(single[0], single[1])  # the rows differ: the check compares something
+
+
+@needs_vnni
+@pytest.mark.parametrize("out_features, in_features", [(13, 64), (1152, 896), (896, 4864)])
+def test_both_builds_give_the_same_bits(out_features, in_features):
+    """The AVX-512 build's integer sums are exact, as the AVX2 build's are, and its float steps the same: equal bits,
+    so a run's outputs do not depend on which build a CPU gets. The negative control: a different activation
+    rounding (inputs scaled by 1 + 2^-10) changes the bits, so the comparison can fail."""
+    generator = torch.Generator().manual_seed(in_features)
+    linear = make_linear(torch.randn(out_features, in_features, generator=generator) * 0.02, "w4a8")
+    x = torch.randn(11, in_features, generator=generator) * 3
+    avx2 = run(linear, x, "avx2")
+    assert torch.equal(run(linear, x, "avx512"), avx2)
+    assert not torch.equal(run(linear, x * (1 + 2**-10), "avx512"), avx2)
+
+
+def test_the_build_follows_the_cpu_and_torchs_kernel_level(monkeypatch):
+    """AVX-512 VNNI where the CPU has it; AVX2 where it lacks any of it, or where torch is held to its AVX2 paths
+    (a run standing in for an AVX2 CPU must not time the AVX-512 build)."""
+    vnni = {"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni"}
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    monkeypatch.setattr(w4a8, "cpu_flags", lambda: vnni)
+    assert w4a8.isa() == "avx512"
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    assert w4a8.isa() == "avx2"
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY")
+    monkeypatch.setattr(w4a8, "cpu_flags", lambda: vnni - {"avx512_vnni"})
+    assert w4a8.isa() == "avx2"
 
 
 def test_head_stays_int8_and_bad_widths_fail_in_one_line():
@@ -78,7 +122,9 @@ def test_a_cpu_without_avx2_gets_one_line_naming_int4(monkeypatch):
 
 def test_a_failed_build_gets_one_line_naming_the_fix(monkeypatch, tmp_path):
     monkeypatch.setenv("REPRODUCE_CACHE", str(tmp_path))
-    monkeypatch.setattr(w4a8, "CFLAGS", [*w4a8.CFLAGS, "-DW4A8_BROKEN", "-include", "no/such/header.h"])
+    flags, needs = w4a8.ISAS["avx2"]
+    monkeypatch.setitem(w4a8.ISAS, "avx2", ([*flags, "-DW4A8_BROKEN", "-include", "no/such/header.h"], needs))
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
     w4a8._build.cache_clear()
     try:
         with pytest.raises(ReproduceError) as raised:

@@ -238,13 +238,14 @@ def probe_model(config, vocab_size: int, modes=PROBE_MODES) -> list[ModeProbe]:
     """Probes of every mode on this model's shapes, from the cache when this CPU measured them before quietly.
     Each mode is checked for quiet on its own: a burst of another job during one mode is not averaged away."""
     layer_shapes, head_shape = model_shapes(config, vocab_size)
-    # the w4a8 kernel is built (or found wanting) before any timing, outside measure_quietly's window, and whether
-    # it could be is part of the key: a machine that lacked a compiler probes it again once it has one
-    kernel_built = "w4a8" in modes and w4a8.available()
+    # the w4a8 kernel is built (or found wanting) before any timing, outside measure_quietly's window, and its build
+    # (ISA and source digest, or none) is part of the key: a changed kernel, or a machine that lacked a compiler and
+    # has one now, probes it again
+    kernel_build = w4a8.build_id() if "w4a8" in modes else None
     key = json.dumps([PROBE_VERSION, cpu_key(), torch.__version__, torch.get_num_threads(), layer_shapes,
                       head_shape, config.num_hidden_layers, config.model_type, config.num_attention_heads,
                       config.num_key_value_heads, list(modes), {v: os.environ.get(v) for v in KERNEL_ENV},
-                      kernel_built])
+                      kernel_build])
     path = cache_dir() / "probes" / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".json")
     if path.exists():
         return [ModeProbe(**{**p, "ms": {int(n): ms for n, ms in p["ms"].items()}}) for p in json.loads(path.read_text())]

@@ -7,8 +7,11 @@ read once for up to 4 rows), measured on the Qwen2.5-Coder target's shapes 1.8x 
 1.6x for four natively, 2.1x and 2.7x on torch's AVX2 paths (`python -m benchmarks.w4a8_kernel`; README "Our int4
 kernel"). Its weights are Int4Linear's grid, so only the activations' rounding differs.
 
-It uses AVX2 and FMA only, so it computes the same bits on AVX2 and AVX-512 CPUs (and for any thread count: threads
-split the output rows), and is compiled on first use with torch's C++ extension loader (g++ and ninja; ~20 s, cached
+It is built for one of two instruction sets (ISAS): AVX2 + FMA, or AVX-512 VNNI where the CPU has it (half the
+instructions a group: the kernel is bound by its arithmetic, not memory, on two cores; it also reads the weights once
+for up to 8 rows, not 4). Both compute every integer dot product exactly and the same float operations in the same
+order, so they give the same bits (tests/test_w4a8.py compares them), as do any thread counts (threads split the
+output rows). It is compiled on first use with torch's C++ extension loader (g++ and ninja; ~20 s per build, cached
 in $REPRODUCE_CACHE/kernels/). Row i of an n-row call is bitwise the one-row call (every output's arithmetic is the
 same whatever n is); the probe checks it anyway.
 """
@@ -29,34 +32,55 @@ from reproduce.offline import cache_dir
 from reproduce.provenance import cpu_flags
 
 SOURCE = Path(__file__).parent / "kernels" / "w4a8.cpp"
-CFLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp"]
-NEEDS = ("avx2", "fma")  # /proc/cpuinfo's names of what CFLAGS let the compiler use
+_AVX2 = ["-O3", "-mavx2", "-mfma", "-fopenmp"]
+# ISA -> (compiler flags, /proc/cpuinfo's names of what they let the compiler use)
+ISAS = {
+    "avx2": (_AVX2, ("avx2", "fma")),
+    "avx512": (_AVX2 + ["-mavx512f", "-mavx512bw", "-mavx512vnni", "-DW4A8_AVX512"],
+               ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni")),
+}
 GROUP = 32  # inputs per scale and zero (the kernel's G; linear.INT4_GROUP, the int4 grid's group, is this)
 TILE_ROWS = 8  # output rows interleaved in one tile (the kernel's R)
 
 
-def kernel():
-    """The compiled extension module; a one-line ReproduceError where this CPU or machine cannot have it (kept: a
-    failed build is not retried in the same process)."""
-    built = _build()
+def isa() -> str:
+    """The build this process uses: avx512 where the CPU has what it needs and torch is not held to its AVX2 paths
+    (ATEN_CPU_CAPABILITY=avx2 or default: a run standing in for an AVX2 CPU on an AVX-512 one gets the AVX2 build
+    too), else avx2."""
+    held = os.environ.get("ATEN_CPU_CAPABILITY", "").lower() in ("default", "avx2")
+    flags = cpu_flags()
+    return "avx512" if not held and all(flag in flags for flag in ISAS["avx512"][1]) else "avx2"
+
+
+def kernel(which: str | None = None):
+    """The compiled extension module for ISA `which` (default: isa()); a one-line ReproduceError where this CPU or
+    machine cannot have it (kept: a failed build is not retried in the same process)."""
+    built = _build(which or isa())
     if isinstance(built, ReproduceError):
         raise built
     return built
 
 
-def available() -> bool:
-    """Whether kernel() works here (building it first if need be)."""
-    return not isinstance(_build(), ReproduceError)
+def available(which: str | None = None) -> bool:
+    """Whether kernel(which) works here (building it first if need be)."""
+    return not isinstance(_build(which or isa()), ReproduceError)
+
+
+def build_id() -> str | None:
+    """What the probe's cache key holds of this kernel: the ISA and the digest of the build in use, None if none."""
+    built = _build(isa())
+    return None if isinstance(built, ReproduceError) else built.__name__.removeprefix("reproduce_w4a8_")
 
 
 @functools.cache
-def _build():
-    """The module, or the ReproduceError saying why there is none."""
+def _build(which: str):
+    """The module for ISA `which`, or the ReproduceError saying why there is none."""
+    cflags, needs = ISAS[which]
     flags = cpu_flags()
-    missing = [flag for flag in NEEDS if flags and flag not in flags]
+    missing = [flag for flag in needs if flags and flag not in flags]
     if missing:
-        return ReproduceError(f"linear mode w4a8 needs {', '.join(missing)}, which this CPU lacks: use runtime "
-                              "fast-int4")
+        return ReproduceError(f"linear mode w4a8 ({which}) needs {', '.join(missing)}, which this CPU lacks: use "
+                              "runtime fast-int4")
     from torch.utils.cpp_extension import load
 
     venv_bin = Path(sys.executable).parent
@@ -64,12 +88,13 @@ def _build():
         # the ninja wheel (a dependency) puts it beside this Python; torch's loader looks for it on PATH only. For
         # the rest of this process, as a venv's activation would.
         os.environ["PATH"] = f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(CFLAGS).encode() + torch.__version__.encode()).hexdigest()
-    build = cache_dir() / "kernels" / f"w4a8-{digest[:12]}"
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(cflags).encode() + torch.__version__.encode()).hexdigest()
+    name = f"{which}_{digest[:12]}"
+    build = cache_dir() / "kernels" / f"w4a8-{name}"
     build.mkdir(parents=True, exist_ok=True)
     try:
         # named by the digest: torch renames a module rebuilt under one name with other flags (name_v1, ...)
-        return load(f"reproduce_w4a8_{digest[:12]}", [str(SOURCE)], extra_cflags=CFLAGS, extra_ldflags=["-fopenmp"],
+        return load(f"reproduce_w4a8_{name}", [str(SOURCE)], extra_cflags=cflags, extra_ldflags=["-fopenmp"],
                     build_directory=str(build), verbose=False)
     except Exception as exc:  # noqa: BLE001 - a compiler or ninja missing, or a failed build: one line, the fix
         lines = str(exc).strip().splitlines() or [type(exc).__name__]

@@ -1,8 +1,13 @@
 // The w4a8 linear mode's GEMM (reproduce/engine/w4a8.py): int4 weights times int8 activations for calls of a few
-// rows, AVX2 + FMA. As llama.cpp's repacked q4_0x8 kernels do, the weights of 8 output rows are interleaved, so
-// one 32-byte load holds 4 inputs of each of the 8 rows and maddubs computes 8 rows' partial dot products at once; a
-// row's integer sum is scaled once per group of 32 inputs. Weights are read once per call for up to 4 activation rows,
-// so a verification of up to 4 tokens streams them once (its GEMMs measured ~1.3x one token's on the pair's target).
+// rows. As llama.cpp's repacked q4_0x8 kernels do, the weights of 8 output rows are interleaved, so one 32-byte load
+// holds 4 inputs of each of the 8 rows and one multiply-add instruction computes 8 rows' partial dot products at once;
+// a row's integer sum is scaled once per group of 32 inputs.
+//
+// Two builds of this file (w4a8.py picks one by the CPU): AVX2 + FMA (maddubs into int16, then int32), and, with
+// W4A8_AVX512 defined, AVX-512 VNNI (dpbusd on 512 bits: two of a tile's vectors a load, half the instructions). Both
+// compute every group's integer dot product exactly (no int16 step saturates: see tile_rows) and do the same float
+// operations in the same order, so they give the same bits. The weights are read once per call for up to MAX_PASS
+// activation rows (4 on AVX2, whose 16 vector registers hold no more accumulators; 8 on AVX-512).
 //
 // Layout (w4a8.pack): per tile of 8 output rows, per group of 32 inputs, 160 bytes: 4 x 32 bytes of codes (byte 4r + b
 // of vector i: code of row r at input 4i + b in its low nibble, at input 16 + 4i + b in its high one), then the 8 rows'
@@ -20,7 +25,11 @@ namespace {
 constexpr int G = 32;       // inputs per group (one scale and one zero per output row)
 constexpr int R = 8;        // output rows per tile
 constexpr int TILE_BYTES = 128 + 16 + 16;  // codes, 8 bf16 scales, 8 bf16 zeros
-constexpr int MAX_PASS = 4;  // activation rows per pass over the weights
+#ifdef W4A8_AVX512
+constexpr int MAX_PASS = 8;  // activation rows per pass over the weights
+#else
+constexpr int MAX_PASS = 4;
+#endif
 
 inline __m256 load_bf16x8(const uint8_t* p) {
   const __m128i h = _mm_loadu_si128((const __m128i*)p);
@@ -66,6 +75,60 @@ void quantize_row(const float* x, int64_t K, int8_t* codes, float* scale, float*
   }
 }
 
+#ifdef W4A8_AVX512
+// One row's int8 codes [K] -> per group, 4 x 64 bytes: vector j holds inputs 8j..8j+3 (4 bytes) 8 times in its low
+// half and inputs 8j+4..8j+7 8 times in its high half, the activations a 512-bit load of two code vectors meets.
+void expand_row(const int8_t* codes, int64_t K, int8_t* expanded) {
+  const __m512i pick[4] = {
+      _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
+      _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3),
+      _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5),
+      _mm512_setr_epi32(6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7)};
+  for (int64_t g = 0; g < K / G; ++g) {
+    const __m512i c = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)(codes + g * G)));
+    for (int j = 0; j < 4; ++j)
+      _mm512_storeu_si512((__m512i*)(expanded + g * 256 + 64 * j), _mm512_permutexvar_epi32(pick[j], c));
+  }
+}
+
+// tile_rows on AVX-512 VNNI: a 64-byte load holds code vectors 2i and 2i + 1 (their low nibbles: inputs 8i..8i+3 and
+// 8i+4..8i+7 of the 8 rows; high nibbles: 16 more), so 4 dpbusd take a group; the two halves' int32 sums are added
+// into the same exact integer as the AVX2 build's.
+template <int M>
+void tile_rows(const uint8_t* tile, const int8_t* xe, const float* xd, const float* xs, int64_t K, float* out,
+               int64_t out_stride, int valid) {
+  const int64_t groups = K / G;
+  const __m512i low = _mm512_set1_epi8(0x0F);
+  __m256 acc[M], zacc[M];
+  for (int m = 0; m < M; ++m) acc[m] = zacc[m] = _mm256_setzero_ps();
+  for (int64_t g = 0; g < groups; ++g, tile += TILE_BYTES) {
+    _mm_prefetch((const char*)tile + 1024, _MM_HINT_T0);
+    _mm_prefetch((const char*)tile + 1088, _MM_HINT_T0);
+    _mm_prefetch((const char*)tile + 1152, _MM_HINT_T0);
+    const __m512i v01 = _mm512_loadu_si512(tile), v23 = _mm512_loadu_si512(tile + 64);
+    // in the order of expand_row's vectors: inputs 0..7, 8..15, 16..23, 24..31
+    const __m512i w[4] = {_mm512_and_si512(v01, low), _mm512_and_si512(v23, low),
+                          _mm512_and_si512(_mm512_srli_epi16(v01, 4), low),
+                          _mm512_and_si512(_mm512_srli_epi16(v23, 4), low)};
+    const __m256 scales = load_bf16x8(tile + 128);
+    const __m256 zeros = _mm256_fnmadd_ps(_mm256_set1_ps(8.f), scales, load_bf16x8(tile + 144));
+    for (int m = 0; m < M; ++m) {
+      const int8_t* y = xe + (m * groups + g) * 256;
+      __m512i p = _mm512_setzero_si512();
+      for (int j = 0; j < 4; ++j) p = _mm512_dpbusd_epi32(p, w[j], _mm512_loadu_si512(y + 64 * j));
+      const __m256i sum = _mm256_add_epi32(_mm512_castsi512_si256(p), _mm512_extracti64x4_epi64(p, 1));
+      const __m256 dot = _mm256_cvtepi32_ps(sum);
+      acc[m] = _mm256_fmadd_ps(dot, _mm256_mul_ps(scales, _mm256_set1_ps(xd[m * groups + g])), acc[m]);
+      zacc[m] = _mm256_fmadd_ps(zeros, _mm256_set1_ps(xs[m * groups + g]), zacc[m]);
+    }
+  }
+  for (int m = 0; m < M; ++m) {
+    alignas(32) float r[R];
+    _mm256_store_ps(r, _mm256_add_ps(acc[m], zacc[m]));
+    std::memcpy(out + m * out_stride, r, sizeof(float) * valid);
+  }
+}
+#else
 template <int M>
 void tile_rows(const uint8_t* tile, const int8_t* xq, const float* xd, const float* xs, int64_t K, float* out,
                int64_t out_stride, int valid) {
@@ -104,6 +167,7 @@ void tile_rows(const uint8_t* tile, const int8_t* xq, const float* xd, const flo
     std::memcpy(out + m * out_stride, r, sizeof(float) * valid);
   }
 }
+#endif
 
 }  // namespace
 
@@ -119,9 +183,18 @@ torch::Tensor w4a8_mm(torch::Tensor x, torch::Tensor tiles, int64_t N) {
   for (int64_t m = 0; m < M; ++m)
     quantize_row(x.data_ptr<float>() + m * K, K, xq.data_ptr<int8_t>() + m * K, xd.data_ptr<float>() + m * groups,
                  xs.data_ptr<float>() + m * groups);
+#ifdef W4A8_AVX512
+  auto xe = torch::empty({M, groups * 256}, torch::kInt8);  // tile_rows reads expand_row's layout
+  for (int64_t m = 0; m < M; ++m)
+    expand_row(xq.data_ptr<int8_t>() + m * K, K, xe.data_ptr<int8_t>() + m * groups * 256);
+  const int8_t* q = xe.data_ptr<int8_t>();
+  const int64_t row_bytes = groups * 256;
+#else
+  const int8_t* q = xq.data_ptr<int8_t>();
+  const int64_t row_bytes = K;
+#endif
   auto out = torch::empty({M, N}, torch::kFloat);
   const uint8_t* w = tiles.data_ptr<uint8_t>();
-  const int8_t* q = xq.data_ptr<int8_t>();
   const float *d = xd.data_ptr<float>(), *s = xs.data_ptr<float>();
   float* o = out.data_ptr<float>();
   // every output's arithmetic is the same whatever M is (passes of up to MAX_PASS rows each redo it for their
@@ -132,13 +205,21 @@ torch::Tensor w4a8_mm(torch::Tensor x, torch::Tensor tiles, int64_t N) {
       const int valid = (int)std::min<int64_t>(R, N - t * R);
       for (int64_t m0 = 0; m0 < M; m0 += MAX_PASS) {
         const int64_t rows = std::min<int64_t>(MAX_PASS, M - m0);
-        const int8_t* qq = q + m0 * K; const float* dd = d + m0 * groups; const float* ss = s + m0 * groups;
+        const int8_t* qq = q + m0 * row_bytes; const float* dd = d + m0 * groups; const float* ss = s + m0 * groups;
         float* oo = o + m0 * N + t * R;
         switch (rows) {
           case 1: tile_rows<1>(tile, qq, dd, ss, K, oo, N, valid); break;
           case 2: tile_rows<2>(tile, qq, dd, ss, K, oo, N, valid); break;
           case 3: tile_rows<3>(tile, qq, dd, ss, K, oo, N, valid); break;
+#ifdef W4A8_AVX512
+          case 4: tile_rows<4>(tile, qq, dd, ss, K, oo, N, valid); break;
+          case 5: tile_rows<5>(tile, qq, dd, ss, K, oo, N, valid); break;
+          case 6: tile_rows<6>(tile, qq, dd, ss, K, oo, N, valid); break;
+          case 7: tile_rows<7>(tile, qq, dd, ss, K, oo, N, valid); break;
+          default: tile_rows<8>(tile, qq, dd, ss, K, oo, N, valid); break;
+#else
           default: tile_rows<4>(tile, qq, dd, ss, K, oo, N, valid); break;
+#endif
         }
       }
     }
