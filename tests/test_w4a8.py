@@ -14,10 +14,10 @@ from reproduce.errors import ReproduceError
 from reproduce.provenance import cpu_flags
 
 HAS_VNNI = all(flag in cpu_flags() for flag in w4a8.ISAS["avx512"][1])
-# A skip here leaves the AVX-512 build's arithmetic, invariance and equality to the AVX2 build unchecked on this CPU
-# (the AVX2 build is checked everywhere); the CI and other sessions' machines with AVX-512 VNNI check it.
+# A skip here leaves the AVX-512 build's arithmetic, batch invariance and equality to the AVX2 build unchecked on this
+# CPU (the AVX2 build is checked everywhere); machines with AVX-512 VNNI (the CI's and other sessions') check it.
 needs_vnni = pytest.mark.skipif(not HAS_VNNI, reason="CPU lacks AVX-512 VNNI: the avx512 build of the w4a8 kernel "
-                                "(its arithmetic and its equality to the avx2 build) is left unchecked here")
+                                "(its arithmetic, batch invariance and equality to the avx2 build) is left unchecked")
 ISA_PARAMS = [pytest.param("avx2"), pytest.param("avx512", marks=needs_vnni)]
 
 
@@ -76,6 +76,7 @@ def test_both_builds_give_the_same_bits(out_features, in_features):
     """The AVX-512 build's integer sums are exact, as the AVX2 build's are, and its float steps the same: equal bits,
     so a run's outputs do not depend on which build a CPU gets. The negative control: a different activation
     rounding (inputs scaled by 1 + 2^-10) changes the bits, so the comparison can fail."""
+    assert w4a8.kernel("avx512").__name__ != w4a8.kernel("avx2").__name__  # two builds, not one twice
     generator = torch.Generator().manual_seed(in_features)
     linear = make_linear(torch.randn(out_features, in_features, generator=generator) * 0.02, "w4a8")
     x = torch.randn(11, in_features, generator=generator) * 3
@@ -84,18 +85,59 @@ def test_both_builds_give_the_same_bits(out_features, in_features):
     assert not torch.equal(run(linear, x * (1 + 2**-10), "avx512"), avx2)
 
 
-def test_the_build_follows_the_cpu_and_torchs_kernel_level(monkeypatch):
+@pytest.mark.parametrize("which", ISA_PARAMS)
+def test_integer_sums_at_their_bounds_are_exact(which):
+    """Codes of 15 against activations of +-127 everywhere: the AVX2 build's int16 sums reach 16 x 15 x 127 = 30,480
+    of 32,767, and a saturating step would be off by thousands of units; both builds match the reference."""
+    weight = torch.ones(16, 64)
+    weight[:, ::32] = -1.0  # one input a group at the bottom of the grid, the other 31 at code 15
+    x = torch.ones(2, 64)
+    x[1] = -1.0
+    linear = make_linear(weight, "w4a8")
+    codes = int4_grid(weight)[0]
+    assert (codes == 15).float().mean() > 0.95
+    expected = reference(x, weight)
+    assert torch.allclose(run(linear, x, which).double(), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_linear_calls_the_build_isa_picks():
+    linear = make_linear(torch.randn(24, 64) * 0.02, "w4a8")
+    x = torch.randn(3, 64)
+    assert torch.equal(linear(x), run(linear, x, w4a8.isa()))
+
+
+def test_the_build_follows_the_cpu_and_torchs_kernel_level():
     """AVX-512 VNNI where the CPU has it; AVX2 where it lacks any of it, or where torch is held to its AVX2 paths
     (a run standing in for an AVX2 CPU must not time the AVX-512 build)."""
     vnni = {"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni"}
-    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
-    monkeypatch.setattr(w4a8, "cpu_flags", lambda: vnni)
-    assert w4a8.isa() == "avx512"
-    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
-    assert w4a8.isa() == "avx2"
-    monkeypatch.delenv("ATEN_CPU_CAPABILITY")
-    monkeypatch.setattr(w4a8, "cpu_flags", lambda: vnni - {"avx512_vnni"})
-    assert w4a8.isa() == "avx2"
+    assert w4a8.wanted_isa(vnni, "") == "avx512"
+    assert w4a8.wanted_isa(vnni, "AVX512") == "avx512"
+    assert w4a8.wanted_isa(vnni, "avx2") == w4a8.wanted_isa(vnni, "AVX2") == "avx2"
+    assert w4a8.wanted_isa(vnni, "default") == "avx2"
+    assert w4a8.wanted_isa(vnni - {"avx512_vnni"}, "") == "avx2"
+    assert w4a8.wanted_isa(set(), "") == "avx2"
+
+
+def test_an_unknown_build_or_a_cpu_without_vnni_gets_one_line(monkeypatch):
+    with pytest.raises(ReproduceError, match="no w4a8 build 'sse'"):
+        w4a8.kernel("sse")
+    monkeypatch.setattr(w4a8, "cpu_flags", lambda: {"avx2", "fma"})
+    w4a8._build.cache_clear()
+    try:
+        with pytest.raises(ReproduceError, match="avx512f, avx512bw, avx512_vnni, which.*avx2 build"):
+            w4a8.kernel("avx512")
+    finally:
+        w4a8._build.cache_clear()
+
+
+def test_an_avx512_cpu_whose_compiler_fails_falls_back_to_the_avx2_build(monkeypatch):
+    monkeypatch.setattr(w4a8, "cpu_flags", lambda: {"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni"})
+    monkeypatch.setattr(w4a8, "_build", lambda which: ReproduceError("no") if which == "avx512" else object())
+    w4a8._isa.cache_clear()
+    try:
+        assert w4a8.isa() == "avx2"
+    finally:
+        w4a8._isa.cache_clear()
 
 
 def test_head_stays_int8_and_bad_widths_fail_in_one_line():
@@ -110,6 +152,7 @@ def test_head_stays_int8_and_bad_widths_fail_in_one_line():
 def test_a_cpu_without_avx2_gets_one_line_naming_int4(monkeypatch):
     monkeypatch.setattr(w4a8, "cpu_flags", lambda: {"sse2", "sse4_2"})
     w4a8._build.cache_clear()
+    w4a8._isa.cache_clear()
     try:
         with pytest.raises(ReproduceError, match="avx2, fma, which.*fast-int4"):
             w4a8.kernel()
@@ -118,6 +161,7 @@ def test_a_cpu_without_avx2_gets_one_line_naming_int4(monkeypatch):
             make_linear(torch.randn(8, 32), "w4a8")
     finally:
         w4a8._build.cache_clear()
+        w4a8._isa.cache_clear()
 
 
 def test_a_failed_build_gets_one_line_naming_the_fix(monkeypatch, tmp_path):
@@ -126,6 +170,7 @@ def test_a_failed_build_gets_one_line_naming_the_fix(monkeypatch, tmp_path):
     monkeypatch.setitem(w4a8.ISAS, "avx2", ([*flags, "-DW4A8_BROKEN", "-include", "no/such/header.h"], needs))
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
     w4a8._build.cache_clear()
+    w4a8._isa.cache_clear()
     try:
         with pytest.raises(ReproduceError) as raised:
             w4a8.kernel()
@@ -134,3 +179,4 @@ def test_a_failed_build_gets_one_line_naming_the_fix(monkeypatch, tmp_path):
         assert "no/such/header.h" in message  # the compiler's own reason
     finally:
         w4a8._build.cache_clear()
+        w4a8._isa.cache_clear()

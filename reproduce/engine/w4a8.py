@@ -8,8 +8,8 @@ read once for up to 4 rows), measured on the Qwen2.5-Coder target's shapes 1.8x 
 kernel"). Its weights are Int4Linear's grid, so only the activations' rounding differs.
 
 It is built for one of two instruction sets (ISAS): AVX2 + FMA, or AVX-512 VNNI where the CPU has it (half the
-instructions a group: the kernel is bound by its arithmetic, not memory, on two cores; it also reads the weights once
-for up to 8 rows, not 4). Both compute every integer dot product exactly and the same float operations in the same
+instructions a group, and the weights read once for up to 8 rows, not 4: one row is near the memory's limit in
+either build, so the gain is at 5-6 rows). Both compute every integer dot product exactly and the same float operations in the same
 order, so they give the same bits (tests/test_w4a8.py compares them), as do any thread counts (threads split the
 output rows). It is compiled on first use with torch's C++ extension loader (g++ and ninja; ~20 s per build, cached
 in $REPRODUCE_CACHE/kernels/). Row i of an n-row call is bitwise the one-row call (every output's arithmetic is the
@@ -43,13 +43,26 @@ GROUP = 32  # inputs per scale and zero (the kernel's G; linear.INT4_GROUP, the 
 TILE_ROWS = 8  # output rows interleaved in one tile (the kernel's R)
 
 
-def isa() -> str:
-    """The build this process uses: avx512 where the CPU has what it needs and torch is not held to its AVX2 paths
-    (ATEN_CPU_CAPABILITY=avx2 or default: a run standing in for an AVX2 CPU on an AVX-512 one gets the AVX2 build
-    too), else avx2."""
-    held = os.environ.get("ATEN_CPU_CAPABILITY", "").lower() in ("default", "avx2")
-    flags = cpu_flags()
+def wanted_isa(flags: set[str], capability: str) -> str:
+    """avx512 where the CPU has what that build needs and torch is not held to its AVX2 paths (`capability`, the
+    ATEN_CPU_CAPABILITY variable, avx2 or default: a run standing in for an AVX2 CPU on an AVX-512 one gets the AVX2
+    build too), else avx2."""
+    held = capability.lower() in ("default", "avx2")
     return "avx512" if not held and all(flag in flags for flag in ISAS["avx512"][1]) else "avx2"
+
+
+def isa() -> str:
+    """The build this process uses: wanted_isa's, or avx2 (the same bits) where the avx512 build cannot be compiled
+    (an old compiler, say). Cheap after the first call: every GEMM asks."""
+    return _isa(os.environ.get("ATEN_CPU_CAPABILITY", ""))
+
+
+@functools.cache
+def _isa(capability: str) -> str:
+    which = wanted_isa(cpu_flags(), capability)
+    if which == "avx512" and isinstance(_build("avx512"), ReproduceError):
+        return "avx2"
+    return which
 
 
 def kernel(which: str | None = None):
@@ -75,12 +88,16 @@ def build_id() -> str | None:
 @functools.cache
 def _build(which: str):
     """The module for ISA `which`, or the ReproduceError saying why there is none."""
+    if which not in ISAS:
+        return ReproduceError(f"no w4a8 build {which!r}: choose one of {', '.join(ISAS)}")
     cflags, needs = ISAS[which]
     flags = cpu_flags()
-    missing = [flag for flag in needs if flags and flag not in flags]
+    # where /proc/cpuinfo cannot be read, the AVX2 build is tried (the compiler or the probe tells); AVX-512 is not
+    missing = [flag for flag in needs if (flags or which != "avx2") and flag not in flags]
     if missing:
-        return ReproduceError(f"linear mode w4a8 ({which}) needs {', '.join(missing)}, which this CPU lacks: use "
-                              "runtime fast-int4")
+        fix = "use runtime fast-int4" if which == "avx2" else "the avx2 build gives the same bits"
+        return ReproduceError(f"linear mode w4a8 ({which}) needs {', '.join(missing)}, which this CPU "
+                              f"lacks: {fix}")
     from torch.utils.cpp_extension import load
 
     venv_bin = Path(sys.executable).parent
