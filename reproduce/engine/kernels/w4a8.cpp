@@ -4,9 +4,9 @@
 // a row's integer sum is scaled once per group of 32 inputs.
 //
 // Two builds of this file (w4a8.py picks one by the CPU): AVX2 + FMA (maddubs into int16, then int32), and, with
-// W4A8_AVX512 defined, AVX-512 VNNI (dpbusd on 512 bits: two of a tile's vectors a load, half the instructions). Both
-// compute every group's integer dot product exactly (no int16 step saturates: see tile_rows) and do the same float
-// operations in the same order, so they give the same bits. The weights are read once per call for up to MAX_PASS
+// W4A8_AVX512 defined, AVX-512 VNNI (dpbusd on 512 bits: two of a tile's vectors a load, half the instructions). They
+// differ only in group_dot, which computes every group's integer dot product exactly in both (no int16 step
+// saturates), and share tile_rows' float steps, so they give the same bits. The weights are read once per call for up to MAX_PASS
 // activation rows (4 on AVX2, whose 16 vector registers hold no more accumulators; 8 on AVX-512).
 //
 // Layout (w4a8.pack): per tile of 8 output rows, per group of 32 inputs, 160 bytes: 4 x 32 bytes of codes (byte 4r + b
@@ -76,6 +76,8 @@ void quantize_row(const float* x, int64_t K, int8_t* codes, float* scale, float*
 }
 
 #ifdef W4A8_AVX512
+constexpr int GROUP_BYTES = 256;  // a row's activation bytes per group, in expand_row's layout
+
 // One row's int8 codes [K] -> per group, 4 x 64 bytes: vector j holds inputs 8j..8j+3 (4 bytes) 8 times in its low
 // half and inputs 8j+4..8j+7 8 times in its high half, the activations a 512-bit load of two code vectors meets.
 void expand_row(const int8_t* codes, int64_t K, int8_t* expanded) {
@@ -87,76 +89,74 @@ void expand_row(const int8_t* codes, int64_t K, int8_t* expanded) {
   for (int64_t g = 0; g < K / G; ++g) {
     const __m512i c = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)(codes + g * G)));
     for (int j = 0; j < 4; ++j)
-      _mm512_storeu_si512((__m512i*)(expanded + g * 256 + 64 * j), _mm512_permutexvar_epi32(pick[j], c));
+      _mm512_storeu_si512((__m512i*)(expanded + g * GROUP_BYTES + 64 * j), _mm512_permutexvar_epi32(pick[j], c));
   }
 }
 
-// tile_rows on AVX-512 VNNI: a 64-byte load holds code vectors 2i and 2i + 1 (their low nibbles: inputs 8i..8i+3 and
-// 8i+4..8i+7 of the 8 rows; high nibbles: 16 more), so 4 dpbusd take a group; the two halves' int32 sums are added
-// into the same exact integer as the AVX2 build's.
-template <int M>
-void tile_rows(const uint8_t* tile, const int8_t* xe, const float* xd, const float* xs, int64_t K, float* out,
-               int64_t out_stride, int valid) {
-  const int64_t groups = K / G;
+// A group's codes: a 64-byte load holds code vectors 2i and 2i + 1, whose low nibbles are inputs 8i..8i+3 and
+// 8i+4..8i+7 of the 8 rows (high nibbles: 16 more); in the order of expand_row's vectors, inputs 0..7, 8..15, 16..23,
+// 24..31.
+struct Codes { __m512i w[4]; };
+
+inline Codes load_codes(const uint8_t* tile) {
   const __m512i low = _mm512_set1_epi8(0x0F);
-  __m256 acc[M], zacc[M];
-  for (int m = 0; m < M; ++m) acc[m] = zacc[m] = _mm256_setzero_ps();
-  for (int64_t g = 0; g < groups; ++g, tile += TILE_BYTES) {
-    _mm_prefetch((const char*)tile + 1024, _MM_HINT_T0);
-    _mm_prefetch((const char*)tile + 1088, _MM_HINT_T0);
-    _mm_prefetch((const char*)tile + 1152, _MM_HINT_T0);
-    const __m512i v01 = _mm512_loadu_si512(tile), v23 = _mm512_loadu_si512(tile + 64);
-    // in the order of expand_row's vectors: inputs 0..7, 8..15, 16..23, 24..31
-    const __m512i w[4] = {_mm512_and_si512(v01, low), _mm512_and_si512(v23, low),
-                          _mm512_and_si512(_mm512_srli_epi16(v01, 4), low),
-                          _mm512_and_si512(_mm512_srli_epi16(v23, 4), low)};
-    const __m256 scales = load_bf16x8(tile + 128);
-    const __m256 zeros = _mm256_fnmadd_ps(_mm256_set1_ps(8.f), scales, load_bf16x8(tile + 144));
-    for (int m = 0; m < M; ++m) {
-      const int8_t* y = xe + (m * groups + g) * 256;
-      __m512i p = _mm512_setzero_si512();
-      for (int j = 0; j < 4; ++j) p = _mm512_dpbusd_epi32(p, w[j], _mm512_loadu_si512(y + 64 * j));
-      const __m256i sum = _mm256_add_epi32(_mm512_castsi512_si256(p), _mm512_extracti64x4_epi64(p, 1));
-      const __m256 dot = _mm256_cvtepi32_ps(sum);
-      acc[m] = _mm256_fmadd_ps(dot, _mm256_mul_ps(scales, _mm256_set1_ps(xd[m * groups + g])), acc[m]);
-      zacc[m] = _mm256_fmadd_ps(zeros, _mm256_set1_ps(xs[m * groups + g]), zacc[m]);
-    }
-  }
-  for (int m = 0; m < M; ++m) {
-    alignas(32) float r[R];
-    _mm256_store_ps(r, _mm256_add_ps(acc[m], zacc[m]));
-    std::memcpy(out + m * out_stride, r, sizeof(float) * valid);
-  }
+  const __m512i v01 = _mm512_loadu_si512(tile), v23 = _mm512_loadu_si512(tile + 64);
+  return {{_mm512_and_si512(v01, low), _mm512_and_si512(v23, low), _mm512_and_si512(_mm512_srli_epi16(v01, 4), low),
+           _mm512_and_si512(_mm512_srli_epi16(v23, 4), low)}};
+}
+
+// The 8 rows' exact integer dot products with one activation row's group: 4 dpbusd, then the two halves' int32 sums
+inline __m256i group_dot(const Codes& c, const int8_t* y) {
+  __m512i p = _mm512_setzero_si512();
+  for (int j = 0; j < 4; ++j) p = _mm512_dpbusd_epi32(p, c.w[j], _mm512_loadu_si512(y + 64 * j));
+  return _mm256_add_epi32(_mm512_castsi512_si256(p), _mm512_extracti64x4_epi64(p, 1));
 }
 #else
+constexpr int GROUP_BYTES = G;  // a row's activation bytes per group: its int8 codes as they are
+
+struct Codes { __m256i w[8]; };  // w[s]: 4 codes (inputs 4s..4s+3) of each of the 8 rows
+
+inline Codes load_codes(const uint8_t* tile) {
+  const __m256i low = _mm256_set1_epi8(0x0F);
+  Codes c;
+  for (int i = 0; i < 4; ++i) {
+    const __m256i v = _mm256_loadu_si256((const __m256i*)(tile + 32 * i));
+    c.w[i] = _mm256_and_si256(v, low);
+    c.w[i + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+  }
+  return c;
+}
+
+// The 8 rows' exact integer dot products with one activation row's group: maddubs into int16 (8 steps of at most
+// 2 * 15 * 127 each stay below 32768: no step saturates), then madd into int32
+inline __m256i group_dot(const Codes& c, const int8_t* y) {
+  __m256i p = _mm256_setzero_si256();
+  for (int s = 0; s < 8; ++s) {
+    int32_t four; std::memcpy(&four, y + 4 * s, 4);
+    p = _mm256_add_epi16(p, _mm256_maddubs_epi16(c.w[s], _mm256_set1_epi32(four)));
+  }
+  return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+#endif
+
+// M activation rows (xq: row_bytes apart, GROUP_BYTES a group) times one tile's 8 output rows. The float steps are
+// the same code in both builds, so equal integer sums give equal bits.
 template <int M>
-void tile_rows(const uint8_t* tile, const int8_t* xq, const float* xd, const float* xs, int64_t K, float* out,
-               int64_t out_stride, int valid) {
+void tile_rows(const uint8_t* tile, const int8_t* xq, int64_t row_bytes, const float* xd, const float* xs, int64_t K,
+               float* out, int64_t out_stride, int valid) {
   const int64_t groups = K / G;
-  const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
   __m256 acc[M], zacc[M];
   for (int m = 0; m < M; ++m) acc[m] = zacc[m] = _mm256_setzero_ps();
   for (int64_t g = 0; g < groups; ++g, tile += TILE_BYTES) {
     _mm_prefetch((const char*)tile + 1024, _MM_HINT_T0);
     _mm_prefetch((const char*)tile + 1088, _MM_HINT_T0);
     _mm_prefetch((const char*)tile + 1152, _MM_HINT_T0);
-    __m256i w[8];  // w[s]: 4 codes (inputs 4s..4s+3) of each of the 8 rows
-    for (int i = 0; i < 4; ++i) {
-      const __m256i v = _mm256_loadu_si256((const __m256i*)(tile + 32 * i));
-      w[i] = _mm256_and_si256(v, low);
-      w[i + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-    }
+    const Codes codes = load_codes(tile);
     const __m256 scales = load_bf16x8(tile + 128);
     // w = (q - 8) * scale + zero = q * scale + (zero - 8 * scale)
     const __m256 zeros = _mm256_fnmadd_ps(_mm256_set1_ps(8.f), scales, load_bf16x8(tile + 144));
     for (int m = 0; m < M; ++m) {
-      const int8_t* y = xq + m * K + g * G;
-      __m256i p = _mm256_setzero_si256();  // int16: 8 steps of at most 2 * 15 * 127 each stay below 32768
-      for (int s = 0; s < 8; ++s) {
-        int32_t four; std::memcpy(&four, y + 4 * s, 4);
-        p = _mm256_add_epi16(p, _mm256_maddubs_epi16(w[s], _mm256_set1_epi32(four)));
-      }
-      const __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
+      const __m256 dot = _mm256_cvtepi32_ps(group_dot(codes, xq + m * row_bytes + g * GROUP_BYTES));
       acc[m] = _mm256_fmadd_ps(dot, _mm256_mul_ps(scales, _mm256_set1_ps(xd[m * groups + g])), acc[m]);
       zacc[m] = _mm256_fmadd_ps(zeros, _mm256_set1_ps(xs[m * groups + g]), zacc[m]);
     }
@@ -167,7 +167,6 @@ void tile_rows(const uint8_t* tile, const int8_t* xq, const float* xd, const flo
     std::memcpy(out + m * out_stride, r, sizeof(float) * valid);
   }
 }
-#endif
 
 }  // namespace
 
@@ -184,15 +183,14 @@ torch::Tensor w4a8_mm(torch::Tensor x, torch::Tensor tiles, int64_t N) {
     quantize_row(x.data_ptr<float>() + m * K, K, xq.data_ptr<int8_t>() + m * K, xd.data_ptr<float>() + m * groups,
                  xs.data_ptr<float>() + m * groups);
 #ifdef W4A8_AVX512
-  auto xe = torch::empty({M, groups * 256}, torch::kInt8);  // tile_rows reads expand_row's layout
+  auto xe = torch::empty({M, groups * GROUP_BYTES}, torch::kInt8);  // tile_rows reads expand_row's layout
   for (int64_t m = 0; m < M; ++m)
-    expand_row(xq.data_ptr<int8_t>() + m * K, K, xe.data_ptr<int8_t>() + m * groups * 256);
+    expand_row(xq.data_ptr<int8_t>() + m * K, K, xe.data_ptr<int8_t>() + m * groups * GROUP_BYTES);
   const int8_t* q = xe.data_ptr<int8_t>();
-  const int64_t row_bytes = groups * 256;
 #else
   const int8_t* q = xq.data_ptr<int8_t>();
-  const int64_t row_bytes = K;
 #endif
+  const int64_t row_bytes = groups * GROUP_BYTES;
   auto out = torch::empty({M, N}, torch::kFloat);
   const uint8_t* w = tiles.data_ptr<uint8_t>();
   const float *d = xd.data_ptr<float>(), *s = xs.data_ptr<float>();
@@ -208,17 +206,17 @@ torch::Tensor w4a8_mm(torch::Tensor x, torch::Tensor tiles, int64_t N) {
         const int8_t* qq = q + m0 * row_bytes; const float* dd = d + m0 * groups; const float* ss = s + m0 * groups;
         float* oo = o + m0 * N + t * R;
         switch (rows) {
-          case 1: tile_rows<1>(tile, qq, dd, ss, K, oo, N, valid); break;
-          case 2: tile_rows<2>(tile, qq, dd, ss, K, oo, N, valid); break;
-          case 3: tile_rows<3>(tile, qq, dd, ss, K, oo, N, valid); break;
+          case 1: tile_rows<1>(tile, qq, row_bytes, dd, ss, K, oo, N, valid); break;
+          case 2: tile_rows<2>(tile, qq, row_bytes, dd, ss, K, oo, N, valid); break;
+          case 3: tile_rows<3>(tile, qq, row_bytes, dd, ss, K, oo, N, valid); break;
 #ifdef W4A8_AVX512
-          case 4: tile_rows<4>(tile, qq, dd, ss, K, oo, N, valid); break;
-          case 5: tile_rows<5>(tile, qq, dd, ss, K, oo, N, valid); break;
-          case 6: tile_rows<6>(tile, qq, dd, ss, K, oo, N, valid); break;
-          case 7: tile_rows<7>(tile, qq, dd, ss, K, oo, N, valid); break;
-          default: tile_rows<8>(tile, qq, dd, ss, K, oo, N, valid); break;
+          case 4: tile_rows<4>(tile, qq, row_bytes, dd, ss, K, oo, N, valid); break;
+          case 5: tile_rows<5>(tile, qq, row_bytes, dd, ss, K, oo, N, valid); break;
+          case 6: tile_rows<6>(tile, qq, row_bytes, dd, ss, K, oo, N, valid); break;
+          case 7: tile_rows<7>(tile, qq, row_bytes, dd, ss, K, oo, N, valid); break;
+          default: tile_rows<8>(tile, qq, row_bytes, dd, ss, K, oo, N, valid); break;
 #else
-          default: tile_rows<4>(tile, qq, dd, ss, K, oo, N, valid); break;
+          default: tile_rows<4>(tile, qq, row_bytes, dd, ss, K, oo, N, valid); break;
 #endif
         }
       }
