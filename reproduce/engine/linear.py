@@ -13,8 +13,9 @@ passed there. What we measured (notes/runtimes.md):
   1024 but not 1536, hence the input chunks of at most BF16_CHUNK_INPUTS below;
 - int8 (`_weight_int8pack_mm`) and int4 (`_weight_int4pack_mm_for_cpu`): invariant on both; they read 1/2 and
   ~1/3 of bf16's bytes, which is what a memory-bound single-token call costs;
-- w4a8: int4's bytes, invariant by construction (the same AVX2 code on both kinds); its weights are read once for
-  up to 4 rows (t(4)/t(1) ~1.3 for the target's GEMMs, against int4's 1.2-1.7 and 2.1-3.3 at 5 rows).
+- w4a8: int4's bytes, invariant by construction (its AVX2 and AVX-512 builds give the same bits); its weights are
+  read once for up to 4 rows, 8 in the AVX-512 build (t(4)/t(1) ~1.3 for the target's GEMMs, against int4's 1.2-1.7
+  and 2.1-3.3 at 5 rows).
 """
 
 from __future__ import annotations
