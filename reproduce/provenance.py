@@ -88,6 +88,14 @@ def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
     return set(_first_processor(_cpuinfo_text(path) or "").get("flags", "").split())
 
 
+def aten_held_to_avx2(capability: str | None = None) -> bool:
+    """Whether torch is held to its AVX2 (or plain) kernels: ATEN_CPU_CAPABILITY (`capability`, default the
+    environment's) avx2 or default, as a run standing in for an AVX2 CPU on an AVX-512 one sets it."""
+    if capability is None:
+        capability = os.environ.get("ATEN_CPU_CAPABILITY", "")
+    return capability.lower() in ("default", "avx2")
+
+
 def cpu_key(path: str = "/proc/cpuinfo") -> str:
     """What identifies this CPU's kernels for a cache of timings: its model name and flags lines, as written
     ("unknown" where the file cannot be read)."""

@@ -21,6 +21,17 @@ needs_vnni = pytest.mark.skipif(not HAS_VNNI, reason="CPU lacks AVX-512 VNNI: th
 ISA_PARAMS = [pytest.param("avx2"), pytest.param("avx512", marks=needs_vnni)]
 
 
+@pytest.fixture
+def fresh_builds():
+    """Builds and the ISA choice looked up anew, before and after (a test's monkeypatched CPU or flags must not leak;
+    list it before monkeypatch, so that its teardown runs after monkeypatch's)."""
+    w4a8._build.cache_clear()
+    w4a8._isa.cache_clear()
+    yield
+    w4a8._build.cache_clear()
+    w4a8._isa.cache_clear()
+
+
 def run(linear: W4A8Linear, x: torch.Tensor, which: str) -> torch.Tensor:
     return w4a8.kernel(which).w4a8_mm(x.float().contiguous(), linear.tiles, linear.out_features)
 
@@ -118,26 +129,19 @@ def test_the_build_follows_the_cpu_and_torchs_kernel_level():
     assert w4a8.wanted_isa(set(), "") == "avx2"
 
 
-def test_an_unknown_build_or_a_cpu_without_vnni_gets_one_line(monkeypatch):
+def test_an_unknown_build_or_a_cpu_without_vnni_gets_one_line(fresh_builds, monkeypatch):
     with pytest.raises(ReproduceError, match="no w4a8 build 'sse'"):
         w4a8.kernel("sse")
     monkeypatch.setattr(w4a8, "cpu_flags", lambda: {"avx2", "fma"})
-    w4a8._build.cache_clear()
-    try:
-        with pytest.raises(ReproduceError, match="avx512f, avx512bw, avx512_vnni, which.*avx2 build"):
-            w4a8.kernel("avx512")
-    finally:
-        w4a8._build.cache_clear()
+    with pytest.raises(ReproduceError, match="avx512f, avx512bw, avx512_vnni, which.*avx2 build"):
+        w4a8.kernel("avx512")
 
 
-def test_an_avx512_cpu_whose_compiler_fails_falls_back_to_the_avx2_build(monkeypatch):
+def test_an_avx512_cpu_whose_compiler_fails_falls_back_to_the_avx2_build(fresh_builds, monkeypatch):
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
     monkeypatch.setattr(w4a8, "cpu_flags", lambda: {"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni"})
     monkeypatch.setattr(w4a8, "_build", lambda which: ReproduceError("no") if which == "avx512" else object())
-    w4a8._isa.cache_clear()
-    try:
-        assert w4a8.isa() == "avx2"
-    finally:
-        w4a8._isa.cache_clear()
+    assert w4a8.isa() == "avx2"
 
 
 def test_head_stays_int8_and_bad_widths_fail_in_one_line():
@@ -149,34 +153,22 @@ def test_head_stays_int8_and_bad_widths_fail_in_one_line():
     assert "\n" not in str(raised.value)
 
 
-def test_a_cpu_without_avx2_gets_one_line_naming_int4(monkeypatch):
+def test_a_cpu_without_avx2_gets_one_line_naming_int4(fresh_builds, monkeypatch):
     monkeypatch.setattr(w4a8, "cpu_flags", lambda: {"sse2", "sse4_2"})
-    w4a8._build.cache_clear()
-    w4a8._isa.cache_clear()
-    try:
-        with pytest.raises(ReproduceError, match="avx2, fma, which.*fast-int4"):
-            w4a8.kernel()
-        assert not w4a8.available()
-        with pytest.raises(ReproduceError):  # the failure is kept, not retried
-            make_linear(torch.randn(8, 32), "w4a8")
-    finally:
-        w4a8._build.cache_clear()
-        w4a8._isa.cache_clear()
+    with pytest.raises(ReproduceError, match="avx2, fma, which.*fast-int4"):
+        w4a8.kernel()
+    assert not w4a8.available()
+    with pytest.raises(ReproduceError):  # the failure is kept, not retried
+        make_linear(torch.randn(8, 32), "w4a8")
 
 
-def test_a_failed_build_gets_one_line_naming_the_fix(monkeypatch, tmp_path):
+def test_a_failed_build_gets_one_line_naming_the_fix(fresh_builds, monkeypatch, tmp_path):
     monkeypatch.setenv("REPRODUCE_CACHE", str(tmp_path))
     flags, needs = w4a8.ISAS["avx2"]
     monkeypatch.setitem(w4a8.ISAS, "avx2", ([*flags, "-DW4A8_BROKEN", "-include", "no/such/header.h"], needs))
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
-    w4a8._build.cache_clear()
-    w4a8._isa.cache_clear()
-    try:
-        with pytest.raises(ReproduceError) as raised:
-            w4a8.kernel()
-        message = str(raised.value)
-        assert "could not compile the w4a8 kernel" in message and "fast-int4" in message and "\n" not in message
-        assert "no/such/header.h" in message  # the compiler's own reason
-    finally:
-        w4a8._build.cache_clear()
-        w4a8._isa.cache_clear()
+    with pytest.raises(ReproduceError) as raised:
+        w4a8.kernel()
+    message = str(raised.value)
+    assert "could not compile the w4a8 kernel" in message and "fast-int4" in message and "\n" not in message
+    assert "no/such/header.h" in message  # the compiler's own reason

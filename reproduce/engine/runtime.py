@@ -20,7 +20,7 @@ from reproduce.engine.lm import CachedLM
 from reproduce.engine.models import gguf_file
 from reproduce.engine.probe import KERNEL_ENV, Choice, choose, format_choice, probe_model
 from reproduce.errors import ReproduceError
-from reproduce.provenance import cpu_flags
+from reproduce.provenance import aten_held_to_avx2, cpu_flags
 
 _announced: set[tuple] = set()  # (model, role, k) whose auto choice was printed: once per process
 
@@ -39,7 +39,7 @@ def cpu_has_native_bf16() -> bool:
     """AVX512-BF16 or AMX, and torch allowed to use it: where bf16 GEMMs are fast even for one row (measured: 2x
     faster than fp32). False on torch's AVX2 paths (ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2) of such a CPU."""
     env = kernel_env()
-    if env.get("ATEN_CPU_CAPABILITY", "").lower() in ("default", "avx2") or \
+    if aten_held_to_avx2(env.get("ATEN_CPU_CAPABILITY", "")) or \
             env.get("ONEDNN_MAX_CPU_ISA", "").upper() in ONEDNN_BELOW_BF16:
         return False
     return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())

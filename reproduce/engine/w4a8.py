@@ -9,10 +9,10 @@ kernel"). Its weights are Int4Linear's grid, so only the activations' rounding d
 
 It is built for one of two instruction sets (ISAS): AVX2 + FMA, or AVX-512 VNNI where the CPU has it (half the
 instructions a group, and the weights read once for up to 8 rows, not 4: one row is near the memory's limit in
-either build, so the gain is at 5-6 rows). Both compute every integer dot product exactly and the same float operations in the same
-order, so they give the same bits (tests/test_w4a8.py compares them), as do any thread counts (threads split the
-output rows). It is compiled on first use with torch's C++ extension loader (g++ and ninja; ~20 s per build, cached
-in $REPRODUCE_CACHE/kernels/). Row i of an n-row call is bitwise the one-row call (every output's arithmetic is the
+either build, so the gain is at 5-6 rows). Both compute every integer dot product exactly and the same float
+operations in the same order, so they give the same bits (tests/test_w4a8.py compares them), as do any thread counts
+(threads split the output rows). It is compiled on first use with torch's C++ extension loader (g++ and ninja;
+~20-50 s per build, cached in $REPRODUCE_CACHE/kernels/). Row i of an n-row call is bitwise the one-row call (every output's arithmetic is the
 same whatever n is); the probe checks it anyway.
 """
 
@@ -29,7 +29,7 @@ import torch
 
 from reproduce.errors import ReproduceError
 from reproduce.offline import cache_dir
-from reproduce.provenance import cpu_flags
+from reproduce.provenance import aten_held_to_avx2, cpu_flags
 
 SOURCE = Path(__file__).parent / "kernels" / "w4a8.cpp"
 _AVX2 = ["-O3", "-mavx2", "-mfma", "-fopenmp"]
@@ -47,8 +47,9 @@ def wanted_isa(flags: set[str], capability: str) -> str:
     """avx512 where the CPU has what that build needs and torch is not held to its AVX2 paths (`capability`, the
     ATEN_CPU_CAPABILITY variable, avx2 or default: a run standing in for an AVX2 CPU on an AVX-512 one gets the AVX2
     build too), else avx2."""
-    held = capability.lower() in ("default", "avx2")
-    return "avx512" if not held and all(flag in flags for flag in ISAS["avx512"][1]) else "avx2"
+    if aten_held_to_avx2(capability):
+        return "avx2"
+    return "avx512" if all(flag in flags for flag in ISAS["avx512"][1]) else "avx2"
 
 
 def isa() -> str:

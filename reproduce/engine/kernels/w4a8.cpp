@@ -5,9 +5,10 @@
 //
 // Two builds of this file (w4a8.py picks one by the CPU): AVX2 + FMA (maddubs into int16, then int32), and, with
 // W4A8_AVX512 defined, AVX-512 VNNI (dpbusd on 512 bits: two of a tile's vectors a load, half the instructions). They
-// differ only in group_dot, which computes every group's integer dot product exactly in both (no int16 step
-// saturates), and share tile_rows' float steps, so they give the same bits. The weights are read once per call for up to MAX_PASS
-// activation rows (4 on AVX2, whose 16 vector registers hold no more accumulators; 8 on AVX-512).
+// differ only in load_codes and group_dot, which computes every group's integer dot product exactly in both (no
+// int16 step saturates), and share tile_rows' float steps, so they give the same bits. The weights are read once per
+// call for up to MAX_PASS activation rows (4 on AVX2, whose 16 vector registers hold no more accumulators; 8 on
+// AVX-512).
 //
 // Layout (w4a8.pack): per tile of 8 output rows, per group of 32 inputs, 160 bytes: 4 x 32 bytes of codes (byte 4r + b
 // of vector i: code of row r at input 4i + b in its low nibble, at input 16 + 4i + b in its high one), then the 8 rows'
