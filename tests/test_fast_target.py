@@ -250,26 +250,48 @@ def test_the_probe_cache_is_keyed_on_the_kernel_environment(tmp_path, monkeypatc
     assert calls == ["int8", "int8"]  # the second native call read the cache; the AVX2 one probed afresh
 
 
-def test_the_probe_times_the_whole_forward_not_the_gemms_alone(monkeypatch):
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-ops", "torch-ops"])
+def test_the_probe_times_the_whole_forward_not_the_gemms_alone(monkeypatch, fused):
     """llama.cpp's probe times a whole forward and `choose` compares it with the fast modes', so theirs must be a
     whole forward too: attention made 2 ms dearer a layer call raises a probed t(n) by ~2 ms a layer of the model (8
-    here, 4 probed and scaled). A GEMMs-only probe (probe version 2) would not move, so this fails there."""
-    from reproduce.engine import fast_lm, probe as probe_module
+    here, 4 probed and scaled). A GEMMs-only probe (probe version 2) would not move, so this fails there. Both ways
+    of computing the small ops are checked: the fused C++ ones (one attention call a layer) and torch's."""
+    from reproduce.engine import fast_lm, layer_ops, probe as probe_module
 
+    if fused and not layer_ops.available():
+        pytest.skip(f"the fused layer ops cannot be built here ({layer_ops._build()}): leaves unchecked that the probe "
+                    "times their attention")
+    monkeypatch.setattr(layer_ops, "available", lambda: fused)
     config = tiny_random_model("qwen2", vocab_size=64, num_hidden_layers=8).model.config
     base = probe_module.probe_mode("int8", config, 64)
-    attend_one = fast_lm.attend_one
+    if fused:
+        real = layer_ops.kernel()
 
-    def slower(*args):
-        time.sleep(0.002)
-        return attend_one(*args)
+        class Slower:  # the compiled module with a dearer attention
+            def __getattr__(self, name):
+                return getattr(real, name)
 
-    monkeypatch.setattr(fast_lm, "attend_one", slower)
+            def attention(self, *args):
+                time.sleep(0.002)
+                return real.attention(*args)
+
+        monkeypatch.setattr(layer_ops, "kernel", Slower)
+        calls_a_layer = lambda rows: 1  # noqa: E731 - one attention call a layer, whatever the rows
+    else:
+        attend_one = fast_lm.attend_one
+
+        def slower(*args):
+            time.sleep(0.002)
+            return attend_one(*args)
+
+        monkeypatch.setattr(fast_lm, "attend_one", slower)
+        calls_a_layer = lambda rows: rows  # noqa: E731 - one a row (row by row) for verification calls
     dearer = probe_module.probe_mode("int8", config, 64)
     assert base.ok and dearer.ok and base.batch_invariant
-    for rows in (1, 2, 9):  # one call a layer for one row, one a row (row by row) for verification calls
+    for rows in (1, 2, 9):
         added = dearer.ms[rows] - base.ms[rows]
-        assert 0.8 * 2 * 8 * rows <= added <= 2 * 2 * 8 * rows + 10, (rows, base.ms[rows], dearer.ms[rows])
+        calls = calls_a_layer(rows)
+        assert 0.8 * 2 * 8 * calls <= added <= 2 * 2 * 8 * calls + 10, (rows, base.ms[rows], dearer.ms[rows])
 
 
 def test_a_restricted_draft_is_probed_with_the_head_it_runs(monkeypatch):

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from reproduce.engine import layer_ops
 from reproduce.engine.lm import CacheSync
 from reproduce.engine.linear import LINEAR_MODES, make_linear
 from reproduce.errors import ReproduceError
@@ -134,6 +135,9 @@ class FastLlamaLM(CacheSync):
         self.linear_mode = linear_mode
         self.row_attention_max = 0 if linear_mode == "fp32" else ROW_ATTENTION_MAX
         self.qk_width = (self.num_heads + self.num_kv_heads) * self.head_dim  # q and k: the qkv GEMM's first columns
+        # the small ops between the GEMMs as four C++ calls a layer (reproduce.engine.layer_ops), where they build
+        fits = layer_ops.fits(config.hidden_size, config.intermediate_size, self.head_dim)
+        self.ops = layer_ops.kernel() if fits and layer_ops.available() else None
         self._allocate(max_len)
         self.cache_tokens: list[int] = []
 
@@ -241,8 +245,32 @@ class FastLlamaLM(CacheSync):
         end = start + n
         if end > self.max_len:
             self._allocate(max(end, 2 * self.max_len))
+        x = self.embedding[torch.tensor(token_ids)].float()  # [n, hidden], a copy: the residual stream
+        # prefills (more than ROW_ATTENTION_MAX tokens) attend with torch's fused kernel, in either path
+        if self.ops is not None and n <= ROW_ATTENTION_MAX:
+            x = self._fused_layers(x, start, end)
+        else:
+            x = self._torch_layers(x, start, end)
+        self.cache_tokens.extend(token_ids)
+        return rms_norm(x[-1:] if last_only else x, self.final_norm, self.eps)
+
+    def _fused_layers(self, x: torch.Tensor, start: int, end: int) -> torch.Tensor:
+        """The decoder layers with reproduce.engine.layer_ops between the GEMMs: x += ... in place."""
+        ops, cos, signed_sin = self.ops, self.cos[start:end], self.signed_sin[start:end]
+        update = None  # the last layer's MLP output, added to x by the next norm
+        for index, (weights, (attn_norm, mlp_norm)) in enumerate(zip(self.layers, self.norms)):
+            h = ops.rms_norm(x, attn_norm, self.eps) if update is None else ops.add_rms_norm(x, update, attn_norm,
+                                                                                            self.eps)
+            attn = ops.attention(weights.qkv(h).contiguous(), weights.qkv_bias, cos, signed_sin, self.keys[index],
+                                 self.values[index], start, self.num_heads, self.num_kv_heads)  # [n, heads * D]
+            h = ops.add_rms_norm(x, weights.out(attn).contiguous(), mlp_norm, self.eps)
+            update = weights.down(ops.silu_mul(weights.gate_up(h).contiguous())).contiguous()
+        return x + update
+
+    def _torch_layers(self, x: torch.Tensor, start: int, end: int) -> torch.Tensor:
+        """The decoder layers in torch's ops (where the fused ones cannot be built, and for prefills)."""
+        n = end - start
         cos, signed_sin = self.cos[start:end], self.signed_sin[start:end]
-        x = self.embedding[torch.tensor(token_ids)].float()  # [n, hidden]
         for index, (weights, (attn_norm, mlp_norm)) in enumerate(zip(self.layers, self.norms)):
             qkv = weights.qkv(rms_norm(x, attn_norm, self.eps))
             if weights.qkv_bias is not None:  # an fp32 add per row, after the GEMM's rounding: batch-invariant
@@ -257,8 +285,7 @@ class FastLlamaLM(CacheSync):
             x = x + weights.out(attn.transpose(0, 1).reshape(n, -1))
             gate, up = weights.gate_up(rms_norm(x, mlp_norm, self.eps)).chunk(2, dim=-1)
             x = x + weights.down(F.silu(gate) * up)
-        self.cache_tokens.extend(token_ids)
-        return rms_norm(x[-1:] if last_only else x, self.final_norm, self.eps)
+        return x
 
 
 def weight_bytes(lm: FastLlamaLM) -> int:

@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from reproduce.catalogue import LINEAR_MODES
-from reproduce.engine import w4a8
+from reproduce.engine import layer_ops, w4a8
 from reproduce.engine.fast_lm import FastLlamaLM, LayerWeights
 from reproduce.engine.linear import make_linear
 from reproduce.engine.timing import time_rows
@@ -238,14 +238,14 @@ def probe_model(config, vocab_size: int, modes=PROBE_MODES) -> list[ModeProbe]:
     """Probes of every mode on this model's shapes, from the cache when this CPU measured them before quietly.
     Each mode is checked for quiet on its own: a burst of another job during one mode is not averaged away."""
     layer_shapes, head_shape = model_shapes(config, vocab_size)
-    # the w4a8 kernel is built (or found wanting) before any timing, outside measure_quietly's window, and its build
-    # (ISA and source digest, or none) is part of the key: a changed kernel, or a machine that lacked a compiler and
-    # has one now, probes it again
+    # our C++ builds (the w4a8 kernel, the fused layer ops) are built (or found wanting) before any timing, outside
+    # measure_quietly's window, and each build (ISA and source digest, or none) is part of the key: a changed
+    # kernel, or a machine that lacked a compiler and has one now, probes again
     kernel_build = w4a8.build_id() if "w4a8" in modes else None
     key = json.dumps([PROBE_VERSION, cpu_key(), torch.__version__, torch.get_num_threads(), layer_shapes,
                       head_shape, config.num_hidden_layers, config.model_type, config.num_attention_heads,
                       config.num_key_value_heads, list(modes), {v: os.environ.get(v) for v in KERNEL_ENV},
-                      kernel_build])
+                      kernel_build, layer_ops.build_id()])
     path = cache_dir() / "probes" / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".json")
     if path.exists():
         return [ModeProbe(**{**p, "ms": {int(n): ms for n, ms in p["ms"].items()}}) for p in json.loads(path.read_text())]

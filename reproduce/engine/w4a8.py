@@ -11,27 +11,20 @@ It is built for one of two instruction sets (ISAS): AVX2 + FMA, or AVX-512 VNNI 
 instructions a group, and the weights read once for up to 8 rows, not 4: one row is near the memory's limit in
 either build, so the gain is at 5-6 rows). Both compute every integer dot product exactly and the same float
 operations in the same order, so they give the same bits (tests/test_w4a8.py compares them), as do any thread counts
-(threads split the output rows). It is compiled on first use with torch's C++ extension loader (g++ and ninja;
-~20-50 s per build, cached in $REPRODUCE_CACHE/kernels/). Row i of an n-row call is bitwise the one-row call (every output's arithmetic is the
-same whatever n is); the probe checks it anyway.
+(threads split the output rows). It is compiled on first use (reproduce.engine.cpp_build). Row i of an n-row call is
+bitwise the one-row call (every output's arithmetic is the same whatever n is); the probe checks it anyway.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
-import shutil
-import sys
-from pathlib import Path
 
 import torch
 
+from reproduce.engine.cpp_build import compile_extension
 from reproduce.errors import ReproduceError
-from reproduce.offline import cache_dir
 from reproduce.provenance import aten_held_to_avx2, cpu_flags
-
-SOURCE = Path(__file__).parent / "kernels" / "w4a8.cpp"
 _AVX2 = ["-O3", "-mavx2", "-mfma", "-fopenmp"]
 # ISA -> (compiler flags, /proc/cpuinfo's names of what they let the compiler use)
 ISAS = {
@@ -95,31 +88,10 @@ def _build(which: str):
     flags = cpu_flags()
     # where /proc/cpuinfo cannot be read, the AVX2 build is tried (the compiler or the probe tells); AVX-512 is not
     missing = [flag for flag in needs if (flags or which != "avx2") and flag not in flags]
+    fix = "use runtime fast-int4" if which == "avx2" else "the avx2 build gives the same bits"
     if missing:
-        fix = "use runtime fast-int4" if which == "avx2" else "the avx2 build gives the same bits"
-        return ReproduceError(f"linear mode w4a8 ({which}) needs {', '.join(missing)}, which this CPU "
-                              f"lacks: {fix}")
-    from torch.utils.cpp_extension import load
-
-    venv_bin = Path(sys.executable).parent
-    if shutil.which("ninja") is None and (venv_bin / "ninja").exists():
-        # the ninja wheel (a dependency) puts it beside this Python; torch's loader looks for it on PATH only. For
-        # the rest of this process, as a venv's activation would.
-        os.environ["PATH"] = f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(cflags).encode() + torch.__version__.encode()).hexdigest()
-    name = f"{which}_{digest[:12]}"
-    build = cache_dir() / "kernels" / f"w4a8-{name}"
-    build.mkdir(parents=True, exist_ok=True)
-    try:
-        # named by the digest: torch renames a module rebuilt under one name with other flags (name_v1, ...)
-        return load(f"reproduce_w4a8_{name}", [str(SOURCE)], extra_cflags=cflags, extra_ldflags=["-fopenmp"],
-                    build_directory=str(build), verbose=False)
-    except Exception as exc:  # noqa: BLE001 - a compiler or ninja missing, or a failed build: one line, the fix
-        lines = str(exc).strip().splitlines() or [type(exc).__name__]
-        # the compiler's own message where there is one ("...: error: ..."), else the loader's last line
-        reason = next((line.strip() for line in lines if ": error" in line or ": fatal error" in line), lines[-1])[:160]
-        return ReproduceError(f"could not compile the w4a8 kernel ({reason}): it needs g++ and ninja (make install "
-                              "installs ninja); use runtime fast-int4")
+        return ReproduceError(f"linear mode w4a8 ({which}) needs {', '.join(missing)}, which this CPU lacks: {fix}")
+    return compile_extension("w4a8", which, cflags, fix)
 
 
 def pack(codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,48 @@
+"""Compile one of reproduce/engine/kernels/*.cpp with torch's C++ extension loader, cached by its source and flags.
+
+Both of the fast runtime's C++ files (the w4a8 GEMM, the layer ops) are built here, on first use: g++ and ninja,
+~20-50 s a build, kept in $REPRODUCE_CACHE/kernels/ under a name holding the digest of the source, the flags and
+torch's version, so an edited file or a new torch is a new build and never a stale one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from reproduce.errors import ReproduceError
+from reproduce.offline import cache_dir
+
+KERNELS = Path(__file__).parent / "kernels"
+
+
+def compile_extension(stem: str, variant: str, cflags: list[str], fallback: str):
+    """The module built from kernels/<stem>.cpp with `cflags` (named <stem>-<variant>_<digest>), or a one-line
+    ReproduceError saying why it could not be built and what to do instead (`fallback`)."""
+    from torch.utils.cpp_extension import load
+
+    source = KERNELS / f"{stem}.cpp"
+    venv_bin = Path(sys.executable).parent
+    if shutil.which("ninja") is None and (venv_bin / "ninja").exists():
+        # the ninja wheel (a dependency) puts it beside this Python; torch's loader looks for it on PATH only. For
+        # the rest of this process, as a venv's activation would.
+        os.environ["PATH"] = f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"
+    digest = hashlib.sha256(source.read_bytes() + " ".join(cflags).encode() + torch.__version__.encode()).hexdigest()
+    name = f"{variant}_{digest[:12]}"
+    build = cache_dir() / "kernels" / f"{stem}-{name}"
+    build.mkdir(parents=True, exist_ok=True)
+    try:
+        # named by the digest: torch renames a module rebuilt under one name with other flags (name_v1, ...)
+        return load(f"reproduce_{stem}_{name}", [str(source)], extra_cflags=cflags, extra_ldflags=["-fopenmp"],
+                    build_directory=str(build), verbose=False)
+    except Exception as exc:  # noqa: BLE001 - a compiler or ninja missing, or a failed build: one line, the fix
+        lines = str(exc).strip().splitlines() or [type(exc).__name__]
+        # the compiler's own message where there is one ("...: error: ..."), else the loader's last line
+        reason = next((line.strip() for line in lines if ": error" in line or ": fatal error" in line), lines[-1])[:160]
+        return ReproduceError(f"could not compile the {stem} kernel ({reason}): it needs g++ and ninja (make install "
+                              f"installs ninja); {fallback}")

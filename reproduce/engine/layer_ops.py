@@ -1,0 +1,52 @@
+"""The fast runtime's small ops between the GEMMs, fused in C++ (kernels/layer_ops.cpp): RMSNorm (with the residual
+add before it), the attention block of a few new tokens, and SiLU(gate) * up.
+
+At one to nine rows a layer's ~45 torch calls between its four GEMMs cost more in per-call overhead than in
+arithmetic (a 0.5B draft: ~4.5 of its 14 ms a token on 2 cores); as four calls they cost ~1. Each output row is
+computed by the same code in the same order whatever the call's row count, so a fused forward is batch-invariant by
+construction (the probe checks it anyway). One build (AVX2 + FMA) serves both CPU kinds: the same bits on each.
+Where it cannot be compiled, FastLlamaLM keeps torch's ops (the same function, other roundings).
+"""
+
+from __future__ import annotations
+
+import functools
+
+from reproduce.engine.cpp_build import compile_extension
+from reproduce.errors import ReproduceError
+from reproduce.provenance import cpu_flags
+
+CFLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp"]
+NEEDS = ("avx2", "fma")
+
+
+@functools.cache
+def _build():
+    flags = cpu_flags()
+    missing = [flag for flag in NEEDS if flags and flag not in flags]
+    if missing:
+        return ReproduceError(f"the fused layer ops need {', '.join(missing)}, which this CPU lacks: torch's ops serve")
+    return compile_extension("layer_ops", "avx2", CFLAGS, "torch's ops serve instead")
+
+
+def available() -> bool:
+    """Whether the fused ops work here (building them first if need be)."""
+    return not isinstance(_build(), ReproduceError)
+
+
+def kernel():
+    """The compiled module; a one-line ReproduceError where it cannot be had."""
+    built = _build()
+    if isinstance(built, ReproduceError):
+        raise built
+    return built
+
+
+def build_id() -> str | None:
+    """What the probe's cache key holds of these ops: the build's digest, None where torch's ops serve."""
+    return kernel().__name__.removeprefix("reproduce_layer_ops_") if available() else None
+
+
+def fits(hidden: int, intermediate: int, head_dim: int) -> bool:
+    """The fused ops work on widths that are multiples of 8 (one AVX2 vector), heads of at most 256."""
+    return hidden % 8 == 0 and intermediate % 8 == 0 and head_dim % 8 == 0 and head_dim <= 256
