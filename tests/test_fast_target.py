@@ -145,11 +145,27 @@ def test_greedy_autoregressive_decode_matches_cached_lm(tiny_llama, single_threa
         assert actual.tokens == expected.tokens
 
 
+OPS = pytest.mark.parametrize("fused", [True, False], ids=["fused-ops", "torch-ops"])
+
+
+def use_ops(fused: bool, monkeypatch) -> None:
+    """FastLlamaLMs built after this run the small ops between the GEMMs fused (reproduce.engine.layer_ops) or in
+    torch's ops (what a machine without a compiler runs): each path is checked bitwise on its own."""
+    from reproduce.engine import layer_ops
+
+    if fused and not layer_ops.available():
+        pytest.skip(f"the fused layer ops cannot be built here ({layer_ops._build()}): their path is left unchecked")
+    monkeypatch.setattr(layer_ops, "available", lambda: fused)
+
+
+@OPS
 @pytest.mark.parametrize("architecture", ["llama", "qwen2"])
 @pytest.mark.parametrize("mode", ["bf16", "int8", "int4"])
-def test_speculative_decode_reproduces_ars_in_batch_invariant_modes(architecture, mode, single_thread):
+def test_speculative_decode_reproduces_ars_in_batch_invariant_modes(architecture, mode, fused, single_thread,
+                                                                    monkeypatch):
     """Greedy SpS emits greedy ArS's tokens over the same target, for two drafters and several K; and every
     verification size the row-by-row attention covers (2..16) returns bitwise the single-token logits ArS sees."""
+    use_ops(fused, monkeypatch)
     model = tiny_random_model(architecture, vocab_size=32, num_hidden_layers=2, seed=3, **WIDE).model
     probe = next(p for p in probe_model(model.config, 32) if p.mode == mode)
     if not probe.batch_invariant:
@@ -191,9 +207,11 @@ def pair_shaped_fp32_logits(pair_shaped_model):
     return torch.cat(run_calls(lm, [PAIR_CONTEXT] + [[token] for token in PAIR_SCORED])[1:])
 
 
+@OPS
 @pytest.mark.parametrize("mode", LINEAR_MODES)
-def test_batch_invariance_at_the_pairs_width(pair_shaped_model, pair_shaped_fp32_logits, mode):
+def test_batch_invariance_at_the_pairs_width(pair_shaped_model, pair_shaped_fp32_logits, mode, fused, monkeypatch):
     """Calls of n = 2..9 tokens return bitwise the logits of n single-token calls, in `mode`, at hidden 1536."""
+    use_ops(fused, monkeypatch)
     lm = FastLlamaLM.from_hf(pair_shaped_model, linear_mode=mode)
     single = torch.cat(run_calls(lm, [PAIR_CONTEXT] + [[token] for token in PAIR_SCORED])[1:])
     differs = next((n for n in range(2, 10) if not torch.equal(run_calls(lm, [PAIR_CONTEXT, PAIR_SCORED[:n]])[1],

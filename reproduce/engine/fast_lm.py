@@ -16,8 +16,12 @@ residual stream. Batch invariance (a call scoring n tokens returns bitwise the l
 SpS verifies against exactly the target ArS samples from) needs two things: GEMM kernels whose rows do not depend
 on the row count (a property of the CPU, checked by reproduce.engine.probe), and attention computed row by row
 for verification-sized calls (2..ROW_ATTENTION_MAX tokens), each row making the very call a single-token forward
-at its position makes. The fp32 mode's GEMMs are not batch-invariant on the CPUs we measured, so it skips the
-row-by-row attention too.
+at its position makes. The fp32 mode's GEMMs are not batch-invariant on the CPUs we measured, so its torch path
+skips the row-by-row attention too.
+
+The small ops between the GEMMs run as four C++ calls a layer (reproduce.engine.layer_ops: RMSNorm, the attention
+block, SiLU(gate) * up, each row computed alike whatever the row count) for calls of up to ROW_ATTENTION_MAX tokens,
+where they build; prefills, and machines without a compiler, take torch's ops (`_torch_layers`).
 """
 
 from __future__ import annotations
@@ -199,7 +203,9 @@ class FastLlamaLM(CacheSync):
 
     def shares_weights_with(self, other) -> bool:
         """`other` is another cache over these very weights (fresh()): its cache is what this LM would compute."""
-        return isinstance(other, FastLlamaLM) and other.layers is self.layers and other is not self
+        # the same ops too: a cache the fused ops wrote is not bitwise what torch's would (benchmarks/layer_ops.py)
+        return (isinstance(other, FastLlamaLM) and other.layers is self.layers and other.ops is self.ops
+                and other is not self)
 
     def adopt_cache(self, other) -> bool:
         """Take `other`'s cache if it is this very model (same weights, same mode: the target drafting for itself
@@ -255,7 +261,8 @@ class FastLlamaLM(CacheSync):
         return rms_norm(x[-1:] if last_only else x, self.final_norm, self.eps)
 
     def _fused_layers(self, x: torch.Tensor, start: int, end: int) -> torch.Tensor:
-        """The decoder layers with reproduce.engine.layer_ops between the GEMMs: x += ... in place."""
+        """The decoder layers with reproduce.engine.layer_ops between the GEMMs. Updates `x` (the residual stream,
+        a copy hidden_states made) in place."""
         ops, cos, signed_sin = self.ops, self.cos[start:end], self.signed_sin[start:end]
         update = None  # the last layer's MLP output, added to x by the next norm
         for index, (weights, (attn_norm, mlp_norm)) in enumerate(zip(self.layers, self.norms)):
@@ -265,7 +272,7 @@ class FastLlamaLM(CacheSync):
                                  self.values[index], start, self.num_heads, self.num_kv_heads)  # [n, heads * D]
             h = ops.add_rms_norm(x, weights.out(attn).contiguous(), mlp_norm, self.eps)
             update = weights.down(ops.silu_mul(weights.gate_up(h).contiguous())).contiguous()
-        return x + update
+        return x if update is None else x + update
 
     def _torch_layers(self, x: torch.Tensor, start: int, end: int) -> torch.Tensor:
         """The decoder layers in torch's ops (where the fused ones cannot be built, and for prefills)."""

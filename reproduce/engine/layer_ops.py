@@ -2,15 +2,17 @@
 add before it), the attention block of a few new tokens, and SiLU(gate) * up.
 
 At one to nine rows a layer's ~45 torch calls between its four GEMMs cost more in per-call overhead than in
-arithmetic (a 0.5B draft: ~4.5 of its 14 ms a token on 2 cores); as four calls they cost ~1. Each output row is
-computed by the same code in the same order whatever the call's row count, so a fused forward is batch-invariant by
-construction (the probe checks it anyway). One build (AVX2 + FMA) serves both CPU kinds: the same bits on each.
-Where it cannot be compiled, FastLlamaLM keeps torch's ops (the same function, other roundings).
+arithmetic (a 0.5B draft: ~4.5 of its 14 ms a token on 2 cores); as four calls they cost ~1 (benchmarks/layer_ops.py).
+Each output row is computed by the same code in the same order whatever the call's row count, so a fused forward is
+batch-invariant by construction (tests/test_layer_ops.py checks it, and the probe checks every mode's whole forward).
+One build (AVX2 + FMA) serves both CPU kinds: the same bits on each. Where it cannot be compiled, FastLlamaLM keeps
+torch's ops (the same function, other roundings), and the reason is printed once.
 """
 
 from __future__ import annotations
 
 import functools
+import sys
 
 from reproduce.engine.cpp_build import compile_extension
 from reproduce.errors import ReproduceError
@@ -22,11 +24,14 @@ NEEDS = ("avx2", "fma")
 
 @functools.cache
 def _build():
+    """The module, or the ReproduceError saying why there is none (printed once: speed and bits depend on it)."""
     flags = cpu_flags()
     missing = [flag for flag in NEEDS if flags and flag not in flags]
-    if missing:
-        return ReproduceError(f"the fused layer ops need {', '.join(missing)}, which this CPU lacks: torch's ops serve")
-    return compile_extension("layer_ops", "avx2", CFLAGS, "torch's ops serve instead")
+    built = (ReproduceError(f"the fused layer ops need {', '.join(missing)}, which this CPU lacks: torch's ops serve")
+             if missing else compile_extension("layer_ops", "avx2", CFLAGS, "torch's ops serve instead"))
+    if isinstance(built, ReproduceError):
+        print(f"note: {built}", file=sys.stderr)
+    return built
 
 
 def available() -> bool:
@@ -48,5 +53,5 @@ def build_id() -> str | None:
 
 
 def fits(hidden: int, intermediate: int, head_dim: int) -> bool:
-    """The fused ops work on widths that are multiples of 8 (one AVX2 vector), heads of at most 256."""
-    return hidden % 8 == 0 and intermediate % 8 == 0 and head_dim % 8 == 0 and head_dim <= 256
+    """The fused ops work on widths that are multiples of 8 (one AVX2 vector)."""
+    return hidden % 8 == 0 and intermediate % 8 == 0 and head_dim % 8 == 0

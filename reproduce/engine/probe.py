@@ -8,7 +8,8 @@ tokens). Both are properties of the CPU's GEMM kernels, which differ between AVX
 - `probe_mode` times, with random weights of the model's shapes (PROBE_LAYERS decoder layers and the head), the
   fast runtime's whole forward (FastLlamaLM: norms, RoPE, attention over PROBE_CONTEXT cached positions, the
   GEMMs) for n = 1..MAX_ROWS rows, the layers scaled to the model's depth and the head to its vocabulary, and checks
-  every GEMM's batch invariance for n = 2..MAX_ROWS bitwise. A whole forward, because llama.cpp's probe times one
+  batch invariance for n = 2..MAX_ROWS bitwise: every GEMM's, and the whole forward's (what the ops between the GEMMs,
+  fused or torch's, add to them). A whole forward, because llama.cpp's probe times one
   (on the real GGUF) and `choose` compares the two: GEMMs alone read ~57% of our int4 target's step in the loop;
   the whole forward, which this now times, read ~93% for llama.cpp's (notes/runtimes.md);
 - `choose` (pure) picks, for a target verifying K drafts, the batch-invariant mode with the least expected SpS
@@ -46,7 +47,7 @@ from reproduce.errors import ReproduceError
 from reproduce.offline import cache_dir
 from reproduce.provenance import cpu_key, runqueue_wait_seconds
 
-PROBE_VERSION = 3  # 3: a whole forward after PROBE_CONTEXT positions (2: the GEMMs alone)
+PROBE_VERSION = 4  # 4: the whole forward's batch invariance too; 3: a whole forward timed (2: the GEMMs alone)
 PROBE_MODES = tuple(reversed(LINEAR_MODES))  # w4a8, int4, int8, bf16, fp32: the faster first where they tie
 PROBE_LAYERS = 4  # enough weight bytes to leave the caches: what a real forward reads
 HEAD_ROWS = 32768  # the head is probed on this many vocabulary rows and its time scaled (GEMV cost ~ rows)
@@ -121,6 +122,19 @@ def _gemms_invariant(linears, inputs) -> bool:
     return True
 
 
+def _forward_invariant(lm: FastLlamaLM, context: int, new: list[int]) -> bool:
+    """Row i of an n-token forward (its hidden states) is bitwise the one-token forward at its position, n = 2..
+    MAX_ROWS, after `context` cached positions (the cache holds them before and after)."""
+    lm.rollback(context)
+    single = torch.cat([lm.hidden_states([token]) for token in new[:MAX_ROWS]])
+    invariant = True
+    for n in range(2, MAX_ROWS + 1):
+        lm.rollback(context)
+        invariant = invariant and torch.equal(lm.hidden_states(new[:n]), single[:n])
+    lm.rollback(context)
+    return invariant
+
+
 def _random_lm(config, mode: str, layer_shapes, head_rows: int, generator: torch.Generator) -> FastLlamaLM:
     """A FastLlamaLM of `config`'s widths with min(PROBE_LAYERS, depth) random layers in `mode` and a head of
     `head_rows` rows (make_linear's, as the real model's: int8 in int4 mode)."""
@@ -164,7 +178,8 @@ def probe_mode(mode: str, config, vocab_size: int, seed: int = 0) -> ModeProbe:
         return ((middle - start) * layer_scale + (time.perf_counter() - middle) * head_scale) * 1e3
 
     t = time_rows({mode: lm}, tokens[:PROBE_CONTEXT], tokens[PROBE_CONTEXT:], range(1, MAX_ROWS + 1), REPEATS,
-                  timed_call=scaled_ms)[mode]
+                  timed_call=scaled_ms)[mode]  # leaves the cache holding the context
+    invariant = invariant and _forward_invariant(lm, PROBE_CONTEXT, tokens[PROBE_CONTEXT:])
     return ModeProbe(mode, t, invariant)
 
 
@@ -245,7 +260,8 @@ def probe_model(config, vocab_size: int, modes=PROBE_MODES) -> list[ModeProbe]:
     key = json.dumps([PROBE_VERSION, cpu_key(), torch.__version__, torch.get_num_threads(), layer_shapes,
                       head_shape, config.num_hidden_layers, config.model_type, config.num_attention_heads,
                       config.num_key_value_heads, list(modes), {v: os.environ.get(v) for v in KERNEL_ENV},
-                      kernel_build, layer_ops.build_id()])
+                      kernel_build,
+                      layer_ops.build_id()])
     path = cache_dir() / "probes" / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".json")
     if path.exists():
         return [ModeProbe(**{**p, "ms": {int(n): ms for n, ms in p["ms"].items()}}) for p in json.loads(path.read_text())]

