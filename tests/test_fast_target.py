@@ -169,7 +169,11 @@ def test_speculative_decode_reproduces_ars_in_batch_invariant_modes(architecture
     model = tiny_random_model(architecture, vocab_size=32, num_hidden_layers=2, seed=3, **WIDE).model
     probe = next(p for p in probe_model(model.config, 32) if p.mode == mode)
     if not probe.batch_invariant:
-        pytest.xfail(f"{mode} GEMMs are not batch-invariant on this CPU ({CPU_FLAGS}): SpS == ArS unchecked in {mode}")
+        # the probe checks the GEMMs and the whole forward: on the AVX-512 host of session 16, bf16 at this tiny llama's
+        # shapes (hidden 64) gives row 7 of an 8-row call ~1e-5 off the single-row call, in torch's ops and the fused
+        # ones alike, while each GEMM alone is invariant (not root-caused; the pair's shapes are invariant)
+        pytest.xfail(f"{mode} is not batch-invariant at these shapes on this CPU ({CPU_FLAGS}; the probe's check): "
+                     f"SpS == ArS unchecked in {mode}")
     target = FastLlamaLM.from_hf(model, linear_mode=mode)
     params = SamplingParams(temperature=0.0)
     prompt = [3, 1, 4, 1, 5]
