@@ -339,6 +339,31 @@ def test_the_pool_builds_one_copy_of_a_models_weights_per_runtime(tmp_path):
     assert fp32.lm.linear_mode == "fp32" and fp32.lm.layers[0].qkv is not None
 
 
+def test_the_paper_regime_block_picks_its_target_mode_with_the_drafts_cost(tmp_path, monkeypatch):
+    """A block in the paper's regime (auto-flattest) gets the flattest mode that leaves its draft at c <= 0.15: the
+    draft is probed first (its fastest single token, fp32 at 10 ms here), so int8, flattest but at 20 ms (c = 0.5),
+    gives way to bf16 (70 ms, c = 0.14); the manifest's record holds the draft's cost. The main target (auto, no
+    draft cost) keeps int8, the least expected SpS time."""
+    from reproduce.engine import runtime
+    from reproduce.engine.probe import ModeProbe
+    from reproduce.runs.pool import ModelPool
+
+    curves = {"int8": [20] * 9, "bf16": [70, 72, 75, 80, 85, 90, 95, 100, 105], "fp32": [10, 30, 40, 50, 60, 70, 80,
+                                                                                     90, 100]}
+    monkeypatch.setattr(runtime, "probe_model", lambda config, vocab: [
+        ModeProbe(mode, dict(enumerate(curve, start=1)), mode != "fp32") for mode, curve in curves.items()])
+    config = load_config(_write(tmp_path, "target: {name: tiny-random-llama}\n"
+                                "drafts: [{name: d, model: tiny-random-llama}]\n"
+                                "tasks: {humaneval: {rows: [0, 1], modes: [greedy]}}\n"
+                                "sweeps: {paper: {task: humaneval, mode: greedy, draft: d, vary: k, values: [2], "
+                                "target_runtime: auto-flattest}}\n"))
+    pool = ModelPool(config)
+    assert pool.runtimes == {"target": "fast-int8", "target@paper": "fast-bf16", "d": "fast-fp32"}
+    assert pool.drafts["d"].probe_ms == 10
+    record = pool.runtime_choices["target@paper"]
+    assert record["draft_ms"] == 10 and "c = 0.14" in record["reason"]
+
+
 def test_llamacpp_peers_plan_like_the_hf_peers_and_drop_out_without_llama_cpp(tmp_path, monkeypatch):
     """llama.cpp's plain decoding once per prompt; its prompt lookup per n-gram draft at the peer K values. Without
     llama-cpp-python (a failed build) neither is planned: the run goes on and the report says they were not

@@ -233,7 +233,7 @@ def test_batch_invariance_at_the_pairs_width(pair_shaped_model, pair_shaped_fp32
 def test_the_choice_rule_of_auto():
     """choose(): a target gets the batch-invariant mode with the least expected SpS time per token at its best K
     (Leviathan's formula over t(n)), else the fastest (with a warning); the paper's regime the flattest invariant
-    verification; a draft the fastest single token."""
+    verification among the modes that leave the draft at c <= 0.15; a draft the fastest single token."""
     from reproduce.engine.probe import ModeProbe
 
     def probe(mode, curve, invariant=True):
@@ -250,6 +250,12 @@ def test_the_choice_rule_of_auto():
     assert choose(probes, "flattest", 4).runtime == "fast-bf16"  # t(5)/t(1) = 0.7: the paper's regime
     assert choose(probes, "flattest", 2).runtime == "fast-int8"  # 1.05 ties bf16's 1.05 to 0.1; int8 is faster
     assert choose(probes, "draft", 4).runtime == "fast-fp32"  # a draft needs no invariance
+    # the paper's regime leaves the draft at c <= 0.15 of t(1): a 4 ms draft rules int4 (10 ms) and int8 (20 ms) out
+    # at K = 2 (int8 would tie bf16 and win on speed), so bf16 (40 ms, c = 0.10); a 7 ms draft is dear next to all
+    assert choose(probes, "flattest", 2, draft_ms=4.0).runtime == "fast-bf16"
+    assert choose(probes, "flattest", 2, draft_ms=2.0).runtime == "fast-int8"  # c = 0.10 at int8
+    dear = choose(probes, "flattest", 2, draft_ms=7.0)
+    assert dear.runtime == "fast-int8" and "no mode leaves it at c <= 0.15" in dear.reason
     unusable = ModeProbe("int4", {}, False, ok=False, note="int4 needs inputs in multiples of 32")
     assert choose([unusable, probes[3]], "target", 1).reason.startswith("no mode is batch-invariant")
     with pytest.raises(ReproduceError, match="K <= 8"):  # the probe measures up to 9 rows: one line, not a KeyError

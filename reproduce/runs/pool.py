@@ -15,6 +15,7 @@ from reproduce.engine.drafters import ModelDrafter, build_drafter, draft_lm
 from reproduce.engine.gguf_parts import SplitGGUF
 from reproduce.engine.lm import CachedLM
 from reproduce.engine.models import OFFLINE_ALIASES, TINY_PREFIX, load_model, page_out_model_files
+from reproduce.engine.probe import probed_ms
 from reproduce.engine.runtime import build_lm, resolve_choice
 from reproduce.offline import cache_dir, find_package_file
 from reproduce.provenance import directory_files, file_record, model_files
@@ -45,6 +46,7 @@ class DraftRecord:
     choice: dict | None
     kept: torch.Tensor | None
     alone_lm: object | None
+    probe_ms: float | None = None  # the probe's t(1) in its runtime: its cost a token (None: not probed)
 
 
 class ModelPool:
@@ -61,11 +63,6 @@ class ModelPool:
                                        for k in (spec.k_values or config.k_values)} or set(config.k_values)))
         self.targets: dict[str, TargetRecord] = {}
         self._add_target("target", config.target.runtime, self.k_options)
-        # blocks whose target runs in another runtime (the paper's regime: the flattest verification)
-        for block, sweep in config.sweeps.items():
-            if sweep.target_runtime is not None:
-                self._add_target(f"target@{block}", sweep.target_runtime,
-                                 tuple(sweep.values) if sweep.vary == "k" else (sweep.k,))
         page_out_model_files()  # the target's file pages its runtimes copied: before a draft adds its own
         self._loaded, self._built = {}, {}
         self.drafts: dict[str, DraftRecord] = {}
@@ -78,8 +75,16 @@ class ModelPool:
             # draft-only decoding gets its own cache (over the same weights) so it never disturbs the drafter's
             self.drafts[spec.name] = DraftRecord(spec, draft.drafter, draft.model, draft.runtime,
                                                  draft.choice.as_record() if draft.choice else None, kept,
-                                                 draft.new_lm() if spec.kind.is_model else None)
+                                                 draft.new_lm() if spec.kind.is_model else None,
+                                                 probed_ms(draft.choice) if draft.choice else None)
             page_out_model_files()
+        # blocks whose target runs in another runtime (the paper's regime: the flattest verification that leaves
+        # the block's draft cheap, so after the drafts' probes)
+        for block, sweep in config.sweeps.items():
+            if sweep.target_runtime is not None:
+                self._add_target(f"target@{block}", sweep.target_runtime,
+                                 tuple(sweep.values) if sweep.vary == "k" else (sweep.k,), self._draft_ms(sweep))
+                page_out_model_files()
         # ars_hf / sps_hf: our loops over exactly what HF generate() runs (the models' own forward, as loaded)
         self.target_hf_lm = None
         if any(METHOD_KINDS[m].hf_forward for m in config.methods):
@@ -89,16 +94,24 @@ class ModelPool:
             self.hf_drafters = {spec.name: self._hf_forward_drafter(spec) for spec in config.drafts
                                 if spec.kind.has_hf_peer}
 
-    def _add_target(self, role: str, runtime: str, k_options: tuple[int, ...]) -> None:
-        """Resolve the target's runtime once for `role`, and build its LM (a fresh cache over the main target's
-        weights when the runtime is the same)."""
+    def _add_target(self, role: str, runtime: str, k_options: tuple[int, ...], draft_ms: float | None = None) -> None:
+        """Resolve the target's runtime once for `role` (for drafts costing `draft_ms` a token, None: not known),
+        and build its LM (a fresh cache over the main target's weights when the runtime is the same)."""
         runtime, choice = resolve_choice(runtime, self.target.model, "target", max(k_options), self.vocab_size,
-                                         self.target.name, k_options)
+                                         self.target.name, k_options, draft_ms or 0.0)
         main = self.targets.get("target")
         lm = main.lm.fresh() if main and runtime == main.runtime else build_lm(self.target.model, self.vocab_size,
                                                                              runtime)
-        record = {**choice.as_record(), "k": max(k_options), "k_options": list(k_options)} if choice else None
+        record = ({**choice.as_record(), "k": max(k_options), "k_options": list(k_options), "draft_ms": draft_ms}
+                  if choice else None)
         self.targets[role] = TargetRecord(runtime, record, lm, lm.fresh())
+
+    def _draft_ms(self, sweep) -> float | None:
+        """The probe's t(1) of the costliest model draft a block runs, in its runtime (None: none was probed)."""
+        names = sweep.values if sweep.vary == "draft" else (sweep.draft,)
+        costs = [self.drafts[name].probe_ms for name in names if name in self.drafts]
+        costs = [ms for ms in costs if ms is not None]
+        return max(costs) if costs else None
 
     # ---- views the decoders and the manifest read -------------------------------------------------------------
 
