@@ -14,7 +14,8 @@ from reproduce.errors import ReproduceError
 # ---- runtimes: how a model's forward runs (reproduce.engine.runtime builds them) --------------------------------
 
 # auto: the probe's choice per CPU and role (reproduce.engine.probe); auto-flattest: for a target, the batch-invariant
-# mode whose verification is flattest (the paper's regime, where scoring K+1 tokens costs about one); hf: Hugging
+# mode whose verification is flattest among those that leave the draft at c <= 0.15 (the paper's regime, where
+# scoring K+1 tokens costs about one and drafting little); hf: Hugging
 # Face's forward; fast-<mode>: the fast CPU runtime with GEMMs in one of LINEAR_MODES (reproduce.engine.linear: fp32,
 # bf16, weight-only int8 or int4, int4 weights with int8 activations); llama.cpp: the model's GGUF in llama.cpp
 # (reproduce.engine.llamacpp_lm, its numerics the GGUF's own). For a target the runtime is part of its definition

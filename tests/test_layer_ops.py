@@ -185,3 +185,21 @@ def test_the_probe_checks_the_whole_forwards_batch_invariance(monkeypatch):
 
     monkeypatch.setattr(layer_ops, "kernel", RowCountDependent)
     assert not probe_mode("int8", target_config(), 64).batch_invariant
+
+
+def test_a_build_is_named_by_its_source_and_the_headers_it_includes(tmp_path):
+    """An edited header (kernels/simd.h, #included by both C++ files) must make a new build, never reuse the stale
+    one under the old name: the digest covers every header beside the source, and only what is built from them."""
+    from reproduce.engine.cpp_build import KERNELS, source_digest
+
+    for path in [KERNELS / "layer_ops.cpp", *KERNELS.glob("*.h")]:
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    source = tmp_path / "layer_ops.cpp"
+    before = source_digest(source, ["-O3"])
+    assert before == source_digest(KERNELS / "layer_ops.cpp", ["-O3"])  # the same files, the same name
+    assert source_digest(source, ["-O2"]) != before
+    (tmp_path / "simd.h").write_text((tmp_path / "simd.h").read_text() + "\n// edited\n")
+    assert source_digest(source, ["-O3"]) != before
+    (tmp_path / "notes.txt").write_text("not a header")
+    (tmp_path / "simd.h").write_bytes((KERNELS / "simd.h").read_bytes())
+    assert source_digest(source, ["-O3"]) == before

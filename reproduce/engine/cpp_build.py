@@ -1,8 +1,9 @@
 """Compile one of reproduce/engine/kernels/*.cpp with torch's C++ extension loader, cached by its source and flags.
 
 Both of the fast runtime's C++ files (the w4a8 GEMM, the layer ops) are built here, on first use: g++ and ninja,
-~20-50 s a build, kept in $REPRODUCE_CACHE/kernels/ under a name holding the digest of the source, the flags and
-torch's version, so an edited file or a new torch is a new build and never a stale one.
+~20-50 s a build, kept in $REPRODUCE_CACHE/kernels/ under a name holding the digest of the source, the headers beside
+it (kernels/*.h), the flags and torch's version, so an edited file or a new torch is a new build and never a stale
+one. A build is the module or the ReproduceError saying why there is none (`module` and `build_id` read either).
 """
 
 from __future__ import annotations
@@ -21,6 +22,13 @@ from reproduce.offline import cache_dir
 KERNELS = Path(__file__).parent / "kernels"
 
 
+def source_digest(source: Path, cflags: list[str]) -> str:
+    """What a build is named by: the source, every header beside it (what the sources #include), the flags, torch."""
+    headers = b"".join(path.read_bytes() for path in sorted(source.parent.glob("*.h")))
+    return hashlib.sha256(source.read_bytes() + headers + " ".join(cflags).encode()
+                          + torch.__version__.encode()).hexdigest()
+
+
 def compile_extension(stem: str, variant: str, cflags: list[str], fallback: str):
     """The module built from kernels/<stem>.cpp with `cflags` (named <stem>-<variant>_<digest>), or a one-line
     ReproduceError saying why it could not be built and what to do instead (`fallback`)."""
@@ -32,8 +40,7 @@ def compile_extension(stem: str, variant: str, cflags: list[str], fallback: str)
         # the ninja wheel (a dependency) puts it beside this Python; torch's loader looks for it on PATH only. For
         # the rest of this process, as a venv's activation would.
         os.environ["PATH"] = f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"
-    digest = hashlib.sha256(source.read_bytes() + " ".join(cflags).encode() + torch.__version__.encode()).hexdigest()
-    name = f"{variant}_{digest[:12]}"
+    name = f"{variant}_{source_digest(source, cflags)[:12]}"
     build = cache_dir() / "kernels" / f"{stem}-{name}"
     build.mkdir(parents=True, exist_ok=True)
     try:
@@ -46,3 +53,15 @@ def compile_extension(stem: str, variant: str, cflags: list[str], fallback: str)
         reason = next((line.strip() for line in lines if ": error" in line or ": fatal error" in line), lines[-1])[:160]
         return ReproduceError(f"could not compile the {stem} kernel ({reason}): it needs g++ and ninja (make install "
                               f"installs ninja); {fallback}")
+
+
+def module(built):
+    """The compiled module a build holds; its one-line ReproduceError raised where it holds that instead."""
+    if isinstance(built, ReproduceError):
+        raise built
+    return built
+
+
+def build_id(built, stem: str) -> str | None:
+    """What a probe's cache key holds of a build: its variant and digest, None where it failed."""
+    return None if isinstance(built, ReproduceError) else built.__name__.removeprefix(f"reproduce_{stem}_")

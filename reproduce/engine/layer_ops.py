@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import sys
 
-from reproduce.engine.cpp_build import compile_extension
+from reproduce.engine import cpp_build
 from reproduce.errors import ReproduceError
 from reproduce.provenance import cpu_flags
 
@@ -28,7 +28,7 @@ def _build():
     flags = cpu_flags()
     missing = [flag for flag in NEEDS if flags and flag not in flags]
     built = (ReproduceError(f"the fused layer ops need {', '.join(missing)}, which this CPU lacks: torch's ops serve")
-             if missing else compile_extension("layer_ops", "avx2", CFLAGS, "torch's ops serve instead"))
+             if missing else cpp_build.compile_extension("layer_ops", "avx2", CFLAGS, "torch's ops serve instead"))
     if isinstance(built, ReproduceError):
         print(f"note: {built}", file=sys.stderr)
     return built
@@ -41,15 +41,12 @@ def available() -> bool:
 
 def kernel():
     """The compiled module; a one-line ReproduceError where it cannot be had."""
-    built = _build()
-    if isinstance(built, ReproduceError):
-        raise built
-    return built
+    return cpp_build.module(_build())
 
 
 def build_id() -> str | None:
     """What the probe's cache key holds of these ops: the build's digest, None where torch's ops serve."""
-    return kernel().__name__.removeprefix("reproduce_layer_ops_") if available() else None
+    return cpp_build.build_id(_build(), "layer_ops")
 
 
 def fits(hidden: int, intermediate: int, head_dim: int) -> bool:

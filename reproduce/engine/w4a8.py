@@ -22,7 +22,7 @@ import os
 
 import torch
 
-from reproduce.engine.cpp_build import compile_extension
+from reproduce.engine import cpp_build
 from reproduce.errors import ReproduceError
 from reproduce.provenance import aten_held_to_avx2, cpu_flags
 
@@ -63,10 +63,7 @@ def _isa(capability: str) -> str:
 def kernel(which: str | None = None):
     """The compiled extension module for ISA `which` (default: isa()); a one-line ReproduceError where this CPU or
     machine cannot have it (kept: a failed build is not retried in the same process)."""
-    built = _build(which or isa())
-    if isinstance(built, ReproduceError):
-        raise built
-    return built
+    return cpp_build.module(_build(which or isa()))
 
 
 def available(which: str | None = None) -> bool:
@@ -76,8 +73,7 @@ def available(which: str | None = None) -> bool:
 
 def build_id() -> str | None:
     """What the probe's cache key holds of this kernel: the ISA and the digest of the build in use, None if none."""
-    built = _build(isa())
-    return None if isinstance(built, ReproduceError) else built.__name__.removeprefix("reproduce_w4a8_")
+    return cpp_build.build_id(_build(isa()), "w4a8")
 
 
 @functools.cache
@@ -92,7 +88,7 @@ def _build(which: str):
     fix = "use runtime fast-int4" if which == "avx2" else "the avx2 build gives the same bits"
     if missing:
         return ReproduceError(f"linear mode w4a8 ({which}) needs {', '.join(missing)}, which this CPU lacks: {fix}")
-    return compile_extension("w4a8", which, cflags, fix)
+    return cpp_build.compile_extension("w4a8", which, cflags, fix)
 
 
 def pack(codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor) -> torch.Tensor:

@@ -107,7 +107,8 @@ class SweepSpec:
     # measurement, so its text is not scored
     ignore_eos: bool = False
     # the target's runtime in this block, when not the experiment's: e.g. auto-flattest, the paper's regime (the
-    # batch-invariant mode whose verification is flattest), beside Table 1's practical regime (the fastest ArS)
+    # batch-invariant mode whose verification is flattest, the block's draft at c <= 0.15), beside Table 1's
+    # practical regime (the fastest ArS)
     target_runtime: str | None = None
 
 

@@ -15,21 +15,11 @@
 #include <cstdint>
 #include <vector>
 
+#include "simd.h"
+
 namespace {
 
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-inline float hmax(__m256 v) {
-  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-  m = _mm_max_ss(m, _mm_movehdup_ps(m));
-  return _mm_cvtss_f32(m);
-}
+using reproduce_simd::hsum;
 
 // exp on 8 lanes: ATen's exp_u20 (Cephes-style: 2^n times a degree-5 polynomial, within 20 ulp), written out so that
 // this file needs no ATen vector build flags; 0 below ln(FLT_MIN), as torch's. Its clamps turn a NaN input into a

@@ -21,7 +21,12 @@
 #include <cstdint>
 #include <cstring>
 
+#include "simd.h"
+
 namespace {
+
+using reproduce_simd::hmax;
+using reproduce_simd::hsum;
 
 constexpr int G = 32;       // inputs per group (one scale and one zero per output row)
 constexpr int R = 8;        // output rows per tile
@@ -35,20 +40,6 @@ constexpr int MAX_PASS = 4;
 inline __m256 load_bf16x8(const uint8_t* p) {
   const __m128i h = _mm_loadu_si128((const __m128i*)p);
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
-
-inline float hmax(__m256 v) {
-  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-  m = _mm_max_ss(m, _mm_movehdup_ps(m));
-  return _mm_cvtss_f32(m);
-}
-
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
 }
 
 // one row of x [K] -> codes [K] int8 (round half to even), scale and sum of x per group of 32
