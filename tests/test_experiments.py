@@ -342,8 +342,8 @@ def test_the_pool_builds_one_copy_of_a_models_weights_per_runtime(tmp_path):
 def test_the_paper_regime_block_picks_its_target_mode_with_the_drafts_cost(tmp_path, monkeypatch):
     """A block in the paper's regime (auto-flattest) gets the flattest mode that leaves its draft at c <= 0.15: the
     draft is probed first (its fastest single token, fp32 at 10 ms here), so int8, flattest but at 20 ms (c = 0.5),
-    gives way to bf16 (70 ms, c = 0.14); the manifest's record holds the draft's cost. The main target (auto, no
-    draft cost) keeps int8, the least expected SpS time."""
+    gives way to bf16 (70 ms, c = 0.14); the manifest's record holds the draft's cost. The main target (auto, chosen
+    for the draft's cost too) keeps int8, the least expected SpS time, and its record says what draft cost it assumed."""
     from reproduce.engine import runtime
     from reproduce.engine.probe import ModeProbe
     from reproduce.runs.pool import ModelPool
@@ -362,6 +362,8 @@ def test_the_paper_regime_block_picks_its_target_mode_with_the_drafts_cost(tmp_p
     assert pool.drafts["d"].probe_ms == 10
     record = pool.runtime_choices["target@paper"]
     assert record["draft_ms"] == 10 and "c = 0.14" in record["reason"]
+    main = pool.runtime_choices["target"]
+    assert main["draft_ms"] == 10 and "draft 10 ms" in main["reason"]
 
 
 def test_llamacpp_peers_plan_like_the_hf_peers_and_drop_out_without_llama_cpp(tmp_path, monkeypatch):

@@ -235,6 +235,15 @@ def draft_lm(model, vocab_size: int, runtime: str, kept: torch.Tensor | None = N
     return restricted_lm(model, vocab_size, kept, runtime.removeprefix("fast-"))
 
 
+def model_draft_runtime(loaded, runtime: str, vocab_size: int, kept: torch.Tensor | None):
+    """(runtime, the probe's Choice or None) of a model draft (a LoadedModel), resolved on the head it runs: a
+    restricted draft's cost, not the full vocabulary's, is the probe's c."""
+    if kept is not None:  # auto leaves llama.cpp out for it (runtime.llamacpp_eligible), here and in the manifest
+        loaded.model.restricted_head = True
+    head_rows = vocab_size if kept is None else len(kept)
+    return resolve_choice(runtime, loaded.model, "draft", vocab_size=head_rows, name=loaded.name)
+
+
 def build_drafter(name: str, target, target_runtime: str = "auto", draft_runtime: str = "auto",
                   ngram_size: int = 3, dtype: torch.dtype = torch.float32, target_lm=None, load_model=None,
                   make_lm=None, kept: torch.Tensor | None = None, stop_below: float = 0.0) -> Draft:
@@ -262,11 +271,7 @@ def build_drafter(name: str, target, target_runtime: str = "auto", draft_runtime
         return Draft(name, RestrictedDrafter(new_lm(), name="distilled", stop_below=stop_below), model, runtime, new_lm)
     loaded = (load_model or models.load_model)(name, dtype)
     models.shared_vocab_size(target, loaded)
-    if kept is not None:  # auto leaves llama.cpp out for it (runtime.llamacpp_eligible), here and in the manifest
-        loaded.model.restricted_head = True
-    # a restricted draft is probed with the head it runs: its cost, not the full vocabulary's, is the probe's c
-    head_rows = vocab if kept is None else len(kept)
-    runtime, choice = resolve_choice(draft_runtime, loaded.model, "draft", vocab_size=head_rows, name=loaded.name)
+    runtime, choice = model_draft_runtime(loaded, draft_runtime, vocab, kept)
     lm = (make_lm or draft_lm)(loaded.model, vocab, runtime, kept)
     drafter = (RestrictedDrafter if kept is not None else ModelDrafter)(lm, name=name, stop_below=stop_below)
     return Draft(name, drafter, loaded, runtime, lm.fresh, choice)

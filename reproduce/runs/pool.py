@@ -11,10 +11,16 @@ import dataclasses
 import torch
 
 from reproduce.catalogue import METHOD_KINDS
-from reproduce.engine.drafters import ModelDrafter, build_drafter, draft_lm
+from reproduce.engine.drafters import ModelDrafter, build_drafter, draft_lm, model_draft_runtime
 from reproduce.engine.gguf_parts import SplitGGUF
 from reproduce.engine.lm import CachedLM
-from reproduce.engine.models import OFFLINE_ALIASES, TINY_PREFIX, load_model, page_out_model_files
+from reproduce.engine.models import (
+    OFFLINE_ALIASES,
+    TINY_PREFIX,
+    load_model,
+    page_out_model_files,
+    shared_vocab_size,
+)
 from reproduce.engine.probe import probed_ms
 from reproduce.engine.runtime import build_lm, resolve_choice
 from reproduce.offline import cache_dir, find_package_file
@@ -58,17 +64,24 @@ class ModelPool:
         self.vocab_size = self.target.vocab_size
         # The runtime (HF forward, FastLlamaLM in one linear mode, or llama.cpp) is part of the target's definition:
         # ArS, SpS and the target-as-draft all use it. The HF peers use the HF model as loaded. `auto` picks the
-        # target's mode for the K values its model drafts verify (reproduce.engine.probe.choose)
+        # target's mode for the K values its model drafts verify ...
         self.k_options = tuple(sorted({k for spec in config.drafts if spec.kind.kind != "ngram"
                                        for k in (spec.k_values or config.k_values)} or set(config.k_values)))
-        self.targets: dict[str, TargetRecord] = {}
-        self._add_target("target", config.target.runtime, self.k_options)
-        page_out_model_files()  # the target's file pages its runtimes copied: before a draft adds its own
         self._loaded, self._built = {}, {}
+        kept_tokens = {spec.name: restricted_vocabulary(self.target.tokenizer, self.vocab_size, spec.vocabulary)
+                       if spec.vocabulary is not None else None for spec in config.drafts}
+        # ... and for the cost of its model drafts: probed first (their models loaded, nothing built yet), the
+        # cheapest one's t(1) goes into the choice (probe.choose)
+        costs = [self._probed_draft_ms(spec, kept_tokens[spec.name]) for spec in config.drafts
+                 if spec.kind.kind == "model"]
+        costs = [ms for ms in costs if ms is not None]
+        page_out_model_files()  # the drafts' file pages their probes touched
+        self.targets: dict[str, TargetRecord] = {}
+        self._add_target("target", config.target.runtime, self.k_options, min(costs) if costs else None)
+        page_out_model_files()  # the target's file pages its runtimes copied: before a draft adds its own
         self.drafts: dict[str, DraftRecord] = {}
         for spec in config.drafts:
-            kept = (restricted_vocabulary(self.target.tokenizer, self.vocab_size, spec.vocabulary)
-                    if spec.vocabulary is not None else None)
+            kept = kept_tokens[spec.name]
             draft = build_drafter(spec.source, self.target, self.runtimes["target"], spec.runtime, spec.ngram_size,
                                   _dtype(spec.dtype), target_lm=self.target_lm, load_model=self._load_once,
                                   make_lm=self._build_once, kept=kept, stop_below=spec.stop_below)
@@ -105,6 +118,13 @@ class ModelPool:
         record = ({**choice.as_record(), "k": max(k_options), "k_options": list(k_options), "draft_ms": draft_ms}
                   if choice else None)
         self.targets[role] = TargetRecord(runtime, record, lm, lm.fresh())
+
+    def _probed_draft_ms(self, spec, kept) -> float | None:
+        """A model draft's probed t(1) in the runtime it will run (None: not probed, e.g. a named runtime)."""
+        loaded = self._load_once(spec.source, _dtype(spec.dtype))
+        shared_vocab_size(self.target, loaded)  # a draft that cannot serve this target fails before any probe
+        _, choice = model_draft_runtime(loaded, spec.runtime, self.vocab_size, kept)
+        return probed_ms(choice) if choice else None
 
     def _draft_ms(self, sweep) -> float | None:
         """The probe's t(1) of the costliest model draft a block runs, in its runtime (None: none was probed)."""
