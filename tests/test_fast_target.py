@@ -226,8 +226,10 @@ def test_batch_invariance_at_the_pairs_width(pair_shaped_model, pair_shaped_fp32
         pytest.xfail(f"{mode} is not batch-invariant on this CPU ({CPU_FLAGS}): a call of {differs} tokens differs "
                      f"from single-token calls; checked only that auto ({auto}) does not pick it for a target")
     # random weights give near-uniform logits, so closeness is checked in scale only (argmax on real models below);
-    # Gaussian weights are 4 bits' worst case (no grid): int4 measured 0.25 of the scale, int8 and bf16 under 0.05
-    assert (single - pair_shaped_fp32_logits).abs().max() < 0.35 * pair_shaped_fp32_logits.abs().max()
+    # Gaussian weights are 4 bits' worst case (no grid): int4 measured 0.25 of the scale, int8 and bf16 under 0.05,
+    # 3 bits (w3a8) 0.55
+    bound = 0.7 if mode == "w3a8" else 0.35
+    assert (single - pair_shaped_fp32_logits).abs().max() < bound * pair_shaped_fp32_logits.abs().max()
 
 
 def test_the_choice_rule_of_auto():

@@ -29,7 +29,8 @@ from reproduce.catalogue import LINEAR_MODES
 from reproduce.engine import w4a8
 from reproduce.errors import ReproduceError
 
-INT4_MODES = ("int4", "w4a8")  # int4 weights: the head stays in int8
+INT4_MODES = ("int4", "w4a8", "w3a8")  # int4 (or int3) weights: the head stays in int8
+KERNEL_BITS = {"w4a8": 4, "w3a8": 3}  # the w4a8 kernel's modes: bits a weight code
 
 # bf16: the most inputs one GEMM call sums over. On the AVX512-BF16 CPU we measured, a bf16 GEMM's rows flip by an
 # ulp with the row count for 1536 inputs but not for <= 1024: a wider GEMM is computed as a sum of <= 768-input GEMMs
@@ -91,18 +92,20 @@ class Int8Linear:
         return torch.ops.aten._weight_int8pack_mm(x.to(torch.bfloat16).contiguous(), self.weight, self.scales).float()
 
 
-def int4_grid(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Asymmetric int4 per group of INT4_GROUP inputs: (codes [out, in] int32 in 0..15, scales and zeros
-    [out, in / INT4_GROUP] fp32) with w = (q - 8) * scale + zero, the grid of both int4 modes."""
+def int4_grid(weight: torch.Tensor, bits: int = 4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Asymmetric int4 (or `bits`) per group of INT4_GROUP inputs: (codes [out, in] int32 in 0..2^bits - 1, scales
+    and zeros [out, in / INT4_GROUP] fp32) with w = (q - 2^(bits-1)) * scale + zero, the grid of the int4 modes
+    (and of w3a8 at 3 bits)."""
     out_features, in_features = weight.shape
     if in_features % INT4_GROUP:
         raise ReproduceError(f"int4 needs layer inputs in multiples of {INT4_GROUP}, this model has "
                              f"{in_features}: use runtime fast-int8")
     groups = weight.float().reshape(out_features, in_features // INT4_GROUP, INT4_GROUP)
     low, high = groups.amin(-1), groups.amax(-1)
-    scales = ((high - low) / 15).clamp(min=1e-8)  # [out, groups]
-    codes = ((groups - low[..., None]) / scales[..., None]).round().clamp(0, 15).to(torch.int32)
-    return codes.reshape(out_features, in_features).contiguous(), scales, low + 8 * scales  # the kernels subtract 8
+    levels, mid = 2**bits - 1, 2 ** (bits - 1)
+    scales = ((high - low) / levels).clamp(min=1e-8)  # [out, groups]
+    codes = ((groups - low[..., None]) / scales[..., None]).round().clamp(0, levels).to(torch.int32)
+    return codes.reshape(out_features, in_features).contiguous(), scales, low + mid * scales  # kernels subtract mid
 
 
 @dataclass(frozen=True)
@@ -131,15 +134,16 @@ class W4A8Linear:
 
     tiles: torch.Tensor  # uint8, w4a8.pack's layout
     out_features: int
+    bits: int = 4  # 3: the w3a8 mode (int4_grid at 3 bits, the same kernel)
 
     @classmethod
-    def quantize(cls, weight: torch.Tensor) -> "W4A8Linear":
-        grid = int4_grid(weight)
+    def quantize(cls, weight: torch.Tensor, bits: int = 4) -> "W4A8Linear":
+        grid = int4_grid(weight, bits)
         w4a8.kernel()  # fail here, in one line, where the kernel cannot be built: not at the first token
-        return cls(w4a8.pack(*grid), weight.shape[0])
+        return cls(w4a8.pack(*grid, bits=bits), weight.shape[0], bits)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return w4a8.w4a8_mm(x, self.tiles, self.out_features)
+        return w4a8.w4a8_mm(x, self.tiles, self.out_features, self.bits)
 
 
 def make_linear(weight: torch.Tensor, mode: str, head: bool = False):
@@ -153,6 +157,6 @@ def make_linear(weight: torch.Tensor, mode: str, head: bool = False):
         return Int8Linear.quantize(weight.detach())
     if mode == "int4":
         return Int4Linear.quantize(weight.detach())
-    if mode == "w4a8":
-        return W4A8Linear.quantize(weight.detach())
+    if mode in KERNEL_BITS:
+        return W4A8Linear.quantize(weight.detach(), KERNEL_BITS[mode])
     raise ReproduceError(f"unknown linear_mode {mode!r}: choose one of {', '.join(LINEAR_MODES)}")

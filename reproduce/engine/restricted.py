@@ -24,10 +24,10 @@ class RestrictedFastLM(FastLlamaLM):
     def restrict(self, kept: torch.Tensor, full_head: torch.Tensor, vocab_size: int,
                  head_mode: str | None = None) -> "RestrictedFastLM":
         """Keep `full_head`'s rows of `kept` (sorted ids) in `head_mode` (default: the body's mode, int4 included:
-        the head is now a small share of the bytes). `full_head` [vocab, hidden] stays referenced, not copied, for
-        the prompt rows."""
+        the head is now a small share of the bytes; a w3a8 body keeps a w4a8 head, the grid benchmarks/draft_bits.py
+        measured its 3 bits beside). `full_head` [vocab, hidden] stays referenced, not copied, for the prompt rows."""
         self.base_kept, self.full_head, self.full_vocab_size = kept, full_head, vocab_size
-        self.head_mode = head_mode or self.linear_mode
+        self.head_mode = head_mode or ("w4a8" if self.linear_mode == "w3a8" else self.linear_mode)
         self.head = make_linear(full_head[kept], self.head_mode)
         self.extra_head, self.kept = None, kept
         return self

@@ -22,7 +22,7 @@ from reproduce.engine.probe import KERNEL_ENV, Choice, choose, format_choice, pr
 from reproduce.errors import ReproduceError
 from reproduce.provenance import aten_held_to_avx2, cpu_flags
 
-_announced: set[tuple] = set()  # (model, role, k) whose auto choice was printed: once per process
+_announced: set[tuple] = set()  # (model, role, (k, k_options, draft_ms)) whose choice was printed: once a process
 
 
 # ONEDNN_MAX_CPU_ISA values below AVX512-BF16: oneDNN's bf16 GEMMs then run without it

@@ -91,9 +91,12 @@ def _build(which: str):
     return cpp_build.compile_extension("w4a8", which, cflags, fix)
 
 
-def pack(codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor) -> torch.Tensor:
-    """The kernel's tiles (uint8, flat) from Int4Linear's grid: codes [out, in] in 0..15, scales and zeros
-    [out, in / GROUP] (w = (q - 8) * scale + zero). Rows are padded with zeros to a multiple of TILE_ROWS."""
+def pack(codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, bits: int = 4) -> torch.Tensor:
+    """The kernel's tiles (uint8, flat) from linear.int_grid's grid: codes [out, in] in 0..2^bits - 1, scales and
+    zeros [out, in / GROUP] (w = (q - 2^(bits-1)) * scale + zero), bits 4 (Int4Linear's grid) or 3. Rows are padded
+    with zeros to a multiple of TILE_ROWS."""
+    if bits not in (3, 4):
+        raise ReproduceError(f"the kernel packs weights of 4 or 3 bits, not {bits}")
     out_features, in_features = codes.shape
     pad = -out_features % TILE_ROWS
     if pad:
@@ -102,9 +105,15 @@ def pack(codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor) -> torc
             torch.cat([zeros, zeros.new_zeros(pad, zeros.shape[1])])
     tiles, groups = codes.shape[0] // TILE_ROWS, in_features // GROUP
     c = codes.to(torch.uint8).reshape(tiles, TILE_ROWS, groups, GROUP).permute(0, 2, 1, 3)  # [tile, group, row, 32]
-    low, high = (half.reshape(tiles, groups, TILE_ROWS, 4, 4) for half in (c[..., :16], c[..., 16:]))
-    # vector i of a group: 4 bytes per row, inputs 4i..4i+3 in the low nibbles, 16+4i..16+4i+3 in the high ones
-    packed = (low | (high << 4)).permute(0, 1, 3, 2, 4).reshape(tiles, groups, 4 * 32)
+    # code vector s of a group: 4 bytes per row, row r's codes at inputs 4s..4s+3 (byte 4r + b: input 4s + b)
+    vectors = c.reshape(tiles, groups, TILE_ROWS, 8, 4).permute(0, 1, 3, 2, 4).reshape(tiles, groups, 8, 32)
+    if bits == 4:  # vector i: code vectors i and 4 + i in its low and high nibbles
+        packed = (vectors[:, :, :4] | (vectors[:, :, 4:] << 4)).reshape(tiles, groups, 4 * 32)
+    else:  # vector p (0, 1): code vectors p, p + 2, p + 4, p + 6 in its 2-bit fields; then the 8 vectors' high bits
+        low = vectors & 3
+        fields = [sum(low[:, :, p + 2 * j] << (2 * j) for j in range(4)) for p in (0, 1)]
+        high = sum(((vectors[:, :, s] >> 2) & 1) << s for s in range(8))
+        packed = torch.stack([*fields, high], 2).to(torch.uint8).reshape(tiles, groups, 3 * 32)
 
     def per_tile(values: torch.Tensor) -> torch.Tensor:  # [rows, groups] -> [tile, group, 8 bf16 as 16 bytes]
         grouped = values.to(torch.bfloat16).reshape(tiles, TILE_ROWS, groups).permute(0, 2, 1).contiguous()
@@ -113,6 +122,6 @@ def pack(codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor) -> torc
     return torch.cat([packed, per_tile(scales), per_tile(zeros)], -1).reshape(-1).contiguous()
 
 
-def w4a8_mm(x: torch.Tensor, tiles: torch.Tensor, out_features: int) -> torch.Tensor:
-    """x [n, in] (any float dtype) times the packed weight: fp32 [n, out_features]."""
-    return kernel().w4a8_mm(x.float().contiguous(), tiles, out_features)
+def w4a8_mm(x: torch.Tensor, tiles: torch.Tensor, out_features: int, bits: int = 4) -> torch.Tensor:
+    """x [n, in] (any float dtype) times the weight packed with `bits` a code: fp32 [n, out_features]."""
+    return kernel().w4a8_mm(x.float().contiguous(), tiles, out_features, bits)

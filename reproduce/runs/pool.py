@@ -115,7 +115,8 @@ class ModelPool:
         main = self.targets.get("target")
         lm = main.lm.fresh() if main and runtime == main.runtime else build_lm(self.target.model, self.vocab_size,
                                                                              runtime)
-        record = ({**choice.as_record(), "k": max(k_options), "k_options": list(k_options), "draft_ms": draft_ms}
+        record = ({**choice.as_record(), "k": max(k_options), "k_options": list(k_options),
+                   "draft_ms": None if draft_ms is None else round(draft_ms, 2)}
                   if choice else None)
         self.targets[role] = TargetRecord(runtime, record, lm, lm.fresh())
 
@@ -127,11 +128,8 @@ class ModelPool:
         return probed_ms(choice) if choice else None
 
     def _draft_ms(self, sweep) -> float | None:
-        """The probe's t(1) of the costliest model draft a block runs, in its runtime (None: none was probed)."""
-        names = sweep.values if sweep.vary == "draft" else (sweep.draft,)
-        costs = [self.drafts[name].probe_ms for name in names if name in self.drafts]
-        costs = [ms for ms in costs if ms is not None]
-        return max(costs) if costs else None
+        """The probe's t(1) of the model draft a block runs, in its runtime (None: not probed)."""
+        return self.drafts[sweep.draft].probe_ms if sweep.draft in self.drafts else None
 
     # ---- views the decoders and the manifest read -------------------------------------------------------------
 

@@ -30,7 +30,10 @@ using reproduce_simd::hsum;
 
 constexpr int G = 32;       // inputs per group (one scale and one zero per output row)
 constexpr int R = 8;        // output rows per tile
-constexpr int TILE_BYTES = 128 + 16 + 16;  // codes, 8 bf16 scales, 8 bf16 zeros
+// codes (4 bits: 4 x 32 bytes of nibbles; 3 bits: 2 x 32 bytes of 2-bit fields and 32 bytes of high bits), then 8
+// bf16 scales and 8 bf16 zeros
+template <int BITS> constexpr int tile_bytes() { return (BITS == 4 ? 128 : 96) + 16 + 16; }
+template <int BITS> constexpr int code_bytes() { return BITS == 4 ? 128 : 96; }
 #ifdef W4A8_AVX512
 constexpr int MAX_PASS = 8;  // activation rows per pass over the weights
 #else
@@ -67,6 +70,21 @@ void quantize_row(const float* x, int64_t K, int8_t* codes, float* scale, float*
   }
 }
 
+// A 3-bit tile's 8 code vectors (v[s]: byte 4r + b holds the code of row r at input 4s + b, as the 4-bit nibbles
+// give): 2-bit field j of vector p's byte is the low bits of code vector p + 2j, bit s of the third vector's byte the
+// high bit of code vector s (w3a8.pack's layout). Shifts are on 16-bit lanes; the masks drop what crosses bytes.
+inline void code_vectors3(const uint8_t* tile, __m256i* v) {
+  const __m256i three = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+  const __m256i p0 = _mm256_loadu_si256((const __m256i*)tile), p1 = _mm256_loadu_si256((const __m256i*)(tile + 32));
+  const __m256i high = _mm256_loadu_si256((const __m256i*)(tile + 64));
+  for (int s = 0; s < 8; ++s) {
+    const __m128i low_shift = _mm_cvtsi32_si128(2 * (s / 2)), high_shift = _mm_cvtsi32_si128(s);
+    const __m256i low2 = _mm256_and_si256(_mm256_srl_epi16(s % 2 ? p1 : p0, low_shift), three);
+    const __m256i top = _mm256_and_si256(_mm256_srl_epi16(high, high_shift), one);
+    v[s] = _mm256_or_si256(low2, _mm256_slli_epi16(top, 2));  // top <= 1 a byte: the shift stays in its byte
+  }
+}
+
 #ifdef W4A8_AVX512
 constexpr int GROUP_BYTES = 256;  // a row's activation bytes per group, in expand_row's layout
 
@@ -90,7 +108,15 @@ void expand_row(const int8_t* codes, int64_t K, int8_t* expanded) {
 // 24..31.
 struct Codes { __m512i w[4]; };
 
+template <int BITS>
 inline Codes load_codes(const uint8_t* tile) {
+  if constexpr (BITS == 3) {  // the AVX2 unpacking (code_vectors3), two code vectors a 512-bit register
+    __m256i v[8];
+    code_vectors3(tile, v);
+    Codes c;
+    for (int j = 0; j < 4; ++j) c.w[j] = _mm512_inserti64x4(_mm512_castsi256_si512(v[2 * j]), v[2 * j + 1], 1);
+    return c;
+  }
   const __m512i low = _mm512_set1_epi8(0x0F);
   const __m512i v01 = _mm512_loadu_si512(tile), v23 = _mm512_loadu_si512(tile + 64);
   return {{_mm512_and_si512(v01, low), _mm512_and_si512(v23, low), _mm512_and_si512(_mm512_srli_epi16(v01, 4), low),
@@ -108,9 +134,14 @@ constexpr int GROUP_BYTES = G;  // a row's activation bytes per group: its int8 
 
 struct Codes { __m256i w[8]; };  // w[s]: 4 codes (inputs 4s..4s+3) of each of the 8 rows
 
+template <int BITS>
 inline Codes load_codes(const uint8_t* tile) {
-  const __m256i low = _mm256_set1_epi8(0x0F);
   Codes c;
+  if constexpr (BITS == 3) {
+    code_vectors3(tile, c.w);
+    return c;
+  }
+  const __m256i low = _mm256_set1_epi8(0x0F);
   for (int i = 0; i < 4; ++i) {
     const __m256i v = _mm256_loadu_si256((const __m256i*)(tile + 32 * i));
     c.w[i] = _mm256_and_si256(v, low);
@@ -133,20 +164,21 @@ inline __m256i group_dot(const Codes& c, const int8_t* y) {
 
 // M activation rows (xq: row_bytes apart, GROUP_BYTES a group) times one tile's 8 output rows. The float steps are
 // the same code in both builds, so equal integer sums give equal bits.
-template <int M>
+template <int BITS, int M>
 void tile_rows(const uint8_t* tile, const int8_t* xq, int64_t row_bytes, const float* xd, const float* xs, int64_t K,
                float* out, int64_t out_stride, int valid) {
   const int64_t groups = K / G;
   __m256 acc[M], zacc[M];
   for (int m = 0; m < M; ++m) acc[m] = zacc[m] = _mm256_setzero_ps();
-  for (int64_t g = 0; g < groups; ++g, tile += TILE_BYTES) {
+  for (int64_t g = 0; g < groups; ++g, tile += tile_bytes<BITS>()) {
     _mm_prefetch((const char*)tile + 1024, _MM_HINT_T0);
     _mm_prefetch((const char*)tile + 1088, _MM_HINT_T0);
     _mm_prefetch((const char*)tile + 1152, _MM_HINT_T0);
-    const Codes codes = load_codes(tile);
-    const __m256 scales = load_bf16x8(tile + 128);
-    // w = (q - 8) * scale + zero = q * scale + (zero - 8 * scale)
-    const __m256 zeros = _mm256_fnmadd_ps(_mm256_set1_ps(8.f), scales, load_bf16x8(tile + 144));
+    const Codes codes = load_codes<BITS>(tile);
+    const __m256 scales = load_bf16x8(tile + code_bytes<BITS>());
+    // w = (q - mid) * scale + zero = q * scale + (zero - mid * scale), mid = 2^(BITS - 1)
+    const __m256 zeros = _mm256_fnmadd_ps(_mm256_set1_ps(float(1 << (BITS - 1))), scales,
+                                          load_bf16x8(tile + code_bytes<BITS>() + 16));
     for (int m = 0; m < M; ++m) {
       const __m256 dot = _mm256_cvtepi32_ps(group_dot(codes, xq + m * row_bytes + g * GROUP_BYTES));
       acc[m] = _mm256_fmadd_ps(dot, _mm256_mul_ps(scales, _mm256_set1_ps(xd[m * groups + g])), acc[m]);
@@ -162,8 +194,9 @@ void tile_rows(const uint8_t* tile, const int8_t* xq, int64_t row_bytes, const f
 
 }  // namespace
 
-// x [M, K] fp32, tiles from reproduce.engine.w4a8.pack, N outputs -> [M, N] fp32
-torch::Tensor w4a8_mm(torch::Tensor x, torch::Tensor tiles, int64_t N) {
+template <int BITS>
+torch::Tensor mm(torch::Tensor x, torch::Tensor tiles, int64_t N) {
+  constexpr int TILE_BYTES = tile_bytes<BITS>();
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == torch::kFloat && x.is_contiguous(), "x: contiguous fp32 [M, K]");
   const int64_t M = x.size(0), K = x.size(1), groups = K / G, n_tiles = (N + R - 1) / R;
   TORCH_CHECK(K % G == 0, "inputs must be a multiple of 32");
@@ -198,23 +231,29 @@ torch::Tensor w4a8_mm(torch::Tensor x, torch::Tensor tiles, int64_t N) {
         const int8_t* qq = q + m0 * row_bytes; const float* dd = d + m0 * groups; const float* ss = s + m0 * groups;
         float* oo = o + m0 * N + t * R;
         switch (rows) {
-          case 1: tile_rows<1>(tile, qq, row_bytes, dd, ss, K, oo, N, valid); break;
-          case 2: tile_rows<2>(tile, qq, row_bytes, dd, ss, K, oo, N, valid); break;
-          case 3: tile_rows<3>(tile, qq, row_bytes, dd, ss, K, oo, N, valid); break;
+          case 1: tile_rows<BITS, 1>(tile, qq, row_bytes, dd, ss, K, oo, N, valid); break;
+          case 2: tile_rows<BITS, 2>(tile, qq, row_bytes, dd, ss, K, oo, N, valid); break;
+          case 3: tile_rows<BITS, 3>(tile, qq, row_bytes, dd, ss, K, oo, N, valid); break;
 #ifdef W4A8_AVX512
-          case 4: tile_rows<4>(tile, qq, row_bytes, dd, ss, K, oo, N, valid); break;
-          case 5: tile_rows<5>(tile, qq, row_bytes, dd, ss, K, oo, N, valid); break;
-          case 6: tile_rows<6>(tile, qq, row_bytes, dd, ss, K, oo, N, valid); break;
-          case 7: tile_rows<7>(tile, qq, row_bytes, dd, ss, K, oo, N, valid); break;
-          default: tile_rows<8>(tile, qq, row_bytes, dd, ss, K, oo, N, valid); break;
+          case 4: tile_rows<BITS, 4>(tile, qq, row_bytes, dd, ss, K, oo, N, valid); break;
+          case 5: tile_rows<BITS, 5>(tile, qq, row_bytes, dd, ss, K, oo, N, valid); break;
+          case 6: tile_rows<BITS, 6>(tile, qq, row_bytes, dd, ss, K, oo, N, valid); break;
+          case 7: tile_rows<BITS, 7>(tile, qq, row_bytes, dd, ss, K, oo, N, valid); break;
+          default: tile_rows<BITS, 8>(tile, qq, row_bytes, dd, ss, K, oo, N, valid); break;
 #else
-          default: tile_rows<4>(tile, qq, row_bytes, dd, ss, K, oo, N, valid); break;
+          default: tile_rows<BITS, 4>(tile, qq, row_bytes, dd, ss, K, oo, N, valid); break;
 #endif
         }
       }
     }
   });
   return out;
+}
+
+// x [M, K] fp32, tiles from reproduce.engine.w4a8.pack with `bits` (4 or 3) a weight, N outputs -> [M, N] fp32
+torch::Tensor w4a8_mm(torch::Tensor x, torch::Tensor tiles, int64_t N, int64_t bits) {
+  TORCH_CHECK(bits == 4 || bits == 3, "weights of 4 or 3 bits, got ", bits);
+  return bits == 4 ? mm<4>(x, tiles, N) : mm<3>(x, tiles, N);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { m.def("w4a8_mm", &w4a8_mm); }
