@@ -2,7 +2,9 @@
 adaptive draft's decode-loop speed over its fixed-K twin (the same model, runtime, head and K, stop_below 0), paired
 by prompt (reproduce.analysis.ratios: a t interval on per-prompt log ratios; prompts are independent), with the
 paired t-test's p, the tokens drafted per target call and the share of them accepted, and whether greedy outputs
-equal ArS's. Prints a Markdown table; nothing is asserted (speed is a measurement, not a unit test).
+equal ArS's. Prints a Markdown table; nothing is asserted (speed is a measurement, not a unit test). `--drafts A,B`
+compares any two drafts of a run the same way, A's speed over B's (e.g. experiments/draft-bits.yaml's 3-bit draft
+over its 4-bit twin).
 
     python -m reproduce run --profile adaptive        # ~9 min at 10 prompts a task on 2 AVX-512 cores
     python -m benchmarks.adaptive --out results/adaptive
@@ -60,17 +62,21 @@ def compare(rows: list[dict], adaptive: str, fixed: str) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("results/adaptive"), help="the run's results directory")
+    parser.add_argument("--drafts", help="A,B: draft A's speed over draft B's instead of adaptive over fixed twins")
     args = parser.parse_args(argv)
     manifest = json.loads((args.out / "manifest.json").read_text())
     rows = [json.loads(line) for line in (args.out / ROWS_FILE).read_text().splitlines() if line.strip()]
-    pairs = twins(manifest["config"])
-    print(f"# Adaptive draft length against a fixed K ({manifest['config']['name']})\n")
-    print(f"Command: `python -m benchmarks.adaptive --out {args.out}`\n")
+    named = args.drafts.split(",") if args.drafts else None
+    pairs = {named[0]: named[1]} if named else twins(manifest["config"])
+    what = f"{named[0]} against {named[1]}" if named else "Adaptive draft length against a fixed K"
+    print(f"# {what} ({manifest['config']['name']})\n")
+    print(f"Command: `python -m benchmarks.adaptive --out {args.out}{f' --drafts {args.drafts}' if named else ''}`\n")
     if not pairs:
         print("No draft with stop_below and a fixed-K twin in this run.")
         return
-    print("| setting | drafts | prompts | adaptive speed / fixed, decode loop [95% CI] | paired t p | fixed: drafted "
-          "per call / accepted share | adaptive: the same | greedy: identical to ArS |")
+    first, second = named if named else ("adaptive", "fixed")
+    print(f"| setting | drafts | prompts | {first} speed / {second}, decode loop [95% CI] | paired t p | {second}: "
+          f"drafted per call / accepted share | {first}: the same | greedy: identical to ArS |")
     print("|---|---|---|---|---|---|---|---|")
     for adaptive, fixed in pairs.items():
         print("\n".join(compare(rows, adaptive, fixed)))

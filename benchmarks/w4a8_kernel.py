@@ -3,7 +3,8 @@ GEMMs alone, on a model's shapes.
 
 Random weights of one decoder stack's four fused GEMMs (qkv, out, gate_up, down; every layer its own weights, so a
 pass streams them from memory as a forward does), in both int4 linear modes (the same int4 grid), timed as a pass
-over all layers for calls of n = 1..9 rows; kernels alternate within each round, the best of ROUNDS is kept. Prints
+over all layers for calls of n = 1..9 rows, and the same kernel on 3-bit weights (w3a8: int4_grid at 3 bits, 20%
+fewer bytes); kernels alternate within each round, the best of ROUNDS is kept. Prints
 ms per pass, torch / each build, each kernel's t(n)/t(1), and the relative error of both modes against the fp32
 GEMM. The avx512 build (AVX-512 VNNI) is timed where the CPU has it; with ATEN_CPU_CAPABILITY=avx2
 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 torch takes its AVX2 paths (the avx2 build is the same code
@@ -39,6 +40,7 @@ def main() -> None:
     weights = [torch.randn(shape, generator=generator) * 0.02 for shape in shapes]
     int4 = [make_linear(w, "int4") for w in weights]
     packed = [make_linear(w, "w4a8") for w in weights]
+    packed3 = [make_linear(w, "w3a8") for w in weights]
     x = torch.randn(5, hidden, generator=generator)
     exact = x @ weights[0].T
     errors = {"int4": float((int4[0](x) - exact).norm() / exact.norm()),
@@ -48,7 +50,9 @@ def main() -> None:
     kernels = {"torch int4": [lambda a, lin=lin: lin(a) for lin in int4]}
     for isa in builds:
         mm = w4a8.kernel(isa).w4a8_mm
-        kernels[f"w4a8 {isa}"] = [lambda a, lin=lin, mm=mm: mm(a, lin.tiles, lin.out_features) for lin in packed]
+        for mode, stack in (("w4a8", packed), ("w3a8", packed3)):
+            kernels[f"{mode} {isa}"] = [lambda a, lin=lin, mm=mm: mm(a, lin.tiles, lin.out_features, lin.bits)
+                                        for lin in stack]
     best: dict[tuple[str, int], float] = {}
     for _ in range(ROUNDS):
         for rows in ROWS:

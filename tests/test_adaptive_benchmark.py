@@ -46,3 +46,14 @@ def test_equal_speeds_read_as_no_gain():
     (line,) = adaptive.compare(rows, "q-adaptive", "q")
     low, high = (float(x) for x in line.split("[")[1].split("]")[0].split(", "))
     assert low < 1.0 < high  # the interval covers 1: no gain claimed
+
+
+def test_any_two_drafts_are_compared_when_named(tmp_path, capsys):
+    """--drafts A,B: A's speed over B's, whatever their stop_below (here the fixed draft over the adaptive one, the
+    inverse ratio of the twins' comparison)."""
+    (tmp_path / "manifest.json").write_text(json.dumps({"config": CONFIG}))
+    (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in _rows(1.25)))
+    adaptive.main(["--out", str(tmp_path), "--drafts", "q,q-adaptive"])
+    out = capsys.readouterr().out
+    assert "# q against q-adaptive" in out and "| q speed / q-adaptive," in out
+    assert "| xsum greedy | q vs q-adaptive, K=3 | 6 | 0.800x [0.800, 0.800] |" in out

@@ -110,11 +110,18 @@ struct Codes { __m512i w[4]; };
 
 template <int BITS>
 inline Codes load_codes(const uint8_t* tile) {
-  if constexpr (BITS == 3) {  // the AVX2 unpacking (code_vectors3), two code vectors a 512-bit register
-    __m256i v[8];
-    code_vectors3(tile, v);
+  if constexpr (BITS == 3) {
+    // the two 2-bit planes in one register: field j of its halves is code vectors 2j and 2j + 1, the pair w[j]
+    // holds; the high-bit plane beside itself shifted by one, so bit 2j of both halves is those vectors' high bit
+    const __m512i three = _mm512_set1_epi8(3), one = _mm512_set1_epi8(1);
+    const __m512i planes = _mm512_loadu_si512(tile);
+    const __m256i high = _mm256_loadu_si256((const __m256i*)(tile + 64));
+    const __m512i highs = _mm512_inserti64x4(_mm512_castsi256_si512(high), _mm256_srli_epi16(high, 1), 1);
     Codes c;
-    for (int j = 0; j < 4; ++j) c.w[j] = _mm512_inserti64x4(_mm512_castsi256_si512(v[2 * j]), v[2 * j + 1], 1);
+    for (int j = 0; j < 4; ++j) {
+      const __m512i top = _mm512_and_si512(_mm512_srli_epi16(highs, 2 * j), one);
+      c.w[j] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(planes, 2 * j), three), _mm512_slli_epi16(top, 2));
+    }
     return c;
   }
   const __m512i low = _mm512_set1_epi8(0x0F);
