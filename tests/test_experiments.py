@@ -343,7 +343,7 @@ def test_the_paper_regime_block_picks_its_target_mode_with_the_drafts_cost(tmp_p
     """A block in the paper's regime (auto-flattest) gets the flattest mode that leaves its draft at c <= 0.15: the
     draft is probed first (its fastest single token, fp32 at 10 ms here), so int8, flattest but at 20 ms (c = 0.5),
     gives way to bf16 (70 ms, c = 0.14); the manifest's record holds the draft's cost. The main target (auto, chosen
-    for the draft's cost too) keeps int8, the least expected SpS time, and its record says what draft cost it assumed."""
+    for the cheapest draft's cost too) keeps int8, the least expected SpS time, and its record says what draft cost it assumed."""
     from reproduce.engine import runtime
     from reproduce.engine.probe import ModeProbe
     from reproduce.runs.pool import ModelPool
@@ -353,13 +353,15 @@ def test_the_paper_regime_block_picks_its_target_mode_with_the_drafts_cost(tmp_p
     monkeypatch.setattr(runtime, "probe_model", lambda config, vocab: [
         ModeProbe(mode, dict(enumerate(curve, start=1)), mode != "fp32") for mode, curve in curves.items()])
     config = load_config(_write(tmp_path, "target: {name: tiny-random-llama}\n"
-                                "drafts: [{name: d, model: tiny-random-llama}]\n"
+                                "drafts: [{name: d, model: tiny-random-llama}, "
+                                "{name: d8, model: tiny-random-llama, runtime: fast-int8}]\n"
                                 "tasks: {humaneval: {rows: [0, 1], modes: [greedy]}}\n"
                                 "sweeps: {paper: {task: humaneval, mode: greedy, draft: d, vary: k, values: [2], "
                                 "target_runtime: auto-flattest}}\n"))
     pool = ModelPool(config)
-    assert pool.runtimes == {"target": "fast-int8", "target@paper": "fast-bf16", "d": "fast-fp32"}
+    assert pool.runtimes == {"target": "fast-int8", "target@paper": "fast-bf16", "d": "fast-fp32", "d8": "fast-int8"}
     assert pool.drafts["d"].probe_ms == 10
+    assert pool.drafts["d8"].probe_ms == 20  # a named runtime's cost comes from the same probe
     record = pool.runtime_choices["target@paper"]
     assert record["draft_ms"] == 10 and "c = 0.14" in record["reason"]
     main = pool.runtime_choices["target"]

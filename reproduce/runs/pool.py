@@ -21,8 +21,7 @@ from reproduce.engine.models import (
     page_out_model_files,
     shared_vocab_size,
 )
-from reproduce.engine.probe import probed_ms
-from reproduce.engine.runtime import build_lm, resolve_choice
+from reproduce.engine.runtime import build_lm, probed_step_ms, resolve_choice
 from reproduce.offline import cache_dir, find_package_file
 from reproduce.provenance import directory_files, file_record, model_files
 from reproduce.runs.config import ExperimentConfig
@@ -89,7 +88,7 @@ class ModelPool:
             self.drafts[spec.name] = DraftRecord(spec, draft.drafter, draft.model, draft.runtime,
                                                  draft.choice.as_record() if draft.choice else None, kept,
                                                  draft.new_lm() if spec.kind.is_model else None,
-                                                 probed_ms(draft.choice) if draft.choice else None)
+                                                 self._step_ms(spec, draft.model, draft.runtime, kept, draft.choice))
             page_out_model_files()
         # blocks whose target runs in another runtime (the paper's regime: the flattest verification that leaves
         # the block's draft cheap, so after the drafts' probes)
@@ -121,11 +120,17 @@ class ModelPool:
         self.targets[role] = TargetRecord(runtime, record, lm, lm.fresh())
 
     def _probed_draft_ms(self, spec, kept) -> float | None:
-        """A model draft's probed t(1) in the runtime it will run (None: not probed, e.g. a named runtime)."""
+        """A model draft's probed t(1) in the runtime it will run (None: not probed, e.g. runtime hf)."""
         loaded = self._load_once(spec.source, _dtype(spec.dtype))
         shared_vocab_size(self.target, loaded)  # a draft that cannot serve this target fails before any probe
-        _, choice = model_draft_runtime(loaded, spec.runtime, self.vocab_size, kept)
-        return probed_ms(choice) if choice else None
+        runtime, choice = model_draft_runtime(loaded, spec.runtime, self.vocab_size, kept)
+        return self._step_ms(spec, loaded, runtime, kept, choice)
+
+    def _step_ms(self, spec, loaded, runtime, kept, choice) -> float | None:
+        """The probe's t(1) of a model draft (a hybrid's model too) on the head it runs; None for other drafts."""
+        if spec.kind.kind not in ("model", "hybrid") or loaded is None:
+            return None
+        return probed_step_ms(loaded.model, runtime, self.vocab_size if kept is None else len(kept), choice)
 
     def _draft_ms(self, sweep) -> float | None:
         """The probe's t(1) of the model draft a block runs, in its runtime (None: not probed)."""
