@@ -360,7 +360,8 @@ def test_rms_norm_is_the_five_op_form_bitwise_and_each_row_alone(hidden):
 
 def test_only_a_quiet_probe_is_cached_and_a_busy_one_is_taken_again(tmp_path, monkeypatch, capfd):
     """The waiting clock is faked: a mode probed while it reads 'quiet' is cached; one that reads 'busy' twice is
-    taken again once, used for the run, not cached, and named in a warning."""
+    taken again once, used for the run (asked again, it serves without a new probe), not cached, and named in a
+    warning."""
     from reproduce.engine import probe as probe_module
 
     monkeypatch.setenv("REPRODUCE_CACHE", str(tmp_path))
@@ -387,6 +388,8 @@ def test_only_a_quiet_probe_is_cached_and_a_busy_one_is_taken_again(tmp_path, mo
     assert calls == ["int8", "int4", "int4"] and busy[0].wait_share > probe_module.BUSY_WAIT_SHARE
     assert len(cached()) == 1  # the busy probe was not written
     assert "probe of int4" in capfd.readouterr().err
+    # asked again in the same process (a draft's cost, then the draft), the busy probe serves: not taken a third time
+    assert probe_module.probe_model(config, 32, modes=("int4",)) is busy and calls == ["int8", "int4", "int4"]
 
 
 def _spin_gemms(seconds: float) -> None:
