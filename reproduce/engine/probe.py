@@ -279,8 +279,7 @@ def probe_model(config, vocab_size: int, modes=PROBE_MODES) -> list[ModeProbe]:
     key = json.dumps([PROBE_VERSION, cpu_key(), torch.__version__, torch.get_num_threads(), layer_shapes,
                       head_shape, config.num_hidden_layers, config.model_type, config.num_attention_heads,
                       config.num_key_value_heads, list(modes), {v: os.environ.get(v) for v in KERNEL_ENV},
-                      kernel_build,
-                      layer_ops.build_id()])
+                      kernel_build, layer_ops.build_id()])
     path = cache_dir() / "probes" / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".json")
     if path in _BUSY_PROBES:  # taken beside another job earlier in this process: it serves the rest of the run
         return _BUSY_PROBES[path]
@@ -299,12 +298,6 @@ def probe_model(config, vocab_size: int, modes=PROBE_MODES) -> list[ModeProbe]:
     else:
         _BUSY_PROBES[path] = probes
     return probes
-
-
-def probed_ms(choice: Choice, rows: int = 1) -> float | None:
-    """The probe's t(rows) of the mode `choice` picked (None where that mode's probe lacks it)."""
-    probe = next((p for p in choice.probes if p.runtime == choice.runtime and p.ok), None)
-    return probe.ms.get(rows) if probe else None
 
 
 def format_choice(name: str, choice: Choice, k: int | None) -> str:

@@ -18,7 +18,7 @@ from reproduce.engine.fast_lm import FAST_MODEL_TYPES, FastLlamaLM
 from reproduce.engine.llamacpp_lm import import_llama_cpp
 from reproduce.engine.lm import CachedLM
 from reproduce.engine.models import gguf_file
-from reproduce.engine.probe import KERNEL_ENV, PROBE_MODES, Choice, choose, format_choice, probe_model, probed_ms
+from reproduce.engine.probe import KERNEL_ENV, PROBE_MODES, Choice, choose, format_choice, probe_model
 from reproduce.errors import ReproduceError
 from reproduce.provenance import aten_held_to_avx2, cpu_flags
 
@@ -86,13 +86,14 @@ def auto_choice(model, vocab_size: int, role: str = "target", k: int = 4, name: 
 def probed_step_ms(model, runtime: str, vocab_size: int, choice: Choice | None = None) -> float | None:
     """The probe's t(1) of `model` (its head `vocab_size` rows) in `runtime`: from `choice` where `auto` chose it,
     else from the (cached) probe of a fast mode `auto` probes; None where nothing probes it (hf, llama.cpp, w3a8)."""
-    if choice is not None:
-        return probed_ms(choice)
-    mode = runtime.removeprefix("fast-")
-    if not runtime.startswith("fast-") or mode not in PROBE_MODES or not fast_eligible(model):
-        return None
-    probe = next((p for p in probe_model(model.config, vocab_size) if p.mode == mode and p.ok), None)
-    return probe.ms[1] if probe else None
+    if choice is None:
+        if runtime.removeprefix("fast-") not in PROBE_MODES or not fast_eligible(model):
+            return None
+        probes = probe_model(model.config, vocab_size)
+    else:
+        probes = choice.probes  # choice.runtime is `runtime`
+    probe = next((p for p in probes if p.runtime == runtime and p.ok), None)
+    return probe.ms.get(1) if probe else None
 
 
 def resolve_choice(runtime: str, model, role: str = "target", k: int = 4, vocab_size: int | None = None,

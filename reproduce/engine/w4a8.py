@@ -92,7 +92,7 @@ def _build(which: str):
 
 
 def pack(codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, bits: int = 4) -> torch.Tensor:
-    """The kernel's tiles (uint8, flat) from linear.int_grid's grid: codes [out, in] in 0..2^bits - 1, scales and
+    """The kernel's tiles (uint8, flat) from linear.int4_grid's grid: codes [out, in] in 0..2^bits - 1, scales and
     zeros [out, in / GROUP] (w = (q - 2^(bits-1)) * scale + zero), bits 4 (Int4Linear's grid) or 3. Rows are padded
     with zeros to a multiple of TILE_ROWS."""
     if bits not in (3, 4):

@@ -13,6 +13,8 @@
 // Layout (w4a8.pack): per tile of 8 output rows, per group of 32 inputs, 160 bytes: 4 x 32 bytes of codes (byte 4r + b
 // of vector i: code of row r at input 4i + b in its low nibble, at input 16 + 4i + b in its high one), then the 8 rows'
 // bf16 scales, then their bf16 zeros: w = (q - 8) * scale + zero, q in 0..15 (reproduce.engine.linear's int4 grid).
+// 3-bit weights (the w3a8 mode, the grid at 3 bits: w = (q - 4) * scale + zero): 128 bytes, the codes as two 32-byte
+// planes of 2-bit fields and one of high bits (code_vectors3 and the AVX-512 load_codes unpack them).
 // Activations: each row rounded to int8 per group of 32 (scale = max |x| / 127, half to even), its fp32 sum kept for
 // the zero term.
 #include <torch/extension.h>
@@ -70,21 +72,6 @@ void quantize_row(const float* x, int64_t K, int8_t* codes, float* scale, float*
   }
 }
 
-// A 3-bit tile's 8 code vectors (v[s]: byte 4r + b holds the code of row r at input 4s + b, as the 4-bit nibbles
-// give): 2-bit field j of vector p's byte is the low bits of code vector p + 2j, bit s of the third vector's byte the
-// high bit of code vector s (w3a8.pack's layout). Shifts are on 16-bit lanes; the masks drop what crosses bytes.
-inline void code_vectors3(const uint8_t* tile, __m256i* v) {
-  const __m256i three = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
-  const __m256i p0 = _mm256_loadu_si256((const __m256i*)tile), p1 = _mm256_loadu_si256((const __m256i*)(tile + 32));
-  const __m256i high = _mm256_loadu_si256((const __m256i*)(tile + 64));
-  for (int s = 0; s < 8; ++s) {
-    const __m128i low_shift = _mm_cvtsi32_si128(2 * (s / 2)), high_shift = _mm_cvtsi32_si128(s);
-    const __m256i low2 = _mm256_and_si256(_mm256_srl_epi16(s % 2 ? p1 : p0, low_shift), three);
-    const __m256i top = _mm256_and_si256(_mm256_srl_epi16(high, high_shift), one);
-    v[s] = _mm256_or_si256(low2, _mm256_slli_epi16(top, 2));  // top <= 1 a byte: the shift stays in its byte
-  }
-}
-
 #ifdef W4A8_AVX512
 constexpr int GROUP_BYTES = 256;  // a row's activation bytes per group, in expand_row's layout
 
@@ -138,6 +125,21 @@ inline __m256i group_dot(const Codes& c, const int8_t* y) {
 }
 #else
 constexpr int GROUP_BYTES = G;  // a row's activation bytes per group: its int8 codes as they are
+
+// A 3-bit tile's 8 code vectors (v[s]: byte 4r + b holds the code of row r at input 4s + b, as the 4-bit nibbles
+// give): 2-bit field j of vector p's byte is the low bits of code vector p + 2j, bit s of the third vector's byte the
+// high bit of code vector s (w4a8.pack's layout at 3 bits). Shifts are on 16-bit lanes; the masks drop what crosses bytes.
+inline void code_vectors3(const uint8_t* tile, __m256i* v) {
+  const __m256i three = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+  const __m256i p0 = _mm256_loadu_si256((const __m256i*)tile), p1 = _mm256_loadu_si256((const __m256i*)(tile + 32));
+  const __m256i high = _mm256_loadu_si256((const __m256i*)(tile + 64));
+  for (int s = 0; s < 8; ++s) {
+    const __m128i low_shift = _mm_cvtsi32_si128(2 * (s / 2)), high_shift = _mm_cvtsi32_si128(s);
+    const __m256i low2 = _mm256_and_si256(_mm256_srl_epi16(s % 2 ? p1 : p0, low_shift), three);
+    const __m256i top = _mm256_and_si256(_mm256_srl_epi16(high, high_shift), one);
+    v[s] = _mm256_or_si256(low2, _mm256_slli_epi16(top, 2));  // top <= 1 a byte: the shift stays in its byte
+  }
+}
 
 struct Codes { __m256i w[8]; };  // w[s]: 4 codes (inputs 4s..4s+3) of each of the 8 rows
 
