@@ -57,6 +57,7 @@ from reproduce.engine.sampling import (
     verify,
 )
 from reproduce.engine.w4a8 import available as w4a8_available
+from reproduce.engine.w16a32 import available as w16a32_available
 from reproduce.offline import find_package_file
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -439,6 +440,7 @@ def exact_sequence_probs_through(lm, prompt: list[int], params: SamplingParams, 
     ("qwen2", "fast-int8", "fast-int8"),
     ("qwen2", "fast-int4", "fast-int4"),
     ("qwen2", "fast-w4a8", "fast-w4a8"),  # this project's kernel (reproduce/engine/kernels/w4a8.cpp)
+    ("qwen2", "fast-w16a32", "fast-w4a8"),  # the paper's-regime target kernel (kernels/w16a32.cpp), a w4a8 draft
     # llama.cpp (reproduce.engine.llamacpp_lm) on the same tiny models written as F32 GGUFs: its own numerics (f16
     # KV cache, not batch-invariant here), its rollback (llama_memory_seq_rm), as target and draft, and under a
     # draft in another runtime
@@ -451,11 +453,15 @@ def test_fast_runtime_target_sequences_follow_its_exact_distribution(architectur
     modes; Llama and Qwen2, whose q/k/v biases it adds itself) in every linear mode as target and draft runtime,
     and a draft in weight-only int8 under an fp32 target; and llama.cpp as target and draft runtime. These are tiny
     models: the modes' numerics, not their speed, so every mode runs on every CPU (bf16 is emulated where the CPU
-    lacks it) but w4a8, whose kernel needs AVX2 and a compiler (it skips, saying so, where it cannot be built)."""
-    if runtime == "fast-w4a8" and not w4a8_available():
+    lacks it) but w4a8 and w16a32, whose kernels need AVX2 and a compiler (they skip, saying so, where they cannot be
+    built)."""
+    if "fast-w4a8" in (runtime, draft_runtime) and not w4a8_available():
         pytest.skip("the w4a8 kernel cannot be built here (no AVX2/FMA, or no g++/ninja): leaves fast-w4a8's "
                     "losslessness unchecked on this machine")
-    if runtime in ("fast-int4", "fast-w4a8"):  # int4 groups 32 inputs: models 64 wide, whose random seeds overlap
+    if runtime == "fast-w16a32" and not w16a32_available():
+        pytest.skip("the w16a32 kernel cannot be built here (no AVX2/FMA, or no g++/ninja): leaves fast-w16a32's "
+                    "losslessness unchecked on this machine")
+    if draft_runtime in ("fast-int4", "fast-w4a8"):  # int4 groups 32 inputs: models 64 wide, whose random seeds overlap
         # too little, so the draft is the target's weights plus noise (first-token overlap sum(min(p, q)) 0.66 llama,
         # 0.79 qwen2)
         model = tiny_model(TARGET_SEED, architecture, hidden_size=64, intermediate_size=128, initializer_range=0.3)

@@ -1,5 +1,6 @@
 """The fast runtime's GEMM weights, one class per numerics ("linear mode"): fp32, bf16, weight-only int8 and int4,
-and int4 weights with int8 activations (w4a8, this project's kernel: reproduce.engine.w4a8).
+int4 weights with int8 activations (w4a8, this project's kernel: reproduce.engine.w4a8) and bf16 weights with fp32
+activations (w16a32, this project's too: reproduce.engine.w16a32).
 
 Each holds one weight [out_features, in_features] in its own format and maps fp32 activations [n, in] to fp32
 outputs [n, out]. The mode is part of a target's definition: the ArS baseline and SpS must use the same object.
@@ -15,7 +16,9 @@ passed there. What we measured (notes/runtimes.md):
   ~1/3 of bf16's bytes, which is what a memory-bound single-token call costs;
 - w4a8: int4's bytes, invariant by construction (its AVX2 and AVX-512 builds give the same bits); its weights are
   read once for up to 4 rows, 8 in the AVX-512 build (t(4)/t(1) ~1.3 for the target's GEMMs, against int4's 1.2-1.7
-  and 2.1-3.3 at 5 rows).
+  and 2.1-3.3 at 5 rows);
+- w16a32: bf16's bytes, invariant by construction (one build for both CPU kinds); its weights are read once for up
+  to 4 rows, the flat verification the paper's regime needs where torch's bf16 is not flat (AVX2).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from reproduce.catalogue import LINEAR_MODES
-from reproduce.engine import w4a8
+from reproduce.engine import w4a8, w16a32
 from reproduce.errors import ReproduceError
 
 INT4_MODES = ("int4", "w4a8", "w3a8")  # int4 (or int3) weights: the head stays in int8
@@ -146,6 +149,22 @@ class W4A8Linear:
         return w4a8.w4a8_mm(x, self.tiles, self.out_features, self.bits)
 
 
+@dataclass(frozen=True)
+class W16A32Linear:
+    """bf16 weights in reproduce.engine.w16a32's kernel: fp32 activations and sums, fp32 output."""
+
+    tiles: torch.Tensor  # uint8, w16a32.pack's layout
+    out_features: int
+
+    @classmethod
+    def pack(cls, weight: torch.Tensor) -> "W16A32Linear":
+        w16a32.kernel()  # fail here, in one line, where the kernel cannot be built: not at the first token
+        return cls(w16a32.pack(weight), weight.shape[0])
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return w16a32.w16a32_mm(x, self.tiles, self.out_features)
+
+
 def make_linear(weight: torch.Tensor, mode: str, head: bool = False):
     """`weight` [out, in] (any float dtype) in linear mode `mode`. The int4 modes keep the head in int8: the head
     is the most sensitive layer (GGUF's Q4_K_M stores it in 6 bits) and a small share of the bytes."""
@@ -157,6 +176,8 @@ def make_linear(weight: torch.Tensor, mode: str, head: bool = False):
         return Int8Linear.quantize(weight.detach())
     if mode == "int4":
         return Int4Linear.quantize(weight.detach())
+    if mode == "w16a32":
+        return W16A32Linear.pack(weight)
     if mode in KERNEL_BITS:
         return W4A8Linear.quantize(weight.detach(), KERNEL_BITS[mode])
     raise ReproduceError(f"unknown linear_mode {mode!r}: choose one of {', '.join(LINEAR_MODES)}")

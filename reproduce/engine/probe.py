@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from reproduce.catalogue import LINEAR_MODES, NAMED_ONLY_MODES
-from reproduce.engine import layer_ops, w4a8
+from reproduce.engine import layer_ops, w4a8, w16a32
 from reproduce.engine.fast_lm import FastLlamaLM, LayerWeights
 from reproduce.engine.linear import make_linear
 from reproduce.engine.timing import time_rows
@@ -49,7 +49,7 @@ from reproduce.offline import cache_dir
 from reproduce.provenance import cpu_key, runqueue_wait_seconds
 
 PROBE_VERSION = 4  # 4: the whole forward's batch invariance too; 3: a whole forward timed (2: the GEMMs alone)
-# w4a8, int4, int8, bf16, fp32: the faster first where they tie
+# w4a8, int4, int8, w16a32, bf16, fp32: the faster first where they tie
 PROBE_MODES = tuple(mode for mode in reversed(LINEAR_MODES) if mode not in NAMED_ONLY_MODES)
 PROBE_LAYERS = 4  # enough weight bytes to leave the caches: what a real forward reads
 HEAD_ROWS = 32768  # the head is probed on this many vocabulary rows and its time scaled (GEMV cost ~ rows)
@@ -275,7 +275,7 @@ def probe_model(config, vocab_size: int, modes=PROBE_MODES) -> list[ModeProbe]:
     # our C++ builds (the w4a8 kernel, the fused layer ops) are built (or found wanting) before any timing, outside
     # measure_quietly's window, and each build (ISA and source digest, or none) is part of the key: a changed
     # kernel, or a machine that lacked a compiler and has one now, probes again
-    kernel_build = w4a8.build_id() if "w4a8" in modes else None
+    kernel_build = [w4a8.build_id() if "w4a8" in modes else None, w16a32.build_id() if "w16a32" in modes else None]
     key = json.dumps([PROBE_VERSION, cpu_key(), torch.__version__, torch.get_num_threads(), layer_shapes,
                       head_shape, config.num_hidden_layers, config.model_type, config.num_attention_heads,
                       config.num_key_value_heads, list(modes), {v: os.environ.get(v) for v in KERNEL_ENV},
