@@ -38,7 +38,7 @@ import torch
 from reproduce.engine.decoding import autoregressive_decode, speculative_decode
 from reproduce.engine.drafters import ModelDrafter, NgramDrafter, build_drafter
 from reproduce.engine.fast_lm import FastLlamaLM
-from reproduce.engine.linear import LINEAR_MODES
+from reproduce.engine.linear import BF16_WEIGHT_MODES, LINEAR_MODES
 from reproduce.engine.lm import CachedLM
 from reproduce.engine.models import tiny_random_model
 from reproduce.engine.probe import choose, probe_model
@@ -591,12 +591,14 @@ def test_int8_draft_numerics_stay_close_to_fp32(architecture):
 
 
 @pytest.mark.parametrize("architecture", ["llama", "qwen2"])
-def test_bf16_runtime_shares_the_weights_of_a_bf16_hugging_face_model(architecture, single_thread):
-    """The HF model kept for the peers points into the fast runtime's fused bf16 tensors: one copy in memory, and
-    its own forward is unchanged (the views hold the very same values)."""
+@pytest.mark.parametrize("mode", BF16_WEIGHT_MODES)
+def test_bf16_runtime_shares_the_weights_of_a_bf16_hugging_face_model(architecture, mode, single_thread):
+    """The HF model kept for the peers points into the fast runtime's fused bf16 tensors (the bf16 mode's and the
+    w16a32 kernel's, which reads the same layout): one copy in memory, and its own forward is unchanged (the views
+    hold the very same values)."""
     model = tiny_random_model(architecture, vocab_size=32, seed=2, num_hidden_layers=2).model.to(torch.bfloat16)
     before = CachedLM(model).forward([1, 2, 3, 4])
-    lm = FastLlamaLM.from_hf(model, linear_mode="bf16")
+    lm = FastLlamaLM.from_hf(model, linear_mode=mode)
     attn = model.model.layers[0].self_attn
     fused = lm.layers[0].qkv.weight
     assert attn.k_proj.weight.untyped_storage().data_ptr() == fused.untyped_storage().data_ptr()
@@ -605,7 +607,7 @@ def test_bf16_runtime_shares_the_weights_of_a_bf16_hugging_face_model(architectu
     assert torch.equal(CachedLM(model).forward([1, 2, 3, 4]), before)
     # a float32 model keeps weights of its own: bf16 views would change its numerics
     fp32_model = tiny_random_model(architecture, vocab_size=32, seed=2).model
-    FastLlamaLM.from_hf(fp32_model, linear_mode="bf16")
+    FastLlamaLM.from_hf(fp32_model, linear_mode=mode)
     assert fp32_model.model.layers[0].self_attn.q_proj.weight.dtype == torch.float32
 
 

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from reproduce.engine import layer_ops
 from reproduce.engine.lm import CacheSync
-from reproduce.engine.linear import LINEAR_MODES, make_linear
+from reproduce.engine.linear import BF16_WEIGHT_MODES, LINEAR_MODES, make_linear
 from reproduce.errors import ReproduceError
 
 FAST_MODEL_TYPES = ("llama", "qwen2")  # what FastLlamaLM serves
@@ -169,14 +169,14 @@ class FastLlamaLM(CacheSync):
             ))
             norms.append((layer.input_layernorm.weight.detach().float(),
                           layer.post_attention_layernorm.weight.detach().float()))
-            if linear_mode == "bf16":  # this layer's HF weights become views of the fused copies now
+            if linear_mode in BF16_WEIGHT_MODES:  # this layer's HF weights become views of the fused copies now
                 share_weights(model, layers, None)
         # head=False: a caller setting a head of its own (RestrictedFastLM) skips quantizing the full one
         head = make_linear(model.lm_head.weight[:vocab_size], linear_mode, head=True) if head else None
         table = model.model.embed_tokens.weight.detach()
         # outside fp32 mode the table is read in bf16 (as every GEMM input is rounded to bf16): no copy of a bf16 one
         embedding = table.float().contiguous() if linear_mode == "fp32" else table.to(torch.bfloat16).contiguous()
-        if linear_mode == "bf16" and head is not None:
+        if linear_mode in BF16_WEIGHT_MODES and head is not None:
             share_weights(model, layers, head)
         return cls(config, embedding, layers, norms, model.model.norm.weight.detach().float(), head, vocab_size,
                    max_len, linear_mode)

@@ -34,6 +34,8 @@ from reproduce.errors import ReproduceError
 
 INT4_MODES = ("int4", "w4a8", "w3a8")  # int4 (or int3) weights: the head stays in int8
 KERNEL_BITS = {"w4a8": 4, "w3a8": 3}  # the w4a8 kernel's modes: bits a weight code
+# modes whose linears hold the model's bf16 weight tensor as it is (.weight): a Hugging Face model shares it
+BF16_WEIGHT_MODES = ("bf16", "w16a32")
 
 # bf16: the most inputs one GEMM call sums over. On the AVX512-BF16 CPU we measured, a bf16 GEMM's rows flip by an
 # ulp with the row count for 1536 inputs but not for <= 1024: a wider GEMM is computed as a sum of <= 768-input GEMMs
@@ -151,18 +153,19 @@ class W4A8Linear:
 
 @dataclass(frozen=True)
 class W16A32Linear:
-    """bf16 weights in reproduce.engine.w16a32's kernel: fp32 activations and sums, fp32 output."""
+    """bf16 weights (Bf16Linear's tensor, shareable with a Hugging Face model) in reproduce.engine.w16a32's kernel:
+    fp32 activations and sums, fp32 output."""
 
-    tiles: torch.Tensor  # uint8, w16a32.pack's layout
-    out_features: int
+    weight: torch.Tensor  # [out, in] bf16
 
     @classmethod
-    def pack(cls, weight: torch.Tensor) -> "W16A32Linear":
+    def from_weight(cls, weight: torch.Tensor) -> "W16A32Linear":
+        w16a32.check_width(weight.shape[1])
         w16a32.kernel()  # fail here, in one line, where the kernel cannot be built: not at the first token
-        return cls(w16a32.pack(weight), weight.shape[0])
+        return cls(weight.detach().to(torch.bfloat16).contiguous())
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return w16a32.w16a32_mm(x, self.tiles, self.out_features)
+        return w16a32.w16a32_mm(x, self.weight)
 
 
 def make_linear(weight: torch.Tensor, mode: str, head: bool = False):
@@ -177,7 +180,7 @@ def make_linear(weight: torch.Tensor, mode: str, head: bool = False):
     if mode == "int4":
         return Int4Linear.quantize(weight.detach())
     if mode == "w16a32":
-        return W16A32Linear.pack(weight)
+        return W16A32Linear.from_weight(weight)
     if mode in KERNEL_BITS:
         return W4A8Linear.quantize(weight.detach(), KERNEL_BITS[mode])
     raise ReproduceError(f"unknown linear_mode {mode!r}: choose one of {', '.join(LINEAR_MODES)}")

@@ -4,7 +4,9 @@ Why: the paper's regime needs a target whose verification is flat (scoring K+1 t
 draft that costs little. On an AVX-512 BF16 CPU torch's bf16 GEMMs are that target; on AVX2 they are not (t(9)/t(1)
 ~4.1 on torch's AVX2 paths: each row is converted and multiplied on its own), and int8, the flattest mode there, rose
 to t(4)/t(1) = 1.43 (reports/paper-regime-avx2). This kernel reads the bf16 weights once for up to 4 rows with plain
-FMAs, so one row costs what its bytes cost and four little more (`python -m benchmarks.w16a32_kernel`).
+FMAs, so one row costs what its bytes cost and four little more (`python -m benchmarks.w16a32_kernel`). It reads the
+plain row-major bf16 weight, the bf16 mode's tensor, so a Hugging Face model kept for the peers shares it (one copy
+of the weights in memory, not two: a run holding both measured 8.1 GiB).
 
 Its numerics: the model's bf16 weights exactly, activations in fp32 (not rounded to bf16 as the bf16 mode's are),
 fp32 sums in a fixed order, so it is batch-invariant by construction (tests/test_w16a32.py). One AVX2 + FMA build
@@ -23,7 +25,7 @@ from reproduce.provenance import cpu_flags
 
 CFLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp"]
 NEEDS = ("avx2", "fma")
-TILE_ROWS = 8  # output rows interleaved in one tile (the kernel's R)
+INPUT_MULTIPLE = 16  # inputs a weight load holds
 
 
 @functools.cache
@@ -52,22 +54,13 @@ def build_id() -> str | None:
     return cpp_build.build_id(_build(), "w16a32")
 
 
-def pack(weight: torch.Tensor) -> torch.Tensor:
-    """The kernel's tiles (uint8, flat) from weight [out, in] (any float dtype, rounded to bf16): per tile of
-    TILE_ROWS output rows, per pair of inputs, the rows' two bf16 weights side by side. Rows are padded with zeros to
-    a multiple of TILE_ROWS."""
-    out_features, in_features = weight.shape
-    if in_features % 2:
-        raise ReproduceError(f"linear mode w16a32 needs an even number of layer inputs, this model has {in_features}: "
-                             "use runtime fast-bf16")
-    w = weight.detach().to(torch.bfloat16)
-    pad = -out_features % TILE_ROWS
-    if pad:
-        w = torch.cat([w, w.new_zeros(pad, in_features)])
-    tiles = w.reshape(-1, TILE_ROWS, in_features // 2, 2).permute(0, 2, 1, 3)  # [tile, pair, row, 2]
-    return tiles.contiguous().view(torch.uint8).reshape(-1)
+def check_width(in_features: int) -> None:
+    """A one-line error for widths the kernel does not take (it reads 16 inputs a load)."""
+    if in_features % INPUT_MULTIPLE:
+        raise ReproduceError(f"linear mode w16a32 needs layer inputs in multiples of {INPUT_MULTIPLE}, this model has "
+                             f"{in_features}: use runtime fast-bf16")
 
 
-def w16a32_mm(x: torch.Tensor, tiles: torch.Tensor, out_features: int) -> torch.Tensor:
-    """x [n, in] (any float dtype) times the packed weight: fp32 [n, out_features]."""
-    return kernel().w16a32_mm(x.float().contiguous(), tiles, out_features)
+def w16a32_mm(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x [n, in] (any float dtype) times weight [out, in] (bf16, contiguous): fp32 [n, out]."""
+    return kernel().w16a32_mm(x.float().contiguous(), weight)

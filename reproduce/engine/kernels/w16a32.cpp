@@ -1,87 +1,115 @@
 // The w16a32 linear mode's GEMM (reproduce/engine/w16a32.py): bf16 weights times fp32 activations, fp32 sums, for
-// calls of a few rows. The weights of 8 output rows are interleaved in pairs of inputs, so one 32-byte load holds
-// inputs k and k + 1 of each of the 8 rows (one int32 lane a row: bf16 of input k in its low half, of k + 1 in its high
-// half); a shift and a mask make them two fp32 vectors, and one FMA each adds 8 rows' products with a broadcast
-// activation. Every output has two fp32 accumulators, one over its even inputs and one over its odd inputs, added at
-// the end: the same operations in the same order whatever the row count of the call, so row i of an n-row call is
-// bitwise the one-row call (batch invariance by construction; the probe checks it anyway), and any thread count gives
-// the same bits (threads split the output rows).
+// calls of a few rows. The weight is the plain row-major bf16 [N, K] tensor (the bf16 mode's, so a Hugging Face model
+// can share it). A 32-byte load holds 16 inputs of one output row; a shift and a mask make them two fp32 vectors
+// (bf16 -> fp32 is exact), its even and its odd inputs, which meet the activations' even and odd inputs (each row of x
+// de-interleaved once per call) in two FMA chains per output, added and summed across lanes in a fixed order at the
+// end. Every output's operations are the same, in the same order, whatever the row count of the call and however many
+// outputs are computed side by side, so row i of an n-row call is bitwise the one-row call (batch invariance by
+// construction; the probe checks it anyway), and any thread count gives the same bits (threads split the outputs).
 //
-// The weights are read once per call for up to MAX_PASS activation rows: 4, as the 16 vector registers of AVX2 hold
-// 8 accumulators, 2 weight vectors and the broadcasts. A fifth row starts a second pass over a tile that is still in
-// L2 (a tile of the 1.5B's widest GEMM is 143 KB), so rows past 4 cost arithmetic, not memory.
-//
-// Layout (w16a32.pack): per tile of 8 output rows, per pair of inputs p, 32 bytes: row r's bf16 weights at inputs 2p
-// and 2p + 1 in bytes 4r..4r+3. One AVX2 + FMA build serves both CPU kinds (the same bits on each).
+// The weights are read once per call for up to MAX_PASS activation rows (the 16 AVX2 registers hold 8 accumulators):
+// a block of 4 output rows is computed for each pass of up to 4 rows, 4 outputs side by side for one row, 2 for two,
+// 1 for three or four, so every pass keeps 8 chains in flight. A fifth row starts a second pass over a block still in
+// L2, so rows past 4 cost arithmetic, not memory. One AVX2 + FMA build serves both CPU kinds (the same bits on each).
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 #include <cstdint>
-#include <cstring>
+
+#include "simd.h"
 
 namespace {
 
-constexpr int R = 8;         // output rows per tile
-constexpr int MAX_PASS = 4;  // activation rows per pass over a tile's weights
-// software prefetch distance: the next 4 KB, once a cache line. At 1 KB (w4a8's) one row read 121 ms for the 1.5B's
-// GEMMs, at 4 KB 99 ms, the memory's limit (benchmarks/w16a32_kernel.py's shapes, torch's AVX2 paths, 2026-12-05)
+using reproduce_simd::hsum;
+
+constexpr int MAX_PASS = 4;  // activation rows per pass over a block's weights
+constexpr int BLOCK = 4;     // output rows per block
+// software prefetch distance: 4 KB ahead in each output row's stream, once a cache line. w4a8's 1 KB left one row at
+// 121 ms for the 1.5B's GEMMs, 4 KB at ~100, the memory's limit (torch's AVX2 paths, 2026-12-05)
 constexpr int PREFETCH_BYTES = 4096;
 
-// M activation rows (x: K apart) times one tile's 8 output rows (K / 2 pairs of 32 bytes)
-template <int M>
-void tile_rows(const uint8_t* tile, const float* x, int64_t K, float* out, int64_t out_stride, int valid) {
+// O output rows (w: K bf16 each, K apart) times M activation rows (xd: de-interleaved, K apart). Loops over m and o
+// are unrolled so the accumulators live in registers: GCC otherwise kept them on the stack, a store and a reload in
+// every FMA chain (4 rows ran at 14 GMAC/s a core instead of 27).
+template <int M, int O>
+void rows_outputs(const uint16_t* w, const float* xd, int64_t K, float* out, int64_t out_stride) {
   const __m256i high = _mm256_set1_epi32((int)0xFFFF0000u);
-  __m256 even[M], odd[M];
-  // unrolled, so the accumulators live in registers: GCC otherwise kept them on the stack, a store and a reload in
-  // every FMA chain (4 rows ran at 14 GMAC/s a core instead of 27)
+  __m256 even[M][O], odd[M][O];
 #pragma GCC unroll 8
-  for (int m = 0; m < M; ++m) even[m] = odd[m] = _mm256_setzero_ps();
-  for (int64_t p = 0; p < K / 2; ++p, tile += 32) {
-    if (!(p & 1)) _mm_prefetch((const char*)tile + PREFETCH_BYTES, _MM_HINT_T0);
-    const __m256i v = _mm256_loadu_si256((const __m256i*)tile);
-    const __m256 w0 = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));     // input 2p, exactly (bf16 -> fp32)
-    const __m256 w1 = _mm256_castsi256_ps(_mm256_and_si256(v, high));    // input 2p + 1
+  for (int m = 0; m < M; ++m)
 #pragma GCC unroll 8
-    for (int m = 0; m < M; ++m) {
-      even[m] = _mm256_fmadd_ps(_mm256_broadcast_ss(x + m * K + 2 * p), w0, even[m]);
-      odd[m] = _mm256_fmadd_ps(_mm256_broadcast_ss(x + m * K + 2 * p + 1), w1, odd[m]);
+    for (int o = 0; o < O; ++o) even[m][o] = odd[m][o] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < K; k += 16) {
+#pragma GCC unroll 8
+    for (int o = 0; o < O; ++o) {
+      const uint16_t* row = w + o * K + k;
+      if (!(k & 31)) _mm_prefetch((const char*)row + PREFETCH_BYTES, _MM_HINT_T0);
+      const __m256i v = _mm256_loadu_si256((const __m256i*)row);
+      const __m256 w0 = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));   // inputs k, k+2, ..., k+14
+      const __m256 w1 = _mm256_castsi256_ps(_mm256_and_si256(v, high));  // inputs k+1, k+3, ..., k+15
+#pragma GCC unroll 8
+      for (int m = 0; m < M; ++m) {
+        even[m][o] = _mm256_fmadd_ps(_mm256_loadu_ps(xd + m * K + k), w0, even[m][o]);
+        odd[m][o] = _mm256_fmadd_ps(_mm256_loadu_ps(xd + m * K + k + 8), w1, odd[m][o]);
+      }
     }
   }
 #pragma GCC unroll 8
-  for (int m = 0; m < M; ++m) {
-    alignas(32) float r[R];
-    _mm256_store_ps(r, _mm256_add_ps(even[m], odd[m]));
-    std::memcpy(out + m * out_stride, r, sizeof(float) * valid);
+  for (int m = 0; m < M; ++m)
+#pragma GCC unroll 8
+    for (int o = 0; o < O; ++o) out[m * out_stride + o] = hsum(_mm256_add_ps(even[m][o], odd[m][o]));
+}
+
+// One pass of `rows` (1..MAX_PASS) activation rows over outputs [n0, n1) (at most BLOCK of them)
+void pass(const uint16_t* w, const float* xd, int64_t K, float* out, int64_t out_stride, int rows, int64_t n0,
+          int64_t n1) {
+  int64_t n = n0;
+  if (rows == 1)
+    for (; n + 4 <= n1; n += 4) rows_outputs<1, 4>(w + n * K, xd, K, out + n, out_stride);
+  if (rows <= 2)
+    for (; n + 2 <= n1; n += 2) {
+      if (rows == 1) rows_outputs<1, 2>(w + n * K, xd, K, out + n, out_stride);
+      else rows_outputs<2, 2>(w + n * K, xd, K, out + n, out_stride);
+    }
+  for (; n < n1; ++n) {
+    switch (rows) {
+      case 1: rows_outputs<1, 1>(w + n * K, xd, K, out + n, out_stride); break;
+      case 2: rows_outputs<2, 1>(w + n * K, xd, K, out + n, out_stride); break;
+      case 3: rows_outputs<3, 1>(w + n * K, xd, K, out + n, out_stride); break;
+      default: rows_outputs<4, 1>(w + n * K, xd, K, out + n, out_stride); break;
+    }
   }
 }
 
 }  // namespace
 
-// x [M, K] fp32, tiles from reproduce.engine.w16a32.pack, N outputs -> [M, N] fp32
-torch::Tensor w16a32_mm(torch::Tensor x, torch::Tensor tiles, int64_t N) {
+// x [M, K] fp32, weight [N, K] bf16 (row-major, contiguous) -> [M, N] fp32
+torch::Tensor w16a32_mm(torch::Tensor x, torch::Tensor weight) {
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == torch::kFloat && x.is_contiguous(), "x: contiguous fp32 [M, K]");
-  const int64_t M = x.size(0), K = x.size(1), n_tiles = (N + R - 1) / R, tile_bytes = K / 2 * 32;
-  TORCH_CHECK(K % 2 == 0, "inputs must be a multiple of 2");
-  TORCH_CHECK(tiles.scalar_type() == torch::kUInt8 && tiles.is_contiguous(), "tiles: contiguous uint8");
-  TORCH_CHECK(tiles.numel() == n_tiles * tile_bytes, "packed weights do not match x's width");
+  TORCH_CHECK(weight.dim() == 2 && weight.scalar_type() == torch::kBFloat16 && weight.is_contiguous(),
+              "weight: contiguous bf16 [N, K]");
+  const int64_t M = x.size(0), K = x.size(1), N = weight.size(0);
+  TORCH_CHECK(weight.size(1) == K, "weight does not match x's width");
+  TORCH_CHECK(K % 16 == 0, "inputs must be a multiple of 16");
+  // each row of x de-interleaved per 16 inputs: the 8 even ones, then the 8 odd ones (what the weights' shift and
+  // mask give)
+  auto xd = torch::empty({M, K}, torch::kFloat);
+  const float* xs = x.data_ptr<float>();
+  float* xdp = xd.data_ptr<float>();
+  for (int64_t i = 0; i < M * K; i += 16)
+    for (int j = 0; j < 8; ++j) {
+      xdp[i + j] = xs[i + 2 * j];
+      xdp[i + 8 + j] = xs[i + 2 * j + 1];
+    }
   auto out = torch::empty({M, N}, torch::kFloat);
-  const uint8_t* w = tiles.data_ptr<uint8_t>();
-  const float* xp = x.data_ptr<float>();
+  const uint16_t* w = reinterpret_cast<const uint16_t*>(weight.data_ptr<at::BFloat16>());
   float* o = out.data_ptr<float>();
-  at::parallel_for(0, n_tiles, 8, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const uint8_t* tile = w + t * tile_bytes;
-      const int valid = (int)std::min<int64_t>(R, N - t * R);
-      for (int64_t m0 = 0; m0 < M; m0 += MAX_PASS) {
-        const float* xx = xp + m0 * K;
-        float* oo = o + m0 * N + t * R;
-        switch (std::min<int64_t>(MAX_PASS, M - m0)) {
-          case 1: tile_rows<1>(tile, xx, K, oo, N, valid); break;
-          case 2: tile_rows<2>(tile, xx, K, oo, N, valid); break;
-          case 3: tile_rows<3>(tile, xx, K, oo, N, valid); break;
-          default: tile_rows<4>(tile, xx, K, oo, N, valid); break;
-        }
-      }
+  const int64_t blocks = (N + BLOCK - 1) / BLOCK;
+  at::parallel_for(0, blocks, 16, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t n0 = b * BLOCK, n1 = std::min<int64_t>(n0 + BLOCK, N);
+      for (int64_t m0 = 0; m0 < M; m0 += MAX_PASS)
+        pass(w, xdp + m0 * K, K, o + m0 * N, N, (int)std::min<int64_t>(MAX_PASS, M - m0), n0, n1);
     }
   });
   return out;
