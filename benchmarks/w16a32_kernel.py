@@ -14,16 +14,13 @@ asserted.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
-from benchmarks.w4a8_kernel import SHAPES
+from benchmarks.w4a8_kernel import ROUNDS, ROWS, SHAPES, best_pass_ms, stack_shapes
 from reproduce.engine.linear import make_linear
 
 MODES = ("w16a32", "bf16", "int8")
-ROWS = range(1, 10)
-ROUNDS = 3
 
 
 def main() -> None:
@@ -31,26 +28,15 @@ def main() -> None:
     parser.add_argument("--model", choices=sorted(SHAPES), default="target")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    hidden, inter, kv, layers = SHAPES[args.model]
-    shapes = [(hidden + 2 * kv, hidden), (hidden, hidden), (2 * inter, hidden), (hidden, inter)] * layers
+    hidden, _, _, layers = SHAPES[args.model]
+    shapes = stack_shapes(args.model)
     generator = torch.Generator().manual_seed(0)
     stacks: dict[str, list] = {mode: [] for mode in MODES}
     for shape in shapes:  # one fp32 weight at a time: the stack in fp32 would be 5 GB for the target
         weight = torch.randn(shape, generator=generator) * 0.02
         for mode in MODES:
             stacks[mode].append(make_linear(weight, mode))
-    best: dict[tuple[str, int], float] = {}
-    for _ in range(ROUNDS):
-        for rows in ROWS:
-            inputs = [torch.randn(rows, cols, generator=generator) for _, cols in shapes]
-            for mode, stack in stacks.items():
-                for linear, x in zip(stack, inputs):  # warm-up pass
-                    linear(x)
-                start = time.perf_counter()
-                for linear, x in zip(stack, inputs):
-                    linear(x)
-                ms = (time.perf_counter() - start) * 1e3
-                best[mode, rows] = min(best.get((mode, rows), ms), ms)
+    best = best_pass_ms(stacks, shapes, generator)
     print(f"{args.model}: {layers} layers, hidden {hidden}, GEMMs alone, ms per pass (best of {ROUNDS})")
     print("| rows | " + " | ".join(f"{m} ms" for m in MODES) + " | " + " | ".join(f"{m} t(n)/t(1)" for m in MODES)
           + " |")

@@ -29,13 +29,37 @@ ROWS = range(1, 10)
 ROUNDS = 3
 
 
+def stack_shapes(model: str) -> list[tuple[int, int]]:
+    """[out, in] of every fused GEMM of `model`'s decoder stack (qkv, out, gate_up, down, layer after layer)."""
+    hidden, inter, kv, layers = SHAPES[model]
+    return [(hidden + 2 * kv, hidden), (hidden, hidden), (2 * inter, hidden), (hidden, inter)] * layers
+
+
+def best_pass_ms(kernels: dict, shapes: list[tuple[int, int]], generator: torch.Generator) -> dict:
+    """{(name, rows): ms}: the best of ROUNDS passes over a stack (kernels[name]: one callable per GEMM of `shapes`)
+    for each row count in ROWS, the kernels alternating within each round, each pass after a warm-up pass."""
+    best: dict[tuple[str, int], float] = {}
+    for _ in range(ROUNDS):
+        for rows in ROWS:
+            inputs = [torch.randn(rows, cols, generator=generator) for _, cols in shapes]
+            for name, stack in kernels.items():
+                for call, activations in zip(stack, inputs):  # warm-up pass
+                    call(activations)
+                start = time.perf_counter()
+                for call, activations in zip(stack, inputs):
+                    call(activations)
+                ms = (time.perf_counter() - start) * 1e3
+                best[name, rows] = min(best.get((name, rows), ms), ms)
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=sorted(SHAPES), default="target")
     args = parser.parse_args()
     torch.set_num_threads(2)
     hidden, inter, kv, layers = SHAPES[args.model]
-    shapes = [(hidden + 2 * kv, hidden), (hidden, hidden), (2 * inter, hidden), (hidden, inter)] * layers
+    shapes = stack_shapes(args.model)
     generator = torch.Generator().manual_seed(0)
     weights = [torch.randn(shape, generator=generator) * 0.02 for shape in shapes]
     int4 = [make_linear(w, "int4") for w in weights]
@@ -53,18 +77,7 @@ def main() -> None:
         for mode, stack in (("w4a8", packed), ("w3a8", packed3)):
             kernels[f"{mode} {isa}"] = [lambda a, lin=lin, mm=mm: mm(a, lin.tiles, lin.out_features, lin.bits)
                                         for lin in stack]
-    best: dict[tuple[str, int], float] = {}
-    for _ in range(ROUNDS):
-        for rows in ROWS:
-            inputs = [torch.randn(rows, cols, generator=generator) for _, cols in shapes]
-            for name, stack in kernels.items():
-                for call, activations in zip(stack, inputs):  # warm-up pass
-                    call(activations)
-                start = time.perf_counter()
-                for call, activations in zip(stack, inputs):
-                    call(activations)
-                ms = (time.perf_counter() - start) * 1e3
-                best[name, rows] = min(best.get((name, rows), ms), ms)
+    best = best_pass_ms(kernels, shapes, generator)
     print(f"{args.model}: {layers} layers, hidden {hidden}, GEMMs alone, ms per pass (best of {ROUNDS}); w4a8 builds "
           f"here: {', '.join(builds)} (this process's: {w4a8.isa()}); relative error against fp32 on 5 rows: int4 "
           f"{errors['int4']:.4f}, w4a8 {errors['w4a8']:.4f}")

@@ -113,3 +113,17 @@ def test_a_failed_build_gets_one_line_naming_the_fix(fresh_build, monkeypatch, t
     message = str(raised.value)
     assert "could not compile the w16a32 kernel" in message and "fast-bf16" in message and "\n" not in message
     assert "no/such/header.h" in message  # the compiler's own reason
+
+
+def test_the_kernel_benchmark_times_every_kernel_at_every_row_count():
+    """benchmarks.w16a32_kernel's (and w4a8_kernel's) timing loop on tiny stacks: a time for every kernel and row
+    count, each positive (speed itself is the benchmark's to print, not a test's to check)."""
+    from benchmarks.w4a8_kernel import ROWS, best_pass_ms
+
+    shapes = [(16, 32), (8, 64)]
+    generator = torch.Generator().manual_seed(5)
+    kernels = {mode: [make_linear(torch.randn(shape, generator=generator), mode) for shape in shapes]
+               for mode in ("w16a32", "int8")}
+    best = best_pass_ms(kernels, shapes, generator)
+    assert set(best) == {(mode, rows) for mode in kernels for rows in ROWS}
+    assert all(ms > 0 for ms in best.values())
