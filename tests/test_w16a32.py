@@ -1,7 +1,7 @@
 """The w16a32 kernel (reproduce/engine/kernels/w16a32.cpp): arithmetic against a float64 product of the bf16 weights,
 bitwise batch invariance over one and several passes of rows, the same bits for outputs computed side by side or
-alone and on one thread or two, and the one-line errors where it cannot run. One AVX2 + FMA build serves both CPU kinds, so
-nothing here depends on AVX-512. Speed is benchmarks/w16a32_kernel.py's, not a test's."""
+alone and on one thread or two, and the one-line errors where it cannot run. One AVX2 + FMA build serves both CPU
+kinds, so nothing here depends on AVX-512. Speed is benchmarks/w16a32_kernel.py's, not a test's."""
 
 from __future__ import annotations
 

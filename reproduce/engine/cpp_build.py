@@ -20,16 +20,19 @@ from reproduce.errors import ReproduceError
 from reproduce.offline import cache_dir
 
 KERNELS = Path(__file__).parent / "kernels"
+# the build every kernel has (AVX2 + FMA, OpenMP threads), and /proc/cpuinfo's names of what it lets the compiler use
+AVX2_CFLAGS = ("-O3", "-mavx2", "-mfma", "-fopenmp")
+AVX2_NEEDS = ("avx2", "fma")
 
 
-def source_digest(source: Path, cflags: list[str]) -> str:
+def source_digest(source: Path, cflags) -> str:
     """What a build is named by: the source, every header beside it (what the sources #include), the flags, torch."""
     headers = b"".join(path.read_bytes() for path in sorted(source.parent.glob("*.h")))
     return hashlib.sha256(source.read_bytes() + headers + " ".join(cflags).encode()
                           + torch.__version__.encode()).hexdigest()
 
 
-def compile_extension(stem: str, variant: str, cflags: list[str], fallback: str):
+def compile_extension(stem: str, variant: str, cflags, fallback: str):
     """The module built from kernels/<stem>.cpp with `cflags` (named <stem>-<variant>_<digest>), or a one-line
     ReproduceError saying why it could not be built and what to do instead (`fallback`)."""
     from torch.utils.cpp_extension import load
@@ -45,14 +48,25 @@ def compile_extension(stem: str, variant: str, cflags: list[str], fallback: str)
     build.mkdir(parents=True, exist_ok=True)
     try:
         # named by the digest: torch renames a module rebuilt under one name with other flags (name_v1, ...)
-        return load(f"reproduce_{stem}_{name}", [str(source)], extra_cflags=cflags, extra_ldflags=["-fopenmp"],
-                    build_directory=str(build), verbose=False)
+        return load(f"reproduce_{stem}_{name}", [str(source)], extra_cflags=list(cflags),
+                    extra_ldflags=["-fopenmp"], build_directory=str(build), verbose=False)
     except Exception as exc:  # noqa: BLE001 - a compiler or ninja missing, or a failed build: one line, the fix
         lines = str(exc).strip().splitlines() or [type(exc).__name__]
         # the compiler's own message where there is one ("...: error: ..."), else the loader's last line
         reason = next((line.strip() for line in lines if ": error" in line or ": fatal error" in line), lines[-1])[:160]
         return ReproduceError(f"could not compile the {stem} kernel ({reason}): it needs g++ and ninja (make install "
                               f"installs ninja); {fallback}")
+
+
+def build_for_cpu(stem: str, variant: str, cflags, needs: tuple[str, ...], flags: set[str], what: str,
+                  fallback: str, try_unknown: bool = True):
+    """compile_extension's module or error, after a one-line ReproduceError where `flags` (the CPU's, /proc/cpuinfo's)
+    lack one of `needs`: "<what> needs ..., which this CPU lacks: <fallback>". Where the flags cannot be read (empty),
+    the build is tried if `try_unknown` (the compiler or the probe tells), else refused."""
+    missing = [flag for flag in needs if (flags or not try_unknown) and flag not in flags]
+    if missing:
+        return ReproduceError(f"{what} needs {', '.join(missing)}, which this CPU lacks: {fallback}")
+    return compile_extension(stem, variant, cflags, fallback)
 
 
 def module(built):

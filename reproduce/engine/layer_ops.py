@@ -18,17 +18,13 @@ from reproduce.engine import cpp_build
 from reproduce.errors import ReproduceError
 from reproduce.provenance import cpu_flags
 
-CFLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp"]
-NEEDS = ("avx2", "fma")
 
 
 @functools.cache
 def _build():
     """The module, or the ReproduceError saying why there is none (printed once: speed and bits depend on it)."""
-    flags = cpu_flags()
-    missing = [flag for flag in NEEDS if flags and flag not in flags]
-    built = (ReproduceError(f"the fused layer ops need {', '.join(missing)}, which this CPU lacks: torch's ops serve")
-             if missing else cpp_build.compile_extension("layer_ops", "avx2", CFLAGS, "torch's ops serve instead"))
+    built = cpp_build.build_for_cpu("layer_ops", "avx2", cpp_build.AVX2_CFLAGS, cpp_build.AVX2_NEEDS, cpu_flags(),
+                                    "the fused layer ops' kernel", "torch's ops serve instead")
     if isinstance(built, ReproduceError):
         print(f"note: {built}", file=sys.stderr)
     return built

@@ -23,20 +23,15 @@ from reproduce.engine import cpp_build
 from reproduce.errors import ReproduceError
 from reproduce.provenance import cpu_flags
 
-CFLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp"]
-NEEDS = ("avx2", "fma")
+CFLAGS = cpp_build.AVX2_CFLAGS
 INPUT_MULTIPLE = 16  # inputs a weight load holds
 
 
 @functools.cache
 def _build():
     """The module, or the ReproduceError saying why there is none."""
-    flags = cpu_flags()
-    missing = [flag for flag in NEEDS if flags and flag not in flags]
-    if missing:
-        return ReproduceError(f"linear mode w16a32 needs {', '.join(missing)}, which this CPU lacks: use runtime "
-                              "fast-bf16")
-    return cpp_build.compile_extension("w16a32", "avx2", CFLAGS, "use runtime fast-bf16")
+    return cpp_build.build_for_cpu("w16a32", "avx2", CFLAGS, cpp_build.AVX2_NEEDS, cpu_flags(), "linear mode w16a32",
+                                   "use runtime fast-bf16")
 
 
 def kernel():

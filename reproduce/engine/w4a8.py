@@ -26,12 +26,11 @@ from reproduce.engine import cpp_build
 from reproduce.errors import ReproduceError
 from reproduce.provenance import aten_held_to_avx2, cpu_flags
 
-_AVX2 = ["-O3", "-mavx2", "-mfma", "-fopenmp"]
 # ISA -> (compiler flags, /proc/cpuinfo's names of what they let the compiler use)
 ISAS = {
-    "avx2": (_AVX2, ("avx2", "fma")),
-    "avx512": (_AVX2 + ["-mavx512f", "-mavx512bw", "-mavx512vnni", "-DW4A8_AVX512"],
-               ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni")),
+    "avx2": (cpp_build.AVX2_CFLAGS, cpp_build.AVX2_NEEDS),
+    "avx512": ((*cpp_build.AVX2_CFLAGS, "-mavx512f", "-mavx512bw", "-mavx512vnni", "-DW4A8_AVX512"),
+               (*cpp_build.AVX2_NEEDS, "avx512f", "avx512bw", "avx512_vnni")),
 }
 GROUP = 32  # inputs per scale and zero (the kernel's G; linear.INT4_GROUP, the int4 grid's group, is this)
 TILE_ROWS = 8  # output rows interleaved in one tile (the kernel's R)
@@ -82,13 +81,10 @@ def _build(which: str):
     if which not in ISAS:
         return ReproduceError(f"no w4a8 build {which!r}: choose one of {', '.join(ISAS)}")
     cflags, needs = ISAS[which]
-    flags = cpu_flags()
-    # where /proc/cpuinfo cannot be read, the AVX2 build is tried (the compiler or the probe tells); AVX-512 is not
-    missing = [flag for flag in needs if (flags or which != "avx2") and flag not in flags]
     fix = "use runtime fast-int4" if which == "avx2" else "the avx2 build gives the same bits"
-    if missing:
-        return ReproduceError(f"linear mode w4a8 ({which}) needs {', '.join(missing)}, which this CPU lacks: {fix}")
-    return cpp_build.compile_extension("w4a8", which, cflags, fix)
+    # where /proc/cpuinfo cannot be read, the AVX2 build is tried (the compiler or the probe tells); AVX-512 is not
+    return cpp_build.build_for_cpu("w4a8", which, cflags, needs, cpu_flags(), f"linear mode w4a8 ({which})", fix,
+                                   try_unknown=which == "avx2")
 
 
 def pack(codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, bits: int = 4) -> torch.Tensor:

@@ -64,14 +64,13 @@ void rows_outputs(const uint16_t* w, const float* xd, int64_t K, float* out, int
 void pass(const uint16_t* w, const float* xd, int64_t K, float* out, int64_t out_stride, int rows, int64_t n0,
           int64_t n1) {
   int64_t n = n0;
-  if (rows == 1)
+  if (rows == 1) {
     for (; n + 4 <= n1; n += 4) rows_outputs<1, 4>(w + n * K, xd, K, out + n, out_stride);
-  if (rows <= 2)
-    for (; n + 2 <= n1; n += 2) {
-      if (rows == 1) rows_outputs<1, 2>(w + n * K, xd, K, out + n, out_stride);
-      else rows_outputs<2, 2>(w + n * K, xd, K, out + n, out_stride);
-    }
-  for (; n < n1; ++n) {
+    for (; n + 2 <= n1; n += 2) rows_outputs<1, 2>(w + n * K, xd, K, out + n, out_stride);
+  }
+  if (rows == 2)
+    for (; n + 2 <= n1; n += 2) rows_outputs<2, 2>(w + n * K, xd, K, out + n, out_stride);
+  for (; n < n1; ++n) {  // what is left, one output at a time
     switch (rows) {
       case 1: rows_outputs<1, 1>(w + n * K, xd, K, out + n, out_stride); break;
       case 2: rows_outputs<2, 1>(w + n * K, xd, K, out + n, out_stride); break;
