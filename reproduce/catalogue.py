@@ -16,7 +16,8 @@ from reproduce.errors import ReproduceError
 # auto: the probe's choice per CPU and role (reproduce.engine.probe); auto-flattest: for a target, the batch-invariant
 # mode whose verification is flattest among those that leave the draft at c <= 0.15 by the probes, where the draft's
 # cost is known (a run's block: its draft is probed first; not `generate`) (the paper's regime, where scoring K+1
-# tokens costs about one and drafting little); hf: Hugging Face's forward; fast-<mode>: the fast CPU runtime with GEMMs
+# tokens costs about one and drafting little), and a block's K = auto the K Leviathan's formula predicts best in that
+# mode; hf: Hugging Face's forward; fast-<mode>: the fast CPU runtime with GEMMs
 # in one of LINEAR_MODES (reproduce.engine.linear: fp32, bf16, weight-only int8 or int4, int4 weights with int8
 # activations, bf16 weights with fp32 activations); llama.cpp: the model's GGUF in llama.cpp
 # (reproduce.engine.llamacpp_lm, its numerics the GGUF's own). For a target the runtime is part of its definition

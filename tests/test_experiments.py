@@ -86,6 +86,9 @@ def _write(tmp_path: Path, text: str) -> Path:
     return path
 
 
+SWEEPABLE_SETUP = "tasks: {xsum: {rows: [0, 2], modes: [greedy]}}\ndrafts: [{name: ngram}]\n"  # what a sweep names
+
+
 @pytest.mark.parametrize("text, message", [
     ("k_valuse: [2]\n", "did you mean 'k_values'"),
     ("tasks: {xsum: {rows: [0, 2], modes: [greedy], max_new_token: 8}}\n", "did you mean 'max_new_tokens'"),
@@ -108,6 +111,16 @@ def _write(tmp_path: Path, text: str) -> Path:
     ("drafts: [{name: ngram, stop_below: 0.5}]\n", "stop_below must be a probability in (0, 1) on a draft with a model"),
     ("drafts: [{name: t, model: target, stop_below: 1.5}]\n", "stop_below must be a probability in (0, 1)"),
     ("drafts: [{name: t, model: target, stop_below: high}]\n", "stop_below must be a probability in (0, 1)"),
+    (SWEEPABLE_SETUP + "sweeps: {s: {task: xsum, mode: greedy, draft: ngram, vary: k, values: [auto]}}\n",
+     "values [auto] (K chosen by the probe) stands alone, in a block with vary: k and target_runtime auto"),
+    (SWEEPABLE_SETUP + "sweeps: {s: {task: xsum, mode: greedy, draft: ngram, vary: k, values: [auto, 3], "
+     "target_runtime: auto}}\n",
+     "values [auto] (K chosen by the probe) stands alone"),
+    (SWEEPABLE_SETUP + "sweeps: {s: {task: xsum, mode: greedy, draft: ngram, vary: temperature, values: [auto], "
+     "target_runtime: auto}}\n",
+     "values [auto] (K chosen by the probe) stands alone"),
+    (SWEEPABLE_SETUP + "sweeps: {s: {task: xsum, mode: greedy, draft: ngram, vary: k, values: [2], acceptance: 1.5}}\n",
+     "sweeps.s.acceptance must be a probability in (0, 1)"),
 ])
 def test_bad_config_gives_one_line_error(tmp_path, text, message):
     with pytest.raises(ReproduceError) as error:
@@ -366,6 +379,46 @@ def test_the_paper_regime_block_picks_its_target_mode_with_the_drafts_cost(tmp_p
     assert record["draft_ms"] == 10 and "c = 0.14" in record["reason"]
     main = pool.runtime_choices["target"]
     assert main["draft_ms"] == 10 and "draft 10 ms" in main["reason"]
+
+
+def test_a_paper_regime_block_with_k_auto_plans_the_k_its_target_choice_expects_best(tmp_path, monkeypatch):
+    """values: [auto] in a block with an auto target runtime: the pool offers the probe K = 1..8, the choice fixes
+    the mode (the flattest that leaves the draft cheap) and its K (the most predicted speedup over ArS in that mode
+    at the block's acceptance), and the plan runs that K. bf16 here (int8 leaves the 10 ms draft at c = 0.5): K = 4
+    at acceptance 0.8, K = 6 at 0.9 by Leviathan's formula over its curve. The config keeps [auto] (so a rerun resumes), the manifest's record the K;
+    a target runtime that is not probed gets a one-line error naming the fix."""
+    from reproduce.engine import runtime
+    from reproduce.engine.probe import ModeProbe
+    from reproduce.runs.plan import plan_units
+    from reproduce.runs.pool import ModelPool
+
+    curves = {"int8": [20] * 9, "bf16": [70, 72, 75, 80, 85, 90, 95, 100, 105], "fp32": [10, 30, 40, 50, 60, 70, 80,
+                                                                                     90, 100]}
+    monkeypatch.setattr(runtime, "probe_model", lambda config, vocab: [
+        ModeProbe(mode, dict(enumerate(curve, start=1)), mode != "fp32") for mode, curve in curves.items()])
+    for acceptance, k in [("", 4), (", acceptance: 0.9", 6)]:
+        config = load_config(_write(tmp_path, "target: {name: tiny-random-llama}\n"
+                                    "drafts: [{name: d, model: tiny-random-llama}]\n"
+                                    "tasks: {humaneval: {rows: [0, 1], modes: [greedy]}}\n"
+                                    "sweeps: {paper: {task: humaneval, mode: greedy, draft: d, vary: k, values: [auto], "
+                                    f"rows: [0, 2], target_runtime: auto-flattest{acceptance}}}}}\n"))
+        pool = ModelPool(config)
+        record = pool.runtime_choices["target@paper"]
+        assert pool.runtimes["target@paper"] == "fast-bf16" and record["k"] == k, record["reason"]
+        assert record["k_options"] == list(range(1, 9)) and f"K={k}, t({k + 1})/t(1)" in record["reason"]
+        assert list(config.sweeps["paper"].values) == ["auto"]  # the config keeps it: a rerun resumes
+        planned = [u for u in plan_units(pool.planned_config()) if u.block == "paper"]
+        assert len(planned) == 2 and {u.sweep_value for u in planned} == {k}
+        assert {m.k for u in planned for m in u.methods if m.kind == "sps"} == {k}
+    named = load_config(_write(tmp_path, "target: {name: tiny-random-llama, runtime: fast-fp32}\n"
+                               "drafts: [{name: d, model: tiny-random-llama}]\n"
+                               "tasks: {humaneval: {rows: [0, 1], modes: [greedy]}}\n"
+                               "sweeps: {paper: {task: humaneval, mode: greedy, draft: d, vary: k, values: [auto], "
+                               "target_runtime: auto}}\n"))
+    monkeypatch.setattr(runtime, "fast_eligible", lambda model: False)  # auto resolves to hf: nothing probed
+    with pytest.raises(ReproduceError, match="K = auto is chosen by the probe") as error:
+        ModelPool(named).planned_config()
+    assert "\n" not in str(error.value)
 
 
 def test_llamacpp_peers_plan_like_the_hf_peers_and_drop_out_without_llama_cpp(tmp_path, monkeypatch):

@@ -235,7 +235,8 @@ def test_batch_invariance_at_the_pairs_width(pair_shaped_model, pair_shaped_fp32
 def test_the_choice_rule_of_auto():
     """choose(): a target gets the batch-invariant mode with the least expected SpS time per token at its best K
     (Leviathan's formula over t(n)), else the fastest (with a warning); the paper's regime the flattest invariant
-    verification among the modes that leave the draft at c <= 0.15; a draft the fastest single token."""
+    verification among the modes that leave the draft at c <= 0.15, at the K of those offered with the most
+    predicted speedup over ArS in that mode; a draft the fastest single token."""
     from reproduce.engine.probe import ModeProbe
 
     def probe(mode, curve, invariant=True):
@@ -258,6 +259,17 @@ def test_the_choice_rule_of_auto():
     assert choose(probes, "flattest", 2, draft_ms=2.0).runtime == "fast-int8"  # c = 0.10 at int8
     dear = choose(probes, "flattest", 2, draft_ms=7.0)
     assert dear.runtime == "fast-int8" and "no mode leaves it at c <= 0.15" in dear.reason
+    # its K, by Leviathan's formula in the chosen mode: bf16, flat to 5 rows, gains up to K = 4 (3.63x predicted);
+    # a curve that jumps after 3 rows stops at K = 2
+    paper = choose(probes, "flattest", 4, k_options=(1, 2, 3, 4), draft_ms=2.0)
+    assert (paper.runtime, paper.k) == ("fast-bf16", 4) and "K=4, t(5)/t(1) = 0.72, predicted 3.63x" in paper.reason
+    steep = probe("int8", [20, 21, 22, 40, 60])
+    assert choose([steep], "flattest", 4, k_options=(1, 2, 3, 4), draft_ms=2.0).k == 2  # 1.88x; K = 3: 1.28x
+    # a higher acceptance makes a longer draft pay: with a 4 ms draft on this curve K = 2 at alpha 0.5, K = 4 at 0.95
+    sloped = probe("bf16", [40, 41, 42, 50, 52])
+    assert choose([sloped], "flattest", 4, k_options=(1, 2, 3, 4), draft_ms=4.0, alpha=0.5).k == 2
+    assert choose([sloped], "flattest", 4, k_options=(1, 2, 3, 4), draft_ms=4.0, alpha=0.95).k == 4
+    assert choose(probes, "target", 4, k_options=(3, 4), draft_ms=5.0).k == 3  # the target's choice says its K too
     unusable = ModeProbe("int4", {}, False, ok=False, note="int4 needs inputs in multiples of 32")
     assert choose([unusable, probes[3]], "target", 1).reason.startswith("no mode is batch-invariant")
     with pytest.raises(ReproduceError, match="K <= 8"):  # the probe measures up to 9 rows: one line, not a KeyError

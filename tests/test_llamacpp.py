@@ -191,6 +191,10 @@ def test_auto_picks_llamacpp_for_a_target_only_at_a_k_where_it_is_batch_invarian
     assert choose([llamacpp, slower], "target", 6).runtime == "llama.cpp"  # 7 rows: invariant
     assert choose([llamacpp, slower], "target", 7).runtime == "fast-int4"  # 8 rows: not
     assert choose([llamacpp, slower], "flattest", 7).runtime == "fast-int4"
+    # the paper's regime offered K = 2 and 7: llama.cpp counts at K = 2 only, where flat int4 at K = 7 predicts more
+    paper = choose([llamacpp, slower], "flattest", 7, k_options=(2, 7))
+    assert (paper.runtime, paper.k) == ("fast-int4", 7)
+    assert choose([llamacpp, slower], "flattest", 2, k_options=(1, 2)).runtime == "llama.cpp"  # equal: the faster
     assert choose([llamacpp, slower], "draft", 7).runtime == "llama.cpp"
     choice = choose([llamacpp, slower], "target", 7, k_options=(2, 7))  # only K=2 counts for llama.cpp
     assert choice.runtime == "llama.cpp" and "at K=2" in choice.reason

@@ -14,7 +14,8 @@ tokens). Both are properties of the CPU's GEMM kernels, which differ between AVX
   the whole forward, which this now times, read ~93% for llama.cpp's (notes/runtimes.md);
 - `choose` (pure) picks, for a target verifying K drafts, the batch-invariant mode with the least expected SpS
   time per token (Leviathan's formula over the probe's t(n) and the draft's cost where known); for the paper's
-  regime the flattest batch-invariant verification among the modes that leave the draft at c <= PAPER_REGIME_MAX_C;
+  regime the flattest batch-invariant verification among the modes that leave the draft at c <= PAPER_REGIME_MAX_C,
+  at the K with the most predicted speedup over ArS in that mode (the same formula);
   for a draft, the fastest single-token mode. Where llama-cpp-python is installed and the model came
   from a GGUF, reproduce.engine.llamacpp_probe adds the llama.cpp runtime, measured on the real model, to the
   candidates (for a target only at the K where it is batch-invariant).
@@ -102,11 +103,12 @@ class Choice:
     runtime: str  # "fast-<mode>" or "llama.cpp"
     reason: str
     probes: list[ModeProbe]
+    k: int | None = None  # for a target, the K of the options offered that the choice expects to be best
 
     def as_record(self) -> dict:
         """What the manifest stores: the choice, why, t(n) of every mode, and what the fast modes' t(n) times
         (probe_version: 3 and on a whole forward, older records their GEMMs alone)."""
-        return {"runtime": self.runtime, "reason": self.reason, "probe_version": PROBE_VERSION,
+        return {"runtime": self.runtime, "reason": self.reason, "probe_version": PROBE_VERSION, "k": self.k,
                 "probes": [{**asdict(p), "ms": {str(n): round(ms, 2) for n, ms in p.ms.items()}} for p in self.probes]}
 
 
@@ -199,36 +201,47 @@ def expected_ms_per_token(probe: ModeProbe, k: int, draft_ms: float, alpha: floa
 
 def choose(probes: list[ModeProbe], role: str, k: int, k_options: tuple[int, ...] = (), draft_ms: float = 0.0,
            alpha: float = ALPHA_PRIOR) -> Choice:
-    """The runtime `auto` picks from `probes` (pure: tested on made-up probes).
+    """The runtime `auto` picks from `probes` (pure: tested on made-up probes), and for a target the K it expects
+    to be best of `k_options` (default: K alone).
 
-    target: among batch-invariant modes, the one with the least expected SpS time per token at its best K of
-    `k_options` (default: K alone), for a draft costing `draft_ms` and acceptance `alpha` (expected_ms_per_token):
-    a mode's single-token speed traded against its verification cost, not a flatness bound. Failing invariance, the
-    fastest mode, with a warning.
+    target: among batch-invariant modes, the one with the least expected SpS time per token at its best K, for a
+    draft costing `draft_ms` and acceptance `alpha` (expected_ms_per_token): a mode's single-token speed traded
+    against its verification cost, not a flatness bound. Failing invariance, the fastest mode, with a warning.
     flattest (a target in the paper's regime): among batch-invariant modes where a draft costing `draft_ms` is at
-    most PAPER_REGIME_MAX_C of t(1) (all of them for draft_ms 0), the one with the smallest t(K+1)/t(1); none so
-    slow: the flattest of all, saying so.
+    most PAPER_REGIME_MAX_C of t(1) (all of them for draft_ms 0), the flattest verification: the most expected
+    tokens per single-token call's worth of verification, E(alpha, K) / (t(K+1)/t(1)), at its best K offered (for
+    one K: the smallest t(K+1)/t(1)); none so slow: the flattest of all, saying so. The draft's cost is left out
+    of the ranking on purpose: counted, it would favour a slow t(1), whose draft share is small, over flat
+    verification, the paper's premise. Its K: the one with the most predicted speedup over ArS in that mode,
+    t(1) / expected_ms_per_token, the draft's cost counted (a flat mode's grows with K, a steep one's peaks early).
     draft: the fastest single token (a draft's numerics change speed and acceptance, never what SpS emits)."""
     usable = [p for p in probes if p.ok]
     fastest = lambda candidates, rows=1: min(candidates, key=lambda p: p.ms[rows])  # noqa: E731
     k_options = tuple(k_options) or (k,)
-    rows = max(k_options) + 1
-    if role in ("target", "flattest") and rows > MAX_ROWS:
-        raise ReproduceError(f"runtime auto measures verification of K <= {MAX_ROWS - 1} drafts, got K={rows - 1}: use "
-                             "a smaller K or name the runtime (e.g. --runtime fast-int8)")
+    if role in ("target", "flattest") and max(k_options) + 1 > MAX_ROWS:
+        raise ReproduceError(f"runtime auto measures verification of K <= {MAX_ROWS - 1} drafts, got "
+                             f"K={max(k_options)}: use a smaller K or name the runtime (e.g. --runtime fast-int8)")
     if role == "draft":
         best = fastest(usable)
         return Choice(best.runtime, f"fastest single token for a draft ({best.ms[1]:.0f} ms)", probes)
-    invariant = [p for p in usable if p.invariant_at(rows)]
     if role == "flattest":  # the paper's regime: the batch-invariant mode cheapest per verification relative to one
-        candidates = invariant or usable
+        rows = max(k_options) + 1
+        candidates = [p for p in usable if p.invariant_at(rows)] or usable
         cheap_draft = [p for p in candidates if draft_ms / p.ms[1] <= PAPER_REGIME_MAX_C]
-        best = min(cheap_draft or candidates, key=lambda p: (round(p.ratio(rows), 1), p.ms[1]))  # ties within 0.05
+        free = lambda p, kk: p.ms[1] / expected_ms_per_token(p, kk, 0.0, alpha)  # noqa: E731  (E / t(K+1)/t(1))
+        # flatness: the most tokens per single-token call's worth of verification at the mode's best K (one K
+        # offered: the smallest t(K+1)/t(1)); within 0.05 the faster t(1)
+        best = min(cheap_draft or candidates, key=lambda p: (-round(max(free(p, kk) for kk in k_options), 1), p.ms[1]))
+        # its K: the most predicted speedup over ArS in this mode, the draft's cost counted (the smallest on ties)
+        speedup = lambda kk: best.ms[1] / expected_ms_per_token(best, kk, draft_ms, alpha)  # noqa: E731
+        best_k = max(k_options, key=lambda kk: (speedup(kk), -kk))
         draft = ("; the draft's cost not known: no cap on c" if not draft_ms
                  else f"; the draft ({draft_ms:.0f} ms) at c = {draft_ms / best.ms[1]:.2f}"
                  + ("" if cheap_draft else f": no mode leaves it at c <= {PAPER_REGIME_MAX_C}, the flattest of all"))
-        return Choice(best.runtime, f"flattest batch-invariant verification at K={rows - 1} (t({rows})/t(1) = "
-                      f"{best.ratio(rows):.2f}; t(1) = {best.ms[1]:.0f} ms{draft}): the paper's regime", probes)
+        return Choice(best.runtime, f"flattest batch-invariant verification (t(1) = {best.ms[1]:.0f} ms{draft}): "
+                      f"K={best_k}, t({best_k + 1})/t(1) = {best.ratio(best_k + 1):.2f}, predicted "
+                      f"{speedup(best_k):.2f}x over ArS in this mode at acceptance {alpha}: the paper's regime",
+                      probes, best_k)
     # llama.cpp is batch-invariant up to some row count only: each K counts where its K+1 rows are
     options = [(p, kk) for p in usable for kk in k_options if p.invariant_at(kk + 1)]
     if options:
@@ -236,10 +249,10 @@ def choose(probes: list[ModeProbe], role: str, k: int, k_options: tuple[int, ...
                                key=lambda option: option[:2])
         return Choice(best.runtime, f"least expected SpS time among batch-invariant modes: {ms:.0f} ms a token "
                       f"at K={best_k} (t(1) = {best.ms[1]:.0f} ms, t({best_k + 1})/t(1) = {best.ratio(best_k + 1):.2f}; "
-                      f"acceptance {alpha}, draft {draft_ms:.0f} ms)", probes)
+                      f"acceptance {alpha}, draft {draft_ms:.0f} ms)", probes, best_k)
     best = fastest(usable)
     return Choice(best.runtime, "no mode is batch-invariant on this CPU: greedy SpS may differ from ArS by "
-                  f"rounding; the fastest single token ({best.ms[1]:.0f} ms)", probes)
+                  f"rounding; the fastest single token ({best.ms[1]:.0f} ms)", probes, max(k_options))
 
 
 def measure_quietly(measure, what: str, threads: int) -> tuple[ModeProbe, bool]:

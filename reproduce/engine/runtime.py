@@ -18,7 +18,15 @@ from reproduce.engine.fast_lm import FAST_MODEL_TYPES, FastLlamaLM
 from reproduce.engine.llamacpp_lm import import_llama_cpp
 from reproduce.engine.lm import CachedLM
 from reproduce.engine.models import gguf_file
-from reproduce.engine.probe import KERNEL_ENV, PROBE_MODES, Choice, choose, format_choice, probe_model
+from reproduce.engine.probe import (
+    ALPHA_PRIOR,
+    KERNEL_ENV,
+    PROBE_MODES,
+    Choice,
+    choose,
+    format_choice,
+    probe_model,
+)
 from reproduce.errors import ReproduceError
 from reproduce.provenance import aten_held_to_avx2, cpu_flags
 
@@ -63,10 +71,10 @@ def llamacpp_eligible(model) -> bool:
 
 
 def auto_choice(model, vocab_size: int, role: str = "target", k: int = 4, name: str = "",
-                k_options: tuple[int, ...] = (), draft_ms: float = 0.0) -> Choice | None:
+                k_options: tuple[int, ...] = (), draft_ms: float = 0.0, alpha: float = ALPHA_PRIOR) -> Choice | None:
     """The probe's choice for `model` in `role` ("target" verifying K drafts, "flattest", or "draft"), for a draft
-    costing `draft_ms` a token (probe.choose); None where only `hf` applies. Printed once per process (stderr), with
-    the reason and t(n) of every mode."""
+    costing `draft_ms` a token and accepted at `alpha` (probe.choose); None where only `hf` applies. Printed once per
+    process (stderr), with the reason and t(n) of every mode."""
     if not fast_eligible(model):
         return None
     probes = probe_model(model.config, vocab_size)
@@ -74,11 +82,13 @@ def auto_choice(model, vocab_size: int, role: str = "target", k: int = 4, name: 
         from reproduce.engine.llamacpp_probe import probe_gguf
 
         probes = probes + [probe_gguf(gguf_file(model), vocab_size)]
-    choice = choose(probes, role, k, k_options, draft_ms=draft_ms)
-    key = (model.config.name_or_path, role, None if role == "draft" else (k, tuple(k_options), round(draft_ms, 1)))
+    choice = choose(probes, role, k, k_options, draft_ms=draft_ms, alpha=alpha)
+    key = (model.config.name_or_path, role,
+           None if role == "draft" else (k, tuple(k_options), round(draft_ms, 1), alpha))
     if key not in _announced:
         _announced.add(key)
-        print(format_choice(f"{name or model.config.model_type} as {role}", choice, None if role == "draft" else k),
+        print(format_choice(f"{name or model.config.model_type} as {role}", choice,
+                           None if role == "draft" else choice.k or k),
               file=sys.stderr)
     return choice
 
@@ -97,17 +107,18 @@ def probed_step_ms(model, runtime: str, vocab_size: int, choice: Choice | None =
 
 
 def resolve_choice(runtime: str, model, role: str = "target", k: int = 4, vocab_size: int | None = None,
-                   name: str = "", k_options: tuple[int, ...] = (), draft_ms: float = 0.0) -> tuple[str, Choice | None]:
+                   name: str = "", k_options: tuple[int, ...] = (), draft_ms: float = 0.0,
+                   alpha: float = ALPHA_PRIOR) -> tuple[str, Choice | None]:
     """(a concrete runtime, the probe's Choice behind it or None): `runtime` itself, or for `auto` and
-    `auto-flattest` the probe's choice for a draft costing `draft_ms` (hf for models the fast runtime does not
-    serve)."""
+    `auto-flattest` the probe's choice for a draft costing `draft_ms` accepted at `alpha` (hf for models the fast
+    runtime does not serve)."""
     if runtime not in RUNTIMES:
         raise ReproduceError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
     if not runtime.startswith("auto"):
         return runtime, None
     if runtime == "auto-flattest":
         role = "flattest"
-    choice = auto_choice(model, vocab_size or model.config.vocab_size, role, k, name, k_options, draft_ms)
+    choice = auto_choice(model, vocab_size or model.config.vocab_size, role, k, name, k_options, draft_ms, alpha)
     return ("hf", None) if choice is None else (choice.runtime, choice)
 
 

@@ -29,6 +29,7 @@ from reproduce.errors import ReproduceError
 from reproduce.tasks import PERPLEXITY, TASKS
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
+AUTO_K = "auto"  # a K sweep's value chosen by the probe with the block's target mode (SweepSpec.values)
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,8 @@ class SweepSpec:
     mode: str
     draft: str
     vary: str
+    # for `vary: k` in a block with an auto target runtime, [auto]: the K chosen with the target's mode, the one of
+    # 1..8 the probe predicts best at acceptance `acceptance` (probe.choose; the manifest's runtime_choices say which)
     values: tuple
     rows: tuple[int, int] = (0, 4)
     k: int = 4
@@ -110,6 +113,7 @@ class SweepSpec:
     # batch-invariant mode whose verification is flattest, the block's draft at c <= 0.15), beside Table 1's
     # practical regime (the fastest ArS)
     target_runtime: str | None = None
+    acceptance: float | None = None  # what a K = auto choice assumes (None: probe.ALPHA_PRIOR, 0.8)
 
 
 @dataclass(frozen=True)
@@ -355,6 +359,14 @@ def _validate(config: ExperimentConfig, source: str) -> None:
                  "define it, or drop the sweep (from the command line: --set sweeps={})")
         if sweep.target_runtime is not None and sweep.target_runtime not in RUNTIMES:
             fail(f"sweeps.{name}.target_runtime must be one of {', '.join(RUNTIMES)}, got {sweep.target_runtime!r}")
+        if AUTO_K in sweep.values and (tuple(sweep.values) != (AUTO_K,) or sweep.vary != "k"
+                                       or not str(sweep.target_runtime).startswith("auto")):
+            fail(f"sweeps.{name}: values [{AUTO_K}] (K chosen by the probe) stands alone, in a block with vary: k and "
+                 f"target_runtime auto or auto-flattest, got values {list(sweep.values)}, vary {sweep.vary!r}, "
+                 f"target_runtime {sweep.target_runtime!r}")
+        if sweep.acceptance is not None and (isinstance(sweep.acceptance, bool) or not isinstance(
+                sweep.acceptance, (int, float)) or not 0 < sweep.acceptance < 1):
+            fail(f"sweeps.{name}.acceptance must be a probability in (0, 1), got {sweep.acceptance!r}")
     for draft in config.drafts:
         if draft.vocabulary is not None and (not isinstance(draft.vocabulary, int) or draft.vocabulary < 1
                                              or draft.kind.kind not in ("model", "hybrid")):

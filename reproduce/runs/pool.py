@@ -21,10 +21,12 @@ from reproduce.engine.models import (
     page_out_model_files,
     shared_vocab_size,
 )
+from reproduce.engine.probe import ALPHA_PRIOR, MAX_ROWS
 from reproduce.engine.runtime import build_lm, probed_step_ms, resolve_choice
+from reproduce.errors import ReproduceError
 from reproduce.offline import cache_dir, find_package_file
 from reproduce.provenance import directory_files, file_record, model_files
-from reproduce.runs.config import ExperimentConfig
+from reproduce.runs.config import AUTO_K, ExperimentConfig
 from reproduce.runs.vocabulary import restricted_vocabulary
 
 
@@ -94,8 +96,10 @@ class ModelPool:
         # the block's draft cheap, so after the drafts' probes)
         for block, sweep in config.sweeps.items():
             if sweep.target_runtime is not None:
-                self._add_target(f"target@{block}", sweep.target_runtime,
-                                 tuple(sweep.values) if sweep.vary == "k" else (sweep.k,), self._draft_ms(sweep))
+                k_options = (tuple(range(1, MAX_ROWS)) if tuple(sweep.values) == (AUTO_K,)  # K chosen with the mode
+                             else tuple(sweep.values) if sweep.vary == "k" else (sweep.k,))
+                self._add_target(f"target@{block}", sweep.target_runtime, k_options, self._draft_ms(sweep),
+                                 sweep.acceptance or ALPHA_PRIOR)
                 page_out_model_files()
         # ars_hf / sps_hf: our loops over exactly what HF generate() runs (the models' own forward, as loaded)
         self.target_hf_lm = None
@@ -106,18 +110,33 @@ class ModelPool:
             self.hf_drafters = {spec.name: self._hf_forward_drafter(spec) for spec in config.drafts
                                 if spec.kind.has_hf_peer}
 
-    def _add_target(self, role: str, runtime: str, k_options: tuple[int, ...], draft_ms: float | None = None) -> None:
-        """Resolve the target's runtime once for `role` (for drafts costing `draft_ms` a token, None: not known),
-        and build its LM (a fresh cache over the main target's weights when the runtime is the same)."""
+    def _add_target(self, role: str, runtime: str, k_options: tuple[int, ...], draft_ms: float | None = None,
+                    alpha: float = ALPHA_PRIOR) -> None:
+        """Resolve the target's runtime once for `role` (for drafts costing `draft_ms` a token, None: not known,
+        accepted at `alpha`), and build its LM (a fresh cache over the main target's weights when the runtime is the
+        same). The record's k is the K of `k_options` the choice expects to be best."""
         runtime, choice = resolve_choice(runtime, self.target.model, "target", max(k_options), self.vocab_size,
-                                         self.target.name, k_options, draft_ms or 0.0)
+                                         self.target.name, k_options, draft_ms or 0.0, alpha)
         main = self.targets.get("target")
         lm = main.lm.fresh() if main and runtime == main.runtime else build_lm(self.target.model, self.vocab_size,
                                                                              runtime)
-        record = ({**choice.as_record(), "k": max(k_options), "k_options": list(k_options),
+        record = ({**choice.as_record(), "k_options": list(k_options), "alpha": alpha,
                    "draft_ms": None if draft_ms is None else round(draft_ms, 2)}
                   if choice else None)
         self.targets[role] = TargetRecord(runtime, record, lm, lm.fresh())
+
+    def planned_config(self) -> ExperimentConfig:
+        """The config as plan_units plans it: each K = auto block's K the one its target's choice made."""
+        sweeps = {}
+        for block, sweep in self.config.sweeps.items():
+            if tuple(sweep.values) == (AUTO_K,):
+                choice = self.targets[f"target@{block}"].choice
+                if choice is None:
+                    raise ReproduceError(f"sweeps.{block}: K = auto is chosen by the probe, and this target's runtime "
+                                         f"({self.runtimes[f'target@{block}']}) was not probed: name the K values")
+                sweep = dataclasses.replace(sweep, values=(choice["k"],))
+            sweeps[block] = sweep
+        return dataclasses.replace(self.config, sweeps=sweeps)
 
     def _probed_draft_ms(self, spec, kept) -> float | None:
         """A model draft's probed t(1) in the runtime it will run (None: not probed, e.g. runtime hf)."""

@@ -181,9 +181,9 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, progress: bool = Tru
     manifest["sessions"].append(session)
     rows_path = out_dir / ROWS_FILE
     done = read_done_keys(rows_path)
-    units = plan_units(config)
-    todo = sum(unit.row_key(m) not in done for unit in units for m in unit.methods)
     pool = ModelPool(config)
+    units = plan_units(pool.planned_config())  # after the probes: a block's K = auto is its target's choice
+    todo = sum(unit.row_key(m) not in done for unit in units for m in unit.methods)
     manifest["models"] = pool.describe()
     manifest["runtime_choices"] = pool.runtime_choices
     manifest["prompt_formats"] = {name: tasks.prompt_format(name, pool.target.tokenizer, task.chat)
