@@ -270,6 +270,14 @@ def test_the_choice_rule_of_auto():
     assert choose([sloped], "flattest", 4, k_options=(1, 2, 3, 4), draft_ms=4.0, alpha=0.5).k == 2
     assert choose([sloped], "flattest", 4, k_options=(1, 2, 3, 4), draft_ms=4.0, alpha=0.95).k == 4
     assert choose(probes, "target", 4, k_options=(3, 4), draft_ms=5.0).k == 3  # the target's choice says its K too
+    # flatness within 5% ties, and the faster single token wins: a probe on torch's AVX2 paths read w16a32 and int8
+    # at 2.51 and 2.55 expected tokens per t(1) of verification (K = 3, alpha 0.9); int8 clearly flatter wins
+    w16a32 = probe("w16a32", [155, 156, 182, 212, 274])
+    tied = choose([w16a32, probe("int8", [193, 211, 231, 260, 395])], "flattest", 4, k_options=(1, 2, 3, 4),
+                  draft_ms=22.0, alpha=0.9)
+    assert (tied.runtime, tied.k) == ("fast-w16a32", 3)
+    assert choose([w16a32, probe("int8", [193, 195, 198, 200, 205])], "flattest", 4, k_options=(1, 2, 3, 4),
+                  draft_ms=22.0, alpha=0.9).runtime == "fast-int8"
     unusable = ModeProbe("int4", {}, False, ok=False, note="int4 needs inputs in multiples of 32")
     assert choose([unusable, probes[3]], "target", 1).reason.startswith("no mode is batch-invariant")
     with pytest.raises(ReproduceError, match="K <= 8"):  # the probe measures up to 9 rows: one line, not a KeyError

@@ -63,6 +63,10 @@ ALPHA_PRIOR = 0.8  # acceptance assumed when the target's mode is chosen, before
 # read the draft 1.4-1.6x cheaper than the decode loop does (a back-to-back step against one after the target's
 # weights went through the caches: 0.068 against 0.110 for int8 on torch's AVX2 paths, reports/paper-regime-avx2)
 PAPER_REGIME_MAX_C = 0.15
+# modes whose flatness (choose's paper regime) is within this share of the flattest tie: a probe's t(n) moves a few
+# percent from run to run (w16a32 and int8 on torch's AVX2 paths read 2.51 and 2.55 tokens per t(1) in one probe,
+# while the kernels alone put w16a32's t(4)/t(1) at 1.12 against int8's 1.36)
+FLAT_TIE = 0.05
 # what selects torch's CPU kernels besides the CPU itself (ATen's dispatch, oneDNN's and MKL's instruction sets)
 KERNEL_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 # the share of its threads' time a probe spent waiting for a CPU above which something else shared the CPU:
@@ -228,10 +232,13 @@ def choose(probes: list[ModeProbe], role: str, k: int, k_options: tuple[int, ...
         rows = max(k_options) + 1
         candidates = [p for p in usable if p.invariant_at(rows)] or usable
         cheap_draft = [p for p in candidates if draft_ms / p.ms[1] <= PAPER_REGIME_MAX_C]
-        free = lambda p, kk: p.ms[1] / expected_ms_per_token(p, kk, 0.0, alpha)  # noqa: E731  (E / t(K+1)/t(1))
-        # flatness: the most tokens per single-token call's worth of verification at the mode's best K (one K
-        # offered: the smallest t(K+1)/t(1)); within 0.05 the faster t(1)
-        best = min(cheap_draft or candidates, key=lambda p: (-round(max(free(p, kk) for kk in k_options), 1), p.ms[1]))
+        # flatness: the most tokens per single-token call's worth of verification, E / (t(K+1)/t(1)), at the mode's
+        # best K (one K offered: the smallest t(K+1)/t(1)); modes within FLAT_TIE of the flattest count as flat
+        # alike, and the fastest single token of them wins
+        flatness = {p.mode: max(p.ms[1] / expected_ms_per_token(p, kk, 0.0, alpha) for kk in k_options)
+                    for p in cheap_draft or candidates}
+        best = fastest([p for p in cheap_draft or candidates
+                        if flatness[p.mode] >= max(flatness.values()) / (1 + FLAT_TIE)])
         # its K: the most predicted speedup over ArS in this mode, the draft's cost counted (the smallest on ties)
         speedup = lambda kk: best.ms[1] / expected_ms_per_token(best, kk, draft_ms, alpha)  # noqa: E731
         best_k = max(k_options, key=lambda kk: (speedup(kk), -kk))
