@@ -421,6 +421,36 @@ def test_a_paper_regime_block_with_k_auto_plans_the_k_its_target_choice_expects_
     assert "\n" not in str(error.value)
 
 
+def test_a_resumed_run_must_decode_in_the_runtimes_and_k_of_its_rows(tmp_path):
+    """Resuming where the probe now chooses another mode (another CPU, a cleared cache), or another K for a block
+    with K = auto, is a one-line error: a row's key holds neither, so the rows would be pooled across numerics. The
+    same choices (or a fresh results directory) pass."""
+    from types import SimpleNamespace
+
+    from reproduce.runs.runner import _check_resumed_models
+
+    config = load_config(_write(tmp_path, "target: {name: tiny-random-llama}\n"
+                                "drafts: [{name: d, model: tiny-random-llama}]\n"
+                                "tasks: {humaneval: {rows: [0, 1], modes: [greedy]}}\n"
+                                "sweeps: {paper: {task: humaneval, mode: greedy, draft: d, vary: k, values: [auto], "
+                                "target_runtime: auto-flattest}}\n"))
+
+    def pool(runtime, k):
+        models = {"target": {"runtime": "fast-w4a8"}, "target@paper": {"runtime": runtime}, "d": {"runtime": "fast-w4a8"}}
+        return SimpleNamespace(config=config, describe=lambda: models,
+                               runtime_choices={"target@paper": {"runtime": runtime, "k": k}})
+
+    saved = pool("fast-w16a32", 3)
+    manifest = {"models": saved.describe(), "runtime_choices": saved.runtime_choices}
+    _check_resumed_models(manifest, pool("fast-w16a32", 3), tmp_path)  # the same choices: resumes
+    _check_resumed_models({}, pool("fast-int8", 8), tmp_path)  # nothing recorded (an older manifest): resumes
+    for changed, message in [(pool("fast-int8", 3), "target@paper ran in fast-w16a32, now fast-int8"),
+                             (pool("fast-w16a32", 8), "target@paper ran at K = 3, now 8")]:
+        with pytest.raises(ReproduceError, match="resume it where its probes are cached") as error:
+            _check_resumed_models(manifest, changed, tmp_path)
+        assert message in str(error.value) and "\n" not in str(error.value)
+
+
 def test_llamacpp_peers_plan_like_the_hf_peers_and_drop_out_without_llama_cpp(tmp_path, monkeypatch):
     """llama.cpp's plain decoding once per prompt; its prompt lookup per n-gram draft at the peer K values. Without
     llama-cpp-python (a failed build) neither is planned: the run goes on and the report says they were not

@@ -35,7 +35,7 @@ from reproduce.engine.runtime import cpu_has_native_bf16, kernel_env
 from reproduce.engine.sampling import SamplingParams
 from reproduce.engine.scoring import token_logprobs
 from reproduce.errors import ReproduceError
-from reproduce.runs.config import ExperimentConfig, resolve_config, dump_config
+from reproduce.runs.config import AUTO_K, ExperimentConfig, dump_config, resolve_config
 from reproduce.runs.decoders import DECODERS, PromptCaches
 from reproduce.runs.pool import ModelPool
 from reproduce.runs.peers import warm_up_generate
@@ -182,6 +182,8 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, progress: bool = Tru
     rows_path = out_dir / ROWS_FILE
     done = read_done_keys(rows_path)
     pool = ModelPool(config)
+    if done:
+        _check_resumed_models(manifest, pool, out_dir)
     units = plan_units(pool.planned_config())  # after the probes: a block's K = auto is its target's choice
     todo = sum(unit.row_key(m) not in done for unit in units for m in unit.methods)
     manifest["models"] = pool.describe()
@@ -217,6 +219,25 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, progress: bool = Tru
     session["end"] = _now()
     write_json(manifest_path, manifest)
     return out_dir
+
+
+def _check_resumed_models(manifest: dict, pool: ModelPool, out_dir: Path) -> None:
+    """A resumed run's models must decode as its finished rows did. `auto` probes again where its cache lacks this
+    CPU's probe (another machine, a cleared cache, a changed kernel) and may choose another mode, or another K for
+    a block with K = auto; a row's key holds neither, so rows of two numerics would be pooled as one method (and a
+    prompt's ArS and SpS could differ in them)."""
+    saved_models, saved_choices = manifest.get("models") or {}, manifest.get("runtime_choices") or {}
+    changed = [f"{role} ran in {saved_models[role]['runtime']}, now {model['runtime']}"
+               for role, model in pool.describe().items()
+               if role in saved_models and saved_models[role].get("runtime") != model["runtime"]]
+    changed += [f"{role} ran at K = {saved_choices[role]['k']}, now {choice['k']}"
+                for role, choice in pool.runtime_choices.items() if role.startswith("target@")
+                and tuple(pool.config.sweeps[role.split("@", 1)[1]].values) == (AUTO_K,)
+                and (saved_choices.get(role) or {}).get("k") not in (None, choice["k"])]
+    if changed:
+        raise ReproduceError(f"{out_dir} holds rows decoded otherwise than this session's probe now chooses ("
+                             f"{'; '.join(changed)}): resume it where its probes are cached (the CPU, kernel environment and "
+                             "$REPRODUCE_CACHE that began it), or use another output directory")
 
 
 def _write_config_file(config: ExperimentConfig, out_dir: Path) -> None:
