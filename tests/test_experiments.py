@@ -385,8 +385,8 @@ def test_a_paper_regime_block_with_k_auto_plans_the_k_its_target_choice_expects_
     """values: [auto] in a block with an auto target runtime: the pool offers the probe K = 1..8, the choice fixes
     the mode (the flattest that leaves the draft cheap) and its K (the most predicted speedup over ArS in that mode
     at the block's acceptance), and the plan runs that K. bf16 here (int8 leaves the 10 ms draft at c = 0.5): K = 4
-    at acceptance 0.8, K = 6 at 0.9 by Leviathan's formula over its curve. The config keeps [auto] (so a rerun resumes), the manifest's record the K;
-    a target runtime that is not probed gets a one-line error naming the fix."""
+    at acceptance 0.8, K = 6 at 0.9 by Leviathan's formula over its curve. The config keeps [auto] (so a rerun
+    resumes), the manifest's record the K; a target runtime that is not probed gets a one-line error naming the fix."""
     from reproduce.engine import runtime
     from reproduce.engine.probe import ModeProbe
     from reproduce.runs.plan import plan_units
@@ -436,7 +436,8 @@ def test_a_resumed_run_must_decode_in_the_runtimes_and_k_of_its_rows(tmp_path):
                                 "target_runtime: auto-flattest}}\n"))
 
     def pool(runtime, k):
-        models = {"target": {"runtime": "fast-w4a8"}, "target@paper": {"runtime": runtime}, "d": {"runtime": "fast-w4a8"}}
+        models = {"target": {"runtime": "fast-w4a8"}, "target@paper": {"runtime": runtime},
+                  "d": {"runtime": "fast-w4a8"}}
         return SimpleNamespace(config=config, describe=lambda: models,
                                runtime_choices={"target@paper": {"runtime": runtime, "k": k}})
 

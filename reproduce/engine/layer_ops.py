@@ -19,7 +19,6 @@ from reproduce.errors import ReproduceError
 from reproduce.provenance import cpu_flags
 
 
-
 @functools.cache
 def _build():
     """The module, or the ReproduceError saying why there is none (printed once: speed and bits depend on it)."""

@@ -237,8 +237,8 @@ def choose(probes: list[ModeProbe], role: str, k: int, k_options: tuple[int, ...
         # alike, and the fastest single token of them wins
         flatness = {p.mode: max(p.ms[1] / expected_ms_per_token(p, kk, 0.0, alpha) for kk in k_options)
                     for p in cheap_draft or candidates}
-        best = fastest([p for p in cheap_draft or candidates
-                        if flatness[p.mode] >= max(flatness.values()) / (1 + FLAT_TIE)])
+        flat_enough = max(flatness.values()) / (1 + FLAT_TIE)
+        best = fastest([p for p in cheap_draft or candidates if flatness[p.mode] >= flat_enough])
         # its K: the most predicted speedup over ArS in this mode, the draft's cost counted (the smallest on ties)
         speedup = lambda kk: best.ms[1] / expected_ms_per_token(best, kk, draft_ms, alpha)  # noqa: E731
         best_k = max(k_options, key=lambda kk: (speedup(kk), -kk))

@@ -115,6 +115,11 @@ class SweepSpec:
     target_runtime: str | None = None
     acceptance: float | None = None  # what a K = auto choice assumes (None: probe.ALPHA_PRIOR, 0.8)
 
+    @property
+    def auto_k(self) -> bool:
+        """Whether the block's K is the probe's choice (values: [auto])."""
+        return tuple(self.values) == (AUTO_K,)
+
 
 @dataclass(frozen=True)
 class ControlSpec:
@@ -359,7 +364,7 @@ def _validate(config: ExperimentConfig, source: str) -> None:
                  "define it, or drop the sweep (from the command line: --set sweeps={})")
         if sweep.target_runtime is not None and sweep.target_runtime not in RUNTIMES:
             fail(f"sweeps.{name}.target_runtime must be one of {', '.join(RUNTIMES)}, got {sweep.target_runtime!r}")
-        if AUTO_K in sweep.values and (tuple(sweep.values) != (AUTO_K,) or sweep.vary != "k"
+        if AUTO_K in sweep.values and (not sweep.auto_k or sweep.vary != "k"
                                        or not str(sweep.target_runtime).startswith("auto")):
             fail(f"sweeps.{name}: values [{AUTO_K}] (K chosen by the probe) stands alone, in a block with vary: k and "
                  f"target_runtime auto or auto-flattest, got values {list(sweep.values)}, vary {sweep.vary!r}, "

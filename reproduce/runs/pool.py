@@ -26,7 +26,7 @@ from reproduce.engine.runtime import build_lm, probed_step_ms, resolve_choice
 from reproduce.errors import ReproduceError
 from reproduce.offline import cache_dir, find_package_file
 from reproduce.provenance import directory_files, file_record, model_files
-from reproduce.runs.config import AUTO_K, ExperimentConfig
+from reproduce.runs.config import ExperimentConfig
 from reproduce.runs.vocabulary import restricted_vocabulary
 
 
@@ -96,7 +96,7 @@ class ModelPool:
         # the block's draft cheap, so after the drafts' probes)
         for block, sweep in config.sweeps.items():
             if sweep.target_runtime is not None:
-                k_options = (tuple(range(1, MAX_ROWS)) if tuple(sweep.values) == (AUTO_K,)  # K chosen with the mode
+                k_options = (tuple(range(1, MAX_ROWS)) if sweep.auto_k  # K chosen with the mode
                              else tuple(sweep.values) if sweep.vary == "k" else (sweep.k,))
                 self._add_target(f"target@{block}", sweep.target_runtime, k_options, self._draft_ms(sweep),
                                  sweep.acceptance or ALPHA_PRIOR)
@@ -129,7 +129,7 @@ class ModelPool:
         """The config as plan_units plans it: each K = auto block's K the one its target's choice made."""
         sweeps = {}
         for block, sweep in self.config.sweeps.items():
-            if tuple(sweep.values) == (AUTO_K,):
+            if sweep.auto_k:
                 choice = self.targets[f"target@{block}"].choice
                 if choice is None:
                     raise ReproduceError(f"sweeps.{block}: K = auto is chosen by the probe, and this target's runtime "

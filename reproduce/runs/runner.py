@@ -35,7 +35,7 @@ from reproduce.engine.runtime import cpu_has_native_bf16, kernel_env
 from reproduce.engine.sampling import SamplingParams
 from reproduce.engine.scoring import token_logprobs
 from reproduce.errors import ReproduceError
-from reproduce.runs.config import AUTO_K, ExperimentConfig, dump_config, resolve_config
+from reproduce.runs.config import ExperimentConfig, dump_config, resolve_config
 from reproduce.runs.decoders import DECODERS, PromptCaches
 from reproduce.runs.pool import ModelPool
 from reproduce.runs.peers import warm_up_generate
@@ -232,12 +232,12 @@ def _check_resumed_models(manifest: dict, pool: ModelPool, out_dir: Path) -> Non
                if role in saved_models and saved_models[role].get("runtime") != model["runtime"]]
     changed += [f"{role} ran at K = {saved_choices[role]['k']}, now {choice['k']}"
                 for role, choice in pool.runtime_choices.items() if role.startswith("target@")
-                and tuple(pool.config.sweeps[role.split("@", 1)[1]].values) == (AUTO_K,)
+                and pool.config.sweeps[role.split("@", 1)[1]].auto_k
                 and (saved_choices.get(role) or {}).get("k") not in (None, choice["k"])]
     if changed:
         raise ReproduceError(f"{out_dir} holds rows decoded otherwise than this session's probe now chooses ("
-                             f"{'; '.join(changed)}): resume it where its probes are cached (the CPU, kernel environment and "
-                             "$REPRODUCE_CACHE that began it), or use another output directory")
+                             f"{'; '.join(changed)}): resume it where its probes are cached (the CPU, kernel "
+                             "environment and $REPRODUCE_CACHE that began it), or use another output directory")
 
 
 def _write_config_file(config: ExperimentConfig, out_dir: Path) -> None:
