@@ -421,6 +421,37 @@ def test_a_paper_regime_block_with_k_auto_plans_the_k_its_target_choice_expects_
     assert "\n" not in str(error.value)
 
 
+def test_k_auto_blocks_in_the_practical_regime_choose_k_per_task_in_one_mode(tmp_path, monkeypatch):
+    """Issue 23's "K may differ per task": a K = auto block per task with the practical target runtime (auto, the
+    least expected SpS time) and the task's acceptance. On a curve like the w4a8 target's probe (t(5) jumps: rows in
+    blocks of 4) with the draft at c = 0.25, Leviathan's formula puts K = 1 at XSum's 0.6 and K = 3 at HumanEval's
+    0.95; both blocks keep the main target's mode, so they decode over its weights (no second copy)."""
+    from reproduce.engine import runtime
+    from reproduce.engine.probe import ModeProbe
+    from reproduce.runs.plan import plan_units
+    from reproduce.runs.pool import ModelPool
+
+    curves = {"int8": [40, 41, 44, 48, 60, 63, 76, 84, 109], "bf16": [160, 160, 161, 162, 163, 164, 165, 166, 167],
+              "fp32": [10, 30, 40, 50, 60, 70, 80, 90, 100]}  # fp32: the draft's (fastest, not batch-invariant)
+    monkeypatch.setattr(runtime, "probe_model", lambda config, vocab: [
+        ModeProbe(mode, dict(enumerate(curve, start=1)), mode != "fp32") for mode, curve in curves.items()])
+    block = "{{task: {task}, mode: greedy, draft: d, vary: k, values: [auto], acceptance: {alpha}, rows: [0, 1], " \
+            "target_runtime: auto}}"
+    config = load_config(_write(tmp_path, "target: {name: tiny-random-llama}\n"
+                                "drafts: [{name: d, model: tiny-random-llama}]\n"
+                                "tasks: {humaneval: {rows: [0, 1], modes: [greedy]}, xsum: {rows: [0, 1], modes: [greedy]}}\n"
+                                f"sweeps: {{he: {block.format(task='humaneval', alpha=0.95)}, "
+                                f"xs: {block.format(task='xsum', alpha=0.6)}}}\n"))
+    pool = ModelPool(config)
+    assert pool.runtimes["target@he"] == pool.runtimes["target@xs"] == pool.runtimes["target"] == "fast-int8"
+    assert pool.targets["target@he"].lm.layers is pool.target_lm.layers  # the same weights, a cache of its own
+    chosen = {block: pool.runtime_choices[f"target@{block}"]["k"] for block in ("he", "xs")}
+    assert chosen == {"he": 3, "xs": 1}, [pool.runtime_choices[f"target@{b}"]["reason"] for b in chosen]
+    planned = plan_units(pool.planned_config())
+    assert {(u.block, m.k) for u in planned if u.block != "main" for m in u.methods if m.kind == "sps"} == \
+        {("he", 3), ("xs", 1)}
+
+
 def test_a_resumed_run_must_decode_in_the_runtimes_and_k_of_its_rows(tmp_path):
     """Resuming where the probe now chooses another mode (another CPU, a cleared cache), or another K for a block
     with K = auto, is a one-line error: a row's key holds neither, so the rows would be pooled across numerics. The

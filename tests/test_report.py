@@ -851,6 +851,38 @@ def test_the_cost_model_paragraph_switches_on_the_numbers(rendered, paper):
     assert "Drafting is nearly free" not in dear
 
 
+def test_why_stands_in_the_fastest_modelled_sps_where_the_fastest_has_no_cost_model_row(rendered, paper):
+    """An adaptive draft (no Leviathan row) as a setting's fastest SpS: the first screen's Why explains the fastest
+    SpS run on every prompt that has a row, names the one it stands in for, and never takes a control (one prompt)
+    or a slower row; with a modelled fastest nothing stands in."""
+    from reproduce.report.answer import _why
+
+    report = _report(rendered, paper)
+    setting = next(s for s in report.settings if s.best and s.best.theory and s.best.speedup)
+    fixed = setting.best
+
+    def variant(label, ratio, **changes):
+        return dataclasses.replace(fixed, label=label, draft=label, speedup=dataclasses.replace(
+            fixed.speedup, ratio=ratio), **changes)
+
+    adaptive = variant("SpS[adaptive,K=3]", fixed.speedup.ratio * 1.1, theory=None)
+    slower = variant("SpS[slower,K=2]", fixed.speedup.ratio * 0.9,
+                     theory=dataclasses.replace(fixed.theory, alpha=0.111))
+    control = variant("SpS[control,K=2]", fixed.speedup.ratio * 2, control=True,
+                      theory=dataclasses.replace(fixed.theory, alpha=0.222))
+    unmodelled = dataclasses.replace(setting, sps=(adaptive, slower, control, fixed), best=adaptive)
+    why = _why((unmodelled,))
+    assert why.drafts == (fixed.draft,) and why.unmodelled == ("SpS[adaptive,K=3]",)
+    assert why.alpha == Span(fixed.theory.alpha, fixed.theory.alpha)  # not the control's 0.222 nor the slower 0.111
+    text = render.render_markdown(dataclasses.replace(report, settings=(unmodelled,), answer=dataclasses.replace(
+        report.answer, why=why)))
+    assert "the fastest SpS (SpS[adaptive,K=3]) has no cost-model row" in text
+    assert f"stands in; their drafts ({fixed.draft}) were accepted at alpha = {fixed.theory.alpha:.2f}" in text
+    # negative control: a modelled fastest SpS stands for itself, and no row at all leaves no Why
+    assert _why((setting,)).unmodelled == ()
+    assert _why((dataclasses.replace(setting, sps=(adaptive, control), best=adaptive),)) is None
+
+
 def test_alpha_needed_inverts_the_prediction():
     from reproduce.analysis import theory
     from reproduce.report.discussion import alpha_needed

@@ -52,7 +52,8 @@ class OutcomeGroup:
 
 @dataclass(frozen=True)
 class Why:
-    """The cost model's inputs over the fastest SpS of each setting (their theory rows)."""
+    """The cost model's inputs over the fastest SpS of each setting (their theory rows); where a fastest SpS has none
+    (an adaptive draft, which Leviathan's formula does not model), over the setting's fastest SpS that has one."""
     drafts: tuple[str, ...]
     k: Span
     alpha: Span
@@ -60,6 +61,7 @@ class Why:
     t_ratio: Span
     predicted: Span
     measured: Span
+    unmodelled: tuple[str, ...] = ()  # the fastest SpS labels without a theory row, stood in for as above
 
 
 @dataclass(frozen=True)
@@ -77,13 +79,24 @@ def _greedy(settings: tuple[Setting, ...]) -> GreedyCheck | None:
     return GreedyCheck(len(rows), sum(r.n for r in rows), sum(round(r.exact_match_ars * r.n) for r in rows))
 
 
+def _explained(setting: Setting) -> MethodRow | None:
+    """The SpS row whose cost model explains a setting: its fastest SpS, else (that one has no theory row) the
+    fastest SpS run on every prompt that has one."""
+    if setting.best is None or setting.best.theory:
+        return setting.best
+    modelled = [r for r in setting.sps if r.theory and not r.control and r.speedup]
+    return max(modelled, key=lambda r: r.speedup.ratio, default=None)
+
+
 def _why(settings: tuple[Setting, ...]) -> Why | None:
-    theory = [s.best.theory for s in settings if s.best and s.best.theory]
-    if not theory:
+    explained = [row for row in map(_explained, settings) if row and row.theory]
+    if not explained:
         return None
-    return Why(tuple(dict.fromkeys(s.best.draft for s in settings if s.best)), Span.of(t.k for t in theory),
+    theory = [row.theory for row in explained]
+    unmodelled = tuple(dict.fromkeys(s.best.label for s in settings if s.best and not s.best.theory))
+    return Why(tuple(dict.fromkeys(row.draft for row in explained)), Span.of(t.k for t in theory),
                Span.of(t.alpha for t in theory), Span.of(t.c for t in theory), Span.of(t.t_ratio for t in theory),
-               Span.of(t.predicted for t in theory), Span.of(t.measured for t in theory))
+               Span.of(t.predicted for t in theory), Span.of(t.measured for t in theory), unmodelled)
 
 
 REGIME_VERDICT = Verdict("not counted", "the paper's regime: no paper row at these settings, so not counted")
