@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reproduce.report.groups import MethodRow, Setting
+from reproduce.report.groups import MethodRow, Setting, fastest_on_every_prompt
 from reproduce.report.records import Span, Speedup, Verdict
 from reproduce.report.sweeps import Sweep
 
@@ -84,12 +84,11 @@ def _explained(setting: Setting) -> MethodRow | None:
     fastest SpS run on every prompt that has one."""
     if setting.best is None or setting.best.theory:
         return setting.best
-    modelled = [r for r in setting.sps if r.theory and not r.control and r.speedup]
-    return max(modelled, key=lambda r: r.speedup.ratio, default=None)
+    return fastest_on_every_prompt(r for r in setting.sps if r.theory)
 
 
 def _why(settings: tuple[Setting, ...]) -> Why | None:
-    explained = [row for row in map(_explained, settings) if row and row.theory]
+    explained = [row for row in map(_explained, settings) if row]
     if not explained:
         return None
     theory = [row.theory for row in explained]

@@ -294,6 +294,11 @@ def _order(entry: dict, draft_order: list[str]) -> tuple:
     return METHOD_KINDS[entry["method"]].order, draft_rank, entry["k"] or 0
 
 
+def fastest_on_every_prompt(rows) -> MethodRow | None:
+    """The fastest of `rows` run on every prompt (controls and rows without a speedup left out); None: none is."""
+    return max((r for r in rows if not r.control and r.speedup), key=lambda r: r.speedup.ratio, default=None)
+
+
 def setting(task: str, mode: str, entries: list[dict], config: dict, models: dict, paper: dict,
             theory: dict) -> Setting:
     """One Setting from the main block's entries of a task and mode."""
@@ -308,8 +313,7 @@ def setting(task: str, mode: str, entries: list[dict], config: dict, models: dic
     rows = [method_row(e, theory, config, models, positions, quality_tests(ars, e, metric)) if e["method"] == "sps"
             else method_row(e, theory, config, models) for e in entries]
     sps = tuple(r for r in rows if r.method == "sps")
-    full = [r for r in sps if not r.control and r.speedup]
-    best = max(full, key=lambda r: r.speedup.ratio) if full else None
+    best = fastest_on_every_prompt(sps)
     paper_match = PaperRow.read(paper_row(task, ars["temperature"], ars["top_p"], paper))
     ars_row = next(r for r in rows if r.method == "ars")
     mode_words = mode_label(ars["temperature"], ars["top_p"])
