@@ -69,13 +69,14 @@ def without(lm, left_out: list[int], kind: str, hidden: int, intermediate: int):
     return clone
 
 
-def load_pair():
-    """(target, draft) as loaded models, the default profile's 32,768-token restricted vocabulary, and the int4
-    target LM the continuations and t(n) come from; 2 threads, as the runs use."""
+def load_pair(runtime: str = "int4"):
+    """(target, draft) as loaded models, the default profile's 32,768-token restricted vocabulary, and the target
+    LM in `runtime` (int4 in the committed layer-skip reports) the continuations and t(n) come from; 2 threads, as
+    the runs use."""
     torch.set_num_threads(2)
     target, draft = models.load_model(TARGET, torch.bfloat16), models.load_model(DRAFT, torch.bfloat16)
     kept = restricted_vocabulary(target.tokenizer, target.vocab_size, 32768)
-    return target, draft, kept, FastLlamaLM.from_hf(target.model, target.vocab_size, 1280, "int4")
+    return target, draft, kept, FastLlamaLM.from_hf(target.model, target.vocab_size, 1280, runtime)
 
 
 def task_prompts(tokenizer, rows: dict[str, range]) -> list[tuple[str, list[int]]]:
