@@ -203,3 +203,43 @@ def test_a_build_is_named_by_its_source_and_the_headers_it_includes(tmp_path):
     (tmp_path / "notes.txt").write_text("not a header")
     (tmp_path / "simd.h").write_bytes((KERNELS / "simd.h").read_bytes())
     assert source_digest(source, ["-O3"]) == before
+
+
+def test_a_finished_build_is_loaded_from_any_checkout_without_the_compiler(tmp_path, monkeypatch):
+    """A fresh clone or a worktree holds the same sources at another path with new mtimes, where torch's loader
+    alone rebuilds (~20-50 s a kernel, at the start of every CI run). A finished build of the same digest is loaded
+    as it is. Negative controls: a build without its finished marker (killed mid-way) and an edited source (another
+    digest) both go to the compiler."""
+    import shutil
+
+    import torch.utils.cpp_extension
+
+    from reproduce.engine import cpp_build
+    from reproduce.offline import cache_dir
+
+    built = cpp_build.compile_extension("layer_ops", "avx2", cpp_build.AVX2_CFLAGS, "no fallback")  # the suite's build
+    if isinstance(built, Exception):
+        pytest.skip(f"no layer_ops build on this machine ({built}): reusing a finished build is left unchecked")
+    directory = f"layer_ops-{built.__name__.removeprefix('reproduce_layer_ops_')}"  # <stem>-<variant>_<digest>
+    cache = tmp_path / "cache"
+    shutil.copytree(cache_dir() / "kernels" / directory, cache / "kernels" / directory)
+    checkout = tmp_path / "checkout"
+    shutil.copytree(cpp_build.KERNELS, checkout)  # another path, new mtimes
+    monkeypatch.setattr(cpp_build, "KERNELS", checkout)
+    monkeypatch.setenv("REPRODUCE_CACHE", str(cache))
+    compiled = []
+
+    def compiler(name, *args, **kwargs):
+        compiled.append(name)
+        raise RuntimeError("the compiler was called")
+
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", compiler)
+    again = cpp_build.compile_extension("layer_ops", "avx2", cpp_build.AVX2_CFLAGS, "no fallback")
+    assert compiled == [] and again.__name__ == built.__name__ and hasattr(again, "attention")
+
+    (cache / "kernels" / directory / "finished").unlink()  # as a killed build leaves it
+    assert isinstance(cpp_build.compile_extension("layer_ops", "avx2", cpp_build.AVX2_CFLAGS, "x"), Exception)
+    assert compiled == [built.__name__]
+    (checkout / "layer_ops.cpp").write_text((checkout / "layer_ops.cpp").read_text() + "\n// edited\n")
+    assert isinstance(cpp_build.compile_extension("layer_ops", "avx2", cpp_build.AVX2_CFLAGS, "x"), Exception)
+    assert len(compiled) == 2 and compiled[1] != built.__name__

@@ -2,13 +2,16 @@
 
 Both of the fast runtime's C++ files (the w4a8 GEMM, the layer ops) are built here, on first use: g++ and ninja,
 ~20-50 s a build, kept in $REPRODUCE_CACHE/kernels/ under a name holding the digest of the source, the headers beside
-it (kernels/*.h), the flags and torch's version, so an edited file or a new torch is a new build and never a stale
-one. A build is the module or the ReproduceError saying why there is none (`module` and `build_id` read either).
+it (kernels/*.h), the flags and torch's version, so an edited file or a new torch is a new build and never
+a stale one. A finished build is loaded as it is, from any checkout: torch's loader alone would rebuild it wherever
+the source's path or mtime differs (every fresh clone, every worktree). A build is the module or the
+ReproduceError saying why there is none (`module` and `build_id` read either).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import shutil
 import sys
@@ -32,6 +35,19 @@ def source_digest(source: Path, cflags) -> str:
                           + torch.__version__.encode()).hexdigest()
 
 
+def _finished(build: Path, module_name: str):
+    """The module a finished build in `build` holds (its .so loaded as torch's loader loads it), or None where
+    there is none for this Python: the marker, naming the Python, is written only after a build loaded, so a killed
+    build is redone."""
+    library, marker = build / f"{module_name}.so", build / "finished"
+    if not library.exists() or not marker.exists() or marker.read_text().split()[:1] != [sys.implementation.cache_tag]:
+        return None
+    spec = importlib.util.spec_from_file_location(module_name, library)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def compile_extension(stem: str, variant: str, cflags, fallback: str):
     """The module built from kernels/<stem>.cpp with `cflags` (named <stem>-<variant>_<digest>), or a one-line
     ReproduceError saying why it could not be built and what to do instead (`fallback`)."""
@@ -46,10 +62,15 @@ def compile_extension(stem: str, variant: str, cflags, fallback: str):
     name = f"{variant}_{source_digest(source, cflags)[:12]}"
     build = cache_dir() / "kernels" / f"{stem}-{name}"
     build.mkdir(parents=True, exist_ok=True)
+    module_name = f"reproduce_{stem}_{name}"
     try:
-        # named by the digest: torch renames a module rebuilt under one name with other flags (name_v1, ...)
-        return load(f"reproduce_{stem}_{name}", [str(source)], extra_cflags=list(cflags),
-                    extra_ldflags=["-fopenmp"], build_directory=str(build), verbose=False)
+        module = _finished(build, module_name)
+        if module is None:
+            # named by the digest: torch renames a module rebuilt under one name with other flags (name_v1, ...)
+            module = load(module_name, [str(source)], extra_cflags=list(cflags), extra_ldflags=["-fopenmp"],
+                          build_directory=str(build), verbose=False)
+            (build / "finished").write_text(f"{sys.implementation.cache_tag} {source.name} {' '.join(cflags)}\n")
+        return module
     except Exception as exc:  # noqa: BLE001 - a compiler or ninja missing, or a failed build: one line, the fix
         lines = str(exc).strip().splitlines() or [type(exc).__name__]
         # the compiler's own message where there is one ("...: error: ..."), else the loader's last line
