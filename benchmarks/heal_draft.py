@@ -160,6 +160,8 @@ def main() -> None:
 
     def measure(model, label: str) -> None:
         alpha = agreement(runtime_lm(model, vocab, kept, "bf16"), held_out, held_out_tokens)
+        # the target timed again beside each draft: the rows are half an hour apart, and this CPU drifts 20-35%
+        t1, t_verify = step_ms(target_lm), step_ms(target_lm, args.k + 1)
         c = step_ms(runtime_lm(model, vocab, kept, args.runtime)) / t1
         predicted = predicted_speedup(alpha["humaneval"], args.k, c, {1: t1, args.k + 1: t_verify})
         print(f"| {label} | {alpha['humaneval']:.3f} | {alpha['xsum']:.3f} | {c:.3f} | {predicted:.2f}x |", flush=True)
