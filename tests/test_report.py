@@ -906,3 +906,38 @@ def test_rerun_commands_only_for_a_profile_that_still_is_the_runs_config(rendere
         assert rerun.make == ("make reproduce" if name == "default" else "make reproduce PROFILE=smollm2")
         changed = render.rerun_commands(tmp_path, name, {**saved, "k_values": [7]})
         assert changed.profile is None and changed.make is None and changed.changed_profile == name
+
+
+# paths under reports/ the README names only as where a command writes, not as evidence
+WRITTEN_BY_A_COMMAND = {"reports/quick"}
+CITED_REPORT = re.compile(r"reports/[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)*")
+
+
+def cited_report_paths(text: str) -> set[str]:
+    return {path.rstrip(".,") for path in CITED_REPORT.findall(text)} - WRITTEN_BY_A_COMMAND
+
+
+def test_every_report_the_readme_and_notes_cite_is_in_the_repository():
+    """A cited run's report and raw rows are evidence, so every path under reports/ that the README or the notes
+    name must be tracked by git: a gitignored one exists only on the machine that made it, and no clone has it
+    (seven cited report directories were ignored until session 21; session 17's draft-bits output was lost that
+    way). Negative control: a path git does not track is caught."""
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        tracked = subprocess.run(["git", "ls-files", "reports"], cwd=repo, capture_output=True, text=True,
+                                 check=True).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError) as error:
+        pytest.skip(f"not a git checkout ({error}): that the cited reports are committed is left unchecked")
+    if not tracked:
+        pytest.skip("git tracks nothing under reports/ here: that the cited reports are committed is left unchecked")
+
+    def untracked(paths: set[str]) -> list[str]:
+        return sorted(p for p in paths if not any(f == p or f.startswith(p.rstrip("/") + "/") for f in tracked))
+
+    cited = set()
+    for document in [repo / "README.md", *sorted((repo / "notes").glob("*.md"))]:
+        cited |= cited_report_paths(document.read_text())
+    assert len(cited) > 10, "the README and notes cite their reports"
+    assert untracked(cited) == []
+    assert untracked(cited_report_paths("see reports/never-committed/results.md.")) == [
+        "reports/never-committed/results.md"]
