@@ -284,3 +284,10 @@ def test_hybrid_draft_needs_a_model_draft(tiny_target):
     with pytest.raises(ReproduceError) as error:
         build_drafter("ngram+ngram", tiny_target)
     assert_one_line(error, "ngram+distilled")
+
+
+@pytest.mark.parametrize("command", ["analyse", "report"])
+def test_analyse_and_report_of_a_directory_without_a_run(capsys, tmp_path, command):
+    """`analyse` read manifest.json before checking it was there, and ended in a FileNotFoundError traceback."""
+    line = run_cli(capsys, [command, str(tmp_path)])
+    assert "holds no experiment results" in line and "python -m reproduce run --profile NAME" in line

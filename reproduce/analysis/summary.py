@@ -25,7 +25,7 @@ from reproduce.analysis.sandbox import isolation_level
 from reproduce.analysis.speed import cost_curve, k_sweep, theory_table
 from reproduce.analysis.tidy import write_tidy
 from reproduce.catalogue import METHOD_KINDS
-from reproduce.runs.results import MANIFEST_FILE, SUMMARY_FILE, json_safe
+from reproduce.runs.results import MANIFEST_FILE, SUMMARY_FILE, json_safe, require_results
 
 
 def method_table(frame: pd.DataFrame, price_per_hour: float, margins: dict) -> list[dict]:
@@ -134,6 +134,7 @@ def decode_timing(frame: pd.DataFrame) -> str:
 
 def analyse(out_dir: Path, write: bool = True) -> dict:
     out_dir = Path(out_dir)
+    require_results(out_dir)
     manifest = json.loads((out_dir / MANIFEST_FILE).read_text())
     frame = add_quality(load_frame(out_dir))
     price = manifest["config"]["price_per_hour_usd"]

@@ -33,7 +33,7 @@ from reproduce.provenance import git_commit
 from reproduce.report.context import Links, Report, Rerun, build_report
 from reproduce.report.records import Commit
 from reproduce.runs.config import EXPERIMENTS_DIR, load_config, resolve_config
-from reproduce.runs.results import CONFIG_FILE, MANIFEST_FILE, ROWS_FILE, SUMMARY_FILE, TIDY_FILE, json_safe
+from reproduce.runs.results import CONFIG_FILE, ROWS_FILE, SUMMARY_FILE, TIDY_FILE, json_safe, require_results
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,9 +60,7 @@ def load_summary(results_dir: Path) -> dict:
     """summary.json as the analysis wrote it (its "manifest" is the run's manifest.json). Computes nothing: a
     missing summary, or one older than the rows, fails in one line naming the command that writes it."""
     rows, summary = results_dir / ROWS_FILE, results_dir / SUMMARY_FILE
-    if not rows.is_file() or not (results_dir / MANIFEST_FILE).is_file():
-        raise ReproduceError(f"{results_dir} holds no experiment results ({ROWS_FILE}, {MANIFEST_FILE}): "
-                             "run `python -m reproduce run --profile NAME --out DIR` first")
+    require_results(results_dir)
     if not summary.is_file():
         raise ReproduceError(f"{results_dir} has no {SUMMARY_FILE}: run `python -m reproduce analyse {results_dir}` "
                              "first")

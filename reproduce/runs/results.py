@@ -12,6 +12,8 @@ import json
 import math
 from pathlib import Path
 
+from reproduce.errors import ReproduceError
+
 ROWS_FILE = "rows.jsonl"
 
 
@@ -25,6 +27,13 @@ SUMMARY_FILE = "summary.json"  # written by the analysis (python -m reproduce an
 
 
 TIDY_FILE = "rows.csv"  # written by the analysis: one flat row per (prompt, method) with its quality, for pandas
+
+
+def require_results(out_dir: Path) -> None:
+    """The one-line error for a directory that holds no run (what `analyse` and `report` are given)."""
+    if not (Path(out_dir) / ROWS_FILE).is_file() or not (Path(out_dir) / MANIFEST_FILE).is_file():
+        raise ReproduceError(f"{out_dir} holds no experiment results ({ROWS_FILE}, {MANIFEST_FILE}): "
+                             "run `python -m reproduce run --profile NAME --out DIR` first")
 
 
 def read_done_keys(rows_path: Path) -> set[str]:
