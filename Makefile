@@ -62,9 +62,11 @@ $(STAMP): pyproject.toml Makefile
 		|| echo "could not install bubblewrap (needs root and apt-get): HumanEval checks will fall back to guard+rlimits"
 	touch $(STAMP)
 
-# test: the whole pytest suite (the same command CI runs through .ci/run).
+# test: the whole pytest suite (the same command CI runs through .ci/run), in two worker processes (pytest-xdist), a
+# test file to each, so a file's model fixtures load once: 10 min 24 s against 18 min 2 s in one process on a 2-core
+# 2.1 GHz Xeon. Cache entries the workers share (converted models, probes) are filled under a lock.
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # draft: distil the default target's draft (~28 min measured on 2 cores; cached in $$REPRODUCE_CACHE/drafts, default
 # ~/.cache/reproduce; does nothing when it is already built). Recipe and log: reproduce/distill/, distill.json.

@@ -25,7 +25,7 @@ import torch
 
 from reproduce.engine.probe import MAX_ROWS, PROBE_CONTEXT, REPEATS, ModeProbe, measure_quietly
 from reproduce.engine.timing import time_rows
-from reproduce.offline import cache_dir
+from reproduce.offline import cache_dir, write_atomically
 from reproduce.provenance import cpu_key
 
 PROBE_VERSION = 1
@@ -75,6 +75,5 @@ def probe_gguf(path, vocab_size: int, n_threads: int | None = None) -> ModeProbe
     lm = LlamaCppLM.load(path, vocab_size, n_threads)
     probe, quiet = measure_quietly(lambda: probe_lm(lm), f"llama.cpp on {path.name}", n_threads)
     if quiet:  # as probe.probe_model: a probe taken on a busy machine serves this run only
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        cached.write_text(json.dumps(asdict(probe), indent=1))
+        write_atomically(cached, json.dumps(asdict(probe), indent=1).encode())
     return probe

@@ -8,6 +8,7 @@ second instead of ~30 s.
 from __future__ import annotations
 
 import importlib.metadata
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import torch
 
 from reproduce.errors import ReproduceError
 from reproduce.engine.gguf_parts import SplitGGUF, assemble
-from reproduce.offline import cache_dir, find_package_file
+from reproduce.offline import cache_dir, cache_lock, find_package_file
 
 # alias -> (PyPI distribution, file suffix inside it), or a GGUF split across several wheels (gguf_parts.py)
 OFFLINE_ALIASES = {
@@ -135,9 +136,10 @@ def offline_gguf(alias: str) -> Path:
     if not isinstance(entry, SplitGGUF):
         return find_package_file(*entry)
     path = cache_dir() / "gguf" / f"{alias}.gguf"
-    if path.is_file() and path.stat().st_size == entry.size:  # assemble() renames it into place only once verified
-        return path
-    return assemble(entry, path)
+    with cache_lock(f"gguf-{alias}"):  # another process may be assembling it: wait, then find it there
+        if path.is_file() and path.stat().st_size == entry.size:  # assemble() renames it in only once verified
+            return path
+        return assemble(entry, path)
 
 
 def gguf_file(model) -> Path:
@@ -160,29 +162,37 @@ def _load_offline_alias(alias: str, dtype: torch.dtype) -> LoadedModel:
     split = isinstance(entry, SplitGGUF)
     source = entry.describe() if split else f"{entry[0]}:{entry[1]}"
     converted = cache_dir() / "models" / alias
-    if not (converted / "config.json").exists():
-        loaded = _load_gguf(offline_gguf(alias), torch.float32)
-        # The dequantized weights are plain tensors; the GGUF quantizer record would make the copy reload as GGUF.
-        del loaded.model.config.quantization_config
-        loaded.model.hf_quantizer = None
-        if split:
-            # Norms and q/k/v biases stay fp32, as the fast runtime keeps them: rounding them too moved its bf16
-            # logits by a total variation of 5e-3 on average (0.06 at most) on the 0.5B, as much as bf16 itself
-            for param in loaded.model.parameters():
-                if param.dim() >= 2:
-                    param.data = param.data.to(torch.bfloat16)
-        tmp = converted.with_name(converted.name + ".tmp")
-        loaded.model.save_pretrained(tmp)
-        loaded.tokenizer.save_pretrained(tmp)
-        pins = source if split else f"{entry[0]}=={importlib.metadata.version(entry[0])} {entry[1]}"
-        (tmp / "SOURCE").write_text(pins + "\n")
-        tmp.rename(converted)  # atomic: an interrupted conversion never leaves a half-written model behind
-        del loaded  # before the reload below, or both copies are in memory at once (14.5 GB peak for the 1.5B)
-        # the assembled GGUF stays (1.1 GB for the 1.5B): runtime llama.cpp runs it
+    with cache_lock(f"model-{alias}"):  # another process may be converting it: wait, then load its copy
+        if not (converted / "config.json").exists():
+            _convert(alias, entry, converted, source)
     loaded = _load_pretrained(str(converted), f"{source} (cached at {converted})", dtype, None)
     loaded.name = alias
     loaded.model.gguf_source = alias  # runtime llama.cpp runs offline_gguf(alias) (gguf_file)
     return loaded
+
+
+def _convert(alias: str, entry, converted: Path, source: str) -> None:
+    """Dequantize an offline alias's GGUF once and save it as a Hugging Face model directory at `converted`."""
+    split = isinstance(entry, SplitGGUF)
+    loaded = _load_gguf(offline_gguf(alias), torch.float32)
+    # The dequantized weights are plain tensors; the GGUF quantizer record would make the copy reload as GGUF.
+    del loaded.model.config.quantization_config
+    loaded.model.hf_quantizer = None
+    if split:
+        # Norms and q/k/v biases stay fp32, as the fast runtime keeps them: rounding them too moved its bf16
+        # logits by a total variation of 5e-3 on average (0.06 at most) on the 0.5B, as much as bf16 itself
+        for param in loaded.model.parameters():
+            if param.dim() >= 2:
+                param.data = param.data.to(torch.bfloat16)
+    tmp = converted.with_name(converted.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)  # a killed conversion's leftovers (the lock is ours)
+    loaded.model.save_pretrained(tmp)
+    loaded.tokenizer.save_pretrained(tmp)
+    pins = source if split else f"{entry[0]}=={importlib.metadata.version(entry[0])} {entry[1]}"
+    (tmp / "SOURCE").write_text(pins + "\n")
+    tmp.rename(converted)  # atomic: an interrupted conversion never leaves a half-written model behind
+    # returning frees this float copy before the caller reloads (both at once: a 14.5 GB peak for the 1.5B); the
+    # assembled GGUF stays (1.1 GB for the 1.5B): runtime llama.cpp runs it
 
 
 # madvise(2)'s MADV_PAGEOUT (Linux >= 5.4): reclaim these pages now. Clean file pages are dropped and read again from

@@ -46,7 +46,7 @@ from reproduce.engine.fast_lm import FastLlamaLM, LayerWeights
 from reproduce.engine.linear import make_linear
 from reproduce.engine.timing import time_rows
 from reproduce.errors import ReproduceError
-from reproduce.offline import cache_dir
+from reproduce.offline import cache_dir, write_atomically
 from reproduce.provenance import cpu_key, runqueue_wait_seconds
 
 PROBE_VERSION = 4  # 4: the whole forward's batch invariance too; 3: a whole forward timed (2: the GEMMs alone)
@@ -313,8 +313,7 @@ def probe_model(config, vocab_size: int, modes=PROBE_MODES) -> list[ModeProbe]:
         probes.append(probe)
         all_quiet = all_quiet and quiet
     if all_quiet:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps([asdict(p) for p in probes], indent=1))
+        write_atomically(path, json.dumps([asdict(p) for p in probes], indent=1).encode())
     else:
         _BUSY_PROBES[path] = probes
     return probes

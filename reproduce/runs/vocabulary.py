@@ -13,6 +13,7 @@ the news. The counts are cached per tokenizer in $REPRODUCE_CACHE/vocabulary/.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import sysconfig
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 import torch
 
 from reproduce import tasks
-from reproduce.offline import cache_dir
+from reproduce.offline import cache_dir, write_atomically
 
 CORPUS_VERSION = 1  # bump when the corpus below changes: cached counts of another version are recounted
 STDLIB_FILES = 400  # the first files of the standard library, sorted by path (tests and test data left out)
@@ -57,8 +58,9 @@ def token_frequencies(tokenizer, vocab_size: int) -> torch.Tensor:
             counts.index_add_(0, ids, torch.ones(len(ids), dtype=torch.float64))
         frequencies += counts / counts.sum()
     frequencies /= frequencies.sum()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(frequencies, path)
+    buffer = io.BytesIO()
+    torch.save(frequencies, buffer)
+    write_atomically(path, buffer.getvalue())  # another process may be reading or writing it too
     return frequencies
 
 
