@@ -88,18 +88,16 @@ def narrowed_copy(model, keep: float, calibration: list[list[int]]):
 def runtime_lm(model, vocab: int, kept: torch.Tensor, mode: str):
     """The (cut or narrowed) Hugging Face model as the default profile's restricted draft LM in `mode`; a down_proj
     bias (the narrowed MLPs') is added after the GEMM, as mlp_width's compensation is."""
-    biases = [layer.mlp.down_proj.bias for layer in model.model.layers]
-    if biases[0] is None:
-        biases = None
-    else:
-        biases = [b.detach().float() for b in biases]
-    return draft_lm(model, biases, vocab, kept, mode, compensate=biases is not None)
+    if model.model.layers[0].mlp.down_proj.bias is None:  # a cut or whole draft: no compensation
+        return draft_lm(model, None, vocab, kept, mode, compensate=False)
+    biases = [layer.mlp.down_proj.bias.detach().float() for layer in model.model.layers]
+    return draft_lm(model, biases, vocab, kept, mode, compensate=True)
 
 
 def heal(student, teacher, teacher_head: torch.Tensor, head: torch.Tensor, chunks: list[list[int]], seconds: float) -> int:
-    """Train `student`'s layers and final norm towards the distribution of `teacher` (a Hugging Face decoder, its
-    final hidden states times `teacher_head`) over
-    the kept tokens (`head`: the student's rows of them) for `seconds`; returns the tokens trained on."""
+    """Train `student`'s layers and final norm for `seconds` towards the distribution of `teacher` (a Hugging Face
+    decoder: its final hidden states times `teacher_head`) over the kept tokens (`head`: the student's rows of
+    them); returns the tokens trained on."""
     for parameter in student.parameters():
         parameter.requires_grad = False
     trained = [p for layer in student.model.layers for p in layer.parameters()] + list(student.model.norm.parameters())

@@ -18,7 +18,7 @@ import platform
 import subprocess
 from pathlib import Path
 
-from reproduce.offline import cache_dir
+from reproduce.offline import cache_dir, write_atomically
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -143,11 +143,8 @@ def sha256_file(path) -> str:
         pass
     value = _digest(path)
     try:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = entry.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-                                   "sha256": value}))
-        tmp.replace(entry)
+        write_atomically(entry, json.dumps({"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+                                            "sha256": value}).encode())
     except OSError:
         pass  # a read-only cache: hash again next time
     return value

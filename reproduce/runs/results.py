@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 
 from reproduce.errors import ReproduceError
+from reproduce.offline import write_atomically
 
 ROWS_FILE = "rows.jsonl"
 
@@ -79,6 +80,4 @@ def json_safe(value):
 
 
 def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(json_safe(data), indent=2, default=str))
-    tmp.replace(path)
+    write_atomically(path, json.dumps(json_safe(data), indent=2, default=str).encode())
