@@ -47,6 +47,15 @@ def median_of(calls: list, rows: int) -> float:
     return statistics.median(picked) if picked else float("nan")
 
 
+def default_draft_pool(k: int, stop_below: float) -> ModelPool:
+    """The default profile's target and its restricted 0.5B alone (runtime auto, as `make reproduce` loads them),
+    drafting K tokens with `stop_below`; no sweeps, ArS and SpS only."""
+    config = load_config("default")
+    spec = next(d for d in config.drafts if d.name == DRAFT)
+    spec = dataclasses.replace(spec, stop_below=stop_below, k_values=(k,))
+    return ModelPool(dataclasses.replace(config, drafts=(spec,), sweeps={}, methods=("ars", "sps")))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=3)
@@ -54,10 +63,7 @@ def main() -> None:
     parser.add_argument("--stop-below", type=float, default=0.4)
     parser.add_argument("--new-tokens", type=int, default=128)
     args = parser.parse_args()
-    config = load_config("default")
-    spec = next(d for d in config.drafts if d.name == DRAFT)
-    spec = dataclasses.replace(spec, stop_below=args.stop_below, k_values=(args.k,))
-    pool = ModelPool(dataclasses.replace(config, drafts=(spec,), sweeps={}, methods=("ars", "sps")))
+    pool = default_draft_pool(args.k, args.stop_below)
     target, drafter = pool.target_lm, pool.drafters[DRAFT]
     draft_lm = drafter.lm
     body_calls, head_calls = [], []

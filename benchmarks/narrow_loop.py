@@ -17,22 +17,20 @@ against the whole 0.5B, paired by prompt. Nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import time
 
 import torch
 
+from benchmarks.draft_loop import DRAFT, default_draft_pool
 from benchmarks.layer_skip import PROMPT_TOKENS, SELECTION, greedy_continuations, task_prompts
 from benchmarks.mlp_width import draft_lm, neuron_stats, pruned_copy, widths
 from reproduce.analysis.ratios import log_ratio_interval
 from reproduce.engine.decoding import autoregressive_decode, prefill, speculative_decode
 from reproduce.engine.drafters import RestrictedDrafter
 from reproduce.engine.sampling import SamplingParams
-from reproduce.runs.config import load_config
 from reproduce.runs.pool import ModelPool
 
-DRAFT = "qwen-0.5b"  # the default profile's restricted 0.5B
 NEW_TOKENS = {"humaneval": 128, "xsum": 64}  # as the default profile's Table 1 rows
 GREEDY = SamplingParams(temperature=0.0)
 
@@ -113,10 +111,7 @@ def main() -> None:
     parser.add_argument("--calibration-tokens", type=int, default=64, help="target continuation tokens a row")
     args = parser.parse_args()
     started = time.time()
-    config = load_config("default")
-    spec = next(d for d in config.drafts if d.name == DRAFT)
-    spec = dataclasses.replace(spec, stop_below=args.stop_below, k_values=(args.k,))
-    pool = ModelPool(dataclasses.replace(config, drafts=(spec,), sweeps={}, methods=("ars", "sps")))
+    pool = default_draft_pool(args.k, args.stop_below)
     whole = f"whole 0.5B ({pool.drafts[DRAFT].model.model.config.intermediate_size} neurons)"
     drafters = {whole: pool.drafters[DRAFT],
                 **narrow_drafters(pool, [float(w) for w in args.widths.split(",")], args.calibration_tokens,

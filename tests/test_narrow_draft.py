@@ -21,6 +21,13 @@ def tiny_draft():
                              num_hidden_layers=2, initializer_range=0.2).model
 
 
+def narrowed(model, keep: float):
+    """(narrowed copy, its compensating biases) of `model` at `keep` of its MLP width, calibrated on CALIBRATION."""
+    stats = neuron_stats(model, CALIBRATION)
+    scores = stats.scores(model)
+    return pruned_copy(model, stats, scores, widths(scores, keep, "uniform"))
+
+
 def mlp_inputs(model, sequences) -> list[torch.Tensor]:
     """Layer 0's MLP input (after its norm) at every calibration token."""
     seen = []
@@ -40,9 +47,7 @@ def mlp_inputs(model, sequences) -> list[torch.Tensor]:
 
 def test_keeping_every_neuron_changes_no_logit():
     model = tiny_draft()
-    stats = neuron_stats(model, CALIBRATION)
-    scores = stats.scores(model)
-    kept, biases = pruned_copy(model, stats, scores, widths(scores, 1.0, "uniform"))
+    kept, biases = narrowed(model, 1.0)
     ids = torch.tensor([CALIBRATION[0]])
     with torch.inference_mode():
         torch.testing.assert_close(kept(ids).logits, model(ids).logits)
@@ -51,11 +56,8 @@ def test_keeping_every_neuron_changes_no_logit():
 
 def test_the_mean_compensation_restores_each_mlps_mean_output_on_the_calibration_tokens():
     model = tiny_draft()
-    stats = neuron_stats(model, CALIBRATION)
-    scores = stats.scores(model)
-    kept_widths = widths(scores, 0.5, "uniform")
-    assert kept_widths == [128, 128]
-    narrow, biases = pruned_copy(model, stats, scores, kept_widths)
+    narrow, biases = narrowed(model, 0.5)
+    assert [layer.mlp.down_proj.weight.shape[1] for layer in narrow.model.layers] == [128, 128]
     x = torch.cat(mlp_inputs(model, CALIBRATION))  # [tokens, hidden]: the same inputs to both MLPs
     with torch.inference_mode():
         full = model.model.layers[0].mlp(x).double().mean(0)
@@ -66,10 +68,7 @@ def test_the_mean_compensation_restores_each_mlps_mean_output_on_the_calibration
 
 
 def test_the_runtime_draft_adds_the_bias_where_hugging_face_would():
-    model = tiny_draft()
-    stats = neuron_stats(model, CALIBRATION)
-    scores = stats.scores(model)
-    narrow, biases = pruned_copy(model, stats, scores, widths(scores, 0.5, "uniform"))
+    narrow, biases = narrowed(tiny_draft(), 0.5)
     all_tokens = torch.arange(VOCAB)
     ids = CALIBRATION[1]
     lm = draft_lm(narrow, biases, VOCAB, all_tokens, "fp32", compensate=True)
