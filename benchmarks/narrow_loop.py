@@ -110,6 +110,11 @@ def main() -> None:
     parser.add_argument("--stop-below", type=float, default=0.4)
     parser.add_argument("--calibration-tokens", type=int, default=64, help="target continuation tokens a row")
     args = parser.parse_args()
+    tasks = args.tasks.split(",")
+    if unknown := [task for task in tasks if task not in PROMPT_TOKENS]:  # before minutes of loading, not after
+        parser.error(f"--tasks {','.join(unknown)}: choose from {', '.join(PROMPT_TOKENS)}")
+    if args.prompts < 2:
+        parser.error("--prompts: at least 2 (a t interval over prompts needs two)")
     started = time.time()
     pool = default_draft_pool(args.k, args.stop_below)
     whole = f"whole 0.5B ({pool.drafts[DRAFT].model.model.config.intermediate_size} neurons)"
@@ -118,9 +123,7 @@ def main() -> None:
                                   args.stop_below)}
     print(f"runtimes {pool.runtimes}; greedy, K = {args.k}, stop_below {args.stop_below}; "
           f"ready in {time.time() - started:.0f} s", flush=True)
-    for task in args.tasks.split(","):
-        if task not in PROMPT_TOKENS:
-            parser.error(f"--tasks: choose from {', '.join(PROMPT_TOKENS)}")
+    for task in tasks:
         report(task, decode_all(pool, drafters, task, range(args.prompts), args.k), whole)
     print(f"\n{time.time() - started:.0f} s in all")
 
